@@ -1,0 +1,84 @@
+// setup_boot(): validates a boot request, then writes the kernel, initrd, command line and
+// every boot structure into guest memory.
+#include "boot/boot.h"
+
+#include <fmt/format.h>
+
+#include "boot/cmdline.h"
+#include "boot/cpu_tables.h"
+#include "boot/initrd.h"
+#include "boot/kernel_image.h"
+#include "boot/layout.h"
+#include "boot/memory_map.h"
+#include "boot/mptable.h"
+#include "boot/pvh.h"
+#include "boot/zero_page.h"
+#include "vmm/error.h"
+
+namespace embervm::boot {
+
+BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options) {
+    // Everything is validated before the first byte is written.
+    if (options.vcpu_count == 0 || options.vcpu_count > mptable_max_vcpus()) {
+        throw Error(fmt::format("boot: {} vCPUs requested, the MP table supports 1 to {}", options.vcpu_count,
+                                mptable_max_vcpus()));
+    }
+    const std::vector<MemoryMapEntry> memory_map = guest_memory_map(mem);
+    const KernelImage kernel = parse_kernel_image(options.kernel);
+    check_kernel_placement(kernel, mem);
+    check_cmdline(options.cmdline, kernel.cmdline_max,
+                  kernel.kind == KernelKind::BzImage ? "cmdline_size in the bzImage setup header"
+                                                     : "COMMAND_LINE_SIZE - 1 for an ELF vmlinux");
+
+    BootSetup setup;
+    setup.kernel_kind = kernel.kind;
+    setup.kernel_start = kernel.start;
+    setup.kernel_end = kernel.end;
+    if (kernel.pvh_entry && options.prefer_pvh) {
+        setup.protocol = EntryProtocol::Pvh;
+        setup.entry = *kernel.pvh_entry;
+        setup.boot_info_addr = layout::kPvhInfoAddr;
+    } else {
+        setup.protocol = EntryProtocol::Linux64;
+        setup.entry = kernel.entry64;
+        setup.boot_info_addr = layout::kZeroPageAddr;
+    }
+    if (options.initrd) {
+        setup.initrd_size = options.initrd->size();
+        setup.initrd_addr = place_initrd(setup.initrd_size, kernel.end, kernel.initrd_addr_max, low_ram_end(mem));
+    }
+
+    load_kernel_image(kernel, options.kernel, mem);
+    if (options.initrd) {
+        mem.write(memory::GuestAddress(setup.initrd_addr), *options.initrd);
+    }
+    setup.cmdline_addr = layout::kCmdlineAddr;
+    setup.cmdline_size = write_cmdline(mem, options.cmdline);
+    write_mptable(mem, options.vcpu_count);
+    write_gdt_and_idt(mem, setup.protocol);
+    write_page_tables(mem);
+
+    if (setup.protocol == EntryProtocol::Pvh) {
+        PvhParams pvh;
+        pvh.cmdline_addr = setup.cmdline_addr;
+        if (options.initrd) {
+            pvh.initrd_addr = setup.initrd_addr;
+            pvh.initrd_size = setup.initrd_size;
+        }
+        pvh.memory_map = memory_map;
+        write_pvh_start_info(mem, pvh);
+    } else {
+        ZeroPageParams zp;
+        if (kernel.bzimage) {
+            zp.header_bytes = kernel.bzimage->header_bytes;
+        }
+        zp.cmdline_addr = setup.cmdline_addr;
+        zp.initrd_addr = setup.initrd_addr;
+        zp.initrd_size = setup.initrd_size;
+        zp.memory_map = memory_map;
+        write_zero_page(mem, build_zero_page(zp));
+    }
+    return setup;
+}
+
+}  // namespace embervm::boot

@@ -1,0 +1,40 @@
+// x86-64 guest physical memory layout used by the VMM and the boot loaders.
+#pragma once
+
+#include <cstdint>
+
+namespace embervm::boot::layout {
+
+// Low memory, below 1 MiB.
+inline constexpr uint64_t kGdtAddr = 0x500;          // boot GDT (4 entries)
+inline constexpr uint64_t kIdtAddr = 0x520;          // empty boot IDT
+inline constexpr uint64_t kPvhInfoAddr = 0x6000;     // hvm_start_info + memmap (PVH boot)
+inline constexpr uint64_t kZeroPageAddr = 0x7000;    // struct boot_params (Linux boot protocol)
+inline constexpr uint64_t kBootStackTop = 0x8ff0;    // initial RSP for 64-bit entry
+inline constexpr uint64_t kPml4Addr = 0x9000;        // identity page tables: PML4,
+inline constexpr uint64_t kPdptAddr = 0xa000;        //   PDPT,
+inline constexpr uint64_t kPdAddr = 0xb000;          //   4 PDs of 2 MiB pages (0 - 4 GiB)
+inline constexpr uint64_t kCmdlineAddr = 0x20000;    // kernel command line
+inline constexpr uint64_t kCmdlineMax = 0x10000;     // bytes reserved for it (incl. NUL)
+inline constexpr uint64_t kEbdaStart = 0x9fc00;      // MP table lives here; reserved in e820
+inline constexpr uint64_t kHighMemStart = 0x100000;  // 1 MiB: first byte of "high" memory
+inline constexpr uint64_t kBzImageLoadAddr = 0x100000;
+
+// 32-bit MMIO hole [3 GiB, 4 GiB): guest RAM above 3 GiB is placed at 4 GiB.
+inline constexpr uint64_t kMmioHoleStart = 0xc0000000;
+inline constexpr uint64_t kMmioHoleEnd = 0x100000000;
+
+// Devices inside the hole.
+inline constexpr uint64_t kBootTimerAddr = 0xd0000000;  // 4 KiB: boot-timer device
+inline constexpr uint64_t kVirtioMmioStart = 0xd0001000;  // 4 KiB per virtio-mmio device
+inline constexpr uint64_t kVirtioMmioSize = 0x1000;
+inline constexpr uint64_t kIoapicAddr = 0xfec00000;
+inline constexpr uint64_t kLapicAddr = 0xfee00000;
+
+// Legacy port I/O.
+inline constexpr uint16_t kCom1Port = 0x3f8;
+inline constexpr uint32_t kCom1Irq = 4;
+inline constexpr uint16_t kI8042Port = 0x60;          // data port; command/status at 0x64
+inline constexpr uint16_t kDebugExitPort = 0xf4;      // test guests: write status byte to exit
+
+}  // namespace embervm::boot::layout

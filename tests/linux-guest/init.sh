@@ -1,0 +1,77 @@
+#!/bin/busybox sh
+# /init of the embervm Linux guest initramfs (scripts/build-initramfs packs it with a static
+# busybox as /bin/busybox; nothing else). Based on /work/shared/guest-kernel/example-init.sh.
+#
+# Prints markers the tests and the demo look for:
+#   INIT-START        first thing /init does
+#   BOOT-TIMER-...    result of the boot-timer write (only with the kernel argument boottimer=1)
+#   BOOT-OK           /proc mounted, with the guest uptime
+#   nproc=N           online CPUs
+#   GUEST-DONE        everything ran; followed by `reboot -f` (i8042 reset: the VMM exits 0)
+#
+# Kernel arguments it understands (unknown `name=value` kernel arguments reach /init as
+# environment variables, so these are read without mounting /proc first):
+#   boottimer=1       write 123 to the VMM's boot-timer MMIO byte at 0xd0000000 (needs /dev/mem,
+#                     i.e. a kernel with CONFIG_DEVMEM=y); the VMM logs the time since it started
+#   gtest=quick       stop right after BOOT-OK
+#   gtest=diag|rw|net|balloon   extra checks (see below)
+#   gtest=shell       interactive busybox shell on the console; `exit` reboots (ends the VMM)
+#
+# No `busybox --install`: symlink syscalls are slow on the project's nested-KVM hosts, and
+# Debian's busybox-static runs applets by name from its shell anyway (ls, cat, ... just work).
+# Every command below is a shell builtin or an applet of the same busybox, so this init does
+# very few fork/exec (each costs noticeably on those hosts).
+echo "INIT-START"
+B=/bin/busybox
+export PATH=/bin
+$B mount -t devtmpfs dev /dev
+if [ "$boottimer" = 1 ]; then
+  if [ ! -c /dev/mem ]; then
+    echo "BOOT-TIMER-FAILED: no /dev/mem in this guest kernel (needs CONFIG_DEVMEM=y)"
+  elif $B devmem 0xd0000000 8 123; then
+    echo "BOOT-TIMER-WRITTEN"
+  else
+    echo "BOOT-TIMER-FAILED: devmem 0xd0000000 8 123 failed"
+  fi
+fi
+$B mount -t proc proc /proc
+read up idle < /proc/uptime
+echo "BOOT-OK uptime=$up"
+t() { read up idle < /proc/uptime; echo "[t=$up] $*"; }
+$B mount -t sysfs sys /sys
+read -r CMDLINE < /proc/cmdline
+t "mounted proc/sys/dev"
+case "$CMDLINE" in *gtest=quick*) t "GUEST-DONE"; $B reboot -f ;; esac
+n=0; while read -r l; do case "$l" in processor*) n=$((n+1));; esac; done < /proc/cpuinfo
+echo "nproc=$n"
+read -r osrelease < /proc/sys/kernel/osrelease
+echo "kernel release=$osrelease"
+for d in /sys/bus/virtio/devices/*; do [ -e "$d" ] && { read -r id < $d/device; echo "  virtio ${d##*/} device-id=$id driver=$($B readlink $d/driver)"; }; done
+echo "partitions:"; while read -r l; do echo "  $l"; done < /proc/partitions
+echo "net: $($B ls /sys/class/net)"
+case "$CMDLINE" in *gtest=diag*)
+  while read -r l; do case "$l" in flags*) echo "cpu $l"; break;; esac; done < /proc/cpuinfo
+  while read -r l; do echo "  $l"; done < /proc/interrupts
+  while read -r l; do case "$l" in MemTotal*|MemFree*) echo "  $l";; esac; done < /proc/meminfo ;;
+esac
+case "$CMDLINE" in *gtest=rw*)
+  if [ -b /dev/vda ] && $B mount -t ext4 /dev/vda /mnt; then
+    t "mounted vda"
+    read up idle < /proc/uptime; echo "guest-wrote uptime=$up" > /mnt/hello.txt
+    $B sync; t "synced"; $B ls -l /mnt; $B umount /mnt && t "UMOUNT-OK"
+  else echo "MOUNT-FAILED"; fi ;;
+esac
+case "$CMDLINE" in *gtest=net*)
+  if [ -e /sys/class/net/eth0 ]; then $B ip link set eth0 up; $B ip addr add 10.0.2.15/24 dev eth0; $B ip addr show eth0; $B ping -c 2 -W 2 10.0.2.2; fi ;;
+esac
+case "$CMDLINE" in *gtest=balloon*)
+  for d in /sys/bus/virtio/drivers/*; do echo "driver $d: $($B ls $d | $B tr '\n' ' ')"; done ;;
+esac
+case "$CMDLINE" in *gtest=shell*)
+  echo "SHELL: busybox sh on the console (applets run by name: ls, cat, dmesg, ...); 'exit' reboots the guest and ends the VMM"
+  # cttyhack opens the real console device (ttyS0) so that the shell gets job control / Ctrl-C.
+  HOME=/ $B setsid $B cttyhack $B sh -l
+  ;;
+esac
+t "GUEST-DONE"
+$B reboot -f

@@ -1,0 +1,74 @@
+// Tests for memory/guest_memory: bounds checks, region spanning, overflow.
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <cstdint>
+
+#include "memory/guest_memory.h"
+#include "vmm/error.h"
+
+using embervm::memory::GuestAddress;
+using embervm::memory::GuestMemory;
+using embervm::memory::GuestMemoryError;
+
+namespace {
+GuestMemory two_regions() {
+    // [0, 64 KiB) and [64 KiB, 128 KiB) adjacent, plus [1 MiB, 1 MiB + 4 KiB) after a hole.
+    return GuestMemory({{GuestAddress(0), 0x10000}, {GuestAddress(0x10000), 0x10000}, {GuestAddress(0x100000), 0x1000}});
+}
+}  // namespace
+
+TEST_CASE("guest memory round-trips objects", "[memory]") {
+    auto mem = two_regions();
+    mem.write_obj<uint64_t>(GuestAddress(0x100), 0x1122334455667788ULL);
+    CHECK(mem.read_obj<uint64_t>(GuestAddress(0x100)) == 0x1122334455667788ULL);
+    CHECK(mem.total_size() == 0x21000);
+    CHECK(mem.last_address().value == 0x101000);
+}
+
+TEST_CASE("accesses spanning adjacent regions work, holes are refused", "[memory]") {
+    auto mem = two_regions();
+    std::array<uint8_t, 8> in{1, 2, 3, 4, 5, 6, 7, 8};
+    mem.write(GuestAddress(0xfffc), in);
+    std::array<uint8_t, 8> out{};
+    mem.read(GuestAddress(0xfffc), out);
+    CHECK(out == in);
+    // Spans the end of region 2 into the hole.
+    CHECK_FALSE(mem.check_range(GuestAddress(0x1fffc), 8));
+    CHECK_THROWS_AS(mem.write(GuestAddress(0x1fffc), in), GuestMemoryError);
+    CHECK_FALSE(mem.try_read(GuestAddress(0x20000), out));
+    // A single-region slice is available, a spanning one is not.
+    CHECK(mem.get_slice(GuestAddress(0x100000), 0x1000).has_value());
+    CHECK_FALSE(mem.get_slice(GuestAddress(0xfffc), 8).has_value());
+    CHECK_FALSE(mem.get_slice(GuestAddress(0x100000), 0x1001).has_value());
+}
+
+TEST_CASE("address arithmetic overflow is caught", "[memory]") {
+    auto mem = two_regions();
+    CHECK_FALSE(mem.check_range(GuestAddress(~0ULL - 3), 8));
+    CHECK_FALSE(mem.check_range(GuestAddress(0x100), ~0ULL));
+    CHECK_FALSE(GuestAddress(~0ULL).checked_add(1).has_value());
+    CHECK(GuestAddress(1).checked_add(1)->value == 2);
+    CHECK_FALSE(mem.get_slice(GuestAddress(0x100), ~0ULL).has_value());
+}
+
+TEST_CASE("zero-length accesses must still name guest memory", "[memory]") {
+    auto mem = two_regions();
+    CHECK(mem.check_range(GuestAddress(0x10), 0));
+    CHECK(mem.check_range(GuestAddress(0x101000), 0));
+    CHECK_FALSE(mem.check_range(GuestAddress(0x50000), 0));
+}
+
+TEST_CASE("bad region lists are rejected", "[memory]") {
+    CHECK_THROWS_AS(GuestMemory({{GuestAddress(0), 0}}), embervm::Error);
+    CHECK_THROWS_AS(GuestMemory({{GuestAddress(0x10), 0x1000}}), embervm::Error);
+    CHECK_THROWS_AS(GuestMemory({{GuestAddress(0), 0x2000}, {GuestAddress(0x1000), 0x1000}}), embervm::Error);
+    CHECK_THROWS_AS(GuestMemory({}), embervm::Error);
+}
+
+TEST_CASE("fill writes a byte pattern and checks bounds", "[memory]") {
+    auto mem = two_regions();
+    mem.fill(GuestAddress(0xff00), 0x200, 0xab);
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x100ff)) == 0xab);
+    CHECK_THROWS_AS(mem.fill(GuestAddress(0x1ff00), 0x200, 0), GuestMemoryError);
+}

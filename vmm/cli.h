@@ -1,0 +1,55 @@
+// The command line: flags, their parsing, and how they combine with a config file into the
+// one VmConfig the VMM runs.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "vmm/config.h"
+#include "vmm/log.h"
+
+namespace embervm::vmm {
+
+// A bad command line; one line naming the flag ("--vcpus: expected an unsigned integer, got
+// 'x'"). Derives from ConfigError so callers can map both to exit status 2 with one catch.
+class CliError : public ConfigError {
+public:
+    using ConfigError::ConfigError;
+};
+
+// Which entry point to use for an ELF kernel. Auto: the PVH entry if the kernel has a PVH
+// (XEN_ELFNOTE_PHYS32_ENTRY) note, else the 64-bit Linux boot protocol.
+enum class BootProtocol { Auto, Linux64, Pvh };
+
+struct CliOptions {
+    std::optional<std::string> config_path;  // --config / --config-file
+    std::optional<std::string> kernel;       // --kernel
+    std::optional<std::string> initrd;       // --initrd
+    std::optional<std::string> cmdline;      // --cmdline (may be empty)
+    std::optional<uint32_t> vcpus;           // --vcpus, range-checked
+    std::optional<uint64_t> mem_mib;         // --mem, range-checked
+    std::optional<std::string> serial_out;   // --serial-out: guest console to a file
+    std::optional<log::Level> log_level;     // --log-level
+    BootProtocol boot_protocol = BootProtocol::Auto;
+    bool help = false;     // --help / -h
+    bool version = false;  // --version
+};
+
+// Parses argv (argv[0] is the program name). Accepts "--flag value" and "--flag=value"; a
+// separate value must not start with "--" (use "--cmdline=--foo" for that). Throws CliError on
+// an unknown flag, a missing or bad value, or a flag given twice (aliases count as the same).
+CliOptions parse_cli(int argc, const char* const* argv);
+
+// The VmConfig to run: the --config file if given, with --kernel/--initrd/--cmdline/--vcpus/
+// --mem overriding its fields; otherwise the flags alone (then --kernel is required).
+// Runs validate() and validate_files() on the result; throws ConfigError (CliError for
+// command-line problems such as "no kernel: give --kernel or --config").
+VmConfig resolve_config(const CliOptions& options);
+
+// --help text: every flag and the exit statuses.
+std::string usage_text();
+
+const char* boot_protocol_name(BootProtocol protocol);
+
+}  // namespace embervm::vmm

@@ -1,0 +1,386 @@
+// The configuration model's validation and its JSON front door (Firecracker's --config-file
+// schema). Each top-level section is one row in kSections: a parser and a serializer.
+#include "vmm/config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "vmm/fd.h"
+
+namespace embervm::vmm {
+
+using nlohmann::json;
+
+namespace {
+
+ConfigError field_error(std::string_view path, std::string_view what) {
+    return ConfigError(fmt::format("{}: {}", path, what));
+}
+
+void check_range(std::string_view path, uint64_t value, uint64_t min, uint64_t max) {
+    if (value < min || value > max) {
+        throw field_error(path, fmt::format("{} is out of range {}..{}", value, min, max));
+    }
+}
+
+// Paths and the command line end up as C strings; an embedded NUL would silently cut them.
+void check_no_nul(std::string_view path, const std::string& value) {
+    if (value.find('\0') != std::string::npos) throw field_error(path, "contains a NUL byte");
+}
+
+std::string join_keys(const std::vector<std::string_view>& keys) {
+    std::string out;
+    for (const auto key : keys) {
+        if (!out.empty()) out += ", ";
+        out += key;
+    }
+    return out;
+}
+
+}  // namespace
+
+// ---- Validation --------------------------------------------------------------------------
+
+void validate(const BootSourceConfig& bs, std::string_view where) {
+    const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
+    if (bs.kernel_image_path.empty()) throw field_error(path("kernel_image_path"), "must not be empty");
+    check_no_nul(path("kernel_image_path"), bs.kernel_image_path);
+    if (bs.initrd_path) {
+        if (bs.initrd_path->empty()) throw field_error(path("initrd_path"), "must not be empty");
+        check_no_nul(path("initrd_path"), *bs.initrd_path);
+    }
+    if (bs.boot_args) {
+        if (bs.boot_args->size() > kMaxBootArgsBytes) {
+            throw field_error(path("boot_args"), fmt::format("{} bytes is longer than the limit of {}",
+                                                             bs.boot_args->size(), kMaxBootArgsBytes));
+        }
+        check_no_nul(path("boot_args"), *bs.boot_args);
+    }
+}
+
+void validate(const MachineConfig& mc, std::string_view where) {
+    const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
+    check_range(path("vcpu_count"), mc.vcpu_count, kMinVcpus, kMaxVcpus);
+    check_range(path("mem_size_mib"), mc.mem_size_mib, kMinMemSizeMib, kMaxMemSizeMib);
+    if (mc.smt) throw field_error(path("smt"), "true is not supported (embervm does not emulate SMT topology)");
+}
+
+void validate(const VmConfig& config) {
+    if (config.boot_source) validate(*config.boot_source);
+    validate(config.machine_config);
+}
+
+void check_readable_file(std::string_view field, const std::string& path) {
+    const FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw field_error(field, fmt::format("{}: {}", path, std::strerror(errno)));
+    struct stat st {};
+    const bool is_dir = ::fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode);
+    if (is_dir) throw field_error(field, fmt::format("{}: {}", path, std::strerror(EISDIR)));
+}
+
+void validate_files(const BootSourceConfig& bs, std::string_view where) {
+    check_readable_file(fmt::format("{}.kernel_image_path", where), bs.kernel_image_path);
+    if (bs.initrd_path) check_readable_file(fmt::format("{}.initrd_path", where), *bs.initrd_path);
+}
+
+void validate_files(const VmConfig& config) {
+    if (config.boot_source) validate_files(*config.boot_source);
+}
+
+// ---- JsonFields --------------------------------------------------------------------------
+
+std::string describe_json_value(const json& v) {
+    switch (v.type()) {
+        case json::value_t::null: return "null";
+        case json::value_t::boolean: return "boolean";
+        case json::value_t::string: return "string";
+        case json::value_t::array: return "array";
+        case json::value_t::object: return "object";
+        case json::value_t::number_unsigned: return fmt::format("number {}", v.get<uint64_t>());
+        case json::value_t::number_integer: {
+            const auto n = v.get<int64_t>();
+            return n < 0 ? fmt::format("negative number {}", n) : fmt::format("number {}", n);
+        }
+        case json::value_t::number_float: {
+            // nlohmann stores integers beyond 64 bits as doubles.
+            const double d = v.get<double>();
+            if (std::isfinite(d) && std::trunc(d) == d && std::fabs(d) >= 0x1p63) {
+                return fmt::format("number {} (too large)", v.dump());
+            }
+            return fmt::format("floating-point number {}", v.dump());
+        }
+        default: return "unsupported value";
+    }
+}
+
+JsonFields::JsonFields(const json& object, std::string where, const std::vector<std::string_view>& known_keys)
+    : object_(object), where_(std::move(where)) {
+    if (!object_.is_object()) {
+        throw field_error(where_.empty() ? "config" : where_,
+                          fmt::format("expected an object, got {}", describe_json_value(object_)));
+    }
+    for (const auto& [key, value] : object_.items()) {
+        if (std::find(known_keys.begin(), known_keys.end(), key) == known_keys.end()) {
+            throw field_error(path(key), fmt::format("unknown key (known keys: {})", join_keys(known_keys)));
+        }
+    }
+}
+
+std::string JsonFields::path(std::string_view key) const {
+    return where_.empty() ? std::string(key) : fmt::format("{}.{}", where_, key);
+}
+
+const json* JsonFields::find(std::string_view key) const {
+    const auto it = object_.find(key);
+    return it == object_.end() ? nullptr : &*it;
+}
+
+std::string JsonFields::required_string(std::string_view key) const {
+    const json* v = find(key);
+    if (v == nullptr) throw field_error(path(key), "required");
+    if (!v->is_string()) throw field_error(path(key), fmt::format("expected a string, got {}", describe_json_value(*v)));
+    return v->get<std::string>();
+}
+
+std::optional<std::string> JsonFields::optional_string(std::string_view key) const {
+    const json* v = find(key);
+    if (v == nullptr || v->is_null()) return std::nullopt;
+    if (!v->is_string()) throw field_error(path(key), fmt::format("expected a string, got {}", describe_json_value(*v)));
+    return v->get<std::string>();
+}
+
+uint64_t JsonFields::required_uint(std::string_view key, uint64_t min, uint64_t max) const {
+    if (find(key) == nullptr) throw field_error(path(key), "required");
+    return *optional_uint(key, min, max);
+}
+
+std::optional<uint64_t> JsonFields::optional_uint(std::string_view key, uint64_t min, uint64_t max) const {
+    const json* v = find(key);
+    if (v == nullptr) return std::nullopt;
+    uint64_t n = 0;
+    if (v->is_number_unsigned()) {
+        n = v->get<uint64_t>();
+    } else if (v->is_number_integer() && v->get<int64_t>() >= 0) {
+        n = static_cast<uint64_t>(v->get<int64_t>());
+    } else {
+        throw field_error(path(key), fmt::format("expected an unsigned integer, got {}", describe_json_value(*v)));
+    }
+    check_range(path(key), n, min, max);
+    return n;
+}
+
+std::optional<bool> JsonFields::optional_bool(std::string_view key) const {
+    const json* v = find(key);
+    if (v == nullptr) return std::nullopt;
+    if (!v->is_boolean()) throw field_error(path(key), fmt::format("expected a boolean, got {}", describe_json_value(*v)));
+    return v->get<bool>();
+}
+
+// ---- Sections ----------------------------------------------------------------------------
+
+BootSourceConfig boot_source_from_json(const json& j, const std::string& where) {
+    const JsonFields f(j, where, {"kernel_image_path", "initrd_path", "boot_args"});
+    BootSourceConfig bs;
+    bs.kernel_image_path = f.required_string("kernel_image_path");
+    bs.initrd_path = f.optional_string("initrd_path");
+    bs.boot_args = f.optional_string("boot_args");
+    validate(bs, where);
+    return bs;
+}
+
+MachineConfig machine_config_from_json(const json& j, const std::string& where) {
+    // vcpu_count and mem_size_mib are required, as in Firecracker's PUT /machine-config.
+    const JsonFields f(j, where, {"vcpu_count", "mem_size_mib", "smt", "track_dirty_pages"});
+    MachineConfig mc;
+    mc.vcpu_count = static_cast<uint32_t>(f.required_uint("vcpu_count", kMinVcpus, kMaxVcpus));
+    mc.mem_size_mib = f.required_uint("mem_size_mib", kMinMemSizeMib, kMaxMemSizeMib);
+    mc.smt = f.optional_bool("smt").value_or(false);
+    mc.track_dirty_pages = f.optional_bool("track_dirty_pages").value_or(false);
+    validate(mc, where);
+    return mc;
+}
+
+json to_json(const BootSourceConfig& bs) {
+    json j = {{"kernel_image_path", bs.kernel_image_path}};
+    if (bs.initrd_path) j["initrd_path"] = *bs.initrd_path;
+    if (bs.boot_args) j["boot_args"] = *bs.boot_args;
+    return j;
+}
+
+json to_json(const MachineConfig& mc) {
+    return {{"vcpu_count", mc.vcpu_count},
+            {"mem_size_mib", mc.mem_size_mib},
+            {"smt", mc.smt},
+            {"track_dirty_pages", mc.track_dirty_pages}};
+}
+
+namespace {
+
+// One top-level section of the config document. Adding a section (drives, network-interfaces,
+// balloon, logger, metrics) means writing its parse/emit pair and adding a row to kSections.
+struct Section {
+    std::string_view key;
+    void (*parse)(const json& j, const std::string& where, VmConfig& out);
+    // Returns null to leave the section out of the document.
+    json (*emit)(const VmConfig& config);
+};
+
+const Section kSections[] = {
+    {"boot-source",
+     [](const json& j, const std::string& where, VmConfig& out) { out.boot_source = boot_source_from_json(j, where); },
+     [](const VmConfig& c) { return c.boot_source ? to_json(*c.boot_source) : json(nullptr); }},
+    {"machine-config",
+     [](const json& j, const std::string& where, VmConfig& out) {
+         out.machine_config = machine_config_from_json(j, where);
+     },
+     [](const VmConfig& c) { return to_json(c.machine_config); }},
+};
+
+// Tracks the path of the value being parsed so duplicate object keys can be refused: nlohmann
+// would silently keep the last one, serde (and so Firecracker) refuses them.
+class DuplicateKeyCheck {
+public:
+    bool operator()(int /*depth*/, json::parse_event_t event, json& parsed) {
+        switch (event) {
+            case json::parse_event_t::object_start:
+            case json::parse_event_t::array_start:
+                frames_.push_back(Frame{event == json::parse_event_t::object_start, {}, {}, 0});
+                break;
+            case json::parse_event_t::key: {
+                Frame& top = frames_.back();
+                top.key = parsed.get<std::string>();
+                if (!top.keys.insert(top.key).second) throw ConfigError(fmt::format("{}: duplicate key", current_path()));
+                break;
+            }
+            case json::parse_event_t::object_end:
+            case json::parse_event_t::array_end:
+                frames_.pop_back();
+                element_done();
+                break;
+            case json::parse_event_t::value:
+                element_done();
+                break;
+        }
+        return true;
+    }
+
+private:
+    struct Frame {
+        bool is_object;
+        std::set<std::string> keys;
+        std::string key;   // objects: the current key
+        size_t index;      // arrays: the current element
+    };
+
+    void element_done() {
+        if (!frames_.empty() && !frames_.back().is_object) ++frames_.back().index;
+    }
+
+    std::string current_path() const {
+        std::string out;
+        for (const Frame& f : frames_) {
+            if (f.is_object) {
+                if (!out.empty()) out += '.';
+                out += f.key;
+            } else {
+                out += fmt::format("[{}]", f.index);
+            }
+        }
+        return out;
+    }
+
+    std::vector<Frame> frames_;
+};
+
+// "parse error at line 1, column 5: syntax error while parsing ..." -> "syntax error while ...".
+std::string syntax_error_detail(const json::parse_error& e) {
+    std::string what = e.what();
+    const auto at = what.find("parse error");
+    if (at != std::string::npos) {
+        const auto colon = what.find(": ", at);
+        if (colon != std::string::npos) return what.substr(colon + 2);
+    }
+    return what;
+}
+
+// Line and column (1-based) of nlohmann's 1-based byte position (the offending character, or one
+// past the end for a truncated document), for humans editing the file.
+std::pair<size_t, size_t> line_and_column(std::string_view text, size_t byte) {
+    size_t line = 1, column = 1;
+    for (size_t i = 0; i + 1 < byte && i < text.size(); ++i) {
+        if (text[i] == '\n') {
+            ++line;
+            column = 1;
+        } else {
+            ++column;
+        }
+    }
+    return {line, column};
+}
+
+}  // namespace
+
+json to_json(const VmConfig& config) {
+    json j = json::object();
+    for (const Section& s : kSections) {
+        json section = s.emit(config);
+        if (!section.is_null()) j[std::string(s.key)] = std::move(section);
+    }
+    return j;
+}
+
+VmConfig parse_config_json(std::string_view text) {
+    json doc;
+    try {
+        doc = json::parse(text.begin(), text.end(), DuplicateKeyCheck{});
+    } catch (const json::parse_error& e) {
+        const auto [line, column] = line_and_column(text, e.byte);
+        throw ConfigError(fmt::format("config: JSON syntax error at byte {} (line {}, column {}): {}", e.byte, line,
+                                      column, syntax_error_detail(e)));
+    }
+
+    std::vector<std::string_view> keys;
+    for (const Section& s : kSections) keys.push_back(s.key);
+    const JsonFields top(doc, "", keys);
+
+    VmConfig config;
+    for (const Section& s : kSections) {
+        if (const json* j = top.find(s.key)) s.parse(*j, std::string(s.key), config);
+    }
+    validate(config);  // each section validated itself; checks across sections belong here
+    return config;
+}
+
+VmConfig load_config_file(const std::string& path) {
+    const auto fail = [&](std::string_view what) { return ConfigError(fmt::format("config file {}: {}", path, what)); };
+    const FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw fail(std::strerror(errno));
+    std::string text;
+    char buf[65536];
+    for (;;) {
+        const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw fail(std::strerror(errno));
+        if (n == 0) break;
+        text.append(buf, static_cast<size_t>(n));
+    }
+    try {
+        return parse_config_json(text);
+    } catch (const ConfigError& e) {
+        std::string msg = e.what();
+        // "config: JSON syntax error ..." reads better as "config file X: JSON syntax error ...".
+        if (msg.starts_with("config: ")) msg.erase(0, 8);
+        throw fail(msg);
+    }
+}
+
+}  // namespace embervm::vmm

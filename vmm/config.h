@@ -1,0 +1,132 @@
+// The VM configuration model: plain structs filled in by the JSON config file, the command
+// line and (later) the HTTP API, plus the validation that every front door shares.
+//
+// Field names and section keys follow Firecracker ("boot-source", "machine-config", ...), so a
+// Firecracker --config-file works unchanged for the sections embervm implements. Errors are
+// one line, name the field by a JSON-pointer-ish path ("machine-config.vcpu_count") and say
+// what was expected.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "vmm/error.h"
+
+namespace embervm::vmm {
+
+// A bad configuration (from a file, the command line or an API request).
+class ConfigError : public Error {
+public:
+    using Error::Error;
+};
+
+inline constexpr uint32_t kMinVcpus = 1;
+inline constexpr uint32_t kMaxVcpus = 32;
+inline constexpr uint64_t kMinMemSizeMib = 16;
+inline constexpr uint64_t kMaxMemSizeMib = uint64_t{1} << 20;  // 1 TiB
+inline constexpr size_t kMaxBootArgsBytes = 4096;
+
+// "boot-source": the guest kernel and what it boots with.
+struct BootSourceConfig {
+    std::string kernel_image_path;
+    std::optional<std::string> initrd_path;
+    std::optional<std::string> boot_args;
+
+    bool operator==(const BootSourceConfig&) const = default;
+};
+
+// "machine-config": vCPUs and memory.
+struct MachineConfig {
+    uint32_t vcpu_count = 1;
+    uint64_t mem_size_mib = 128;
+    bool smt = false;                // refused: embervm does not emulate SMT topology
+    bool track_dirty_pages = false;  // accepted and stored
+
+    bool operator==(const MachineConfig&) const = default;
+};
+
+// Everything needed to build and boot one VM. Later sections (drives, network interfaces,
+// balloon, logger, metrics) are added here as members.
+struct VmConfig {
+    std::optional<BootSourceConfig> boot_source;
+    MachineConfig machine_config;
+
+    bool operator==(const VmConfig&) const = default;
+};
+
+// ---- Validation --------------------------------------------------------------------------
+// Structural checks (ranges, lengths, empty strings, NUL bytes, refused features); no
+// filesystem access. `where` prefixes the field paths in error messages.
+void validate(const BootSourceConfig& boot_source, std::string_view where = "boot-source");
+void validate(const MachineConfig& machine_config, std::string_view where = "machine-config");
+void validate(const VmConfig& config);
+
+// Filesystem checks: every path names a file that exists and can be opened for reading.
+// Error: "boot-source.kernel_image_path: /x/vmlinux: No such file or directory".
+void validate_files(const BootSourceConfig& boot_source, std::string_view where = "boot-source");
+void validate_files(const VmConfig& config);
+
+// Opens `path` read-only and closes it again; throws "<field>: <path>: <strerror>" on failure
+// (a directory fails with "Is a directory").
+void check_readable_file(std::string_view field, const std::string& path);
+
+// ---- JSON front door ---------------------------------------------------------------------
+// Parses a Firecracker-style config document and runs the structural validation; does not
+// touch the filesystem (call validate_files for that, once all overrides are applied).
+// Throws ConfigError, e.g. "config: JSON syntax error at byte 57 (line 3, column 5): ...".
+VmConfig parse_config_json(std::string_view text);
+
+// Reads and parses a config file. Errors are prefixed by the file:
+// "config file /x/vm.json: No such file or directory",
+// "config file /x/vm.json: machine-config.vcpus: unknown key".
+VmConfig load_config_file(const std::string& path);
+
+// Per-section parsers, shared with the HTTP API (PUT /boot-source, PUT /machine-config).
+// `where` prefixes error paths ("boot-source"). They run validate() on the section but do
+// not touch the filesystem.
+BootSourceConfig boot_source_from_json(const nlohmann::json& j, const std::string& where);
+MachineConfig machine_config_from_json(const nlohmann::json& j, const std::string& where);
+
+// The config document that parse_config_json accepts (for GET /vm/config); absent optional
+// fields and an unset boot source are omitted.
+nlohmann::json to_json(const BootSourceConfig& boot_source);
+nlohmann::json to_json(const MachineConfig& machine_config);
+nlohmann::json to_json(const VmConfig& config);
+
+// Reads the fields of one JSON object with typed, range-checked accessors. Unknown keys are
+// refused on construction, so a typo is reported as such rather than as a missing field.
+// Optional accessors treat an absent key like JSON null only where noted.
+class JsonFields {
+public:
+    // Throws "<where>: expected an object, got <type>" or "<where>.<key>: unknown key (...)".
+    JsonFields(const nlohmann::json& object, std::string where, const std::vector<std::string_view>& known_keys);
+
+    // "<where>.<key>", or "<key>" at the top level (where == "").
+    std::string path(std::string_view key) const;
+    // The raw value, or nullptr if the key is absent.
+    const nlohmann::json* find(std::string_view key) const;
+
+    std::string required_string(std::string_view key) const;
+    // Absent or null -> nullopt (Firecracker's Option<String>).
+    std::optional<std::string> optional_string(std::string_view key) const;
+    uint64_t required_uint(std::string_view key, uint64_t min, uint64_t max) const;
+    // Absent -> nullopt; null is refused.
+    std::optional<uint64_t> optional_uint(std::string_view key, uint64_t min, uint64_t max) const;
+    // Absent -> nullopt; null is refused.
+    std::optional<bool> optional_bool(std::string_view key) const;
+
+private:
+    const nlohmann::json& object_;
+    std::string where_;
+};
+
+// Describes a JSON value for "got ..." in error messages: "string", "null", "-1", "2.5".
+std::string describe_json_value(const nlohmann::json& value);
+
+}  // namespace embervm::vmm

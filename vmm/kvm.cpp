@@ -1,0 +1,223 @@
+// RAII wrappers for the KVM system, VM and vCPU file descriptors.
+#include "vmm/kvm.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <cstring>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "vmm/error.h"
+
+namespace embervm::vmm {
+
+namespace {
+template <typename T>
+int checked_ioctl(int fd, unsigned long request, T arg, const char* what) {
+    int r;
+    do {
+        r = ::ioctl(fd, request, arg);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        throw sys_error(what);
+    }
+    return r;
+}
+}  // namespace
+
+KvmSystem::KvmSystem(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CLOEXEC)) {
+    if (!fd_) {
+        throw sys_error(fmt::format("cannot open {} (is KVM available and are you allowed to use it?)", path));
+    }
+    const int version = checked_ioctl(fd(), KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
+    if (version != KVM_API_VERSION) {
+        throw Error(fmt::format("{}: KVM API version {} is not the supported {}", path, version, KVM_API_VERSION));
+    }
+}
+
+int KvmSystem::check_extension(long cap) const {
+    const int r = ::ioctl(fd(), KVM_CHECK_EXTENSION, cap);
+    return r < 0 ? 0 : r;
+}
+
+size_t KvmSystem::vcpu_mmap_size() const {
+    return static_cast<size_t>(checked_ioctl(fd(), KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE"));
+}
+
+std::vector<kvm_cpuid_entry2> KvmSystem::supported_cpuid() const {
+    for (uint32_t n = 128;; n *= 2) {
+        const size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
+        std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
+        auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.get());
+        cpuid->nent = n;
+        if (::ioctl(fd(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
+            return std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent);
+        }
+        if (errno != E2BIG || n > 4096) {
+            throw sys_error("KVM_GET_SUPPORTED_CPUID");
+        }
+    }
+}
+
+KvmVm::KvmVm(const KvmSystem& kvm) : fd_(checked_ioctl(kvm.fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM")) {}
+
+int KvmVm::check_extension(long cap) const {
+    const int r = ::ioctl(fd(), KVM_CHECK_EXTENSION, cap);
+    return r < 0 ? 0 : r;
+}
+
+void KvmVm::set_user_memory_region(uint32_t slot, uint64_t guest_phys, uint64_t size, void* host, uint32_t flags) {
+    kvm_userspace_memory_region region{};
+    region.slot = slot;
+    region.flags = flags;
+    region.guest_phys_addr = guest_phys;
+    region.memory_size = size;
+    region.userspace_addr = reinterpret_cast<uint64_t>(host);
+    if (::ioctl(fd(), KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+        throw sys_error(fmt::format("KVM_SET_USER_MEMORY_REGION slot {} at {:#x} size {:#x}", slot, guest_phys, size));
+    }
+}
+
+void KvmVm::set_tss_addr(uint64_t addr) { checked_ioctl(fd(), KVM_SET_TSS_ADDR, addr, "KVM_SET_TSS_ADDR"); }
+
+void KvmVm::set_identity_map_addr(uint64_t addr) {
+    checked_ioctl(fd(), KVM_SET_IDENTITY_MAP_ADDR, &addr, "KVM_SET_IDENTITY_MAP_ADDR");
+}
+
+void KvmVm::create_irqchip() { checked_ioctl(fd(), KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP"); }
+
+void KvmVm::create_pit2() {
+    kvm_pit_config config{};
+    config.flags = KVM_PIT_SPEAKER_DUMMY;
+    checked_ioctl(fd(), KVM_CREATE_PIT2, &config, "KVM_CREATE_PIT2");
+}
+
+void KvmVm::enable_cap(uint32_t cap, uint64_t arg0) {
+    kvm_enable_cap ec{};
+    ec.cap = cap;
+    ec.args[0] = arg0;
+    if (::ioctl(fd(), KVM_ENABLE_CAP, &ec) < 0) {
+        throw sys_error(fmt::format("KVM_ENABLE_CAP {}", cap));
+    }
+}
+
+void KvmVm::register_irqfd(int eventfd, uint32_t gsi) {
+    kvm_irqfd irqfd{};
+    irqfd.fd = static_cast<uint32_t>(eventfd);
+    irqfd.gsi = gsi;
+    if (::ioctl(fd(), KVM_IRQFD, &irqfd) < 0) {
+        throw sys_error(fmt::format("KVM_IRQFD for GSI {}", gsi));
+    }
+}
+
+void KvmVm::register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, std::optional<uint64_t> datamatch) {
+    kvm_ioeventfd io{};
+    io.addr = addr;
+    io.len = len;
+    io.fd = eventfd;
+    io.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0);
+    io.datamatch = datamatch.value_or(0);
+    if (::ioctl(fd(), KVM_IOEVENTFD, &io) < 0) {
+        throw sys_error(fmt::format("KVM_IOEVENTFD at {:#x}", addr));
+    }
+}
+
+KvmVcpu::KvmVcpu(const KvmSystem& kvm, const KvmVm& vm, uint32_t id)
+    : id_(id), fd_(checked_ioctl(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(id), "KVM_CREATE_VCPU")) {
+    run_size_ = kvm.vcpu_mmap_size();
+    void* p = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+    if (p == MAP_FAILED) {
+        throw sys_error(fmt::format("mmap of kvm_run for vCPU {}", id));
+    }
+    run_ = static_cast<kvm_run*>(p);
+}
+
+KvmVcpu::~KvmVcpu() {
+    if (run_ != nullptr) {
+        ::munmap(run_, run_size_);
+    }
+}
+
+bool KvmVcpu::run() {
+    if (::ioctl(fd(), KVM_RUN, 0) < 0) {
+        if (errno == EINTR || errno == EAGAIN) {
+            return false;
+        }
+        throw sys_error(fmt::format("KVM_RUN on vCPU {}", id_));
+    }
+    return true;
+}
+
+kvm_regs KvmVcpu::get_regs() const {
+    kvm_regs r{};
+    checked_ioctl(fd(), KVM_GET_REGS, &r, "KVM_GET_REGS");
+    return r;
+}
+void KvmVcpu::set_regs(const kvm_regs& regs) { checked_ioctl(fd(), KVM_SET_REGS, &regs, "KVM_SET_REGS"); }
+kvm_sregs KvmVcpu::get_sregs() const {
+    kvm_sregs s{};
+    checked_ioctl(fd(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+    return s;
+}
+void KvmVcpu::set_sregs(const kvm_sregs& sregs) { checked_ioctl(fd(), KVM_SET_SREGS, &sregs, "KVM_SET_SREGS"); }
+void KvmVcpu::set_fpu(const kvm_fpu& fpu) { checked_ioctl(fd(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"); }
+
+void KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+    const size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
+    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.get());
+    cpuid->nent = static_cast<uint32_t>(entries.size());
+    std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+    checked_ioctl(fd(), KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2");
+}
+
+uint64_t KvmVcpu::get_msr(uint32_t index) const {
+    alignas(kvm_msrs) uint8_t buf[sizeof(kvm_msrs) + sizeof(kvm_msr_entry)] = {};
+    auto* msrs = reinterpret_cast<kvm_msrs*>(buf);
+    msrs->nmsrs = 1;
+    msrs->entries[0].index = index;
+    if (checked_ioctl(fd(), KVM_GET_MSRS, msrs, "KVM_GET_MSRS") != 1) {
+        throw Error(fmt::format("KVM_GET_MSRS: MSR {:#x} not readable", index));
+    }
+    return msrs->entries[0].data;
+}
+
+void KvmVcpu::set_msrs(const std::vector<std::pair<uint32_t, uint64_t>>& values) {
+    const size_t bytes = sizeof(kvm_msrs) + values.size() * sizeof(kvm_msr_entry);
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
+    auto* msrs = reinterpret_cast<kvm_msrs*>(buf.get());
+    msrs->nmsrs = static_cast<uint32_t>(values.size());
+    for (size_t i = 0; i < values.size(); i++) {
+        msrs->entries[i].index = values[i].first;
+        msrs->entries[i].data = values[i].second;
+    }
+    const int n = checked_ioctl(fd(), KVM_SET_MSRS, msrs, "KVM_SET_MSRS");
+    if (n != static_cast<int>(values.size())) {
+        throw Error(fmt::format("KVM_SET_MSRS: MSR {:#x} was refused", values[static_cast<size_t>(n)].first));
+    }
+}
+
+kvm_lapic_state KvmVcpu::get_lapic() const {
+    kvm_lapic_state s{};
+    checked_ioctl(fd(), KVM_GET_LAPIC, &s, "KVM_GET_LAPIC");
+    return s;
+}
+void KvmVcpu::set_lapic(const kvm_lapic_state& lapic) { checked_ioctl(fd(), KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC"); }
+kvm_vcpu_events KvmVcpu::get_vcpu_events() const {
+    kvm_vcpu_events e{};
+    checked_ioctl(fd(), KVM_GET_VCPU_EVENTS, &e, "KVM_GET_VCPU_EVENTS");
+    return e;
+}
+void KvmVcpu::set_vcpu_events(const kvm_vcpu_events& events) {
+    checked_ioctl(fd(), KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS");
+}
+kvm_mp_state KvmVcpu::get_mp_state() const {
+    kvm_mp_state s{};
+    checked_ioctl(fd(), KVM_GET_MP_STATE, &s, "KVM_GET_MP_STATE");
+    return s;
+}
+
+}  // namespace embervm::vmm

@@ -1,0 +1,65 @@
+// A vCPU thread: runs KVM_RUN in a loop and dispatches exits to the port-I/O and MMIO buses.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <thread>
+
+#include "memory/guest_memory.h"
+#include "vmm/bus.h"
+#include "vmm/kvm.h"
+#include "vmm/vm_exit.h"
+
+namespace embervm::vmm {
+
+// Counters a vCPU keeps about its exits (read racily by the VMM for reports).
+struct VcpuStats {
+    std::atomic<uint64_t> io_exits{0};
+    std::atomic<uint64_t> mmio_exits{0};
+    std::atomic<uint64_t> emulated_instructions{0};
+    std::atomic<uint64_t> unclaimed_accesses{0};
+};
+
+class Vcpu {
+public:
+    using ExitCallback = std::function<void(VmExit)>;
+
+    Vcpu(std::unique_ptr<KvmVcpu> vcpu, const Bus& pio, const Bus& mmio, const memory::GuestMemory& mem,
+         ExitCallback on_exit);
+    Vcpu(const Vcpu&) = delete;
+    Vcpu& operator=(const Vcpu&) = delete;
+    ~Vcpu();
+
+    KvmVcpu& kvm() { return *vcpu_; }
+    const VcpuStats& stats() const { return stats_; }
+
+    void start();
+    // Makes the thread leave KVM_RUN and its loop; safe from any thread, idempotent.
+    void request_stop();
+    void join();
+
+    // Installs the (empty) handler of the signal used to kick vCPUs out of KVM_RUN.
+    static void install_kick_handler();
+
+private:
+    void thread_main();
+    // Handles one exit; returns false when the vCPU must stop.
+    bool handle_exit();
+    void handle_io();
+    void handle_mmio();
+    bool handle_internal_error();
+    void fail(const std::string& detail);
+
+    std::unique_ptr<KvmVcpu> vcpu_;
+    const Bus& pio_;
+    const Bus& mmio_;
+    const memory::GuestMemory& mem_;
+    ExitCallback on_exit_;
+    VcpuStats stats_;
+    std::atomic<bool> stop_{false};
+    std::atomic<bool> running_{false};
+    std::thread thread_;
+};
+
+}  // namespace embervm::vmm

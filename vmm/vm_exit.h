@@ -1,0 +1,24 @@
+// Why a VM stopped, and the process exit status that reports it.
+#pragma once
+
+#include <string>
+
+namespace embervm::vmm {
+
+struct VmExit {
+    enum class Reason {
+        GuestReset,     // guest reboot (i8042 reset, triple fault, KVM system event): status 0
+        GuestShutdown,  // guest power-off: status 0
+        DebugExit,      // a test guest wrote its status to the debug-exit port
+        VmmError,       // the VMM could not go on (KVM error, unemulatable instruction): status 1
+        Signal,         // SIGINT/SIGTERM/SIGHUP: status 128 + signal
+        UserQuit,       // console escape (Ctrl-A x): status 0
+    };
+    Reason reason = Reason::GuestReset;
+    int status = 0;
+    std::string detail;
+};
+
+const char* to_string(VmExit::Reason reason);
+
+}  // namespace embervm::vmm

@@ -1,0 +1,329 @@
+// The virtual machine monitor: VM construction, boot, event loop and orderly shutdown.
+#include "vmm/vmm.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
+
+#include "boot/boot.h"
+#include "boot/layout.h"
+#include "devices/boot_timer.h"
+#include "devices/debug_exit.h"
+#include "devices/i8042.h"
+#include "devices/serial.h"
+#include "memory/guest_memory.h"
+#include "vmm/bus.h"
+#include "vmm/config.h"
+#include "vmm/cpu_setup.h"
+#include "vmm/error.h"
+#include "vmm/eventfd.h"
+#include "vmm/kvm.h"
+#include "vmm/log.h"
+#include "vmm/terminal.h"
+#include "vmm/vcpu.h"
+
+namespace embervm::vmm {
+
+namespace asio = boost::asio;
+
+namespace {
+constexpr uint64_t kTssAddr = 0xfffbd000;
+constexpr uint64_t kIdentityMapAddr = 0xfffbc000;
+constexpr uint8_t kConsoleEscape = 0x01;  // Ctrl-A, then 'x' quits
+constexpr const char* kDefaultCmdline = "console=ttyS0 reboot=k panic=1";
+
+std::vector<uint8_t> read_whole_file(const std::string& path, const char* what) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        throw sys_error(fmt::format("{} {}", what, path));
+    }
+    return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Writes all bytes to fd, retrying on EINTR and partial writes; a non-blocking terminal that
+// is full is waited on so console output is never dropped.
+void write_all(int fd, std::span<const uint8_t> data) {
+    size_t off = 0;
+    while (off < data.size()) {
+        const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+        if (n > 0) {
+            off += static_cast<size_t>(n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            ::usleep(1000);
+        } else {
+            return;  // EOF/EPIPE on the console: drop, the guest must not stall on it
+        }
+    }
+}
+}  // namespace
+
+struct Vmm::StdinState {
+    explicit StdinState(asio::io_context& io, int fd) : descriptor(io, fd), retry(io), terminal(STDIN_FILENO) {}
+    asio::posix::stream_descriptor descriptor;
+    asio::steady_timer retry;
+    RawTerminal terminal;
+    std::array<uint8_t, 512> buffer{};
+    std::vector<uint8_t> pending;  // read from the host but not yet accepted by the UART
+};
+
+Vmm::Vmm(VmConfig config, RunOptions options) : config_(std::move(config)), options_(std::move(options)) {}
+
+Vmm::~Vmm() {
+    shutdown_vcpus();
+    if (serial_out_fd_ >= 0 && serial_out_fd_ != STDOUT_FILENO) {
+        ::close(serial_out_fd_);
+    }
+}
+
+void Vmm::request_exit(VmExit exit) {
+    {
+        std::lock_guard<std::mutex> lock(exit_mutex_);
+        if (exit_) {
+            return;
+        }
+        exit_ = exit;
+    }
+    // Stop the vCPUs right away (they may be spinning in the guest), and the loop from its thread.
+    for (auto& v : vcpus_) {
+        v->request_stop();
+    }
+    asio::post(io_, [this] { io_.stop(); });
+}
+
+void Vmm::shutdown_vcpus() {
+    for (auto& v : vcpus_) {
+        v->request_stop();
+    }
+    for (auto& v : vcpus_) {
+        v->join();
+    }
+}
+
+void Vmm::create_memory() {
+    const uint64_t bytes = config_.machine_config.mem_size_mib << 20;
+    memory_ = std::make_unique<memory::GuestMemory>(boot::guest_memory_ranges(bytes));
+    uint32_t slot = 0;
+    for (const auto& region : memory_->regions()) {
+        vm_->set_user_memory_region(slot++, region.start().value, region.size(), region.host_base());
+    }
+}
+
+void Vmm::create_devices() {
+    pio_bus_ = std::make_unique<Bus>("pio");
+    mmio_bus_ = std::make_unique<Bus>("mmio");
+
+    auto com1_irq = std::make_shared<EventFdIrq>();
+    vm_->register_irqfd(com1_irq->fd(), boot::layout::kCom1Irq);
+    irqs_.push_back(com1_irq);
+
+    if (options_.serial_out) {
+        serial_out_fd_ = ::open(options_.serial_out->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (serial_out_fd_ < 0) {
+            const int err = errno;
+            throw ConfigError(fmt::format("--serial-out: cannot open {}: {}", *options_.serial_out, std::strerror(err)));
+        }
+    } else {
+        serial_out_fd_ = STDOUT_FILENO;
+    }
+    const int out_fd = serial_out_fd_;
+    serial_ = std::make_shared<devices::Serial>(com1_irq, [out_fd](std::span<const uint8_t> bytes) {
+        write_all(out_fd, bytes);
+    });
+    pio_bus_->insert(serial_, boot::layout::kCom1Port, 8);
+
+    pio_bus_->insert(std::make_shared<devices::I8042>([this] {
+                         request_exit(VmExit{VmExit::Reason::GuestReset, 0, "i8042 reset"});
+                     }),
+                     boot::layout::kI8042Port, devices::I8042::kSize);
+    pio_bus_->insert(std::make_shared<devices::DebugExit>([this](uint8_t status) {
+                         request_exit(VmExit{VmExit::Reason::DebugExit, status,
+                                             fmt::format("debug-exit port written with {}", status)});
+                     }),
+                     boot::layout::kDebugExitPort, devices::DebugExit::kSize);
+    boot_timer_ = std::make_shared<devices::BootTimer>(log::process_start());
+    mmio_bus_->insert(boot_timer_, boot::layout::kBootTimerAddr, 0x1000);
+}
+
+void Vmm::load_guest() {
+    const auto& source = *config_.boot_source;
+    const std::vector<uint8_t> kernel = read_whole_file(source.kernel_image_path, "kernel image");
+    std::optional<std::vector<uint8_t>> initrd;
+    if (source.initrd_path) {
+        initrd = read_whole_file(*source.initrd_path, "initrd");
+    }
+    cmdline_ = source.boot_args.value_or(kDefaultCmdline);
+
+    boot::BootOptions opts;
+    opts.kernel = kernel;
+    if (initrd) {
+        opts.initrd = std::span<const uint8_t>(*initrd);
+    }
+    opts.cmdline = cmdline_;
+    opts.vcpu_count = config_.machine_config.vcpu_count;
+    opts.prefer_pvh = options_.prefer_pvh;
+    // Everything setup_boot() rejects (not a kernel, truncated or corrupt image, an initrd or
+    // command line that does not fit) is bad user input: reported as a configuration error.
+    boot::BootSetup setup;
+    try {
+        setup = boot::setup_boot(*memory_, opts);
+    } catch (const ConfigError&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw ConfigError(e.what());
+    }
+    log::info("kernel {} loaded ({}), entry {:#x}, command line \"{}\"", source.kernel_image_path,
+              setup.protocol == boot::EntryProtocol::Pvh ? "PVH entry" : "64-bit Linux boot protocol", setup.entry,
+              cmdline_);
+
+    KvmVcpu& bsp = vcpus_.front()->kvm();
+    kvm_regs regs{};
+    kvm_sregs sregs = bsp.get_sregs();
+    boot::setup_boot_registers(setup, regs, sregs);
+    bsp.set_sregs(sregs);
+    bsp.set_regs(regs);
+}
+
+void Vmm::create_vcpus() {
+    const auto supported = kvm_->supported_cpuid();
+    const uint32_t count = config_.machine_config.vcpu_count;
+    for (uint32_t i = 0; i < count; i++) {
+        auto kvcpu = std::make_unique<KvmVcpu>(*kvm_, *vm_, i);
+        configure_vcpu(*kvcpu, supported, count);
+        vcpus_.push_back(std::make_unique<Vcpu>(std::move(kvcpu), *pio_bus_, *mmio_bus_, *memory_,
+                                                [this](VmExit e) { request_exit(std::move(e)); }));
+    }
+}
+
+void Vmm::build() {
+    if (!config_.boot_source) {
+        throw Error("no boot source configured");
+    }
+    kvm_ = std::make_unique<KvmSystem>();
+    vm_ = std::make_unique<KvmVm>(*kvm_);
+    vm_->set_tss_addr(kTssAddr);
+    vm_->set_identity_map_addr(kIdentityMapAddr);
+    vm_->create_irqchip();
+    vm_->create_pit2();
+    if (vm_->check_extension(KVM_CAP_EXIT_ON_EMULATION_FAILURE) != 0) {
+        vm_->enable_cap(KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1);
+    } else {
+        log::warn("KVM_CAP_EXIT_ON_EMULATION_FAILURE is not available: instructions KVM cannot emulate stop the VM");
+    }
+    create_memory();
+    create_devices();
+    create_vcpus();
+    load_guest();
+}
+
+void Vmm::handle_console_input(const uint8_t* data, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        const uint8_t c = data[i];
+        if (escape_pending_) {
+            escape_pending_ = false;
+            if (c == 'x' || c == 'X') {
+                request_exit(VmExit{VmExit::Reason::UserQuit, 0, "Ctrl-A x on the console"});
+                return;
+            }
+            if (c != kConsoleEscape) {
+                stdin_->pending.push_back(kConsoleEscape);
+            }
+        } else if (c == kConsoleEscape && stdin_->terminal.active()) {
+            escape_pending_ = true;
+            continue;
+        }
+        stdin_->pending.push_back(c);
+    }
+}
+
+void Vmm::read_stdin() {
+    // Offer what the UART has not taken yet; while its buffer is full, poll again shortly
+    // instead of reading more from the host (back-pressure, no bytes dropped).
+    if (!stdin_->pending.empty()) {
+        const size_t taken = serial_->enqueue_input(stdin_->pending);
+        stdin_->pending.erase(stdin_->pending.begin(), stdin_->pending.begin() + static_cast<long>(taken));
+        if (!stdin_->pending.empty()) {
+            stdin_->retry.expires_after(std::chrono::milliseconds(10));
+            stdin_->retry.async_wait([this](const boost::system::error_code& ec) {
+                if (!ec) read_stdin();
+            });
+            return;
+        }
+    }
+    stdin_->descriptor.async_read_some(asio::buffer(stdin_->buffer),
+                                       [this](const boost::system::error_code& ec, size_t n) {
+                                           if (ec) {
+                                               log::debug("stdin closed: {}", ec.message());
+                                               return;
+                                           }
+                                           handle_console_input(stdin_->buffer.data(), n);
+                                           read_stdin();
+                                       });
+}
+
+void Vmm::start_stdin() {
+    struct stat st{};
+    if (!options_.attach_stdin || ::fstat(STDIN_FILENO, &st) < 0) {
+        return;
+    }
+    // epoll cannot watch regular files (or /dev/null); only terminals, pipes and sockets feed the guest.
+    const bool pollable = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || ::isatty(STDIN_FILENO) != 0;
+    if (!pollable) {
+        return;
+    }
+    const int fd = ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) {
+        throw sys_error("dup of stdin");
+    }
+    stdin_ = std::make_unique<StdinState>(io_, fd);
+    read_stdin();
+}
+
+VmExit Vmm::run() {
+    Vcpu::install_kick_handler();
+    // A closed console pipe must surface as a write error, not kill the VMM (and the guest).
+    std::signal(SIGPIPE, SIG_IGN);
+    build();
+
+    asio::signal_set signals(io_, SIGINT, SIGTERM, SIGHUP);
+    signals.async_wait([this](const boost::system::error_code& ec, int signo) {
+        if (!ec) {
+            log::info("received signal {} ({}), shutting down", signo, strsignal(signo));
+            request_exit(VmExit{VmExit::Reason::Signal, 128 + signo, fmt::format("signal {}", signo)});
+        }
+    });
+    start_stdin();
+
+    for (auto& v : vcpus_) {
+        v->start();
+    }
+    io_.run();
+    shutdown_vcpus();
+    if (stdin_) {
+        stdin_->terminal.restore();
+    }
+    signals.cancel();
+
+    std::lock_guard<std::mutex> lock(exit_mutex_);
+    VmExit result = exit_.value_or(VmExit{VmExit::Reason::VmmError, 1, "event loop ended without an exit"});
+    if (auto t = boot_timer_->boot_time()) {
+        log::info("guest boot time: {} us (boot-timer device)", t->count());
+    }
+    log::info("VM ended: {} ({}), exit status {}", to_string(result.reason), result.detail, result.status);
+    return result;
+}
+
+}  // namespace embervm::vmm

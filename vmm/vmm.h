@@ -1,0 +1,87 @@
+// The virtual machine monitor: builds a VM from a VmConfig, boots it and serves it from one
+// Boost.Asio event loop (epoll) on the calling thread, with one thread per vCPU.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "vmm/config.h"
+#include "vmm/vm_exit.h"
+
+namespace embervm::memory {
+class GuestMemory;
+}
+namespace embervm::devices {
+class Serial;
+class BootTimer;
+}
+
+namespace embervm::vmm {
+
+class KvmSystem;
+class KvmVm;
+class Vcpu;
+class Bus;
+class EventFdIrq;
+
+struct RunOptions {
+    std::optional<std::string> serial_out;  // guest console to this file instead of stdout
+    bool prefer_pvh = true;                 // ELF kernels with a PVH note: use the PVH entry
+    bool attach_stdin = true;               // host stdin feeds the guest's serial port
+};
+
+class Vmm {
+public:
+    Vmm(VmConfig config, RunOptions options);
+    Vmm(const Vmm&) = delete;
+    Vmm& operator=(const Vmm&) = delete;
+    ~Vmm();
+
+    // Builds and boots the VM, then serves the event loop until the VM ends.
+    VmExit run();
+    // Ends the VM (first request wins). Safe from any thread.
+    void request_exit(VmExit exit);
+    // The kernel command line the guest was given (after build).
+    const std::string& kernel_cmdline() const { return cmdline_; }
+
+private:
+    void build();
+    void create_memory();
+    void create_devices();
+    void load_guest();
+    void create_vcpus();
+    void start_stdin();
+    void read_stdin();
+    void handle_console_input(const uint8_t* data, size_t len);
+    void shutdown_vcpus();
+
+    VmConfig config_;
+    RunOptions options_;
+    std::string cmdline_;
+
+    boost::asio::io_context io_;
+    std::unique_ptr<KvmSystem> kvm_;
+    std::unique_ptr<KvmVm> vm_;
+    std::unique_ptr<memory::GuestMemory> memory_;
+    std::unique_ptr<Bus> pio_bus_;
+    std::unique_ptr<Bus> mmio_bus_;
+    std::shared_ptr<devices::Serial> serial_;
+    std::shared_ptr<devices::BootTimer> boot_timer_;
+    std::vector<std::shared_ptr<EventFdIrq>> irqs_;
+    std::vector<std::unique_ptr<Vcpu>> vcpus_;
+
+    struct StdinState;
+    std::unique_ptr<StdinState> stdin_;
+    int serial_out_fd_ = -1;
+    bool escape_pending_ = false;
+
+    std::mutex exit_mutex_;
+    std::optional<VmExit> exit_;
+};
+
+}  // namespace embervm::vmm
