@@ -5,12 +5,14 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
 #include <fmt/format.h>
 
 #include "vmm/error.h"
+#include "vmm/kvm_abi.h"
 
 namespace embervm::vmm {
 
@@ -49,12 +51,11 @@ size_t KvmSystem::vcpu_mmap_size() const {
 
 std::vector<kvm_cpuid_entry2> KvmSystem::supported_cpuid() const {
     for (uint32_t n = 128;; n *= 2) {
-        const size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
-        std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
-        auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.get());
-        cpuid->nent = n;
-        if (::ioctl(fd(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
-            return std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent);
+        kvm_abi::FlexBuffer<kvm_abi::Cpuid2Header, kvm_cpuid_entry2> buf(n);
+        buf.header()->nent = n;
+        if (::ioctl(fd(), kvm_abi::kGetSupportedCpuid, buf.data()) == 0) {
+            const auto entries = buf.entries().first(std::min<size_t>(buf.header()->nent, n));
+            return std::vector<kvm_cpuid_entry2>(entries.begin(), entries.end());
         }
         if (errno != E2BIG || n > 4096) {
             throw sys_error("KVM_GET_SUPPORTED_CPUID");
@@ -166,35 +167,30 @@ void KvmVcpu::set_sregs(const kvm_sregs& sregs) { checked_ioctl(fd(), KVM_SET_SR
 void KvmVcpu::set_fpu(const kvm_fpu& fpu) { checked_ioctl(fd(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"); }
 
 void KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-    const size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
-    std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.get());
-    cpuid->nent = static_cast<uint32_t>(entries.size());
-    std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-    checked_ioctl(fd(), KVM_SET_CPUID2, cpuid, "KVM_SET_CPUID2");
+    kvm_abi::FlexBuffer<kvm_abi::Cpuid2Header, kvm_cpuid_entry2> buf(entries.size());
+    buf.header()->nent = static_cast<uint32_t>(entries.size());
+    std::copy(entries.begin(), entries.end(), buf.entries().begin());
+    checked_ioctl(fd(), kvm_abi::kSetCpuid2, buf.data(), "KVM_SET_CPUID2");
 }
 
 uint64_t KvmVcpu::get_msr(uint32_t index) const {
-    alignas(kvm_msrs) uint8_t buf[sizeof(kvm_msrs) + sizeof(kvm_msr_entry)] = {};
-    auto* msrs = reinterpret_cast<kvm_msrs*>(buf);
-    msrs->nmsrs = 1;
-    msrs->entries[0].index = index;
-    if (checked_ioctl(fd(), KVM_GET_MSRS, msrs, "KVM_GET_MSRS") != 1) {
+    kvm_abi::FlexBuffer<kvm_abi::MsrsHeader, kvm_msr_entry> buf(1);
+    buf.header()->nmsrs = 1;
+    buf.entries()[0].index = index;
+    if (checked_ioctl(fd(), kvm_abi::kGetMsrs, buf.data(), "KVM_GET_MSRS") != 1) {
         throw Error(fmt::format("KVM_GET_MSRS: MSR {:#x} not readable", index));
     }
-    return msrs->entries[0].data;
+    return buf.entries()[0].data;
 }
 
 void KvmVcpu::set_msrs(const std::vector<std::pair<uint32_t, uint64_t>>& values) {
-    const size_t bytes = sizeof(kvm_msrs) + values.size() * sizeof(kvm_msr_entry);
-    std::unique_ptr<uint8_t[]> buf(new uint8_t[bytes]());
-    auto* msrs = reinterpret_cast<kvm_msrs*>(buf.get());
-    msrs->nmsrs = static_cast<uint32_t>(values.size());
+    kvm_abi::FlexBuffer<kvm_abi::MsrsHeader, kvm_msr_entry> buf(values.size());
+    buf.header()->nmsrs = static_cast<uint32_t>(values.size());
     for (size_t i = 0; i < values.size(); i++) {
-        msrs->entries[i].index = values[i].first;
-        msrs->entries[i].data = values[i].second;
+        buf.entries()[i].index = values[i].first;
+        buf.entries()[i].data = values[i].second;
     }
-    const int n = checked_ioctl(fd(), KVM_SET_MSRS, msrs, "KVM_SET_MSRS");
+    const int n = checked_ioctl(fd(), kvm_abi::kSetMsrs, buf.data(), "KVM_SET_MSRS");
     if (n != static_cast<int>(values.size())) {
         throw Error(fmt::format("KVM_SET_MSRS: MSR {:#x} was refused", values[static_cast<size_t>(n)].first));
     }

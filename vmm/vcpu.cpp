@@ -89,7 +89,7 @@ void Vcpu::thread_main() {
     try {
         while (!stop_.load(std::memory_order_relaxed)) {
             if (first) {
-                log::info("vcpu{}: first KVM_RUN at {} us since VMM start", vcpu_->id(), log::micros_since_start());
+                log::info("first KVM_RUN at {} us since VMM start", log::micros_since_start());
                 first = false;
             }
             if (!vcpu_->run()) {
@@ -121,7 +121,7 @@ bool Vcpu::handle_exit() {
             on_exit_(VmExit{VmExit::Reason::GuestShutdown, 0, fmt::format("vcpu{} halted", vcpu_->id())});
             return false;
         case KVM_EXIT_SHUTDOWN:
-            log::warn("vcpu{}: guest triple fault (shutdown exit); treating it as a reset", vcpu_->id());
+            log::warn("guest triple fault (shutdown exit); treating it as a reset; {}", describe_state());
             on_exit_(VmExit{VmExit::Reason::GuestReset, 0, "triple fault"});
             return false;
         case KVM_EXIT_SYSTEM_EVENT:
@@ -171,12 +171,27 @@ void Vcpu::handle_mmio() {
     if (run->mmio.is_write) {
         if (!mmio_.write(run->mmio.phys_addr, data)) {
             stats_.unclaimed_accesses.fetch_add(1, std::memory_order_relaxed);
-            log::debug("vcpu{}: unclaimed MMIO write at {:#x}", vcpu_->id(), static_cast<uint64_t>(run->mmio.phys_addr));
+            log::debug("unclaimed MMIO write at {:#x}", static_cast<uint64_t>(run->mmio.phys_addr));
         }
     } else if (!mmio_.read(run->mmio.phys_addr, data)) {
         std::memset(data.data(), 0xff, len);
         stats_.unclaimed_accesses.fetch_add(1, std::memory_order_relaxed);
-        log::debug("vcpu{}: unclaimed MMIO read at {:#x}", vcpu_->id(), static_cast<uint64_t>(run->mmio.phys_addr));
+        log::debug("unclaimed MMIO read at {:#x}", static_cast<uint64_t>(run->mmio.phys_addr));
+    }
+}
+
+std::string Vcpu::describe_state() const {
+    try {
+        const kvm_regs r = vcpu_->get_regs();
+        const kvm_sregs s = vcpu_->get_sregs();
+        return fmt::format("rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} "
+                           "rdi={:#x} cs={:#x}(base {:#x}, l={} db={}) ss={:#x} cr0={:#x} cr2={:#x} cr3={:#x} "
+                           "cr4={:#x} efer={:#x} gdt={:#x}/{:#x} idt={:#x}/{:#x}",
+                           r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, s.cs.selector,
+                           s.cs.base, s.cs.l, s.cs.db, s.ss.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.gdt.base,
+                           s.gdt.limit, s.idt.base, s.idt.limit);
+    } catch (const std::exception& e) {
+        return fmt::format("registers unavailable: {}", e.what());
     }
 }
 
@@ -227,7 +242,7 @@ bool Vcpu::handle_internal_error() {
         return false;
     }
     stats_.emulated_instructions.fetch_add(1, std::memory_order_relaxed);
-    log::debug("vcpu{}: emulated {} at rip={:#x}", vcpu_->id(), result.mnemonic, rip);
+    log::debug("emulated {} at rip={:#x}", result.mnemonic, rip);
     vcpu_->set_regs(cpu.regs);
     if (std::memcmp(&before.sregs, &cpu.sregs, sizeof(kvm_sregs)) != 0) {
         vcpu_->set_sregs(cpu.sregs);
@@ -239,8 +254,8 @@ bool Vcpu::handle_internal_error() {
         kvm_vcpu_events events = vcpu_->get_vcpu_events();
         events.exception.injected = 1;
         events.exception.nr = *result.exception_vector;
-        events.exception.has_error_code = 0;
-        events.exception.error_code = 0;
+        events.exception.has_error_code = result.exception_error_code.has_value() ? 1 : 0;
+        events.exception.error_code = result.exception_error_code.value_or(0);
         events.flags = 0;
         vcpu_->set_vcpu_events(events);
     }

@@ -49,6 +49,8 @@ private:
     void handle_io();
     void handle_mmio();
     bool handle_internal_error();
+    // One line with the registers that matter when a guest dies (for error messages).
+    std::string describe_state() const;
     void fail(const std::string& detail);
 
     std::unique_ptr<KvmVcpu> vcpu_;

@@ -32,13 +32,14 @@ start64_common:
     mov %eax, %ss
     mov %eax, %fs
     mov %eax, %gs
+    // Our own stack first: PVH enters without one (RSP is undefined), and lretq needs it.
+    lea boot_stack_top(%rip), %rsp
     // Reload CS from our GDT (the VMM's CS selector may name a different descriptor).
     lea 1f(%rip), %rax
     pushq $GUEST_CS64
     pushq %rax
     lretq
 1:
-    lea boot_stack_top(%rip), %rsp
     xor %ebp, %ebp
     // Zero .bss: the loader clears it too, but do not rely on that. It is small; the stacks and
     // page tables live in .noinit and are not touched here.
