@@ -93,6 +93,8 @@ struct hvm_start_info {
 void serial_init(void);
 void serial_putc(char c);  // '\n' is sent as "\r\n"
 void serial_write(const char* s, size_t n);
+// Waits (polling the line status register) for a received byte and returns it.
+int serial_getc(void);
 
 // printf to COM1. Supports %c %s %d %i %u %x %X %p %%, the flags '0' and '-', a field width,
 // and the length modifiers l, ll, z. A call's whole output is sent under the console lock, so

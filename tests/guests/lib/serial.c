@@ -35,3 +35,11 @@ void serial_putc(char c) {
 void serial_write(const char* s, size_t n) {
     for (size_t i = 0; i < n; i++) serial_putc(s[i]);
 }
+
+#define UART_RBR 0  // receive buffer register (read)
+#define UART_LSR_DR 0x01
+
+int serial_getc(void) {
+    while (!(inb(COM1 + UART_LSR) & UART_LSR_DR)) cpu_pause();
+    return inb(COM1 + UART_RBR);
+}
