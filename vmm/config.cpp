@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -74,9 +75,61 @@ void validate(const MachineConfig& mc, std::string_view where) {
     if (mc.smt) throw field_error(path("smt"), "true is not supported (embervm does not emulate SMT topology)");
 }
 
+const char* to_string(CacheType type) { return type == CacheType::Writeback ? "Writeback" : "Unsafe"; }
+const char* to_string(IoEngineKind engine) { return engine == IoEngineKind::Async ? "Async" : "Sync"; }
+
+void validate(const DriveConfig& d, std::string_view where) {
+    const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
+    if (d.drive_id.empty()) throw field_error(path("drive_id"), "must not be empty");
+    if (d.drive_id.size() > kMaxDriveIdBytes) {
+        throw field_error(path("drive_id"), fmt::format("longer than {} bytes", kMaxDriveIdBytes));
+    }
+    // The id is also the virtio-blk serial (GET_ID) and appears in logs and API paths.
+    for (const char c : d.drive_id) {
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
+            throw field_error(path("drive_id"), fmt::format("'{}' may contain only letters, digits, '_' and '-'",
+                                                            d.drive_id));
+        }
+    }
+    if (d.path_on_host.empty()) throw field_error(path("path_on_host"), "must not be empty");
+    check_no_nul(path("path_on_host"), d.path_on_host);
+    if (d.partuuid) {
+        if (!d.is_root_device) throw field_error(path("partuuid"), "is only meaningful with is_root_device: true");
+        if (d.partuuid->empty()) throw field_error(path("partuuid"), "must not be empty");
+        for (const char c : *d.partuuid) {
+            if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == '-')) {
+                throw field_error(path("partuuid"), fmt::format("'{}' is not a partition UUID", *d.partuuid));
+            }
+        }
+    }
+}
+
+void validate_drives(const std::vector<DriveConfig>& drives, std::string_view where) {
+    if (drives.size() > kMaxDrives) {
+        throw field_error(where, fmt::format("{} drives is more than the limit of {}", drives.size(), kMaxDrives));
+    }
+    std::set<std::string> ids;
+    const DriveConfig* root = nullptr;
+    for (size_t i = 0; i < drives.size(); i++) {
+        const std::string at = fmt::format("{}[{}]", where, i);
+        validate(drives[i], at);
+        if (!ids.insert(drives[i].drive_id).second) {
+            throw field_error(at + ".drive_id", fmt::format("'{}' is used by another drive", drives[i].drive_id));
+        }
+        if (drives[i].is_root_device) {
+            if (root) {
+                throw field_error(at + ".is_root_device",
+                                  fmt::format("drive '{}' is already the root device", root->drive_id));
+            }
+            root = &drives[i];
+        }
+    }
+}
+
 void validate(const VmConfig& config) {
     if (config.boot_source) validate(*config.boot_source);
     validate(config.machine_config);
+    validate_drives(config.drives);
 }
 
 void check_readable_file(std::string_view field, const std::string& path) {
@@ -92,8 +145,25 @@ void validate_files(const BootSourceConfig& bs, std::string_view where) {
     if (bs.initrd_path) check_readable_file(fmt::format("{}.initrd_path", where), *bs.initrd_path);
 }
 
+void validate_files(const DriveConfig& d, std::string_view where) {
+    const std::string field = fmt::format("{}.path_on_host", where);
+    const FileDescriptor fd(::open(d.path_on_host.c_str(), (d.is_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+    if (!fd) {
+        const int err = errno;
+        throw field_error(field, fmt::format("{}: {}{}", d.path_on_host, std::strerror(err),
+                                             err == EACCES || err == EROFS ? " (set is_read_only: true?)" : ""));
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+        throw field_error(field, fmt::format("{}: not a regular file or block device", d.path_on_host));
+    }
+}
+
 void validate_files(const VmConfig& config) {
     if (config.boot_source) validate_files(*config.boot_source);
+    for (size_t i = 0; i < config.drives.size(); i++) {
+        validate_files(config.drives[i], fmt::format("drives[{}]", i));
+    }
 }
 
 // ---- JsonFields --------------------------------------------------------------------------
@@ -178,6 +248,23 @@ std::optional<uint64_t> JsonFields::optional_uint(std::string_view key, uint64_t
     return n;
 }
 
+bool JsonFields::required_bool(std::string_view key) const {
+    if (!find(key)) throw field_error(path(key), "required (true or false)");
+    return *optional_bool(key);
+}
+
+std::optional<std::string> JsonFields::optional_choice(std::string_view key,
+                                                       const std::vector<std::string_view>& choices) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (v->is_string()) {
+        const auto s = v->get<std::string>();
+        if (std::find(choices.begin(), choices.end(), s) != choices.end()) return s;
+    }
+    const std::string got = v->is_string() ? fmt::format("\"{}\"", v->get<std::string>()) : describe_json_value(*v);
+    throw field_error(path(key), fmt::format("expected one of {}, got {}", join_keys(choices), got));
+}
+
 std::optional<bool> JsonFields::optional_bool(std::string_view key) const {
     const json* v = find(key);
     if (v == nullptr) return std::nullopt;
@@ -207,6 +294,40 @@ MachineConfig machine_config_from_json(const json& j, const std::string& where) 
     mc.track_dirty_pages = f.optional_bool("track_dirty_pages").value_or(false);
     validate(mc, where);
     return mc;
+}
+
+DriveConfig drive_from_json(const json& j, const std::string& where) {
+    // rate_limiter and socket (vhost-user) are Firecracker keys embervm does not implement:
+    // refused by name rather than silently ignored.
+    const JsonFields f(j, where, {"drive_id", "path_on_host", "is_root_device", "is_read_only", "partuuid",
+                                  "cache_type", "io_engine", "rate_limiter", "socket"});
+    for (const char* unsupported : {"rate_limiter", "socket"}) {
+        if (const json* v = f.find(unsupported); v && !v->is_null()) {
+            throw field_error(f.path(unsupported), "is not supported by embervm");
+        }
+    }
+    DriveConfig d;
+    d.drive_id = f.required_string("drive_id");
+    d.path_on_host = f.required_string("path_on_host");
+    d.is_root_device = f.required_bool("is_root_device");
+    d.is_read_only = f.optional_bool("is_read_only").value_or(false);
+    d.partuuid = f.optional_string("partuuid");
+    if (f.optional_choice("cache_type", {"Unsafe", "Writeback"}).value_or("Unsafe") == "Writeback") {
+        d.cache_type = CacheType::Writeback;
+    }
+    if (f.optional_choice("io_engine", {"Sync", "Async"}).value_or("Sync") == "Async") {
+        d.io_engine = IoEngineKind::Async;
+    }
+    validate(d, where);
+    return d;
+}
+
+json to_json(const DriveConfig& d) {
+    json j = {{"drive_id", d.drive_id},         {"path_on_host", d.path_on_host},
+              {"is_root_device", d.is_root_device}, {"is_read_only", d.is_read_only},
+              {"cache_type", to_string(d.cache_type)}, {"io_engine", to_string(d.io_engine)}};
+    if (d.partuuid) j["partuuid"] = *d.partuuid;
+    return j;
 }
 
 json to_json(const BootSourceConfig& bs) {
@@ -243,6 +364,19 @@ const Section kSections[] = {
          out.machine_config = machine_config_from_json(j, where);
      },
      [](const VmConfig& c) { return to_json(c.machine_config); }},
+    {"drives",
+     [](const json& j, const std::string& where, VmConfig& out) {
+         if (!j.is_array()) throw field_error(where, fmt::format("expected an array, got {}", describe_json_value(j)));
+         out.drives.clear();
+         for (size_t i = 0; i < j.size(); i++) out.drives.push_back(drive_from_json(j[i], fmt::format("{}[{}]", where, i)));
+         validate_drives(out.drives, where);
+     },
+     [](const VmConfig& c) {
+         if (c.drives.empty()) return json(nullptr);
+         json a = json::array();
+         for (const auto& d : c.drives) a.push_back(to_json(d));
+         return a;
+     }},
 };
 
 // Tracks the path of the value being parsed so duplicate object keys can be refused: nlohmann

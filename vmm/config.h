@@ -51,11 +51,34 @@ struct MachineConfig {
     bool operator==(const MachineConfig&) const = default;
 };
 
+// "drives": virtio-blk devices backed by raw image files (Firecracker's schema).
+enum class CacheType { Unsafe, Writeback };  // Writeback: FLUSH is offered and made durable
+enum class IoEngineKind { Sync, Async };     // Async: io_uring
+
+inline constexpr size_t kMaxDrives = 16;
+inline constexpr size_t kMaxDriveIdBytes = 64;
+
+struct DriveConfig {
+    std::string drive_id;
+    std::string path_on_host;
+    bool is_root_device = false;
+    bool is_read_only = false;
+    std::optional<std::string> partuuid;  // root device: root=PARTUUID=... instead of /dev/vda
+    CacheType cache_type = CacheType::Unsafe;
+    IoEngineKind io_engine = IoEngineKind::Sync;
+
+    bool operator==(const DriveConfig&) const = default;
+};
+
+const char* to_string(CacheType type);
+const char* to_string(IoEngineKind engine);
+
 // Everything needed to build and boot one VM. Later sections (drives, network interfaces,
 // balloon, logger, metrics) are added here as members.
 struct VmConfig {
     std::optional<BootSourceConfig> boot_source;
     MachineConfig machine_config;
+    std::vector<DriveConfig> drives;  // in the order given; the root device is attached first
 
     bool operator==(const VmConfig&) const = default;
 };
@@ -65,11 +88,17 @@ struct VmConfig {
 // filesystem access. `where` prefixes the field paths in error messages.
 void validate(const BootSourceConfig& boot_source, std::string_view where = "boot-source");
 void validate(const MachineConfig& machine_config, std::string_view where = "machine-config");
+void validate(const DriveConfig& drive, std::string_view where);
+// Also checks across drives: unique drive_id, at most one root device, at most kMaxDrives.
+void validate_drives(const std::vector<DriveConfig>& drives, std::string_view where = "drives");
 void validate(const VmConfig& config);
 
 // Filesystem checks: every path names a file that exists and can be opened for reading.
 // Error: "boot-source.kernel_image_path: /x/vmlinux: No such file or directory".
 void validate_files(const BootSourceConfig& boot_source, std::string_view where = "boot-source");
+// A drive's image must be a regular file or block device, readable, and writable unless
+// is_read_only.
+void validate_files(const DriveConfig& drive, std::string_view where);
 void validate_files(const VmConfig& config);
 
 // Opens `path` read-only and closes it again; throws "<field>: <path>: <strerror>" on failure
@@ -92,11 +121,13 @@ VmConfig load_config_file(const std::string& path);
 // not touch the filesystem.
 BootSourceConfig boot_source_from_json(const nlohmann::json& j, const std::string& where);
 MachineConfig machine_config_from_json(const nlohmann::json& j, const std::string& where);
+DriveConfig drive_from_json(const nlohmann::json& j, const std::string& where);
 
 // The config document that parse_config_json accepts (for GET /vm/config); absent optional
 // fields and an unset boot source are omitted.
 nlohmann::json to_json(const BootSourceConfig& boot_source);
 nlohmann::json to_json(const MachineConfig& machine_config);
+nlohmann::json to_json(const DriveConfig& drive);
 nlohmann::json to_json(const VmConfig& config);
 
 // Reads the fields of one JSON object with typed, range-checked accessors. Unknown keys are
@@ -120,6 +151,9 @@ public:
     std::optional<uint64_t> optional_uint(std::string_view key, uint64_t min, uint64_t max) const;
     // Absent -> nullopt; null is refused.
     std::optional<bool> optional_bool(std::string_view key) const;
+    bool required_bool(std::string_view key) const;
+    // A string that must be one of `choices`; absent -> nullopt; null is refused.
+    std::optional<std::string> optional_choice(std::string_view key, const std::vector<std::string_view>& choices) const;
 
 private:
     const nlohmann::json& object_;
