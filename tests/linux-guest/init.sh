@@ -14,7 +14,7 @@
 #   boottimer=1       write 123 to the VMM's boot-timer MMIO byte at 0xd0000000 (needs /dev/mem,
 #                     i.e. a kernel with CONFIG_DEVMEM=y); the VMM logs the time since it started
 #   gtest=quick       stop right after BOOT-OK
-#   gtest=diag|rw|net|balloon   extra checks (see below)
+#   gtest=diag|rw|durable|net|balloon   extra checks (see below)
 #   gtest=shell       interactive busybox shell on the console; `exit` reboots (ends the VMM)
 #
 # No `busybox --install`: symlink syscalls are slow on the project's nested-KVM hosts, and
@@ -60,6 +60,13 @@ case "$CMDLINE" in *gtest=rw*)
     read up idle < /proc/uptime; echo "guest-wrote uptime=$up" > /mnt/hello.txt
     $B sync; t "synced"; $B ls -l /mnt; $B umount /mnt && t "UMOUNT-OK"
   else echo "MOUNT-FAILED"; fi ;;
+esac
+case "$CMDLINE" in *gtest=durable*)
+  # A token at sector 8 of the raw disk, made durable with fsync (a virtio-blk FLUSH); the test
+  # kills the VMM with SIGKILL as soon as it sees DURABLE-SYNCED and looks for the token.
+  printf 'DURABLE %s' "$token" | $B dd of=/dev/vda bs=512 seek=8 conv=fsync,notrunc 2>/dev/null &&
+    echo "DURABLE-SYNCED" || echo "DURABLE-FAILED"
+  $B sleep 600 ;;
 esac
 case "$CMDLINE" in *gtest=net*)
   if [ -e /sys/class/net/eth0 ]; then $B ip link set eth0 up; $B ip addr add 10.0.2.15/24 dev eth0; $B ip addr show eth0; $B ping -c 2 -W 2 10.0.2.2; fi ;;
