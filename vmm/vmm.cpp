@@ -44,14 +44,6 @@ constexpr uint64_t kIdentityMapAddr = 0xfffbc000;
 constexpr uint8_t kConsoleEscape = 0x01;  // Ctrl-A, then 'x' quits
 constexpr const char* kDefaultCmdline = "console=ttyS0 reboot=k panic=1";
 
-std::vector<uint8_t> read_whole_file(const std::string& path, const char* what) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        throw sys_error(fmt::format("{} {}", what, path));
-    }
-    return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 // Writes all bytes to fd, retrying on EINTR and partial writes; a non-blocking terminal that
 // is full is waited on so console output is never dropped.
 void write_all(int fd, std::span<const uint8_t> data) {
@@ -160,10 +152,10 @@ void Vmm::create_devices() {
 
 void Vmm::load_guest() {
     const auto& source = *config_.boot_source;
-    const std::vector<uint8_t> kernel = read_whole_file(source.kernel_image_path, "kernel image");
+    const std::vector<uint8_t> kernel = boot::read_file(source.kernel_image_path, "kernel image");
     std::optional<std::vector<uint8_t>> initrd;
     if (source.initrd_path) {
-        initrd = read_whole_file(*source.initrd_path, "initrd");
+        initrd = boot::read_file(*source.initrd_path, "initrd");
     }
     cmdline_ = source.boot_args.value_or(kDefaultCmdline);
 
