@@ -60,6 +60,23 @@ std::vector<std::pair<memory::GuestAddress, size_t>> guest_memory_ranges(uint64_
 // and errno: "kernel image /x/vmlinux: open: No such file or directory (errno 2)".
 std::vector<uint8_t> read_file(const std::string& path, std::string_view what);
 
+// A whole file, read-only: mmap'd (MAP_POPULATE: no copy, page cache shared) when it is a
+// regular file, else read into memory. Errors as read_file.
+class FileImage {
+public:
+    FileImage(const std::string& path, std::string_view what);
+    ~FileImage();
+    FileImage(const FileImage&) = delete;
+    FileImage& operator=(const FileImage&) = delete;
+    std::span<const uint8_t> bytes() const { return {data_, size_}; }
+
+private:
+    const uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+    bool mapped_ = false;
+    std::vector<uint8_t> copy_;  // when not mapped
+};
+
 // Validates the kernel image and everything else in `options` against `mem`, then writes the
 // kernel, initrd, command line, zero page or PVH start info, MP table, GDT, IDT and page
 // tables into guest memory. Throws Error, whose message says exactly what is wrong, on a bad

@@ -1,5 +1,6 @@
 // Reading kernel and initrd files into memory, with errors that name the file and errno.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,6 +49,35 @@ std::vector<uint8_t> read_file(const std::string& path, std::string_view what) {
     }
     data.resize(used);
     return data;
+}
+
+FileImage::FileImage(const std::string& path, std::string_view what) {
+    FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        throw sys_error(fmt::format("{} {}: open", what, path));
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) {
+        throw sys_error(fmt::format("{} {}: fstat", what, path));
+    }
+    if (S_ISREG(st.st_mode) && st.st_size > 0) {
+        void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd.get(), 0);
+        if (p != MAP_FAILED) {
+            data_ = static_cast<const uint8_t*>(p);
+            size_ = static_cast<size_t>(st.st_size);
+            mapped_ = true;
+            return;
+        }
+    }
+    copy_ = read_file(path, what);
+    data_ = copy_.data();
+    size_ = copy_.size();
+}
+
+FileImage::~FileImage() {
+    if (mapped_) {
+        ::munmap(const_cast<uint8_t*>(data_), size_);
+    }
 }
 
 }  // namespace embervm::boot

@@ -152,17 +152,19 @@ void Vmm::create_devices() {
 
 void Vmm::load_guest() {
     const auto& source = *config_.boot_source;
-    const std::vector<uint8_t> kernel = boot::read_file(source.kernel_image_path, "kernel image");
-    std::optional<std::vector<uint8_t>> initrd;
+    const boot::FileImage kernel(source.kernel_image_path, "kernel image");
+    std::optional<boot::FileImage> initrd;
     if (source.initrd_path) {
-        initrd = boot::read_file(*source.initrd_path, "initrd");
+        initrd.emplace(*source.initrd_path, "initrd");
     }
     cmdline_ = source.boot_args.value_or(kDefaultCmdline);
 
+    log::debug("kernel and initrd read ({} + {} bytes) at {} us", kernel.bytes().size(), initrd ? initrd->bytes().size() : 0,
+               log::micros_since_start());
     boot::BootOptions opts;
-    opts.kernel = kernel;
+    opts.kernel = kernel.bytes();
     if (initrd) {
-        opts.initrd = std::span<const uint8_t>(*initrd);
+        opts.initrd = initrd->bytes();
     }
     opts.cmdline = cmdline_;
     opts.vcpu_count = config_.machine_config.vcpu_count;
@@ -215,10 +217,14 @@ void Vmm::build() {
     } else {
         log::warn("KVM_CAP_EXIT_ON_EMULATION_FAILURE is not available: instructions KVM cannot emulate stop the VM");
     }
+    log::debug("KVM VM created at {} us", log::micros_since_start());
     create_memory();
     create_devices();
+    log::debug("memory and devices ready at {} us", log::micros_since_start());
     create_vcpus();
+    log::debug("{} vCPUs created at {} us", vcpus_.size(), log::micros_since_start());
     load_guest();
+    log::debug("guest loaded at {} us", log::micros_since_start());
 }
 
 void Vmm::handle_console_input(const uint8_t* data, size_t len) {
