@@ -206,6 +206,10 @@ void Vmm::build() {
     if (!config_.boot_source) {
         throw Error("no boot source configured");
     }
+    if (!config_.drives.empty()) {
+        // Parsed and validated, but not attached yet: refused rather than silently ignored.
+        throw ConfigError("drives: virtio-blk devices are not implemented yet in this build");
+    }
     kvm_ = std::make_unique<KvmSystem>();
     vm_ = std::make_unique<KvmVm>(*kvm_);
     vm_->set_tss_addr(kTssAddr);
