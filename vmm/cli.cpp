@@ -11,7 +11,7 @@ namespace embervm::vmm {
 
 namespace {
 
-enum class Flag { Config, Kernel, Initrd, Cmdline, Vcpus, Mem, SerialOut, LogLevel, BootProtocol, Help, Version };
+enum class Flag { Config, Kernel, Initrd, Cmdline, Vcpus, Mem, Drive, SerialOut, LogLevel, BootProtocol, Help, Version };
 
 struct FlagSpec {
     std::string_view name;
@@ -28,6 +28,7 @@ constexpr FlagSpec kFlags[] = {
     {"--cmdline", Flag::Cmdline, true},
     {"--vcpus", Flag::Vcpus, true},
     {"--mem", Flag::Mem, true},
+    {"--drive", Flag::Drive, true},  // repeatable
     {"--serial-out", Flag::SerialOut, true},
     {"--log-level", Flag::LogLevel, true},
     {"--boot-protocol", Flag::BootProtocol, true},
@@ -66,6 +67,67 @@ std::string non_empty(std::string_view flag, std::string_view value) {
     return std::string(value);
 }
 
+// "--drive id=rootfs,path=disk.img,root,ro,cache=writeback,io_engine=async": the fields of a
+// config-file drive as comma-separated key[=value] pairs (flags without a value mean "on").
+DriveConfig parse_drive(std::string_view flag, std::string_view text) {
+    DriveConfig d;
+    bool have_id = false;
+    bool have_path = false;
+    const auto on_off = [&](std::string_view key, std::optional<std::string_view> v) {
+        if (!v || *v == "on" || *v == "true") return true;
+        if (*v == "off" || *v == "false") return false;
+        throw flag_error(flag, fmt::format("{}: expected on or off, got '{}'", key, *v));
+    };
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        size_t comma = text.find(',', pos);
+        if (comma == std::string_view::npos) comma = text.size();
+        const std::string_view item = text.substr(pos, comma - pos);
+        pos = comma + 1;
+        if (item.empty()) throw flag_error(flag, fmt::format("empty field in '{}'", text));
+        std::string_view key = item;
+        std::optional<std::string_view> v;
+        if (const auto eq = item.find('='); eq != std::string_view::npos) {
+            key = item.substr(0, eq);
+            v = item.substr(eq + 1);
+        }
+        const auto need = [&]() -> std::string_view {
+            if (!v || v->empty()) throw flag_error(flag, fmt::format("{} needs a value ({}=...)", key, key));
+            return *v;
+        };
+        if (key == "id") {
+            d.drive_id = std::string(need());
+            have_id = true;
+        } else if (key == "path") {
+            d.path_on_host = std::string(need());
+            have_path = true;
+        } else if (key == "ro") {
+            d.is_read_only = on_off(key, v);
+        } else if (key == "root") {
+            d.is_root_device = on_off(key, v);
+        } else if (key == "partuuid") {
+            d.partuuid = std::string(need());
+        } else if (key == "cache") {
+            const std::string_view c = need();
+            if (c == "unsafe" || c == "Unsafe") d.cache_type = CacheType::Unsafe;
+            else if (c == "writeback" || c == "Writeback") d.cache_type = CacheType::Writeback;
+            else throw flag_error(flag, fmt::format("cache: expected unsafe or writeback, got '{}'", c));
+        } else if (key == "io_engine") {
+            const std::string_view e = need();
+            if (e == "sync" || e == "Sync") d.io_engine = IoEngineKind::Sync;
+            else if (e == "async" || e == "Async") d.io_engine = IoEngineKind::Async;
+            else throw flag_error(flag, fmt::format("io_engine: expected sync or async, got '{}'", e));
+        } else {
+            throw flag_error(flag, fmt::format("unknown field '{}' (expected id, path, ro, root, partuuid, cache, "
+                                               "io_engine)", key));
+        }
+        if (comma == text.size()) break;
+    }
+    if (!have_path) throw flag_error(flag, fmt::format("'{}' has no path=", text));
+    if (!have_id) throw flag_error(flag, fmt::format("'{}' has no id=", text));
+    return d;
+}
+
 }  // namespace
 
 const char* boot_protocol_name(BootProtocol protocol) {
@@ -93,7 +155,7 @@ CliOptions parse_cli(int argc, const char* const* argv) {
         }
         const FlagSpec* spec = find_flag(name);
         if (spec == nullptr) throw flag_error(name, "unknown flag (see --help)");
-        if (const auto [it, inserted] = seen.emplace(spec->flag, spec->name); !inserted) {
+        if (const auto [it, inserted] = seen.emplace(spec->flag, spec->name); !inserted && spec->flag != Flag::Drive) {
             if (it->second == spec->name) throw flag_error(name, "given more than once");
             throw flag_error(name, fmt::format("given more than once (also as {})", it->second));
         }
@@ -109,6 +171,7 @@ CliOptions parse_cli(int argc, const char* const* argv) {
             case Flag::Config: o.config_path = non_empty(name, *value); break;
             case Flag::Kernel: o.kernel = non_empty(name, *value); break;
             case Flag::Initrd: o.initrd = non_empty(name, *value); break;
+            case Flag::Drive: o.drives.push_back(parse_drive(name, *value)); break;
             case Flag::SerialOut: o.serial_out = non_empty(name, *value); break;
             case Flag::Cmdline:
                 if (value->size() > kMaxBootArgsBytes) {
@@ -159,11 +222,24 @@ VmConfig resolve_config(const CliOptions& o) {
     if (o.cmdline) bs.boot_args = *o.cmdline;
     if (o.vcpus) config.machine_config.vcpu_count = *o.vcpus;
     if (o.mem_mib) config.machine_config.mem_size_mib = *o.mem_mib;
+    const size_t file_drives = config.drives.size();
+    config.drives.insert(config.drives.end(), o.drives.begin(), o.drives.end());
 
+    if (file_drives < config.drives.size()) {
+        // Errors in a --drive name the flag; validate() below reports the file's own drives.
+        try {
+            validate_drives(config.drives, "drives");
+        } catch (const ConfigError& e) {
+            throw CliError(fmt::format("--drive: {}", e.what()));
+        }
+    }
     validate(config);
     // Name the flag when the path came from the command line, the config field otherwise.
     check_readable_file(o.kernel ? "--kernel" : "boot-source.kernel_image_path", bs.kernel_image_path);
     if (bs.initrd_path) check_readable_file(o.initrd ? "--initrd" : "boot-source.initrd_path", *bs.initrd_path);
+    for (size_t i = 0; i < config.drives.size(); i++) {
+        validate_files(config.drives[i], i < file_drives ? fmt::format("drives[{}]", i) : std::string("--drive"));
+    }
     return config;
 }
 
@@ -179,6 +255,9 @@ Runs one KVM guest until it powers off or reboots.
   --cmdline STRING    kernel command line
   --vcpus N           number of vCPUs, {}..{} (default 1)
   --mem MIB           guest memory in MiB, {}..{} (default 128)
+  --drive SPEC        a virtio-blk drive (repeatable), SPEC = comma-separated
+                      id=ID,path=FILE[,root][,ro][,partuuid=UUID]
+                      [,cache=unsafe|writeback][,io_engine=sync|async]
   --serial-out PATH   write the guest console to PATH instead of stdout
   --log-level LEVEL   error, warn, info or debug (default info)
   --boot-protocol P   auto, linux64 or pvh: entry point of an ELF kernel that has a
@@ -187,8 +266,8 @@ Runs one KVM guest until it powers off or reboots.
   --version           print the version and exit
 
 Flags take "--flag VALUE" or "--flag=VALUE". With --config, --kernel, --initrd,
---cmdline, --vcpus and --mem override the file's fields; without it, --kernel is
-required.
+--cmdline, --vcpus and --mem override the file's fields and --drive adds drives;
+without it, --kernel is required.
 
 Exit status:
   0        the guest rebooted or powered off

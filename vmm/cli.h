@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "vmm/config.h"
 #include "vmm/log.h"
@@ -29,6 +30,7 @@ struct CliOptions {
     std::optional<std::string> cmdline;      // --cmdline (may be empty)
     std::optional<uint32_t> vcpus;           // --vcpus, range-checked
     std::optional<uint64_t> mem_mib;         // --mem, range-checked
+    std::vector<DriveConfig> drives;         // --drive (repeatable), added to the file's drives
     std::optional<std::string> serial_out;   // --serial-out: guest console to a file
     std::optional<log::Level> log_level;     // --log-level
     BootProtocol boot_protocol = BootProtocol::Auto;

@@ -33,6 +33,7 @@
 #include "vmm/log.h"
 #include "vmm/terminal.h"
 #include "vmm/vcpu.h"
+#include "vmm/virtio_devices.h"
 
 namespace embervm::vmm {
 
@@ -148,6 +149,9 @@ void Vmm::create_devices() {
                      boot::layout::kDebugExitPort, devices::DebugExit::kSize);
     boot_timer_ = std::make_shared<devices::BootTimer>(log::process_start());
     mmio_bus_->insert(boot_timer_, boot::layout::kBootTimerAddr, 0x1000);
+
+    virtio_ = std::make_unique<VirtioMmioDevices>(*vm_, *mmio_bus_, io_, *memory_);
+    virtio_->attach_drives(config_.drives);
 }
 
 void Vmm::load_guest() {
@@ -158,6 +162,9 @@ void Vmm::load_guest() {
         initrd.emplace(*source.initrd_path, "initrd");
     }
     cmdline_ = source.boot_args.value_or(kDefaultCmdline);
+    if (const std::string extra = virtio_->kernel_cmdline_args(); !extra.empty()) {
+        cmdline_ += (cmdline_.empty() ? "" : " ") + extra;
+    }
 
     log::debug("kernel and initrd read ({} + {} bytes) at {} us", kernel.bytes().size(), initrd ? initrd->bytes().size() : 0,
                log::micros_since_start());
@@ -205,10 +212,6 @@ void Vmm::create_vcpus() {
 void Vmm::build() {
     if (!config_.boot_source) {
         throw Error("no boot source configured");
-    }
-    if (!config_.drives.empty()) {
-        // Parsed and validated, but not attached yet: refused rather than silently ignored.
-        throw ConfigError("drives: virtio-blk devices are not implemented yet in this build");
     }
     kvm_ = std::make_unique<KvmSystem>();
     vm_ = std::make_unique<KvmVm>(*kvm_);

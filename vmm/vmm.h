@@ -28,6 +28,7 @@ class KvmVm;
 class Vcpu;
 class Bus;
 class EventFdIrq;
+class VirtioMmioDevices;
 
 struct RunOptions {
     std::optional<std::string> serial_out;  // guest console to this file instead of stdout
@@ -73,6 +74,7 @@ private:
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::BootTimer> boot_timer_;
     std::vector<std::shared_ptr<EventFdIrq>> irqs_;
+    std::unique_ptr<VirtioMmioDevices> virtio_;  // before vcpus_: destroyed after them
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
 
     struct StdinState;

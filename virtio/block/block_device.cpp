@@ -1,0 +1,365 @@
+#include "virtio/block/block_device.h"
+
+#include <poll.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "vmm/log.h"
+
+namespace embervm::virtio::block {
+
+namespace log = embervm::log;
+
+namespace {
+
+struct RequestHeader {
+    uint32_t type;
+    uint32_t reserved;
+    uint64_t sector;
+};
+static_assert(sizeof(RequestHeader) == 16);
+
+struct DiscardSegment {
+    uint64_t sector;
+    uint32_t num_sectors;
+    uint32_t flags;  // bit 0: unmap (write-zeroes only)
+};
+static_assert(sizeof(DiscardSegment) == 16);
+
+constexpr uint32_t kSegmentFlagUnmap = 1;
+
+// struct virtio_blk_config offsets.
+constexpr size_t kCfgCapacity = 0;
+constexpr size_t kCfgSegMax = 12;
+constexpr size_t kCfgBlkSize = 20;
+constexpr size_t kCfgNumQueues = 34;
+constexpr size_t kCfgMaxDiscardSectors = 36;
+constexpr size_t kCfgMaxDiscardSeg = 40;
+constexpr size_t kCfgDiscardAlignment = 44;
+constexpr size_t kCfgMaxWriteZeroesSectors = 48;
+constexpr size_t kCfgMaxWriteZeroesSeg = 52;
+constexpr size_t kCfgWriteZeroesMayUnmap = 56;
+constexpr size_t kConfigSize = 60;
+
+template <typename T>
+void put(std::vector<uint8_t>& cfg, size_t offset, T value) {
+    std::memcpy(cfg.data() + offset, &value, sizeof(T));
+}
+
+}  // namespace
+
+BlockDevice::BlockDevice(std::unique_ptr<BlockBackend> backend, BlockDeviceOptions options)
+    : backend_(std::move(backend)), options_(std::move(options)), capacity_(backend_->size_bytes() / kSectorSize) {
+    options_.read_only = options_.read_only || backend_->read_only();
+    config_.assign(kConfigSize, 0);
+    put<uint64_t>(config_, kCfgCapacity, capacity_);
+    put<uint32_t>(config_, kCfgSegMax, kQueueSize - 2);  // header and status take two descriptors
+    put<uint32_t>(config_, kCfgBlkSize, kSectorSize);
+    put<uint16_t>(config_, kCfgNumQueues, 1);
+    put<uint32_t>(config_, kCfgMaxDiscardSectors, kMaxDiscardSectors);
+    put<uint32_t>(config_, kCfgMaxDiscardSeg, 1);
+    put<uint32_t>(config_, kCfgDiscardAlignment, 1);
+    put<uint32_t>(config_, kCfgMaxWriteZeroesSectors, kMaxDiscardSectors);
+    put<uint32_t>(config_, kCfgMaxWriteZeroesSeg, 1);
+    put<uint8_t>(config_, kCfgWriteZeroesMayUnmap, 1);
+}
+
+BlockDevice::~BlockDevice() {
+    std::lock_guard lock(mutex_);
+    drain_backend_locked();
+}
+
+uint64_t BlockDevice::available_features() const {
+    uint64_t f = feature::kRingEventIdx | feature::kRingIndirectDesc | blk_feature::kSegMax | blk_feature::kBlkSize;
+    if (options_.read_only) {
+        f |= blk_feature::kRo;
+    } else {
+        f |= blk_feature::kDiscard | blk_feature::kWriteZeroes;
+    }
+    if (options_.flush) {
+        f |= blk_feature::kFlush;
+    }
+    return f;
+}
+
+void BlockDevice::read_config(uint64_t offset, std::span<uint8_t> data) const {
+    for (size_t i = 0; i < data.size(); i++) {
+        data[i] = offset + i < config_.size() ? config_[offset + i] : 0;
+    }
+}
+
+void BlockDevice::write_config(uint64_t offset, std::span<const uint8_t> data) {
+    // The writeback field is only writable with VIRTIO_BLK_F_CONFIG_WCE, which is not offered.
+    log::debug("{}: ignored config write of {} bytes at offset {:#x}", name(), data.size(), offset);
+}
+
+void BlockDevice::activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked_features,
+                           DeviceInterrupt& interrupt) {
+    std::lock_guard lock(mutex_);
+    if (queues.empty() || !queues[0].ready()) {
+        throw QueueError("the request queue was not set up");
+    }
+    mem_ = &mem;
+    queue_ = &queues[0];
+    interrupt_ = &interrupt;
+    acked_features_ = acked_features;
+    broken_ = false;
+    backend_full_ = false;
+    log::info("{}: activated ({} sectors{}{})", name(), capacity_, options_.read_only ? ", read-only" : "",
+              (acked_features & blk_feature::kFlush) != 0 ? ", flush" : "");
+}
+
+void BlockDevice::queue_notify(uint16_t queue_index) {
+    std::lock_guard lock(mutex_);
+    if (queue_index != 0 || queue_ == nullptr || broken_) {
+        return;
+    }
+    process_queue_locked();
+}
+
+void BlockDevice::reset() {
+    std::lock_guard lock(mutex_);
+    // Requests in flight still write into guest memory: wait for them before forgetting the
+    // queue, so none completes into a queue the driver is setting up anew.
+    drain_backend_locked();
+    pending_.clear();
+    mem_ = nullptr;
+    queue_ = nullptr;
+    interrupt_ = nullptr;
+    acked_features_ = 0;
+    broken_ = false;
+    backend_full_ = false;
+}
+
+void BlockDevice::drain_backend_locked() {
+    while (backend_->in_flight() > 0) {
+        pollfd pfd{backend_->completion_fd(), POLLIN, 0};
+        if (::poll(&pfd, 1, 1000) == 0) {
+            log::warn("{}: waiting for {} requests in flight", name(), backend_->in_flight());
+        }
+        for (const IoCompletion& c : backend_->reap_completions()) {
+            pending_.erase(c.user_data);
+        }
+    }
+    backend_->reap_completions();
+}
+
+void BlockDevice::fail_locked(std::string_view reason) {
+    broken_ = true;
+    if (interrupt_ != nullptr) {
+        interrupt_->device_error(reason);
+    }
+}
+
+void BlockDevice::process_completions() {
+    std::lock_guard lock(mutex_);
+    reap_locked();
+    if (backend_full_ && queue_ != nullptr && !broken_) {
+        backend_full_ = false;
+        process_queue_locked();
+    }
+}
+
+void BlockDevice::reap_locked() {
+    const auto completions = backend_->reap_completions();
+    if (queue_ == nullptr) {
+        return;  // reset: nothing to complete into
+    }
+    for (const IoCompletion& c : completions) {
+        const auto it = pending_.find(c.user_data);
+        if (it == pending_.end()) {
+            continue;
+        }
+        const Pending p = it->second;
+        pending_.erase(it);
+        if (c.result < 0) {
+            log::debug("{}: request failed: {}", name(), std::strerror(static_cast<int>(-c.result)));
+        }
+        if (!broken_) {
+            complete(p.head, p.used_len, p.status, c.result < 0 ? blk_status::kIoErr : blk_status::kOk);
+        }
+    }
+    if (used_added_ && !broken_) {
+        used_added_ = false;
+        try {
+            if (queue_->needs_notification(*mem_)) {
+                interrupt_->signal_used_queue(0);
+            }
+        } catch (const std::exception& e) {
+            fail_locked(e.what());
+        }
+    }
+}
+
+void BlockDevice::complete(uint16_t head, uint32_t used_len, memory::GuestAddress status, uint8_t value) {
+    try {
+        mem_->write_obj(status, value);
+        queue_->add_used(*mem_, head, used_len);
+        used_added_ = true;
+    } catch (const std::exception& e) {
+        fail_locked(e.what());
+    }
+}
+
+void BlockDevice::process_queue_locked() {
+    try {
+        for (;;) {
+            queue_->disable_notification(*mem_);
+            while (auto chain = queue_->pop_available(*mem_)) {
+                if (!handle_chain(*chain)) {
+                    queue_->undo_pop();
+                    backend_full_ = true;
+                    break;
+                }
+                if (broken_) {
+                    return;
+                }
+            }
+            backend_->flush_submissions();
+            if (backend_full_ || !queue_->enable_notification(*mem_)) {
+                break;
+            }
+        }
+    } catch (const std::exception& e) {
+        fail_locked(e.what());
+        return;
+    }
+    // Requests the sync backend finished inside submit() are reaped here at once.
+    reap_locked();
+}
+
+bool BlockDevice::handle_chain(const DescriptorChain& chain) {
+    if (chain.has_write_before_read()) {
+        fail_locked("request with a device-writable descriptor before a device-readable one");
+        return true;
+    }
+    // The status byte: the last byte of the last non-empty writable buffer.
+    std::optional<memory::GuestAddress> status;
+    for (auto it = chain.writable().rbegin(); it != chain.writable().rend(); ++it) {
+        if (it->len > 0) {
+            status = memory::GuestAddress(it->addr + it->len - 1);
+            break;
+        }
+    }
+    if (!status) {
+        fail_locked("request without a status byte");
+        return true;
+    }
+    const uint16_t head = chain.head_index();
+    Reader reader = chain.reader(*mem_);
+    Writer writer = chain.writer(*mem_);
+    std::optional<Writer> data_out = writer.split_tail(1);  // `writer` keeps the data part
+    (void)data_out;
+
+    const auto header = reader.read_obj<RequestHeader>();
+    if (!header) {
+        complete(head, 1, *status, blk_status::kIoErr);
+        return true;
+    }
+
+    const bool ro = options_.read_only;
+    const auto in_range = [&](uint64_t sector, uint64_t sectors) {
+        return sector <= capacity_ && sectors <= capacity_ - sector;
+    };
+    IoRequest io;
+    io.user_data = next_tag_;
+    uint32_t used_len = 1;
+
+    switch (header->type) {
+        case req::kIn:
+        case req::kOut: {
+            const bool is_read = header->type == req::kIn;
+            const uint64_t len = is_read ? writer.available() : reader.available();
+            if (!is_read && ro) {
+                complete(head, 1, *status, blk_status::kIoErr);
+                return true;
+            }
+            if (len % kSectorSize != 0 || !in_range(header->sector, len / kSectorSize)) {
+                complete(head, 1, *status, blk_status::kIoErr);
+                return true;
+            }
+            io.op = is_read ? IoRequest::Op::Read : IoRequest::Op::Write;
+            io.offset = header->sector * kSectorSize;
+            if (is_read) {
+                for (const auto& s : writer.take_slices(len)) io.iov.push_back({s.data(), s.size()});
+                used_len = static_cast<uint32_t>(len) + 1;
+            } else {
+                for (const auto& s : reader.take_slices(len)) {
+                    io.iov.push_back({const_cast<uint8_t*>(s.data()), s.size()});
+                }
+            }
+            io.length = len;
+            if (len == 0) {
+                complete(head, used_len, *status, blk_status::kOk);
+                return true;
+            }
+            break;
+        }
+        case req::kFlush:
+            if ((acked_features_ & blk_feature::kFlush) == 0) {
+                complete(head, 1, *status, blk_status::kUnsupp);
+                return true;
+            }
+            io.op = IoRequest::Op::Flush;
+            break;
+        case req::kGetId: {
+            uint8_t id[kIdBytes] = {};
+            std::memcpy(id, options_.id.data(), std::min(options_.id.size(), kIdBytes));
+            const size_t n = writer.write(std::span<const uint8_t>(id, std::min<uint64_t>(kIdBytes, writer.available())));
+            complete(head, static_cast<uint32_t>(n) + 1, *status, blk_status::kOk);
+            return true;
+        }
+        case req::kDiscard:
+        case req::kWriteZeroes: {
+            const bool discard = header->type == req::kDiscard;
+            const uint64_t feat = discard ? blk_feature::kDiscard : blk_feature::kWriteZeroes;
+            if ((acked_features_ & feat) == 0) {
+                complete(head, 1, *status, blk_status::kUnsupp);
+                return true;
+            }
+            if (ro) {
+                complete(head, 1, *status, blk_status::kIoErr);
+                return true;
+            }
+            // One segment (max_discard_seg = max_write_zeroes_seg = 1).
+            const auto seg = reader.read_obj<DiscardSegment>();
+            if (!seg || reader.available() != 0) {
+                complete(head, 1, *status, seg ? blk_status::kUnsupp : blk_status::kIoErr);
+                return true;
+            }
+            const uint32_t allowed_flags = discard ? 0 : kSegmentFlagUnmap;
+            if ((seg->flags & ~allowed_flags) != 0) {
+                complete(head, 1, *status, blk_status::kUnsupp);
+                return true;
+            }
+            if (seg->num_sectors > kMaxDiscardSectors || !in_range(seg->sector, seg->num_sectors)) {
+                complete(head, 1, *status, blk_status::kIoErr);
+                return true;
+            }
+            io.op = discard ? IoRequest::Op::Discard : IoRequest::Op::WriteZeroes;
+            io.offset = seg->sector * kSectorSize;
+            io.length = uint64_t{seg->num_sectors} * kSectorSize;
+            io.unmap = (seg->flags & kSegmentFlagUnmap) != 0;
+            if (io.length == 0) {
+                complete(head, 1, *status, blk_status::kOk);
+                return true;
+            }
+            break;
+        }
+        default:
+            complete(head, 1, *status, blk_status::kUnsupp);
+            return true;
+    }
+
+    if (!backend_->submit(std::move(io))) {
+        return false;
+    }
+    pending_.emplace(next_tag_++, Pending{head, used_len, *status});
+    return true;
+}
+
+}  // namespace embervm::virtio::block

@@ -1,0 +1,92 @@
+// The interface between a virtio device model (virtio-blk, -net, -balloon) and the transport
+// that exposes it to the guest (virtio-mmio today, virtio-pci later).
+//
+// The device model knows its type, features, queues and configuration space; the transport
+// knows the register file, feature negotiation, the status state machine, queue setup and
+// interrupts. A device never sees transport registers, and a transport never parses requests;
+// backends (file I/O, TAP, ...) sit behind the device and are invisible to the transport.
+//
+// Life cycle, driven by the transport:
+//   read_config/write_config   any time (the driver reads config during feature negotiation)
+//   activate(...)              once the driver set DRIVER_OK with features accepted and every
+//                              ready queue valid (Queue::validate)
+//   queue_notify(i)            the driver kicked queue i (only while activated and not broken)
+//   reset()                    the driver wrote status 0 (also before any activation): stop
+//                              using the queues and the interrupt, release backend resources
+//
+// Threading: the transport serialises its calls into the device (one mutex, held during the
+// call), so activate/queue_notify/reset/read_config/write_config never run concurrently with
+// each other. queue_notify normally runs on the event-loop thread; the others on vCPU threads.
+// A device that does work outside those calls (asynchronous backend completions, timers, a
+// TAP fd) must synchronise that work with reset() itself. DeviceInterrupt methods are
+// lock-free and may be called from any thread, with or without the transport's mutex held.
+//
+// Errors: guest errors inside a device are reported with DeviceInterrupt::device_error(); a
+// QueueError (or any std::exception) escaping activate() or queue_notify() is caught by the
+// transport and turned into device_error().
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "memory/guest_memory.h"
+#include "virtio/queue.h"
+
+namespace embervm::virtio {
+
+// Implemented by the transport; handed to the device at activation.
+class DeviceInterrupt {
+public:
+    virtual ~DeviceInterrupt() = default;
+    // The device added used buffers to queue `queue_index` and the driver wants to know
+    // (Queue::needs_notification): sets the used-buffer interrupt bit and raises the irq.
+    virtual void signal_used_queue(uint16_t queue_index) = 0;
+    // The device changed its configuration space: bumps the config generation, sets the
+    // config-change interrupt bit and raises the irq.
+    virtual void signal_config_change() = 0;
+    // The driver broke the rules (or the backend failed irrecoverably): sets
+    // DEVICE_NEEDS_RESET, raises a config-change interrupt, logs the reason once. The device
+    // should stop processing its queues until reset().
+    virtual void device_error(std::string_view reason) = 0;
+};
+
+class VirtioDevice {
+public:
+    virtual ~VirtioDevice() = default;
+
+    // device_id::kBlock, kNet, ...
+    virtual uint32_t device_type() const = 0;
+    // Features the device offers: device-specific bits plus the ring features it handles
+    // (feature::kRingEventIdx, kRingIndirectDesc: Queue supports both). The transport adds
+    // feature::kVersion1 itself.
+    virtual uint64_t available_features() const = 0;
+    // One entry per queue: its maximum size (a power of two, at most kMaxQueueSize).
+    virtual std::vector<uint16_t> queue_max_sizes() const = 0;
+
+    // Device configuration space. Reads beyond the config size return zeros; invalid writes
+    // are ignored (and logged at debug level). Any offset and width (1, 2, 4 or 8 bytes).
+    virtual void read_config(uint64_t offset, std::span<uint8_t> data) const = 0;
+    virtual void write_config(uint64_t offset, std::span<const uint8_t> data) = 0;
+
+    // DRIVER_OK with valid queues: the device may now use them. `queues` stay owned by the
+    // transport and valid (and unchanged by it) until reset(); queues the driver did not set
+    // up have ready() == false and must not be used. `acked_features` is what the driver
+    // accepted (a subset of the offered features, always with kVersion1). `mem` and
+    // `interrupt` outlive the device's activation. May throw (e.g. a backend that cannot
+    // start): the transport reports it as device_error().
+    virtual void activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked_features,
+                          DeviceInterrupt& interrupt) = 0;
+    // The driver made buffers available on queue `queue_index` (a ready queue).
+    virtual void queue_notify(uint16_t queue_index) = 0;
+    // Back to the pre-activate state; release everything taken in activate(). Idempotent:
+    // also called when the device was never activated.
+    virtual void reset() = 0;
+
+    // For logs: "virtio-blk rootfs".
+    virtual std::string name() const = 0;
+};
+
+}  // namespace embervm::virtio

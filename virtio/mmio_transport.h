@@ -1,0 +1,116 @@
+// virtio-mmio transport, version 2 ("modern", spec 4.2.2): the register file in a 4 KiB MMIO
+// window in front of one VirtioDevice.
+//
+// It owns the device's queues, negotiates features (VIRTIO_F_VERSION_1 required; the driver
+// may only accept offered features), runs the status state machine (status 0 resets and
+// releases everything), validates the queues at DRIVER_OK before activating the device, and
+// raises the device's interrupt through an IrqLine (an irqfd-backed EventFdIrq in the VMM).
+//
+// Queue notifications: the VMM registers one KVM_IOEVENTFD per queue at base +
+// mmio::kQueueNotify with datamatch = queue index and calls notify_queue(i) from the event
+// loop when it fires; a QueueNotify write that reaches write() (no ioeventfd) does the same.
+//
+// Locking: one mutex serialises register accesses (vCPU threads), notify_queue (event-loop
+// thread) and every call into the device, which runs with the mutex held. InterruptStatus,
+// InterruptACK, Status and ConfigGeneration reads, and the DeviceInterrupt methods, use atomics
+// only and never take the mutex: a device may call them from inside queue_notify() (mutex
+// held) or from its own threads/handlers without deadlock, and the guest's interrupt handler
+// never waits for a device that is busy processing a queue.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "devices/irq.h"
+#include "memory/guest_memory.h"
+#include "virtio/device.h"
+#include "virtio/queue.h"
+#include "virtio/virtio_defs.h"
+#include "vmm/bus.h"
+
+namespace embervm::virtio {
+
+class MmioTransport : public vmm::BusDevice, public DeviceInterrupt {
+public:
+    // `mem` must outlive the transport. The device's queue sizes and features are read once.
+    MmioTransport(const memory::GuestMemory& mem, std::shared_ptr<VirtioDevice> device,
+                  std::shared_ptr<devices::IrqLine> irq);
+    // Resets an activated device so it lets go of the queues owned here.
+    ~MmioTransport() override;
+    MmioTransport(const MmioTransport&) = delete;
+    MmioTransport& operator=(const MmioTransport&) = delete;
+
+    // vmm::BusDevice: registers (offset < 0x100) take 32-bit aligned accesses only (others
+    // read as 0 / are ignored, logged at debug level); the config space at 0x100 takes any
+    // width and is forwarded to the device.
+    void read(uint64_t offset, std::span<uint8_t> data) override;
+    void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+    // The driver kicked queue `queue_index` (its ioeventfd fired): forwards to the device's
+    // queue_notify() if the device is activated, not broken and the queue is ready.
+    void notify_queue(uint16_t queue_index);
+
+    // DeviceInterrupt (lock-free, any thread).
+    void signal_used_queue(uint16_t queue_index) override;
+    void signal_config_change() override;
+    void device_error(std::string_view reason) override;
+
+    // Introspection (for the VMM, metrics and tests).
+    VirtioDevice& device() const { return *device_; }
+    uint16_t num_queues() const { return static_cast<uint16_t>(queue_max_sizes_.size()); }
+    uint32_t status() const;  // as the driver reads it, including DEVICE_NEEDS_RESET
+    uint32_t interrupt_status() const { return interrupt_status_.load(); }
+    uint32_t config_generation() const { return config_generation_.load(); }
+    bool needs_reset() const { return needs_reset_.load(); }
+    bool is_activated() const;
+    uint64_t offered_features() const { return offered_features_; }
+    uint64_t driver_features() const;
+    // A copy of queue `index`'s current state (std::out_of_range if there is no such queue).
+    Queue queue(uint16_t index) const;
+
+private:
+    uint32_t read_register(uint64_t offset);
+    void write_register(uint64_t offset, uint32_t value);
+    // The rest run with mutex_ held.
+    void write_status(uint32_t value);
+    void reset_locked();
+    void activate_locked();
+    void notify_locked(uint32_t queue_index);
+    bool features_acceptable() const;
+    // The selected queue if queue configuration may be written now, else nullptr (logged).
+    Queue* configurable_queue(const char* reg, bool require_not_ready);
+    void raise(uint32_t interrupt_bits);
+
+    const memory::GuestMemory& mem_;
+    const std::shared_ptr<VirtioDevice> device_;
+    const std::shared_ptr<devices::IrqLine> irq_;
+    const std::string name_;
+    const uint64_t offered_features_;
+    const std::vector<uint16_t> queue_max_sizes_;
+
+    mutable std::mutex mutex_;
+    std::vector<Queue> queues_;
+    uint32_t device_features_sel_ = 0;
+    uint32_t driver_features_sel_ = 0;
+    uint32_t queue_sel_ = 0;
+    uint64_t driver_features_ = 0;
+    bool driver_features_beyond_64_ = false;  // a non-zero write to DriverFeatures with sel >= 2
+    bool activated_ = false;
+
+    std::atomic<uint32_t> status_{0};  // written with mutex_ held; without DEVICE_NEEDS_RESET
+    std::atomic<uint32_t> interrupt_status_{0};
+    std::atomic<uint32_t> config_generation_{0};
+    std::atomic<bool> needs_reset_{false};
+};
+
+// The kernel command-line entry announcing a virtio-mmio device in a 4 KiB window:
+// "virtio_mmio.device=4K@0xd0001000:5".
+std::string mmio_cmdline_entry(uint64_t base, uint32_t gsi);
+
+}  // namespace embervm::virtio

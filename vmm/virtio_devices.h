@@ -1,0 +1,59 @@
+// Attaches virtio devices to the VM over virtio-mmio: gives each a 4 KiB MMIO window and a GSI,
+// binds one KVM_IOEVENTFD per queue (QueueNotify with datamatch = queue index) and one
+// KVM_IRQFD per device, serves those eventfds on the Asio event loop, and produces the
+// `virtio_mmio.device=4K@0xADDR:GSI` kernel command line entries.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "vmm/config.h"
+
+namespace embervm::memory {
+class GuestMemory;
+}
+namespace embervm::virtio {
+class MmioTransport;
+class VirtioDevice;
+}
+
+namespace embervm::vmm {
+
+class Bus;
+class KvmVm;
+class EventFd;
+class EventFdIrq;
+class FdWatch;
+
+inline constexpr uint32_t kFirstVirtioGsi = 5;
+inline constexpr uint32_t kLastVirtioGsi = 23;  // IOAPIC pins 5..23
+
+class VirtioMmioDevices {
+public:
+    VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io, const memory::GuestMemory& mem);
+    ~VirtioMmioDevices();
+
+    // Attaches `device`; returns the transport. Throws Error when windows or GSIs run out.
+    virtio::MmioTransport& attach(std::shared_ptr<virtio::VirtioDevice> device);
+    // A virtio-blk device per drive (the root device first, so it is /dev/vda), and the
+    // root= argument for the command line if one is the root device.
+    void attach_drives(const std::vector<DriveConfig>& drives);
+
+    // What to append to the kernel command line (entries, root=, ...), space separated.
+    std::string kernel_cmdline_args() const;
+
+private:
+    struct Slot;
+    KvmVm& vm_;
+    Bus& mmio_bus_;
+    boost::asio::io_context& io_;
+    const memory::GuestMemory& mem_;
+    std::vector<std::unique_ptr<Slot>> slots_;
+    std::vector<std::string> extra_args_;
+};
+
+}  // namespace embervm::vmm
