@@ -57,7 +57,7 @@ Image open_image(const std::string& path, bool read_only) {
     // read-only users, exclusive for a writer).
     if (::flock(img.fd.get(), (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) {
-            throw Error(fmt::format("{} is in use by another process (locked)", path));
+            throw Error(fmt::format("{} is locked: in use by another VM or another drive of this one", path));
         }
         throw sys_error(fmt::format("cannot lock {}", path));
     }
