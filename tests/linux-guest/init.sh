@@ -1,6 +1,8 @@
 #!/bin/busybox sh
 # /init of the embervm Linux guest initramfs (scripts/build-initramfs packs it with a static
 # busybox as /bin/busybox; nothing else). Based on /work/shared/guest-kernel/example-init.sh.
+# The same tree also serves as an ext4 root file system on a virtio-blk drive (gtest=root: no
+# initrd, the kernel mounts /dev/vda as / and runs this file with init=/init).
 #
 # Prints markers the tests and the demo look for:
 #   INIT-START        first thing /init does
@@ -14,7 +16,7 @@
 #   boottimer=1       write 123 to the VMM's boot-timer MMIO byte at 0xd0000000 (needs /dev/mem,
 #                     i.e. a kernel with CONFIG_DEVMEM=y); the VMM logs the time since it started
 #   gtest=quick       stop right after BOOT-OK
-#   gtest=diag|rw|durable|net|balloon   extra checks (see below)
+#   gtest=diag|rw|durable|root|net|balloon   extra checks (see below)
 #   gtest=shell       interactive busybox shell on the console; `exit` reboots (ends the VMM)
 #
 # No `busybox --install`: symlink syscalls are slow on the project's nested-KVM hosts, and
@@ -24,7 +26,9 @@
 echo "INIT-START"
 B=/bin/busybox
 export PATH=/bin
-$B mount -t devtmpfs dev /dev
+# From an initramfs /dev holds only the built-in console node; from a disk root the kernel has
+# already mounted devtmpfs on /dev (CONFIG_DEVTMPFS_MOUNT) and a second mount would fail (EBUSY).
+[ -c /dev/null ] || $B mount -t devtmpfs dev /dev
 if [ "$boottimer" = 1 ]; then
   if [ ! -c /dev/mem ]; then
     echo "BOOT-TIMER-FAILED: no /dev/mem in this guest kernel (needs CONFIG_DEVMEM=y)"
@@ -60,6 +64,21 @@ case "$CMDLINE" in *gtest=rw*)
     read up idle < /proc/uptime; echo "guest-wrote uptime=$up" > /mnt/hello.txt
     $B sync; t "synced"; $B ls -l /mnt; $B umount /mnt && t "UMOUNT-OK"
   else echo "MOUNT-FAILED"; fi ;;
+esac
+case "$CMDLINE" in *gtest=root*)
+  # Booted without an initrd: / must be the ext4 file system on vda (mounted by the kernel;
+  # /proc/mounts calls it /dev/root). Write a file, sync, then remount / read-only (the
+  # journal is checkpointed and the file system marked clean, as a real shutdown would) so
+  # that the host's debugfs sees the file and e2fsck finds nothing to fix after `reboot -f`.
+  rootmnt=; while read -r dev mnt fs opts rest; do [ "$mnt" = / ] && rootmnt="$dev $fs $opts"; done < /proc/mounts
+  case "$rootmnt" in
+    *" ext4 rw"*)
+      echo "ROOT-EXT4-OK: / is $rootmnt"
+      read up idle < /proc/uptime; echo "guest-wrote-root uptime=$up" > /hello.txt
+      $B sync; t "synced"
+      $B mount -o remount,ro / && t "ROOT-REMOUNT-RO" ;;
+    *) echo "ROOT-EXT4-FAILED: / is '$rootmnt' (expected a read-write ext4 /dev/root)" ;;
+  esac ;;
 esac
 case "$CMDLINE" in *gtest=durable*)
   # A token at sector 8 of the raw disk, made durable with fsync (a virtio-blk FLUSH); the test

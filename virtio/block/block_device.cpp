@@ -164,10 +164,10 @@ void BlockDevice::process_completions() {
     }
 }
 
-void BlockDevice::reap_locked() {
+size_t BlockDevice::reap_locked() {
     const auto completions = backend_->reap_completions();
     if (queue_ == nullptr) {
-        return;  // reset: nothing to complete into
+        return completions.size();  // reset: nothing to complete into
     }
     for (const IoCompletion& c : completions) {
         const auto it = pending_.find(c.user_data);
@@ -193,6 +193,7 @@ void BlockDevice::reap_locked() {
             fail_locked(e.what());
         }
     }
+    return completions.size();
 }
 
 void BlockDevice::complete(uint16_t head, uint32_t used_len, memory::GuestAddress status, uint8_t value) {
@@ -206,30 +207,41 @@ void BlockDevice::complete(uint16_t head, uint32_t used_len, memory::GuestAddres
 }
 
 void BlockDevice::process_queue_locked() {
-    try {
-        for (;;) {
-            queue_->disable_notification(*mem_);
-            while (auto chain = queue_->pop_available(*mem_)) {
-                if (!handle_chain(*chain)) {
-                    queue_->undo_pop();
-                    backend_full_ = true;
+    for (;;) {
+        backend_full_ = false;  // about this pass only
+        try {
+            for (;;) {
+                queue_->disable_notification(*mem_);
+                while (auto chain = queue_->pop_available(*mem_)) {
+                    if (!handle_chain(*chain)) {
+                        queue_->undo_pop();
+                        backend_full_ = true;
+                        break;
+                    }
+                    if (broken_) {
+                        backend_->flush_submissions();
+                        return;
+                    }
+                }
+                backend_->flush_submissions();
+                if (backend_full_ || !queue_->enable_notification(*mem_)) {
                     break;
                 }
-                if (broken_) {
-                    return;
-                }
             }
+        } catch (const std::exception& e) {
             backend_->flush_submissions();
-            if (backend_full_ || !queue_->enable_notification(*mem_)) {
-                break;
-            }
+            fail_locked(e.what());
+            return;
         }
-    } catch (const std::exception& e) {
-        fail_locked(e.what());
-        return;
+        // Requests the sync backend finished inside submit() (and io_uring requests that
+        // completed inline in io_uring_submit) are reaped here at once. That consumes the
+        // completion eventfd, so process_completions() will not run for them: if the backend
+        // was full and this freed room, go round again.
+        const size_t reaped = reap_locked();
+        if (!backend_full_ || reaped == 0 || broken_ || queue_ == nullptr) {
+            return;
+        }
     }
-    // Requests the sync backend finished inside submit() are reaped here at once.
-    reap_locked();
 }
 
 bool BlockDevice::handle_chain(const DescriptorChain& chain) {

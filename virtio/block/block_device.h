@@ -86,7 +86,7 @@ private:
     // Starts one request; false if the backend was full (the chain is put back).
     bool handle_chain(const DescriptorChain& chain);
     void complete(uint16_t head, uint32_t used_len, memory::GuestAddress status, uint8_t value);
-    void reap_locked();
+    size_t reap_locked();  // returns the number of completions taken from the backend
     void fail_locked(std::string_view reason);
     void drain_backend_locked();
 
