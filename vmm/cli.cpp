@@ -11,7 +11,9 @@ namespace embervm::vmm {
 
 namespace {
 
-enum class Flag { Config, Kernel, Initrd, Cmdline, Vcpus, Mem, Drive, SerialOut, LogLevel, BootProtocol, Help, Version };
+enum class Flag {
+    Config, Kernel, Initrd, Cmdline, Vcpus, Mem, Drive, Net, Balloon, SerialOut, LogLevel, BootProtocol, Help, Version
+};
 
 struct FlagSpec {
     std::string_view name;
@@ -29,6 +31,8 @@ constexpr FlagSpec kFlags[] = {
     {"--vcpus", Flag::Vcpus, true},
     {"--mem", Flag::Mem, true},
     {"--drive", Flag::Drive, true},  // repeatable
+    {"--net", Flag::Net, true},      // repeatable
+    {"--balloon", Flag::Balloon, true},
     {"--serial-out", Flag::SerialOut, true},
     {"--log-level", Flag::LogLevel, true},
     {"--boot-protocol", Flag::BootProtocol, true},
@@ -67,23 +71,15 @@ std::string non_empty(std::string_view flag, std::string_view value) {
     return std::string(value);
 }
 
-// "--drive id=rootfs,path=disk.img,root,ro,cache=writeback,io_engine=async": the fields of a
-// config-file drive as comma-separated key[=value] pairs (flags without a value mean "on").
-DriveConfig parse_drive(std::string_view flag, std::string_view text) {
-    DriveConfig d;
-    bool have_id = false;
-    bool have_path = false;
-    const auto on_off = [&](std::string_view key, std::optional<std::string_view> v) {
-        if (!v || *v == "on" || *v == "true") return true;
-        if (*v == "off" || *v == "false") return false;
-        throw flag_error(flag, fmt::format("{}: expected on or off, got '{}'", key, *v));
-    };
+// A comma-separated list of key[=value] fields ("id=rootfs,path=disk.img,ro"): calls
+// fn(key, value) for each, value empty-optional for a bare key.
+template <typename Fn>
+void for_each_field(std::string_view flag, std::string_view text, Fn&& fn) {
     size_t pos = 0;
-    while (pos <= text.size()) {
+    for (;;) {
         size_t comma = text.find(',', pos);
         if (comma == std::string_view::npos) comma = text.size();
         const std::string_view item = text.substr(pos, comma - pos);
-        pos = comma + 1;
         if (item.empty()) throw flag_error(flag, fmt::format("empty field in '{}'", text));
         std::string_view key = item;
         std::optional<std::string_view> v;
@@ -91,10 +87,32 @@ DriveConfig parse_drive(std::string_view flag, std::string_view text) {
             key = item.substr(0, eq);
             v = item.substr(eq + 1);
         }
-        const auto need = [&]() -> std::string_view {
-            if (!v || v->empty()) throw flag_error(flag, fmt::format("{} needs a value ({}=...)", key, key));
-            return *v;
-        };
+        fn(key, v);
+        if (comma == text.size()) break;
+        pos = comma + 1;
+    }
+}
+
+std::string_view need_value(std::string_view flag, std::string_view key, std::optional<std::string_view> v) {
+    if (!v || v->empty()) throw flag_error(flag, fmt::format("{} needs a value ({}=...)", key, key));
+    return *v;
+}
+
+// A bare key means on; key=on|off|true|false.
+bool on_off(std::string_view flag, std::string_view key, std::optional<std::string_view> v) {
+    if (!v || *v == "on" || *v == "true") return true;
+    if (*v == "off" || *v == "false") return false;
+    throw flag_error(flag, fmt::format("{}: expected on or off, got '{}'", key, *v));
+}
+
+// "--drive id=rootfs,path=disk.img,root,ro,cache=writeback,io_engine=async": the fields of a
+// config-file drive as comma-separated key[=value] pairs (flags without a value mean "on").
+DriveConfig parse_drive(std::string_view flag, std::string_view text) {
+    DriveConfig d;
+    bool have_id = false;
+    bool have_path = false;
+    for_each_field(flag, text, [&](std::string_view key, std::optional<std::string_view> v) {
+        const auto need = [&] { return need_value(flag, key, v); };
         if (key == "id") {
             d.drive_id = std::string(need());
             have_id = true;
@@ -102,9 +120,9 @@ DriveConfig parse_drive(std::string_view flag, std::string_view text) {
             d.path_on_host = std::string(need());
             have_path = true;
         } else if (key == "ro") {
-            d.is_read_only = on_off(key, v);
+            d.is_read_only = on_off(flag, key, v);
         } else if (key == "root") {
-            d.is_root_device = on_off(key, v);
+            d.is_root_device = on_off(flag, key, v);
         } else if (key == "partuuid") {
             d.partuuid = std::string(need());
         } else if (key == "cache") {
@@ -121,11 +139,65 @@ DriveConfig parse_drive(std::string_view flag, std::string_view text) {
             throw flag_error(flag, fmt::format("unknown field '{}' (expected id, path, ro, root, partuuid, cache, "
                                                "io_engine)", key));
         }
-        if (comma == text.size()) break;
-    }
+    });
     if (!have_path) throw flag_error(flag, fmt::format("'{}' has no path=", text));
     if (!have_id) throw flag_error(flag, fmt::format("'{}' has no id=", text));
     return d;
+}
+
+// "--net id=eth0,tap=tap0[,mac=06:00:ac:10:00:02][,mtu=1500]": a network-interfaces entry.
+NetworkInterfaceConfig parse_net(std::string_view flag, std::string_view text) {
+    NetworkInterfaceConfig n;
+    bool have_id = false;
+    bool have_tap = false;
+    for_each_field(flag, text, [&](std::string_view key, std::optional<std::string_view> v) {
+        const auto need = [&] { return need_value(flag, key, v); };
+        if (key == "id") {
+            n.iface_id = std::string(need());
+            have_id = true;
+        } else if (key == "tap") {
+            n.host_dev_name = std::string(need());
+            have_tap = true;
+        } else if (key == "mac") {
+            try {
+                n.guest_mac = parse_mac("mac", need());
+            } catch (const ConfigError& e) {
+                throw flag_error(flag, e.what());
+            }
+        } else if (key == "mtu") {
+            n.mtu = static_cast<uint32_t>(parse_uint(fmt::format("{}: mtu", flag), need(), kMinMtu, kMaxMtu));
+        } else {
+            throw flag_error(flag, fmt::format("unknown field '{}' (expected id, tap, mac, mtu)", key));
+        }
+    });
+    if (!have_tap) throw flag_error(flag, fmt::format("'{}' has no tap=", text));
+    if (!have_id) throw flag_error(flag, fmt::format("'{}' has no id=", text));
+    return n;
+}
+
+// "--balloon amount_mib=64[,deflate_on_oom][,stats_interval=5][,free_page_reporting]".
+BalloonConfig parse_balloon(std::string_view flag, std::string_view text) {
+    BalloonConfig b;
+    bool have_amount = false;
+    for_each_field(flag, text, [&](std::string_view key, std::optional<std::string_view> v) {
+        const auto need = [&] { return need_value(flag, key, v); };
+        if (key == "amount_mib") {
+            b.amount_mib = parse_uint(fmt::format("{}: amount_mib", flag), need(), 0, kMaxMemSizeMib);
+            have_amount = true;
+        } else if (key == "deflate_on_oom") {
+            b.deflate_on_oom = on_off(flag, key, v);
+        } else if (key == "stats_interval") {
+            b.stats_polling_interval_s = static_cast<uint32_t>(
+                parse_uint(fmt::format("{}: stats_interval", flag), need(), 0, kMaxStatsPollingIntervalS));
+        } else if (key == "free_page_reporting") {
+            b.free_page_reporting = on_off(flag, key, v);
+        } else {
+            throw flag_error(flag, fmt::format("unknown field '{}' (expected amount_mib, deflate_on_oom, "
+                                               "stats_interval, free_page_reporting)", key));
+        }
+    });
+    if (!have_amount) throw flag_error(flag, fmt::format("'{}' has no amount_mib=", text));
+    return b;
 }
 
 }  // namespace
@@ -155,7 +227,8 @@ CliOptions parse_cli(int argc, const char* const* argv) {
         }
         const FlagSpec* spec = find_flag(name);
         if (spec == nullptr) throw flag_error(name, "unknown flag (see --help)");
-        if (const auto [it, inserted] = seen.emplace(spec->flag, spec->name); !inserted && spec->flag != Flag::Drive) {
+        if (const auto [it, inserted] = seen.emplace(spec->flag, spec->name); !inserted && spec->flag != Flag::Drive &&
+                                                                       spec->flag != Flag::Net) {
             if (it->second == spec->name) throw flag_error(name, "given more than once");
             throw flag_error(name, fmt::format("given more than once (also as {})", it->second));
         }
@@ -172,6 +245,8 @@ CliOptions parse_cli(int argc, const char* const* argv) {
             case Flag::Kernel: o.kernel = non_empty(name, *value); break;
             case Flag::Initrd: o.initrd = non_empty(name, *value); break;
             case Flag::Drive: o.drives.push_back(parse_drive(name, *value)); break;
+            case Flag::Net: o.network_interfaces.push_back(parse_net(name, *value)); break;
+            case Flag::Balloon: o.balloon = parse_balloon(name, *value); break;
             case Flag::SerialOut: o.serial_out = non_empty(name, *value); break;
             case Flag::Cmdline:
                 if (value->size() > kMaxBootArgsBytes) {
@@ -233,6 +308,23 @@ VmConfig resolve_config(const CliOptions& o) {
             throw CliError(fmt::format("--drive: {}", e.what()));
         }
     }
+    const size_t file_ifaces = config.network_interfaces.size();
+    config.network_interfaces.insert(config.network_interfaces.end(), o.network_interfaces.begin(),
+                                     o.network_interfaces.end());
+    if (file_ifaces < config.network_interfaces.size()) {
+        try {
+            validate_network_interfaces(config.network_interfaces, "network-interfaces");
+        } catch (const ConfigError& e) {
+            throw CliError(fmt::format("--net: {}", e.what()));
+        }
+    }
+    if (o.balloon) {
+        config.balloon = o.balloon;
+        if (o.balloon->amount_mib > config.machine_config.mem_size_mib) {
+            throw CliError(fmt::format("--balloon: amount_mib {} is more than the guest's memory ({} MiB)",
+                                       o.balloon->amount_mib, config.machine_config.mem_size_mib));
+        }
+    }
     validate(config);
     // Name the flag when the path came from the command line, the config field otherwise.
     check_readable_file(o.kernel ? "--kernel" : "boot-source.kernel_image_path", bs.kernel_image_path);
@@ -249,7 +341,8 @@ std::string usage_text() {
 Runs one KVM guest until it powers off or reboots.
 
   --config PATH, --config-file PATH
-                      Firecracker-style JSON config (boot-source, machine-config)
+                      Firecracker-style JSON config (boot-source, machine-config,
+                      drives, network-interfaces, balloon)
   --kernel PATH       guest kernel image
   --initrd PATH       initial ramdisk
   --cmdline STRING    kernel command line
@@ -258,6 +351,10 @@ Runs one KVM guest until it powers off or reboots.
   --drive SPEC        a virtio-blk drive (repeatable), SPEC = comma-separated
                       id=ID,path=FILE[,root][,ro][,partuuid=UUID]
                       [,cache=unsafe|writeback][,io_engine=sync|async]
+  --net SPEC          a virtio-net device on an existing TAP device (repeatable),
+                      SPEC = id=ID,tap=TAPDEV[,mac=aa:bb:cc:dd:ee:ff][,mtu=N]
+  --balloon SPEC      a virtio-balloon device, SPEC = amount_mib=N[,deflate_on_oom]
+                      [,stats_interval=SECONDS][,free_page_reporting]
   --serial-out PATH   write the guest console to PATH instead of stdout
   --log-level LEVEL   error, warn, info or debug (default info)
   --boot-protocol P   auto, linux64 or pvh: entry point of an ELF kernel that has a
@@ -266,7 +363,8 @@ Runs one KVM guest until it powers off or reboots.
   --version           print the version and exit
 
 Flags take "--flag VALUE" or "--flag=VALUE". With --config, --kernel, --initrd,
---cmdline, --vcpus and --mem override the file's fields and --drive adds drives;
+--cmdline, --vcpus, --mem and --balloon override the file's fields, --drive and
+--net add devices;
 without it, --kernel is required.
 
 Exit status:

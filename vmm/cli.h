@@ -31,6 +31,8 @@ struct CliOptions {
     std::optional<uint32_t> vcpus;           // --vcpus, range-checked
     std::optional<uint64_t> mem_mib;         // --mem, range-checked
     std::vector<DriveConfig> drives;         // --drive (repeatable), added to the file's drives
+    std::vector<NetworkInterfaceConfig> network_interfaces;  // --net (repeatable), added
+    std::optional<BalloonConfig> balloon;    // --balloon, replaces the file's
     std::optional<std::string> serial_out;   // --serial-out: guest console to a file
     std::optional<log::Level> log_level;     // --log-level
     BootProtocol boot_protocol = BootProtocol::Auto;

@@ -38,6 +38,17 @@ void check_no_nul(std::string_view path, const std::string& value) {
     if (value.find('\0') != std::string::npos) throw field_error(path, "contains a NUL byte");
 }
 
+// Device ids (drive_id, iface_id) appear in logs, API paths and guest-visible serials.
+void check_id(std::string_view path, const std::string& id) {
+    if (id.empty()) throw field_error(path, "must not be empty");
+    if (id.size() > kMaxDriveIdBytes) throw field_error(path, fmt::format("longer than {} bytes", kMaxDriveIdBytes));
+    for (const char c : id) {
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
+            throw field_error(path, fmt::format("'{}' may contain only letters, digits, '_' and '-'", id));
+        }
+    }
+}
+
 std::string join_keys(const std::vector<std::string_view>& keys) {
     std::string out;
     for (const auto key : keys) {
@@ -80,17 +91,8 @@ const char* to_string(IoEngineKind engine) { return engine == IoEngineKind::Asyn
 
 void validate(const DriveConfig& d, std::string_view where) {
     const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
-    if (d.drive_id.empty()) throw field_error(path("drive_id"), "must not be empty");
-    if (d.drive_id.size() > kMaxDriveIdBytes) {
-        throw field_error(path("drive_id"), fmt::format("longer than {} bytes", kMaxDriveIdBytes));
-    }
     // The id is also the virtio-blk serial (GET_ID) and appears in logs and API paths.
-    for (const char c : d.drive_id) {
-        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
-            throw field_error(path("drive_id"), fmt::format("'{}' may contain only letters, digits, '_' and '-'",
-                                                            d.drive_id));
-        }
-    }
+    check_id(path("drive_id"), d.drive_id);
     if (d.path_on_host.empty()) throw field_error(path("path_on_host"), "must not be empty");
     check_no_nul(path("path_on_host"), d.path_on_host);
     if (d.partuuid) {
@@ -126,10 +128,95 @@ void validate_drives(const std::vector<DriveConfig>& drives, std::string_view wh
     }
 }
 
+MacAddress parse_mac(std::string_view field, std::string_view text) {
+    MacAddress mac{};
+    const auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    bool ok = text.size() == 17;
+    for (size_t i = 0; ok && i < 6; i++) {
+        const int hi = hex(text[i * 3]), lo = hex(text[i * 3 + 1]);
+        ok = hi >= 0 && lo >= 0 && (i == 5 || text[i * 3 + 2] == ':');
+        mac[i] = static_cast<uint8_t>(hi << 4 | lo);
+    }
+    if (!ok) throw field_error(field, fmt::format("'{}' is not a MAC address (expected aa:bb:cc:dd:ee:ff)", text));
+    return mac;
+}
+
+std::string format_mac(const MacAddress& m) {
+    return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+void validate(const NetworkInterfaceConfig& n, std::string_view where) {
+    const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
+    check_id(path("iface_id"), n.iface_id);
+    if (n.host_dev_name.empty()) throw field_error(path("host_dev_name"), "must not be empty");
+    if (n.host_dev_name.size() > kMaxHostDevNameBytes) {
+        throw field_error(path("host_dev_name"), fmt::format("'{}' is longer than the {} bytes of a Linux interface name",
+                                                             n.host_dev_name, kMaxHostDevNameBytes));
+    }
+    for (const char c : n.host_dev_name) {
+        if (c == '/' || c == ':' || c == '\0' || std::isspace(static_cast<unsigned char>(c))) {
+            throw field_error(path("host_dev_name"), fmt::format("'{}' is not a valid interface name", n.host_dev_name));
+        }
+    }
+    if (n.host_dev_name == "." || n.host_dev_name == "..") {
+        throw field_error(path("host_dev_name"), fmt::format("'{}' is not a valid interface name", n.host_dev_name));
+    }
+    if (n.guest_mac) {
+        if ((*n.guest_mac)[0] & 1) {
+            throw field_error(path("guest_mac"), fmt::format("{} is a multicast address", format_mac(*n.guest_mac)));
+        }
+        if (*n.guest_mac == MacAddress{}) throw field_error(path("guest_mac"), "00:00:00:00:00:00 is not usable");
+    }
+    if (n.mtu) check_range(path("mtu"), *n.mtu, kMinMtu, kMaxMtu);
+}
+
+void validate_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces, std::string_view where) {
+    if (ifaces.size() > kMaxNetworkInterfaces) {
+        throw field_error(where, fmt::format("{} network interfaces is more than the limit of {}", ifaces.size(),
+                                             kMaxNetworkInterfaces));
+    }
+    std::set<std::string> ids, devs;
+    std::set<MacAddress> macs;
+    for (size_t i = 0; i < ifaces.size(); i++) {
+        const std::string at = fmt::format("{}[{}]", where, i);
+        const auto& n = ifaces[i];
+        validate(n, at);
+        if (!ids.insert(n.iface_id).second) {
+            throw field_error(at + ".iface_id", fmt::format("'{}' is used by another interface", n.iface_id));
+        }
+        if (!devs.insert(n.host_dev_name).second) {
+            throw field_error(at + ".host_dev_name", fmt::format("'{}' is used by another interface", n.host_dev_name));
+        }
+        if (n.guest_mac && !macs.insert(*n.guest_mac).second) {
+            throw field_error(at + ".guest_mac", fmt::format("{} is used by another interface", format_mac(*n.guest_mac)));
+        }
+    }
+}
+
+void validate(const BalloonConfig& b, std::string_view where) {
+    const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
+    check_range(path("amount_mib"), b.amount_mib, 0, kMaxMemSizeMib);
+    check_range(path("stats_polling_interval_s"), b.stats_polling_interval_s, 0, kMaxStatsPollingIntervalS);
+}
+
 void validate(const VmConfig& config) {
     if (config.boot_source) validate(*config.boot_source);
     validate(config.machine_config);
     validate_drives(config.drives);
+    validate_network_interfaces(config.network_interfaces);
+    if (config.balloon) {
+        validate(*config.balloon);
+        if (config.balloon->amount_mib > config.machine_config.mem_size_mib) {
+            throw field_error("balloon.amount_mib",
+                              fmt::format("{} MiB is more than the guest's memory (machine-config.mem_size_mib {})",
+                                          config.balloon->amount_mib, config.machine_config.mem_size_mib));
+        }
+    }
 }
 
 void check_readable_file(std::string_view field, const std::string& path) {
@@ -330,6 +417,54 @@ json to_json(const DriveConfig& d) {
     return j;
 }
 
+NetworkInterfaceConfig network_interface_from_json(const json& j, const std::string& where) {
+    const JsonFields f(j, where, {"iface_id", "host_dev_name", "guest_mac", "mtu", "rx_rate_limiter",
+                                  "tx_rate_limiter"});
+    for (const char* unsupported : {"rx_rate_limiter", "tx_rate_limiter"}) {
+        if (const json* v = f.find(unsupported); v && !v->is_null()) {
+            throw field_error(f.path(unsupported), "is not supported by embervm");
+        }
+    }
+    NetworkInterfaceConfig n;
+    n.iface_id = f.required_string("iface_id");
+    n.host_dev_name = f.required_string("host_dev_name");
+    if (const auto mac = f.optional_string("guest_mac")) n.guest_mac = parse_mac(f.path("guest_mac"), *mac);
+    if (const auto mtu = f.optional_uint("mtu", kMinMtu, kMaxMtu)) n.mtu = static_cast<uint32_t>(*mtu);
+    validate(n, where);
+    return n;
+}
+
+json to_json(const NetworkInterfaceConfig& n) {
+    json j = {{"iface_id", n.iface_id}, {"host_dev_name", n.host_dev_name}};
+    if (n.guest_mac) j["guest_mac"] = format_mac(*n.guest_mac);
+    if (n.mtu) j["mtu"] = *n.mtu;
+    return j;
+}
+
+BalloonConfig balloon_from_json(const json& j, const std::string& where) {
+    // Firecracker requires amount_mib and deflate_on_oom; free_page_hinting is refused by name.
+    const JsonFields f(j, where, {"amount_mib", "deflate_on_oom", "stats_polling_interval_s", "free_page_reporting",
+                                  "free_page_hinting"});
+    if (f.optional_bool("free_page_hinting").value_or(false)) {
+        throw field_error(f.path("free_page_hinting"), "true is not supported by embervm (use free_page_reporting)");
+    }
+    BalloonConfig b;
+    b.amount_mib = f.required_uint("amount_mib", 0, kMaxMemSizeMib);
+    b.deflate_on_oom = f.required_bool("deflate_on_oom");
+    b.stats_polling_interval_s =
+        static_cast<uint32_t>(f.optional_uint("stats_polling_interval_s", 0, kMaxStatsPollingIntervalS).value_or(0));
+    b.free_page_reporting = f.optional_bool("free_page_reporting").value_or(false);
+    validate(b, where);
+    return b;
+}
+
+json to_json(const BalloonConfig& b) {
+    return {{"amount_mib", b.amount_mib},
+            {"deflate_on_oom", b.deflate_on_oom},
+            {"stats_polling_interval_s", b.stats_polling_interval_s},
+            {"free_page_reporting", b.free_page_reporting}};
+}
+
 json to_json(const BootSourceConfig& bs) {
     json j = {{"kernel_image_path", bs.kernel_image_path}};
     if (bs.initrd_path) j["initrd_path"] = *bs.initrd_path;
@@ -377,6 +512,24 @@ const Section kSections[] = {
          for (const auto& d : c.drives) a.push_back(to_json(d));
          return a;
      }},
+    {"network-interfaces",
+     [](const json& j, const std::string& where, VmConfig& out) {
+         if (!j.is_array()) throw field_error(where, fmt::format("expected an array, got {}", describe_json_value(j)));
+         out.network_interfaces.clear();
+         for (size_t i = 0; i < j.size(); i++) {
+             out.network_interfaces.push_back(network_interface_from_json(j[i], fmt::format("{}[{}]", where, i)));
+         }
+         validate_network_interfaces(out.network_interfaces, where);
+     },
+     [](const VmConfig& c) {
+         if (c.network_interfaces.empty()) return json(nullptr);
+         json a = json::array();
+         for (const auto& n : c.network_interfaces) a.push_back(to_json(n));
+         return a;
+     }},
+    {"balloon",
+     [](const json& j, const std::string& where, VmConfig& out) { out.balloon = balloon_from_json(j, where); },
+     [](const VmConfig& c) { return c.balloon ? to_json(*c.balloon) : json(nullptr); }},
 };
 
 // Tracks the path of the value being parsed so duplicate object keys can be refused: nlohmann

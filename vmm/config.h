@@ -7,6 +7,7 @@
 // what was expected.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -73,12 +74,48 @@ struct DriveConfig {
 const char* to_string(CacheType type);
 const char* to_string(IoEngineKind engine);
 
+// "network-interfaces": virtio-net devices backed by existing host TAP devices (Firecracker's
+// schema; `mtu` is an embervm extension: offered to the guest as VIRTIO_NET_F_MTU).
+inline constexpr size_t kMaxNetworkInterfaces = 8;
+inline constexpr size_t kMaxHostDevNameBytes = 15;  // IFNAMSIZ - 1
+inline constexpr uint32_t kMinMtu = 68;
+inline constexpr uint32_t kMaxMtu = 65535;
+
+using MacAddress = std::array<uint8_t, 6>;
+
+struct NetworkInterfaceConfig {
+    std::string iface_id;
+    std::string host_dev_name;
+    std::optional<MacAddress> guest_mac;  // generated (locally administered) when absent
+    std::optional<uint32_t> mtu;
+
+    bool operator==(const NetworkInterfaceConfig&) const = default;
+};
+
+// "aa:bb:cc:dd:ee:ff" (hex digits in either case). Throws ConfigError naming `field`.
+MacAddress parse_mac(std::string_view field, std::string_view text);
+std::string format_mac(const MacAddress& mac);
+
+// "balloon": a virtio-balloon device (Firecracker's schema).
+inline constexpr uint32_t kMaxStatsPollingIntervalS = 3600;
+
+struct BalloonConfig {
+    uint64_t amount_mib = 0;           // target size of the balloon
+    bool deflate_on_oom = false;       // VIRTIO_BALLOON_F_DEFLATE_ON_OOM
+    uint32_t stats_polling_interval_s = 0;  // 0: no statistics queue
+    bool free_page_reporting = false;  // VIRTIO_BALLOON_F_PAGE_REPORTING
+
+    bool operator==(const BalloonConfig&) const = default;
+};
+
 // Everything needed to build and boot one VM. Later sections (drives, network interfaces,
 // balloon, logger, metrics) are added here as members.
 struct VmConfig {
     std::optional<BootSourceConfig> boot_source;
     MachineConfig machine_config;
     std::vector<DriveConfig> drives;  // in the order given; the root device is attached first
+    std::vector<NetworkInterfaceConfig> network_interfaces;
+    std::optional<BalloonConfig> balloon;
 
     bool operator==(const VmConfig&) const = default;
 };
@@ -91,6 +128,12 @@ void validate(const MachineConfig& machine_config, std::string_view where = "mac
 void validate(const DriveConfig& drive, std::string_view where);
 // Also checks across drives: unique drive_id, at most one root device, at most kMaxDrives.
 void validate_drives(const std::vector<DriveConfig>& drives, std::string_view where = "drives");
+void validate(const NetworkInterfaceConfig& iface, std::string_view where);
+// Also checks across interfaces: unique iface_id, host_dev_name and guest_mac, at most
+// kMaxNetworkInterfaces.
+void validate_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces,
+                                 std::string_view where = "network-interfaces");
+void validate(const BalloonConfig& balloon, std::string_view where = "balloon");
 void validate(const VmConfig& config);
 
 // Filesystem checks: every path names a file that exists and can be opened for reading.
@@ -122,12 +165,16 @@ VmConfig load_config_file(const std::string& path);
 BootSourceConfig boot_source_from_json(const nlohmann::json& j, const std::string& where);
 MachineConfig machine_config_from_json(const nlohmann::json& j, const std::string& where);
 DriveConfig drive_from_json(const nlohmann::json& j, const std::string& where);
+NetworkInterfaceConfig network_interface_from_json(const nlohmann::json& j, const std::string& where);
+BalloonConfig balloon_from_json(const nlohmann::json& j, const std::string& where);
 
 // The config document that parse_config_json accepts (for GET /vm/config); absent optional
 // fields and an unset boot source are omitted.
 nlohmann::json to_json(const BootSourceConfig& boot_source);
 nlohmann::json to_json(const MachineConfig& machine_config);
 nlohmann::json to_json(const DriveConfig& drive);
+nlohmann::json to_json(const NetworkInterfaceConfig& iface);
+nlohmann::json to_json(const BalloonConfig& balloon);
 nlohmann::json to_json(const VmConfig& config);
 
 // Reads the fields of one JSON object with typed, range-checked accessors. Unknown keys are

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
+
 #include "vmm/error.h"
 #include "vmm/log.h"
 
@@ -14,6 +16,8 @@ struct FdWatch::State {
     boost::asio::posix::stream_descriptor descriptor;
     std::function<void()> on_readable;
     bool stopped = false;
+    bool paused = false;
+    bool armed = false;  // an async_wait is outstanding
 };
 
 FdWatch::FdWatch(boost::asio::io_context& io, int fd, std::function<void()> on_readable) {
@@ -32,18 +36,36 @@ FdWatch::~FdWatch() {
     state_->descriptor.close(ignored);
 }
 
+void FdWatch::pause() {
+    state_->paused = true;
+    if (state_->armed) {
+        boost::system::error_code ignored;
+        state_->descriptor.cancel(ignored);  // the wait completes with operation_aborted
+    }
+}
+
+void FdWatch::resume() {
+    boost::asio::post(state_->descriptor.get_executor(), [state = state_] {
+        if (state->stopped || !state->paused) return;
+        state->paused = false;
+        if (!state->armed) arm(state);
+    });
+}
+
 void FdWatch::arm(const std::shared_ptr<State>& state) {
+    state->armed = true;
     // The completion handler keeps the state alive until it has run, even after ~FdWatch.
     state->descriptor.async_wait(boost::asio::posix::stream_descriptor::wait_read,
                                  [state](const boost::system::error_code& ec) {
-                                     if (ec || state->stopped) {
+                                     state->armed = false;
+                                     if (ec || state->stopped || state->paused) {
                                          if (ec && ec != boost::asio::error::operation_aborted) {
                                              log::error("event loop: wait on fd failed: {}", ec.message());
                                          }
                                          return;
                                      }
                                      state->on_readable();
-                                     if (!state->stopped) {
+                                     if (!state->stopped && !state->paused) {
                                          arm(state);
                                      }
                                  });

@@ -1,6 +1,7 @@
 // FdWatch: calls a handler on the Asio event loop (epoll) each time a file descriptor becomes
 // readable: queue-notify ioeventfds, block-backend completion eventfds, TAP fds. The handler
-// must consume what made the fd readable (read the eventfd) or it is called again at once.
+// must consume what made the fd readable (read the eventfd) or it is called again at once,
+// unless it pauses the watch.
 #pragma once
 
 #include <functional>
@@ -19,6 +20,14 @@ public:
     ~FdWatch();
     FdWatch(const FdWatch&) = delete;
     FdWatch& operator=(const FdWatch&) = delete;
+
+    // Stops calling the handler, without consuming anything, until resume(): for a source that
+    // must not be read now (a TAP while the guest has no receive buffers). Event-loop thread
+    // only (typically called from the handler itself).
+    void pause();
+    // Watches again; a source that stayed readable calls the handler at once. Any thread (the
+    // work is posted to the event loop). Harmless when not paused.
+    void resume();
 
 private:
     struct State;

@@ -92,6 +92,9 @@ void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
         opts.id = d->drive_id;
         opts.read_only = d->is_read_only;
         opts.flush = d->cache_type == CacheType::Writeback;
+        log::info("drive {}: {} ({}, io_engine {}, cache_type {}{})", d->drive_id, d->path_on_host,
+                  d->is_read_only ? "read-only" : "read-write", d->io_engine == IoEngineKind::Async ? "Async" : "Sync",
+                  opts.flush ? "Writeback" : "Unsafe", d->is_root_device ? ", root" : "");
         attach(std::make_shared<virtio::block::BlockDevice>(std::move(backend), opts));
         if (d->is_root_device) {
             extra_args_.push_back(d->partuuid ? fmt::format("root=PARTUUID={}", *d->partuuid) : "root=/dev/vda");

@@ -152,6 +152,12 @@ void Vmm::create_devices() {
 
     virtio_ = std::make_unique<VirtioMmioDevices>(*vm_, *mmio_bus_, io_, *memory_);
     virtio_->attach_drives(config_.drives);
+    if (!config_.network_interfaces.empty()) {
+        throw ConfigError("network-interfaces: virtio-net is not available in this build yet");
+    }
+    if (config_.balloon) {
+        throw ConfigError("balloon: virtio-balloon is not available in this build yet");
+    }
 }
 
 void Vmm::load_guest() {
