@@ -14,6 +14,13 @@
 //                               available with one kick (more than the async engine's depth of
 //                               128), writes then reads; then single requests (read-only drives:
 //                               reads of the pattern only)
+//   blk.mode=bench              benchmark phases on the first writable drive (the host times the
+//                               console lines, see scripts/bench-blk): 4 KiB random reads at queue
+//                               depth 1 and 32, 128 KiB sequential reads and writes at depth 8;
+//                               each phase prints "bench: <phase> start" and
+//                               "bench: <phase> done ops=N bytes=B"; completions are polled
+//   blk.bench_ops=N             requests per 4 KiB phase (default 4000; QD32 phase: 4 x N)
+//   blk.bench_seq_mib=N         MiB per sequential phase (default: the whole drive)
 //   blk.seed=N                  pattern seed (default 1)
 //   blk.qsize=N                 queue size (power of two, 4 - 256; default: the largest, 256)
 //   blk.no_event_idx, blk.no_indirect   do not negotiate VIRTIO_F_EVENT_IDX / INDIRECT_DESC
@@ -49,7 +56,7 @@
 #define K_WORD 0x2545f4914f6cdd1dull
 #define WORDS_PER_SECTOR (VIRTIO_BLK_SECTOR_SIZE / 8)
 
-enum mode { MODE_FULL, MODE_WRITE, MODE_WRITE_FLUSH_IDLE, MODE_VERIFY, MODE_BURST };
+enum mode { MODE_FULL, MODE_WRITE, MODE_WRITE_FLUSH_IDLE, MODE_VERIFY, MODE_BURST, MODE_BENCH };
 
 static struct {
     enum mode mode;
@@ -57,6 +64,8 @@ static struct {
     uint16_t qsize;
     uint64_t wanted;
     long expect_drives;
+    uint64_t bench_ops;
+    uint64_t bench_seq_mib;
 } opt;
 
 // ---- buffers (identity-mapped guest RAM) ----
@@ -738,6 +747,102 @@ static void burst_drive(struct blk_dev* b) {
 
 // ---- main ----
 
+// ---- benchmark ----
+
+#define BENCH_QD_MAX 32
+#define BENCH_POOL_BYTES (1u << 20)
+static uint8_t bench_pool[BENCH_POOL_BYTES] __attribute__((section(".noinit"), aligned(4096)));
+static struct virtio_blk_req_hdr bench_hdr[BENCH_QD_MAX] __attribute__((aligned(16)));
+static volatile uint8_t bench_status[BENCH_QD_MAX][16] __attribute__((aligned(16)));
+static uint16_t bench_head_slot[VIRTQ_MAX_SIZE];
+
+// `ops` requests of `req_bytes` each, at most `qd` in flight; random 4 KiB-aligned offsets or
+// sequential ones (wrapping at the end of the drive). Returns 0 or -1 (after printing why).
+static int bench_phase(struct blk_dev* b, const char* name, int is_write, uint32_t req_bytes, unsigned qd,
+                       uint64_t ops, int random) {
+    struct virtq* q = &b->v.vq[0];
+    const uint64_t req_sectors = req_bytes / VIRTIO_BLK_SECTOR_SIZE;
+    if (qd > BENCH_QD_MAX || (uint64_t)qd * req_bytes > BENCH_POOL_BYTES || b->capacity < req_sectors) {
+        FAIL("bench %s: %u x %u bytes do not fit (capacity %lu sectors)\n", name, qd, req_bytes, b->capacity);
+        return -1;
+    }
+    const uint64_t positions = b->capacity / req_sectors;  // sequential: request-sized steps
+    const uint64_t random_slots = b->capacity / 8;         // random: 4 KiB-aligned offsets
+    uint64_t rng = 0x9e3779b97f4a7c15ull ^ req_bytes ^ qd;
+    unsigned free_slots[BENCH_QD_MAX], nfree = 0;
+    for (unsigned i = 0; i < qd; i++) free_slots[nfree++] = qd - 1 - i;
+    uint64_t issued = 0, done = 0;
+    unsigned inflight = 0;
+
+    printf("bench: %s start\n", name);
+    while (done < ops) {
+        int added = 0;
+        while (inflight < qd && issued < ops) {
+            const unsigned slot = free_slots[nfree - 1];
+            uint64_t sector;
+            if (random) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                sector = (rng % random_slots) * 8;
+                if (sector + req_sectors > b->capacity) sector = b->capacity - req_sectors;
+            } else {
+                sector = (issued % positions) * req_sectors;
+            }
+            bench_hdr[slot] = (struct virtio_blk_req_hdr){is_write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, 0, sector};
+            bench_status[slot][0] = 0xff;
+            const struct virtio_buf bufs[3] = {
+                {(uint64_t)(uintptr_t)&bench_hdr[slot], sizeof(bench_hdr[slot]), 0},
+                {(uint64_t)(uintptr_t)(bench_pool + (size_t)slot * req_bytes), req_bytes, (uint8_t)!is_write},
+                {(uint64_t)(uintptr_t)&bench_status[slot][0], 1, 1},
+            };
+            const int head = virtq_add(q, bufs, 3);
+            if (head < 0) break;
+            bench_head_slot[head] = (uint16_t)slot;
+            nfree--;
+            issued++;
+            inflight++;
+            added = 1;
+        }
+        if (added) {
+            virtq_publish(q);
+            virtq_kick(&b->v, q);
+        }
+        do {
+            struct virtq_used_elem e;
+            const enum virtq_wait_result w = virtq_wait_used(&b->v, q, &e);
+            if (w != VIRTQ_USED || e.id >= q->size || virtq_free_chain(q, e.id) != 0) {
+                FAIL("bench %s: %s after %lu requests\n", name,
+                     w == VIRTQ_TIMEOUT ? "timeout" : w == VIRTQ_NEEDS_RESET ? "DEVICE_NEEDS_RESET" : "bad used id",
+                     done);
+                return -1;
+            }
+            const unsigned slot = bench_head_slot[e.id];
+            if (bench_status[slot][0] != VIRTIO_BLK_S_OK) {
+                FAIL("bench %s: request status %u\n", name, bench_status[slot][0]);
+                return -1;
+            }
+            free_slots[nfree++] = slot;
+            inflight--;
+            done++;
+        } while (virtq_used_pending(q));
+    }
+    printf("bench: %s done ops=%lu bytes=%lu\n", name, done, done * req_bytes);
+    return 0;
+}
+
+static void bench_drive(struct blk_dev* b) {
+    const uint32_t seq_bytes = 128 * 1024;
+    uint64_t seq_ops = b->capacity * VIRTIO_BLK_SECTOR_SIZE / seq_bytes;
+    if (opt.bench_seq_mib) seq_ops = opt.bench_seq_mib * (1024 * 1024 / seq_bytes);
+    printf("bench: drive %s, %lu sectors, %s\n", b->id, b->capacity, b->event_idx ? "EVENT_IDX" : "no EVENT_IDX");
+    if (bench_phase(b, "randread-4k-qd1", 0, 4096, 1, opt.bench_ops, 1) != 0) return;
+    if (bench_phase(b, "randread-4k-qd32", 0, 4096, 32, 4 * opt.bench_ops, 1) != 0) return;
+    if (bench_phase(b, "seqread-128k-qd8", 0, seq_bytes, 8, seq_ops, 0) != 0) return;
+    if (bench_phase(b, "seqwrite-128k-qd8", 1, seq_bytes, 8, seq_ops, 0) != 0) return;
+    if (b->flush) flush(b);
+}
+
 static int parse_options(const char* cmdline) {
     size_t n = 0;
     const char* v;
@@ -752,9 +857,20 @@ static int parse_options(const char* cmdline) {
         else if (n == 16 && !strncmp(v, "write-flush-idle", 16)) opt.mode = MODE_WRITE_FLUSH_IDLE;
         else if (n == 6 && !strncmp(v, "verify", 6)) opt.mode = MODE_VERIFY;
         else if (n == 5 && !strncmp(v, "burst", 5)) opt.mode = MODE_BURST;
+        else if (n == 5 && !strncmp(v, "bench", 5)) opt.mode = MODE_BENCH;
         else return -1;
     }
     uint64_t x;
+    opt.bench_ops = 4000;
+    opt.bench_seq_mib = 0;
+    if ((v = cmdline_find(cmdline, "blk.bench_ops", &n))) {
+        if (parse_u64(v, &x) != n || n == 0 || x == 0) return -1;
+        opt.bench_ops = x;
+    }
+    if ((v = cmdline_find(cmdline, "blk.bench_seq_mib", &n))) {
+        if (parse_u64(v, &x) != n || n == 0 || x == 0) return -1;
+        opt.bench_seq_mib = x;
+    }
     if ((v = cmdline_find(cmdline, "blk.seed", &n))) {
         if (parse_u64(v, &x) != n || n == 0) return -1;
         opt.seed = x;
@@ -779,6 +895,7 @@ static const char* mode_name(enum mode m) {
         case MODE_WRITE_FLUSH_IDLE: return "write-flush-idle";
         case MODE_VERIFY: return "verify";
         case MODE_BURST: return "burst";
+        case MODE_BENCH: return "bench";
     }
     return "?";
 }
@@ -859,8 +976,16 @@ int guest_main(void) {
             case MODE_BURST:
                 burst_drive(b);
                 break;
+            case MODE_BENCH:
+                break;
         }
         if (failures) break;
+    }
+    if (opt.mode == MODE_BENCH) {
+        int i = 0;
+        while (i < ndrives && drives[i].ro) i++;
+        if (i == ndrives) FAIL("bench: no writable drive\n");
+        else bench_drive(&drives[i]);
     }
     if (failures) {
         printf("blk: FAIL: %d check(s) failed\n", failures);
