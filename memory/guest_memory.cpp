@@ -141,6 +141,20 @@ bool GuestMemory::try_write(GuestAddress addr, std::span<const uint8_t> in) cons
                           [&](uint8_t* host, uint64_t n, uint64_t off) { std::memcpy(host, in.data() + off, n); });
 }
 
+bool GuestMemory::discard(GuestAddress addr, uint64_t len) const {
+    constexpr uint64_t kPage = 4096;
+    if ((addr.value | len) % kPage != 0 || !check_range(addr, len)) {
+        return false;
+    }
+    bool ok = true;
+    for_each_chunk(addr, len, [&](uint8_t* host, uint64_t n, uint64_t) {
+        // Private anonymous memory: DONTNEED drops the pages (zero-filled on the next touch).
+        // A shared mapping would need MADV_REMOVE to free its backing.
+        if (::madvise(host, n, MADV_DONTNEED) != 0) ok = false;
+    });
+    return ok;
+}
+
 void GuestMemory::read(GuestAddress addr, std::span<uint8_t> out) const {
     if (!try_read(addr, out)) {
         throw GuestMemoryError(addr, out.size());

@@ -98,6 +98,10 @@ public:
     bool try_write(GuestAddress addr, std::span<const uint8_t> in) const;
     // Fill a range with a byte value.
     void fill(GuestAddress addr, uint64_t len, uint8_t value) const;
+    // Gives the pages of [addr, addr+len) back to the host (madvise(MADV_DONTNEED) on the
+    // private anonymous mapping): they read as zeros afterwards and cost no host memory until
+    // written again. false, touching nothing, unless the range is 4 KiB aligned and guest memory.
+    bool discard(GuestAddress addr, uint64_t len) const;
 
     template <typename T>
     T read_obj(GuestAddress addr) const {

@@ -53,6 +53,15 @@ public:
     virtual void device_error(std::string_view reason) = 0;
 };
 
+// A read of `out.size()` bytes at `offset` from a device's configuration space `config`;
+// bytes beyond its end read as zero (spec: reads past the config size are undefined, zeros
+// are the safe answer).
+inline void read_config_space(std::span<const uint8_t> config, uint64_t offset, std::span<uint8_t> out) {
+    for (size_t i = 0; i < out.size(); i++) {
+        out[i] = offset + i < config.size() ? config[offset + i] : 0;
+    }
+}
+
 class VirtioDevice {
 public:
     virtual ~VirtioDevice() = default;

@@ -1,12 +1,16 @@
 #include "vmm/virtio_devices.h"
 
 #include <algorithm>
+#include <random>
 
 #include <fmt/format.h>
 
 #include "boot/layout.h"
 #include "virtio/block/backend.h"
+#include "virtio/balloon/balloon_device.h"
 #include "virtio/block/block_device.h"
+#include "virtio/net/net_device.h"
+#include "virtio/net/tap.h"
 #include "virtio/mmio_transport.h"
 #include "virtio/virtio_defs.h"
 #include "vmm/bus.h"
@@ -25,6 +29,8 @@ struct VirtioMmioDevices::Slot {
     std::shared_ptr<virtio::MmioTransport> transport;
     std::vector<std::unique_ptr<EventFd>> notify;
     std::vector<std::unique_ptr<FdWatch>> watches;
+    // virtio-net: the TAP watch that the device pauses and resumes (null once tearing down).
+    std::shared_ptr<FdWatch*> rx_watch;
 };
 
 VirtioMmioDevices::VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io,
@@ -34,6 +40,7 @@ VirtioMmioDevices::VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_c
 VirtioMmioDevices::~VirtioMmioDevices() {
     // Watches first: no handler may run into a transport being destroyed.
     for (auto& slot : slots_) {
+        if (slot->rx_watch) *slot->rx_watch = nullptr;
         slot->watches.clear();
     }
 }
@@ -70,6 +77,20 @@ virtio::MmioTransport& VirtioMmioDevices::attach(std::shared_ptr<virtio::VirtioD
         slot->watches.push_back(
             std::make_unique<FdWatch>(io_, blk->backend_completion_fd(), [blk] { blk->process_completions(); }));
     }
+    if (auto* net = dynamic_cast<virtio::net::NetDevice*>(device.get())) {
+        // The TAP is watched while the guest has receive buffers; process_rx() returning false
+        // pauses the watch (the frame stays in the TAP), the device's resume hook restarts it.
+        auto holder = std::make_shared<FdWatch*>(nullptr);
+        auto watch = std::make_unique<FdWatch>(io_, net->backend_fd(), [net, holder] {
+            if (!net->process_rx() && *holder != nullptr) (*holder)->pause();
+        });
+        *holder = watch.get();
+        net->set_rx_resume_hook([holder] {
+            if (*holder != nullptr) (*holder)->resume();
+        });
+        slot->rx_watch = holder;
+        slot->watches.push_back(std::move(watch));
+    }
     log::info("{} at {:#x}, GSI {}", device->name(), base, gsi);
     slots_.push_back(std::move(slot));
     return *transport;
@@ -101,6 +122,42 @@ void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
             extra_args_.push_back(d->is_read_only ? "ro" : "rw");
         }
     }
+}
+
+void VirtioMmioDevices::attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces) {
+    for (const NetworkInterfaceConfig& n : ifaces) {
+        std::unique_ptr<virtio::net::Tap> tap;
+        try {
+            tap = std::make_unique<virtio::net::Tap>(n.host_dev_name);
+        } catch (const std::exception& e) {
+            throw ConfigError(fmt::format("network interface {}: {}", n.iface_id, e.what()));
+        }
+        virtio::net::NetDeviceOptions opts;
+        opts.id = n.iface_id;
+        if (n.guest_mac) {
+            opts.mac = *n.guest_mac;
+        } else {
+            // Locally administered, unicast, random.
+            std::random_device rd;
+            opts.mac = {0x06, 0x00, 0, 0, 0, 0};
+            for (size_t i = 2; i < 6; i++) opts.mac[i] = static_cast<uint8_t>(rd());
+        }
+        if (n.mtu) opts.mtu = static_cast<uint16_t>(*n.mtu);
+        log::info("network interface {}: TAP {}, MAC {}{}", n.iface_id, n.host_dev_name, format_mac(opts.mac),
+                  n.mtu ? fmt::format(", MTU {}", *n.mtu) : std::string());
+        attach(std::make_shared<virtio::net::NetDevice>(std::move(tap), opts));
+    }
+}
+
+std::shared_ptr<virtio::balloon::BalloonDevice> VirtioMmioDevices::attach_balloon(const BalloonConfig& config) {
+    virtio::balloon::BalloonOptions opts;
+    opts.amount_mib = config.amount_mib;
+    opts.deflate_on_oom = config.deflate_on_oom;
+    opts.stats_polling_interval_s = config.stats_polling_interval_s;
+    opts.free_page_reporting = config.free_page_reporting;
+    auto balloon = std::make_shared<virtio::balloon::BalloonDevice>(opts);
+    attach(balloon);
+    return balloon;
 }
 
 std::string VirtioMmioDevices::kernel_cmdline_args() const {

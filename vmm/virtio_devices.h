@@ -19,6 +19,9 @@ class GuestMemory;
 namespace embervm::virtio {
 class MmioTransport;
 class VirtioDevice;
+namespace balloon {
+class BalloonDevice;
+}
 }
 
 namespace embervm::vmm {
@@ -42,6 +45,12 @@ public:
     // A virtio-blk device per drive (the root device first, so it is /dev/vda), and the
     // root= argument for the command line if one is the root device.
     void attach_drives(const std::vector<DriveConfig>& drives);
+
+    // A virtio-net device per interface, on its (existing) TAP device. Throws ConfigError
+    // naming the interface if the TAP cannot be used.
+    void attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces);
+    // The virtio-balloon device; the caller keeps it for the run-time API (target, stats).
+    std::shared_ptr<virtio::balloon::BalloonDevice> attach_balloon(const BalloonConfig& config);
 
     // What to append to the kernel command line (entries, root=, ...), space separated.
     std::string kernel_cmdline_args() const;

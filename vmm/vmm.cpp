@@ -20,6 +20,7 @@
 #include "boot/boot.h"
 #include "boot/layout.h"
 #include "devices/boot_timer.h"
+#include "virtio/balloon/balloon_device.h"
 #include "devices/debug_exit.h"
 #include "devices/i8042.h"
 #include "devices/serial.h"
@@ -152,12 +153,42 @@ void Vmm::create_devices() {
 
     virtio_ = std::make_unique<VirtioMmioDevices>(*vm_, *mmio_bus_, io_, *memory_);
     virtio_->attach_drives(config_.drives);
-    if (!config_.network_interfaces.empty()) {
-        throw ConfigError("network-interfaces: virtio-net is not available in this build yet");
-    }
+    virtio_->attach_network_interfaces(config_.network_interfaces);
     if (config_.balloon) {
-        throw ConfigError("balloon: virtio-balloon is not available in this build yet");
+        balloon_ = virtio_->attach_balloon(*config_.balloon);
+        if (config_.balloon->stats_polling_interval_s > 0) {
+            balloon_stats_timer_ = std::make_unique<asio::steady_timer>(io_);
+            poll_balloon_stats();
+        }
     }
+}
+
+// Every stats_polling_interval_s: hands the statistics buffer back to the driver, which refills
+// it with fresh numbers.
+void Vmm::poll_balloon_stats() {
+    balloon_stats_timer_->expires_after(std::chrono::seconds(config_.balloon->stats_polling_interval_s));
+    balloon_stats_timer_->async_wait([this](const boost::system::error_code& ec) {
+        if (ec) return;
+        if (const auto s = balloon_->stats(); s && !balloon_stats_logged_) {
+            balloon_stats_logged_ = true;
+            log::info("virtio-balloon: statistics from the guest: free {} MiB, available {} MiB, total {} MiB",
+                      s->free_memory.value_or(0) >> 20, s->available_memory.value_or(0) >> 20,
+                      s->total_memory.value_or(0) >> 20);
+        }
+        balloon_->request_stats();
+        poll_balloon_stats();
+    });
+}
+
+bool Vmm::set_balloon_target_mib(uint64_t mib) {
+    if (!balloon_ || mib > config_.machine_config.mem_size_mib) return false;
+    balloon_->set_target_mib(mib);
+    return true;
+}
+
+std::optional<virtio::balloon::BalloonStats> Vmm::balloon_stats() const {
+    if (!balloon_) return std::nullopt;
+    return balloon_->stats();
 }
 
 void Vmm::load_guest() {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "vmm/config.h"
 #include "vmm/vm_exit.h"
@@ -19,6 +20,10 @@ class GuestMemory;
 namespace embervm::devices {
 class Serial;
 class BootTimer;
+}
+namespace embervm::virtio::balloon {
+class BalloonDevice;
+struct BalloonStats;
 }
 
 namespace embervm::vmm {
@@ -50,6 +55,10 @@ public:
     // The kernel command line the guest was given (after build).
     const std::string& kernel_cmdline() const { return cmdline_; }
 
+    // Balloon (run time; any thread). false / nullopt when the VM has no balloon device.
+    bool set_balloon_target_mib(uint64_t mib);
+    std::optional<virtio::balloon::BalloonStats> balloon_stats() const;
+
 private:
     void build();
     void create_memory();
@@ -60,6 +69,7 @@ private:
     void read_stdin();
     void handle_console_input(const uint8_t* data, size_t len);
     void shutdown_vcpus();
+    void poll_balloon_stats();
 
     VmConfig config_;
     RunOptions options_;
@@ -75,6 +85,9 @@ private:
     std::shared_ptr<devices::BootTimer> boot_timer_;
     std::vector<std::shared_ptr<EventFdIrq>> irqs_;
     std::unique_ptr<VirtioMmioDevices> virtio_;  // before vcpus_: destroyed after them
+    std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
+    std::unique_ptr<boost::asio::steady_timer> balloon_stats_timer_;
+    bool balloon_stats_logged_ = false;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
 
     struct StdinState;

@@ -87,9 +87,7 @@ uint64_t BlockDevice::available_features() const {
 }
 
 void BlockDevice::read_config(uint64_t offset, std::span<uint8_t> data) const {
-    for (size_t i = 0; i < data.size(); i++) {
-        data[i] = offset + i < config_.size() ? config_[offset + i] : 0;
-    }
+    read_config_space(config_, offset, data);
 }
 
 void BlockDevice::write_config(uint64_t offset, std::span<const uint8_t> data) {

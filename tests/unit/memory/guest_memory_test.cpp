@@ -1,7 +1,11 @@
 // Tests for memory/guest_memory: bounds checks, region spanning, overflow.
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <array>
+#include <vector>
 #include <cstdint>
 
 #include "memory/guest_memory.h"
@@ -71,4 +75,39 @@ TEST_CASE("fill writes a byte pattern and checks bounds", "[memory]") {
     mem.fill(GuestAddress(0xff00), 0x200, 0xab);
     CHECK(mem.read_obj<uint8_t>(GuestAddress(0x100ff)) == 0xab);
     CHECK_THROWS_AS(mem.fill(GuestAddress(0x1ff00), 0x200, 0), GuestMemoryError);
+}
+
+namespace {
+// Resident bytes of the host pages behind [p, p + len) (mincore).
+size_t resident_bytes(const uint8_t* p, size_t len) {
+    std::vector<unsigned char> vec(len / 4096);
+    REQUIRE(::mincore(const_cast<uint8_t*>(p), len, vec.data()) == 0);
+    return 4096 * static_cast<size_t>(std::count_if(vec.begin(), vec.end(), [](unsigned char c) { return c & 1; }));
+}
+}  // namespace
+
+TEST_CASE("discard gives pages back to the host; they read as zeros", "[memory]") {
+    GuestMemory mem({{GuestAddress(0), 0x100000}, {GuestAddress(0x100000), 0x100000}});
+    mem.fill(GuestAddress(0), 0x200000, 0xab);
+    const uint8_t* base0 = mem.regions()[0].host_base();
+    const uint8_t* base1 = mem.regions()[1].host_base();
+    CHECK(resident_bytes(base0, 0x100000) == 0x100000);
+
+    // A range across both regions.
+    REQUIRE(mem.discard(GuestAddress(0xf0000), 0x20000));
+    CHECK(resident_bytes(base0 + 0xf0000, 0x10000) == 0);
+    CHECK(resident_bytes(base1, 0x10000) == 0);
+    CHECK(resident_bytes(base0, 0xf0000) == 0xf0000);  // the rest stays
+    CHECK(mem.read_obj<uint64_t>(GuestAddress(0xf0000)) == 0);
+    CHECK(mem.read_obj<uint64_t>(GuestAddress(0x10fff8)) == 0);
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0xeffff)) == 0xab);
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x110000)) == 0xab);
+
+    // Unaligned or outside guest memory: refused, nothing touched.
+    CHECK_FALSE(mem.discard(GuestAddress(0x1000), 0x800));
+    CHECK_FALSE(mem.discard(GuestAddress(0x1800), 0x1000));
+    CHECK_FALSE(mem.discard(GuestAddress(0x1ff000), 0x2000));
+    CHECK_FALSE(mem.discard(GuestAddress(~uint64_t{0} & ~uint64_t{0xfff}), 0x2000));
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x1000)) == 0xab);
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x1ff000)) == 0xab);
 }

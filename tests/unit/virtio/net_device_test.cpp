@@ -1,0 +1,339 @@
+// Tests for virtio/net/net_device: features and configuration, transmit (gathering, bad chains),
+// receive into one buffer or several (MRG_RXBUF), receive back-pressure (no buffers: the frame
+// stays in the backend and the resume hook runs once buffers come), drops, reset; against a fake
+// backend that queues inbound frames and records outbound ones.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "memory/guest_memory.h"
+#include "tests/unit/virtio/ring_driver.h"
+#include "virtio/net/net_device.h"
+#include "vmm/eventfd.h"
+
+using embervm::memory::GuestAddress;
+using embervm::memory::GuestMemory;
+using namespace embervm::virtio;
+using namespace embervm::virtio::net;
+using embervm::virtio::testing::Buf;
+using embervm::virtio::testing::FakeInterrupt;
+using embervm::virtio::testing::RingDriver;
+
+namespace {
+
+constexpr uint64_t kRxRing = 0x10000, kTxRing = 0x20000;
+constexpr uint64_t kBufs = 0x100000;  // receive / transmit buffers
+constexpr uint64_t kMemSize = 0x400000;
+
+class FakeNetBackend : public NetBackend {
+public:
+    int fd() const override { return event.fd(); }
+    ssize_t read_frame(std::span<const iovec> iov) override {
+        reads++;
+        if (inbound.empty()) return -EAGAIN;
+        const auto f = inbound.front();
+        inbound.pop_front();
+        size_t pos = 0;
+        for (const iovec& v : iov) {
+            const size_t n = std::min(v.iov_len, f.size() - pos);
+            std::memcpy(v.iov_base, f.data() + pos, n);
+            pos += n;
+        }
+        return static_cast<ssize_t>(pos);
+    }
+    ssize_t write_frame(std::span<const iovec> iov) override {
+        if (write_error) return write_error;
+        std::vector<uint8_t> f;
+        for (const iovec& v : iov) f.insert(f.end(), static_cast<uint8_t*>(v.iov_base), static_cast<uint8_t*>(v.iov_base) + v.iov_len);
+        outbound.push_back(f);
+        writes_iovecs.push_back(iov.size());
+        return static_cast<ssize_t>(f.size());
+    }
+    uint64_t offload_features() const override { return offloads; }
+    void set_offloads(uint64_t acked) override { set_offloads_calls.push_back(acked); }
+    std::string name() const override { return "fake0"; }
+
+    // A frame as the TAP delivers it: a 12-byte vnet header (num_buffers left 0) + packet.
+    void push_frame(size_t packet_len, uint8_t seed) {
+        std::vector<uint8_t> f(kNetHdrSize + packet_len, 0);
+        std::iota(f.begin() + kNetHdrSize, f.end(), seed);
+        inbound.push_back(f);
+    }
+
+    embervm::vmm::EventFd event;
+    std::deque<std::vector<uint8_t>> inbound;
+    std::vector<std::vector<uint8_t>> outbound;
+    std::vector<size_t> writes_iovecs;
+    std::vector<uint64_t> set_offloads_calls;
+    uint64_t offloads = net_feature::kCsum | net_feature::kGuestCsum;
+    ssize_t write_error = 0;
+    int reads = 0;
+};
+
+struct Harness {
+    GuestMemory mem{{{GuestAddress(0), kMemSize}}};
+    std::vector<Queue> queues;
+    std::unique_ptr<RingDriver> rx, tx;
+    FakeInterrupt irq;
+    FakeNetBackend* backend;
+    std::unique_ptr<NetDevice> dev;
+    int resumed = 0;
+
+    explicit Harness(bool mrg = false, std::optional<uint16_t> mtu = std::nullopt, uint64_t drop = 0) {
+        queues.emplace_back(kNetQueueSize);
+        queues.emplace_back(kNetQueueSize);
+        rx = std::make_unique<RingDriver>(mem, queues[0], kRxRing, 16);
+        tx = std::make_unique<RingDriver>(mem, queues[1], kTxRing, 16);
+        auto b = std::make_unique<FakeNetBackend>();
+        backend = b.get();
+        NetDeviceOptions o;
+        o.id = "eth0";
+        o.mac = {0x06, 0x00, 0x0a, 0x00, 0x02, 0x0f};
+        o.mtu = mtu;
+        dev = std::make_unique<NetDevice>(std::move(b), o);
+        dev->set_rx_resume_hook([this] { resumed++; });
+        uint64_t acked = (dev->available_features() | feature::kVersion1) & ~drop;
+        if (!mrg) acked &= ~net_feature::kMrgRxbuf;
+        for (auto& q : queues) q.set_event_idx_enabled((acked & feature::kRingEventIdx) != 0);
+        dev->activate(mem, queues, acked, irq);
+        resumed = 0;  // activation itself resumes RX (frames may be waiting)
+    }
+    std::vector<uint8_t> bytes(uint64_t addr, size_t n) const {
+        std::vector<uint8_t> v(n);
+        mem.read(GuestAddress(addr), v);
+        return v;
+    }
+    uint16_t num_buffers(uint64_t hdr_addr) const { return mem.read_obj<uint16_t>(GuestAddress(hdr_addr + 10)); }
+};
+
+std::vector<uint8_t> packet(size_t len, uint8_t seed) {
+    std::vector<uint8_t> v(len);
+    std::iota(v.begin(), v.end(), seed);
+    return v;
+}
+
+}  // namespace
+
+TEST_CASE("net: features and configuration space", "[virtio][net]") {
+    Harness h(false, uint16_t{1400});
+    const uint64_t f = h.dev->available_features();
+    CHECK((f & net_feature::kMac) != 0);
+    CHECK((f & net_feature::kStatus) != 0);
+    CHECK((f & net_feature::kMrgRxbuf) != 0);
+    CHECK((f & net_feature::kMtu) != 0);
+    CHECK((f & net_feature::kCsum) != 0);
+    CHECK((f & net_feature::kGuestCsum) != 0);
+    CHECK((f & net_feature::kGuestTso4) == 0);  // the backend cannot: not offered
+    uint8_t cfg[12];
+    h.dev->read_config(0, cfg);
+    CHECK(std::vector<uint8_t>(cfg, cfg + 6) == std::vector<uint8_t>{0x06, 0x00, 0x0a, 0x00, 0x02, 0x0f});
+    uint16_t status, pairs, mtu;
+    std::memcpy(&status, cfg + 6, 2);
+    std::memcpy(&pairs, cfg + 8, 2);
+    std::memcpy(&mtu, cfg + 10, 2);
+    CHECK(status == kLinkUp);
+    CHECK(pairs == 1);
+    CHECK(mtu == 1400);
+    // Writes are ignored; offloads were set from the accepted features at activation.
+    const uint8_t junk[6] = {1, 2, 3, 4, 5, 6};
+    h.dev->write_config(0, junk);
+    h.dev->read_config(0, std::span<uint8_t>(cfg, 6));
+    CHECK(cfg[0] == 0x06);
+    REQUIRE(h.backend->set_offloads_calls.size() == 1);
+    CHECK((h.backend->set_offloads_calls[0] & net_feature::kGuestCsum) != 0);
+
+    Harness no_mtu;
+    CHECK((no_mtu.dev->available_features() & net_feature::kMtu) == 0);
+}
+
+TEST_CASE("net: transmit gathers a chain into one frame", "[virtio][net]") {
+    Harness h;
+    const auto hdr = std::vector<uint8_t>(kNetHdrSize, 0);
+    const auto p = packet(1000, 3);
+    h.mem.write(GuestAddress(kBufs), hdr);
+    h.mem.write(GuestAddress(kBufs + 0x1000), std::span<const uint8_t>(p).first(10));
+    h.mem.write(GuestAddress(kBufs + 0x2000), std::span<const uint8_t>(p).subspan(10));
+    h.tx->add({{kBufs, kNetHdrSize, false}, {kBufs + 0x1000, 10, false}, {kBufs + 0x2000, 990, false}});
+    h.dev->queue_notify(1);
+    REQUIRE(h.backend->outbound.size() == 1);
+    std::vector<uint8_t> want = hdr;
+    want.insert(want.end(), p.begin(), p.end());
+    CHECK(h.backend->outbound[0] == want);
+    CHECK(h.backend->writes_iovecs[0] == 3);  // one writev of the guest's buffers
+    CHECK(h.tx->used_idx() == 1);
+    CHECK(h.tx->used(0).second == 0);
+    CHECK(h.irq.used == std::vector<uint16_t>{1});
+    const auto c = h.dev->counters();
+    CHECK(c.tx_frames == 1);
+    CHECK(c.tx_bytes == 1000);
+
+    // The backend refusing a frame drops it; the chain still comes back.
+    h.backend->write_error = -ENOBUFS;
+    h.tx->add({{kBufs, kNetHdrSize + 64, false}});
+    h.dev->queue_notify(1);
+    CHECK(h.tx->used_idx() == 2);
+    CHECK(h.dev->counters().tx_dropped == 1);
+    CHECK(h.irq.errors.empty());
+}
+
+TEST_CASE("net: malformed transmit chains put the device into NEEDS_RESET", "[virtio][net]") {
+    SECTION("a device-writable descriptor") {
+        Harness h;
+        h.tx->add({{kBufs, kNetHdrSize, false}, {kBufs + 0x1000, 64, true}});
+        h.dev->queue_notify(1);
+        REQUIRE(h.irq.errors.size() == 1);
+        CHECK(h.irq.errors[0].find("device-writable") != std::string::npos);
+    }
+    SECTION("shorter than the header") {
+        Harness h;
+        h.tx->add({{kBufs, kNetHdrSize - 1, false}});
+        h.dev->queue_notify(1);
+        REQUIRE(h.irq.errors.size() == 1);
+    }
+    SECTION("longer than the largest frame") {
+        Harness h;
+        h.tx->add({{kBufs, static_cast<uint32_t>(kNetHdrSize + kMaxFrameBytes + 1), false}});
+        h.dev->queue_notify(1);
+        REQUIRE(h.irq.errors.size() == 1);
+    }
+    SECTION("a buffer outside guest memory") {
+        Harness h;
+        h.tx->add({{kMemSize - 16, 64, false}});
+        h.dev->queue_notify(1);
+        REQUIRE(h.irq.errors.size() == 1);
+        // Broken: further kicks do nothing until reset.
+        h.tx->add({{kBufs, 64, false}});
+        h.dev->queue_notify(1);
+        CHECK(h.backend->outbound.empty());
+        CHECK(h.irq.errors.size() == 1);
+    }
+    SECTION("a receive buffer that is device-readable") {
+        Harness h;
+        h.backend->push_frame(60, 1);
+        h.rx->add({{kBufs, 2048, false}});
+        CHECK_FALSE(h.dev->process_rx());
+        REQUIRE(h.irq.errors.size() == 1);
+    }
+}
+
+TEST_CASE("net: receive into one big buffer", "[virtio][net]") {
+    Harness h;
+    h.rx->add({{kBufs, 1526, true}});
+    h.rx->add({{kBufs + 0x1000, 100, true}, {kBufs + 0x2000, 1426, true}});
+    h.backend->push_frame(1000, 9);
+    h.backend->push_frame(300, 77);
+    CHECK_FALSE(h.dev->process_rx());  // both buffers used: wait for more
+    REQUIRE(h.rx->used_idx() == 2);
+    CHECK(h.rx->used(0).second == kNetHdrSize + 1000);
+    CHECK(h.bytes(kBufs + kNetHdrSize, 1000) == packet(1000, 9));
+    CHECK(h.num_buffers(kBufs) == 1);
+    // The second frame spans the two descriptors of its chain.
+    CHECK(h.rx->used(1).second == kNetHdrSize + 300);
+    std::vector<uint8_t> got = h.bytes(kBufs + 0x1000 + kNetHdrSize, 100 - kNetHdrSize);
+    const auto tail = h.bytes(kBufs + 0x2000, 300 - (100 - kNetHdrSize));
+    got.insert(got.end(), tail.begin(), tail.end());
+    CHECK(got == packet(300, 77));
+    CHECK(h.irq.used == std::vector<uint16_t>{0});
+    CHECK(h.dev->counters().rx_frames == 2);
+    CHECK(h.dev->counters().rx_bytes == 1300);
+}
+
+TEST_CASE("net: receive across several buffers with MRG_RXBUF", "[virtio][net]") {
+    Harness h(true);
+    for (int i = 0; i < 8; i++) h.rx->add({{kBufs + 0x1000ULL * i, 256, true}});
+    h.backend->push_frame(1500, 5);  // 1512 bytes: 6 buffers of 256
+    CHECK(h.dev->process_rx());  // backend drained, buffers left
+    REQUIRE(h.rx->used_idx() == 6);
+    CHECK(h.num_buffers(kBufs) == 6);
+    std::vector<uint8_t> got;
+    for (uint16_t i = 0; i < 6; i++) {
+        const auto [id, len] = h.rx->used(i);
+        CHECK(len == (i < 5 ? 256u : 1512u - 5 * 256));
+        const auto part = h.bytes(kBufs + 0x1000ULL * i, len);
+        got.insert(got.end(), part.begin(), part.end());
+    }
+    CHECK(std::vector<uint8_t>(got.begin() + kNetHdrSize, got.end()) == packet(1500, 5));
+}
+
+TEST_CASE("net: no receive buffers: the frame waits and RX resumes on the kick", "[virtio][net]") {
+    SECTION("without MRG_RXBUF") {
+        Harness h;
+        h.backend->push_frame(200, 1);
+        CHECK_FALSE(h.dev->process_rx());         // pause watching
+        CHECK(h.backend->inbound.size() == 1);    // not read: nothing dropped
+        CHECK(h.resumed == 0);
+        h.rx->add({{kBufs, 1526, true}});
+        h.dev->queue_notify(0);                   // delivered, but no buffer left: still paused
+        CHECK(h.rx->used_idx() == 1);
+        CHECK(h.resumed == 0);
+        h.rx->add({{kBufs + 0x1000, 1526, true}});
+        h.dev->queue_notify(0);                   // buffers to spare: the hook resumes the watch
+        CHECK(h.resumed == 1);
+        CHECK(h.backend->inbound.empty());
+        CHECK(h.bytes(kBufs + kNetHdrSize, 200) == packet(200, 1));
+        CHECK(h.dev->counters().rx_dropped == 0);
+    }
+    SECTION("with MRG_RXBUF, buffers running out in the middle of a frame") {
+        Harness h(true);
+        h.rx->add({{kBufs, 256, true}});
+        h.backend->push_frame(600, 2);            // needs 3 buffers of 256
+        CHECK_FALSE(h.dev->process_rx());
+        CHECK(h.rx->used_idx() == 0);             // nothing delivered half
+        h.rx->add({{kBufs + 0x1000, 256, true}});
+        h.dev->queue_notify(0);
+        CHECK(h.rx->used_idx() == 0);
+        CHECK(h.resumed == 0);                    // still short of buffers
+        h.rx->add({{kBufs + 0x2000, 256, true}});
+        h.rx->add({{kBufs + 0x3000, 256, true}});
+        h.dev->queue_notify(0);
+        CHECK(h.rx->used_idx() == 3);
+        CHECK(h.num_buffers(kBufs) == 3);
+        CHECK(h.resumed == 1);
+        CHECK(h.dev->counters().rx_dropped == 0);
+    }
+}
+
+TEST_CASE("net: a frame too big for the buffer is dropped without MRG_RXBUF", "[virtio][net]") {
+    Harness h;
+    h.rx->add({{kBufs, 128, true}});
+    h.backend->push_frame(1000, 1);
+    h.backend->push_frame(50, 2);
+    CHECK_FALSE(h.dev->process_rx());  // the one buffer went to the small frame
+    CHECK(h.dev->counters().rx_dropped == 1);
+    REQUIRE(h.rx->used_idx() == 1);  // the buffer was kept for the small frame
+    CHECK(h.bytes(kBufs + kNetHdrSize, 50) == packet(50, 2));
+    CHECK(h.irq.errors.empty());
+}
+
+TEST_CASE("net: EVENT_IDX suppresses receive interrupts", "[virtio][net]") {
+    Harness h;
+    for (int i = 0; i < 4; i++) h.rx->add({{kBufs + 0x1000ULL * i, 1526, true}});
+    h.rx->set_used_event(2);  // interrupt once the used index passes 2
+    h.backend->push_frame(60, 1);
+    CHECK(h.dev->process_rx());
+    CHECK(h.irq.used.size() == 1);  // the first signal is always sent
+    h.backend->push_frame(60, 2);
+    CHECK(h.dev->process_rx());
+    CHECK(h.irq.used.size() == 1);  // used idx 2: not past 2
+    h.backend->push_frame(60, 3);
+    CHECK(h.dev->process_rx());
+    CHECK(h.irq.used.size() == 2);
+}
+
+TEST_CASE("net: before activation and after reset RX does nothing", "[virtio][net]") {
+    Harness h;
+    h.dev->reset();
+    h.backend->push_frame(60, 1);
+    CHECK_FALSE(h.dev->process_rx());
+    CHECK(h.backend->inbound.size() == 1);
+    h.dev->queue_notify(1);  // ignored
+    // Activation again resumes the watch.
+    h.rx = std::make_unique<RingDriver>(h.mem, h.queues[0], kRxRing + 0x4000, 16);
+    h.dev->activate(h.mem, h.queues, h.dev->available_features() | feature::kVersion1, h.irq);
+    CHECK(h.resumed == 1);
+}

@@ -1,0 +1,143 @@
+// virtio-net device model (virtio 1.2, 5.1): one receive queue (0) and one transmit queue (1),
+// frames to and from a NetBackend (TAP). Knows nothing of the transport or the event loop:
+//
+//   TX   queue_notify(1): each chain (virtio_net_hdr_v1 + packet, device-readable only) is
+//        written to the backend with one writev; dropped frames (backend full, bad offload
+//        header) are counted, the chain is returned either way.
+//   RX   process_rx() when the backend fd is readable: frames are read into a bounce buffer and
+//        copied into the guest's receive buffers (across several with MRG_RXBUF). It returns
+//        false when the guest has no buffers left: the caller then stops watching the fd, and
+//        the frame stays in the TAP (nothing is dropped); the device calls the rx-resume hook
+//        once the driver adds buffers (queue_notify(0)), and the caller watches again.
+//
+// Threading: the transport serialises activate/reset/queue_notify/config calls; process_rx()
+// and the counters may run on other threads: the device's mutex covers its state.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "virtio/device.h"
+#include "virtio/net/backend.h"
+
+namespace embervm::virtio::net {
+
+// Feature bits (5.1.3), as masks.
+namespace net_feature {
+inline constexpr uint64_t kCsum = feature_bit(0);
+inline constexpr uint64_t kGuestCsum = feature_bit(1);
+inline constexpr uint64_t kMtu = feature_bit(3);
+inline constexpr uint64_t kMac = feature_bit(5);
+inline constexpr uint64_t kGuestTso4 = feature_bit(7);
+inline constexpr uint64_t kGuestTso6 = feature_bit(8);
+inline constexpr uint64_t kGuestEcn = feature_bit(9);
+inline constexpr uint64_t kGuestUfo = feature_bit(10);
+inline constexpr uint64_t kHostTso4 = feature_bit(11);
+inline constexpr uint64_t kHostTso6 = feature_bit(12);
+inline constexpr uint64_t kHostEcn = feature_bit(13);
+inline constexpr uint64_t kHostUfo = feature_bit(14);
+inline constexpr uint64_t kMrgRxbuf = feature_bit(15);
+inline constexpr uint64_t kStatus = feature_bit(16);
+}  // namespace net_feature
+
+// struct virtio_net_hdr_v1 (5.1.6): always 12 bytes with VIRTIO_F_VERSION_1.
+struct VirtioNetHdr {
+    uint8_t flags;
+    uint8_t gso_type;
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+    uint16_t num_buffers;
+};
+static_assert(sizeof(VirtioNetHdr) == 12);
+
+inline constexpr size_t kNetHdrSize = sizeof(VirtioNetHdr);
+inline constexpr uint16_t kNetQueueSize = 256;
+// Largest frame after the header: a 64 KiB GSO packet plus Ethernet and VLAN headers.
+inline constexpr size_t kMaxFrameBytes = 65536 + 14 + 4;
+inline constexpr uint16_t kLinkUp = 1;  // VIRTIO_NET_S_LINK_UP
+
+struct NetDeviceOptions {
+    std::string id;                         // iface_id, for logs
+    std::array<uint8_t, 6> mac{};           // VIRTIO_NET_F_MAC
+    std::optional<uint16_t> mtu;            // VIRTIO_NET_F_MTU when set
+};
+
+// Counters for metrics (monotonic).
+struct NetCounters {
+    uint64_t rx_frames = 0, rx_bytes = 0, rx_dropped = 0;  // dropped: no buffer big enough
+    uint64_t tx_frames = 0, tx_bytes = 0, tx_dropped = 0;  // dropped: the backend refused it
+    uint64_t rx_paused = 0;                                // times RX waited for guest buffers
+    uint64_t device_errors = 0;
+};
+
+class NetDevice : public VirtioDevice {
+public:
+    NetDevice(std::unique_ptr<NetBackend> backend, NetDeviceOptions options);
+    ~NetDevice() override;
+
+    uint32_t device_type() const override { return device_id::kNet; }
+    uint64_t available_features() const override;
+    std::vector<uint16_t> queue_max_sizes() const override { return {kNetQueueSize, kNetQueueSize}; }
+    void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+    void write_config(uint64_t offset, std::span<const uint8_t> data) override;
+    void activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked_features,
+                  DeviceInterrupt& interrupt) override;
+    void queue_notify(uint16_t queue_index) override;
+    void reset() override;
+    std::string name() const override { return "virtio-net " + options_.id; }
+
+    int backend_fd() const { return backend_->fd(); }
+    // The backend fd is readable: moves frames to the guest. false: the guest has no receive
+    // buffers (or the device is not active); stop watching the fd until the rx-resume hook runs.
+    bool process_rx();
+    // Called (from queue_notify or activate) when RX can go on after process_rx() returned false.
+    void set_rx_resume_hook(std::function<void()> hook);
+
+    NetCounters counters() const;
+
+private:
+    // One popped receive chain waiting for (part of) a frame.
+    struct RxChain {
+        std::optional<DescriptorChain> chain;
+        uint32_t capacity;
+    };
+    bool process_rx_locked();
+    // Copies rx_frame_ into the chains in rx_chains_; returns false on a guest error.
+    void deliver_frame_locked();
+    void process_tx_locked();
+    void fail_locked(std::string_view reason);
+    void signal_locked(uint16_t queue);
+
+    std::unique_ptr<NetBackend> backend_;
+    NetDeviceOptions options_;
+    std::vector<uint8_t> config_;
+
+    mutable std::mutex mutex_;
+    const memory::GuestMemory* mem_ = nullptr;
+    Queue* rxq_ = nullptr;
+    Queue* txq_ = nullptr;
+    DeviceInterrupt* interrupt_ = nullptr;
+    uint64_t acked_ = 0;
+    bool mrg_rxbuf_ = false;
+    bool broken_ = false;
+    bool rx_waiting_ = false;  // process_rx() returned false; resume on the next RX kick
+    std::function<void()> rx_resume_;
+
+    // The frame being received (header + packet) and the chains gathered for it.
+    std::vector<uint8_t> rx_frame_;
+    size_t rx_frame_len_ = 0;
+    std::vector<RxChain> rx_chains_;
+    uint64_t rx_chains_capacity_ = 0;
+    std::vector<iovec> tx_iov_;
+    NetCounters counters_;
+};
+
+}  // namespace embervm::virtio::net
