@@ -306,6 +306,10 @@ void virtio_config_write8(const struct virtio_dev* d, uint32_t off, uint8_t v) {
     mmio_write8(d->base + VIRTIO_MMIO_CONFIG + off, v);
 }
 
+void virtio_config_write32(const struct virtio_dev* d, uint32_t off, uint32_t v) {
+    virtio_write32(d, VIRTIO_MMIO_CONFIG + off, v);
+}
+
 // ---- virtqueue ----
 
 static volatile uint16_t* used_event(struct virtq* q) { return &q->avail->ring[q->size]; }

@@ -121,7 +121,7 @@ struct virtq_used {
 // The largest queue this driver sets up: the descriptor table, available ring and used ring then
 // each fit one 4 KiB page (16 * 256, 6 + 2 * 256, 6 + 8 * 256 bytes).
 #define VIRTQ_MAX_SIZE 256
-#define VIRTIO_MAX_QUEUES 2
+#define VIRTIO_MAX_QUEUES 4
 #define VIRTIO_MAX_DEVICES 16
 
 // One buffer of a descriptor chain: guest-physical address, length, device-writable or not.
@@ -239,6 +239,7 @@ uint16_t virtio_config_read16(const struct virtio_dev* d, uint32_t off);
 uint32_t virtio_config_read32(const struct virtio_dev* d, uint32_t off);
 uint64_t virtio_config_read64(const struct virtio_dev* d, uint32_t off);
 void virtio_config_write8(const struct virtio_dev* d, uint32_t off, uint8_t v);
+void virtio_config_write32(const struct virtio_dev* d, uint32_t off, uint32_t v);
 
 // ---- virtqueue ----
 
