@@ -1,0 +1,468 @@
+// Test guest "net": drives embervm's virtio-net device from the inside with a tiny IPv4 stack
+// (ARP, ICMP echo, UDP), talking to the host end of the TAP device.
+//
+// Command line (besides the virtio_mmio.device= entries):
+//   net.mac=aa:bb:cc:dd:ee:ff     expected MAC in the device's config space
+//   net.guest_ip=A.B.C.D, net.host_ip=A.B.C.D, net.udp_port=N (a UDP echo server on the host)
+//   net.mode=basic      (default) 1526-byte receive buffers, no MRG_RXBUF
+//   net.mode=mrg        MRG_RXBUF with 256-byte receive buffers: every frame over 244 bytes
+//                       spans several buffers (num_buffers checked)
+//   net.mode=bench      after the ARP exchange: UDP echo of net.bench_frames (default 2000)
+//                       full-size datagrams, 16 in flight; prints "bench: udp-echo start" and
+//                       "bench: udp-echo done frames=N bytes=B" (the host times the lines)
+//
+// Checks: ARP request answered by the host; ICMP echo reply with valid IP and ICMP checksums;
+// UDP datagrams for frame sizes 60 ... 1514 bytes echoed back with valid IP / UDP checksums and
+// the payload intact (the host kernel drops datagrams with a bad UDP checksum, so the echo also
+// proves the guest's checksums). ARP requests from the host are answered; other frames (IPv6
+// noise) are ignored.
+//
+// Console: "net: ..." progress lines; "net: PASS ..." or "net: FAIL: ...".
+#include "guest.h"
+#include "io.h"
+#include "str.h"
+#include "virtio.h"
+
+#define NET_F_MTU 3
+#define NET_F_MAC 5
+#define NET_F_MRG_RXBUF 15
+#define NET_F_STATUS 16
+#define HDR 12  // virtio_net_hdr_v1
+#define RXQ 0
+#define TXQ 1
+#define RX_BUFS 64
+#define RX_BUF_BYTES 2048
+#define ETH_HDR 14
+#define ETH_P_IP 0x0800
+#define ETH_P_ARP 0x0806
+#define IP_HDR 20
+#define UDP_HDR 8
+#define BENCH_WINDOW 16
+
+static struct virtio_dev dev;
+static uint8_t rx_bufs[RX_BUFS][RX_BUF_BYTES] __attribute__((aligned(64)));
+static uint16_t rx_head_buf[VIRTQ_MAX_SIZE];
+static uint32_t rx_buf_len;
+static int mrg;
+static uint8_t tx_bufs[BENCH_WINDOW][RX_BUF_BYTES] __attribute__((aligned(64)));
+static uint8_t frame[RX_BUF_BYTES + 64];  // the frame being received (after the vnet header)
+static uint16_t frame_buffers;            // num_buffers of the last frame
+
+static uint8_t my_mac[6], host_mac[6];
+static uint32_t my_ip, host_ip;
+static uint16_t udp_port;
+static unsigned max_buffers_seen;
+
+static const uint8_t broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+#define FAIL(...)                          \
+    do {                                   \
+        printf("net: FAIL: " __VA_ARGS__); \
+        return GUEST_FAIL;                 \
+    } while (0)
+
+static uint16_t be16(const uint8_t* p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t be32(const uint8_t* p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static void put16(uint8_t* p, uint16_t v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+static void put32(uint8_t* p, uint32_t v) {
+    put16(p, (uint16_t)(v >> 16));
+    put16(p + 2, (uint16_t)v);
+}
+
+// Internet checksum (RFC 1071) of `n` bytes plus a starting sum.
+static uint32_t csum_add(uint32_t sum, const uint8_t* p, size_t n) {
+    for (size_t i = 0; i + 1 < n; i += 2) sum += be16(p + i);
+    if (n & 1) sum += (uint32_t)p[n - 1] << 8;
+    return sum;
+}
+static uint16_t csum_fold(uint32_t sum) {
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+static uint32_t pseudo_sum(uint32_t src, uint32_t dst, uint8_t proto, uint16_t len) {
+    return (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + proto + len;
+}
+
+static int parse_ip(const char* s, size_t n, uint32_t* out) {
+    uint32_t ip = 0;
+    size_t i = 0;
+    for (int part = 0; part < 4; part++) {
+        uint32_t v = 0;
+        size_t digits = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9') v = v * 10 + (uint32_t)(s[i++] - '0'), digits++;
+        if (!digits || v > 255) return -1;
+        ip = ip << 8 | v;
+        if (part < 3 && (i >= n || s[i++] != '.')) return -1;
+    }
+    *out = ip;
+    return i == n ? 0 : -1;
+}
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// ---- queues ----
+
+static int post_rx(unsigned i) {
+    const struct virtio_buf b = {(uint64_t)(uintptr_t)rx_bufs[i], rx_buf_len, 1};
+    const int head = virtq_add(&dev.vq[RXQ], &b, 1);
+    if (head < 0) return -1;
+    rx_head_buf[head] = (uint16_t)i;
+    return 0;
+}
+
+// Waits for the next used RX element; returns the buffer index and its length, or -1.
+static int next_rx(uint32_t* len) {
+    struct virtq* q = &dev.vq[RXQ];
+    struct virtq_used_elem e;
+    if (virtq_wait_used(&dev, q, &e) != VIRTQ_USED) return -1;
+    if (e.id >= q->size || virtq_free_chain(q, e.id) != 0) return -1;
+    *len = e.len;
+    return rx_head_buf[e.id];
+}
+
+// Receives one frame into `frame` (without the vnet header); returns its length or -1.
+static int recv_frame(void) {
+    uint32_t len;
+    int b = next_rx(&len);
+    if (b < 0 || len < HDR || len > rx_buf_len) return -1;
+    const uint16_t nbuf = mrg ? (uint16_t)(rx_bufs[b][10] | rx_bufs[b][11] << 8) : 1;  // le16 num_buffers
+    frame_buffers = nbuf;
+    if (nbuf == 0 || nbuf > 40) return -1;
+    size_t n = len - HDR;
+    memcpy(frame, rx_bufs[b] + HDR, n);
+    if (post_rx((unsigned)b) != 0) return -1;
+    for (unsigned k = 1; k < nbuf; k++) {
+        b = next_rx(&len);
+        if (b < 0 || len > rx_buf_len || n + len > sizeof(frame)) return -1;
+        memcpy(frame + n, rx_bufs[b], len);
+        n += len;
+        if (post_rx((unsigned)b) != 0) return -1;
+    }
+    if (nbuf > max_buffers_seen) max_buffers_seen = nbuf;
+    virtq_publish(&dev.vq[RXQ]);
+    virtq_kick(&dev, &dev.vq[RXQ]);
+    return (int)n;
+}
+
+// Queues a frame (vnet header + `len` bytes of tx_bufs[slot] after it) without waiting.
+static int queue_tx(unsigned slot, size_t len) {
+    memset(tx_bufs[slot], 0, HDR);
+    const struct virtio_buf b = {(uint64_t)(uintptr_t)tx_bufs[slot], (uint32_t)(HDR + len), 0};
+    return virtq_add(&dev.vq[TXQ], &b, 1);
+}
+
+static int reap_tx(void) {
+    struct virtq* q = &dev.vq[TXQ];
+    struct virtq_used_elem e;
+    if (virtq_wait_used(&dev, q, &e) != VIRTQ_USED) return -1;
+    return virtq_free_chain(q, e.id);
+}
+
+static int send_frame(size_t len) {
+    if (queue_tx(0, len) < 0) return -1;
+    virtq_publish(&dev.vq[TXQ]);
+    virtq_kick(&dev, &dev.vq[TXQ]);
+    return reap_tx();
+}
+
+// ---- protocols ----
+
+static uint8_t* eth(uint8_t* p, const uint8_t* dst, uint16_t type) {
+    memcpy(p, dst, 6);
+    memcpy(p + 6, my_mac, 6);
+    put16(p + 12, type);
+    return p + ETH_HDR;
+}
+
+static size_t build_arp(uint8_t* f, uint16_t op, const uint8_t* tha, uint32_t tpa) {
+    uint8_t* a = eth(f, op == 1 ? broadcast : tha, ETH_P_ARP);
+    put16(a, 1);
+    put16(a + 2, ETH_P_IP);
+    a[4] = 6;
+    a[5] = 4;
+    put16(a + 6, op);
+    memcpy(a + 8, my_mac, 6);
+    put32(a + 14, my_ip);
+    memcpy(a + 18, tha, 6);
+    put32(a + 24, tpa);
+    memset(a + 28, 0, 18);  // pad to the 60-byte minimum
+    return ETH_HDR + 46;
+}
+
+static uint8_t* ip_hdr(uint8_t* p, uint8_t proto, uint16_t payload, uint16_t id) {
+    p[0] = 0x45;
+    p[1] = 0;
+    put16(p + 2, (uint16_t)(IP_HDR + payload));
+    put16(p + 4, id);
+    put16(p + 6, 0x4000);  // DF
+    p[8] = 64;
+    p[9] = proto;
+    put16(p + 10, 0);
+    put32(p + 12, my_ip);
+    put32(p + 16, host_ip);
+    put16(p + 10, csum_fold(csum_add(0, p, IP_HDR)));
+    return p + IP_HDR;
+}
+
+// Answers an ARP request for our address in `frame`; returns 1 if `frame` was one.
+static int handle_arp_request(int n) {
+    if (n < ETH_HDR + 28 || be16(frame + 12) != ETH_P_ARP) return 0;
+    const uint8_t* a = frame + ETH_HDR;
+    if (be16(a + 6) != 1 || be32(a + 24) != my_ip) return 0;
+    uint8_t sha[6];
+    memcpy(sha, a + 8, 6);
+    const size_t len = build_arp(tx_bufs[0] + HDR, 2, sha, be32(a + 14));
+    send_frame(len);
+    return 1;
+}
+
+// Validates an IPv4 packet from the host to us in `frame`; returns the L4 payload or NULL.
+static const uint8_t* ip_in(int n, uint8_t proto, uint16_t* l4_len) {
+    if (n < ETH_HDR + IP_HDR || be16(frame + 12) != ETH_P_IP) return NULL;
+    const uint8_t* ip = frame + ETH_HDR;
+    if (ip[0] != 0x45 || ip[9] != proto || be32(ip + 12) != host_ip || be32(ip + 16) != my_ip) return NULL;
+    const uint16_t total = be16(ip + 2);
+    if (total < IP_HDR || ETH_HDR + total > n) return NULL;
+    if (csum_fold(csum_add(0, ip, IP_HDR)) != 0) {
+        printf("net: FAIL: bad IP header checksum from the host\n");
+        return NULL;
+    }
+    *l4_len = (uint16_t)(total - IP_HDR);
+    return ip + IP_HDR;
+}
+
+// Receives frames until `want` accepts one (returns 1) or too many went by.
+static int recv_until(int (*want)(int n, void* ctx), void* ctx) {
+    for (int i = 0; i < 200; i++) {
+        const int n = recv_frame();
+        if (n < 0) return -1;
+        if (handle_arp_request(n)) continue;
+        if (want(n, ctx)) return 0;
+    }
+    return -1;
+}
+
+static int want_arp_reply(int n, void* ctx) {
+    (void)ctx;
+    if (n < ETH_HDR + 28 || be16(frame + 12) != ETH_P_ARP) return 0;
+    const uint8_t* a = frame + ETH_HDR;
+    if (be16(a + 6) != 2 || be32(a + 14) != host_ip) return 0;
+    memcpy(host_mac, a + 8, 6);
+    return 1;
+}
+
+struct echo_ctx {
+    uint16_t id, seq;
+    int ok;
+};
+static int want_icmp_reply(int n, void* c) {
+    struct echo_ctx* e = c;
+    uint16_t len;
+    const uint8_t* icmp = ip_in(n, 1, &len);
+    if (!icmp || len < 8 || icmp[0] != 0 || be16(icmp + 4) != e->id || be16(icmp + 6) != e->seq) return 0;
+    e->ok = csum_fold(csum_add(0, icmp, len)) == 0 && len == 64;
+    for (unsigned i = 8; i < len && e->ok; i++) e->ok = icmp[i] == (uint8_t)i;
+    return 1;
+}
+
+struct udp_ctx {
+    uint16_t sport;
+    uint16_t payload;
+    uint32_t seed;
+    int ok;
+};
+static int want_udp_reply(int n, void* c) {
+    struct udp_ctx* u = c;
+    uint16_t len;
+    const uint8_t* udp = ip_in(n, 17, &len);
+    if (!udp || len < UDP_HDR || be16(udp) != udp_port || be16(udp + 2) != u->sport) return 0;
+    const uint16_t ulen = be16(udp + 4);
+    u->ok = ulen == len && ulen == UDP_HDR + u->payload;
+    if (u->ok && be16(udp + 6) != 0) {
+        u->ok = csum_fold(csum_add(pseudo_sum(host_ip, my_ip, 17, ulen), udp, ulen)) == 0;
+        if (!u->ok) printf("net: bad UDP checksum from the host (payload %u)\n", u->payload);
+    }
+    for (unsigned i = 0; i < u->payload && u->ok; i++) u->ok = udp[UDP_HDR + i] == (uint8_t)(u->seed + i * 7);
+    return 1;
+}
+
+static size_t build_udp(uint8_t* f, uint16_t sport, uint16_t payload, uint32_t seed, uint16_t id) {
+    uint8_t* udp = ip_hdr(eth(f, host_mac, ETH_P_IP), 17, (uint16_t)(UDP_HDR + payload), id);
+    put16(udp, sport);
+    put16(udp + 2, udp_port);
+    put16(udp + 4, (uint16_t)(UDP_HDR + payload));
+    put16(udp + 6, 0);
+    for (unsigned i = 0; i < payload; i++) udp[UDP_HDR + i] = (uint8_t)(seed + i * 7);
+    uint16_t cs = csum_fold(csum_add(pseudo_sum(my_ip, host_ip, 17, (uint16_t)(UDP_HDR + payload)), udp,
+                                     UDP_HDR + payload));
+    put16(udp + 6, cs ? cs : 0xffff);
+    size_t len = ETH_HDR + IP_HDR + UDP_HDR + payload;
+    if (len < 60) {
+        memset(f + len, 0, 60 - len);
+        len = 60;
+    }
+    return len;
+}
+
+// Echo stream with as little guest work as possible (on nested hosts the guest's own
+// instructions are slow): BENCH_WINDOW frames are built once and re-sent as they come back;
+// received frames are only counted (length and UDP source port), not copied.
+static int bench(uint64_t frames) {
+    const uint16_t payload = 1472;  // a 1514-byte frame
+    struct virtq* txq = &dev.vq[TXQ];
+    struct virtq* rxq = &dev.vq[RXQ];
+    size_t len = 0;
+    for (unsigned slot = 0; slot < BENCH_WINDOW; slot++) {
+        len = build_udp(tx_bufs[slot] + HDR, (uint16_t)(40000 + slot), payload, slot, (uint16_t)slot);
+        memset(tx_bufs[slot], 0, HDR);
+    }
+    uint64_t sent = 0, got = 0;
+    unsigned in_flight = 0;
+    printf("bench: udp-echo start\n");
+    while (got < frames) {
+        int added = 0;
+        while (sent < frames && in_flight < BENCH_WINDOW) {
+            const struct virtio_buf b = {(uint64_t)(uintptr_t)tx_bufs[sent % BENCH_WINDOW], (uint32_t)(HDR + len), 0};
+            if (virtq_add(txq, &b, 1) < 0) break;
+            sent++;
+            in_flight++;
+            added = 1;
+        }
+        if (added) {
+            virtq_publish(txq);
+            virtq_kick(&dev, txq);
+        }
+        uint32_t rlen;
+        const int b = next_rx(&rlen);
+        if (b < 0) FAIL("bench: receive failed after %lu echoes\n", got);
+        const uint8_t* f = rx_bufs[b] + HDR;
+        const int echo = rlen == HDR + len && be16(f + 12) == ETH_P_IP && be16(f + ETH_HDR + IP_HDR) == udp_port;
+        if (post_rx((unsigned)b) != 0) FAIL("bench: cannot repost a receive buffer\n");
+        virtq_publish(rxq);
+        virtq_kick(&dev, rxq);
+        while (virtq_used_pending(txq)) reap_tx();
+        if (!echo) continue;
+        got++;
+        in_flight--;
+    }
+    while (virtq_used_pending(txq)) reap_tx();
+    printf("bench: udp-echo done frames=%lu bytes=%lu\n", got, got * payload);
+    return 0;
+}
+
+int guest_main(void) {
+    const char* cmdline = boot_cmdline();
+    size_t n;
+    const char* v;
+    int bench_mode = 0;
+    uint64_t bench_frames = 2000;
+    if ((v = cmdline_find(cmdline, "net.mode", &n))) {
+        if (n == 3 && !strncmp(v, "mrg", 3)) mrg = 1;
+        else if (n == 5 && !strncmp(v, "bench", 5)) bench_mode = 1;
+        else if (!(n == 5 && !strncmp(v, "basic", 5))) FAIL("bad net.mode\n");
+    }
+    if ((v = cmdline_find(cmdline, "net.bench_frames", &n)) && (parse_u64(v, &bench_frames) != n || !bench_frames)) {
+        FAIL("bad net.bench_frames\n");
+    }
+    if (!(v = cmdline_find(cmdline, "net.guest_ip", &n)) || parse_ip(v, n, &my_ip)) FAIL("net.guest_ip missing or bad\n");
+    if (!(v = cmdline_find(cmdline, "net.host_ip", &n)) || parse_ip(v, n, &host_ip)) FAIL("net.host_ip missing or bad\n");
+    uint64_t port = 0;
+    if (!(v = cmdline_find(cmdline, "net.udp_port", &n)) || parse_u64(v, &port) != n || port == 0 || port > 65535) {
+        FAIL("net.udp_port missing or bad\n");
+    }
+    udp_port = (uint16_t)port;
+
+    struct virtio_mmio_entry entries[VIRTIO_MAX_DEVICES];
+    const int found = virtio_mmio_parse_cmdline(cmdline, entries, VIRTIO_MAX_DEVICES);
+    int at = -1;
+    for (int i = 0; i < found && i < VIRTIO_MAX_DEVICES && at < 0; i++) {
+        if (virtio_probe(&dev, &entries[i]) == NULL && dev.device_id == VIRTIO_ID_NET) at = i;
+    }
+    if (at < 0) FAIL("no virtio-net device on the command line\n");
+    uint64_t wanted = VIRTIO_BIT(NET_F_MAC) | VIRTIO_BIT(NET_F_STATUS) | VIRTIO_BIT(NET_F_MTU) | VIRTIO_BIT(VIRTIO_F_EVENT_IDX);
+    if (mrg) wanted |= VIRTIO_BIT(NET_F_MRG_RXBUF);
+    const char* err = virtio_negotiate(&dev, wanted);
+    if (err) FAIL("negotiation: %s\n", err);
+    if (mrg && !(dev.features & VIRTIO_BIT(NET_F_MRG_RXBUF))) FAIL("MRG_RXBUF not offered\n");
+    if (!(dev.features & VIRTIO_BIT(NET_F_MAC))) FAIL("MAC not offered\n");
+    for (int i = 0; i < 6; i++) my_mac[i] = virtio_config_read8(&dev, (uint32_t)i);
+    const uint16_t status = virtio_config_read16(&dev, 6);
+    printf("net: mac %02x:%02x:%02x:%02x:%02x:%02x, status %u, features 0x%lx%s\n", my_mac[0], my_mac[1], my_mac[2],
+           my_mac[3], my_mac[4], my_mac[5], status, dev.features, mrg ? ", mergeable rx buffers" : "");
+    if ((v = cmdline_find(cmdline, "net.mac", &n))) {
+        for (int i = 0; i < 6; i++) {
+            if (n != 17 || hexval(v[3 * i]) < 0 || hexval(v[3 * i + 1]) < 0 ||
+                my_mac[i] != (uint8_t)(hexval(v[3 * i]) << 4 | hexval(v[3 * i + 1]))) {
+                FAIL("MAC differs from net.mac=\n");
+            }
+        }
+    }
+    if (!(status & 1)) FAIL("link is down\n");
+    if ((err = virtio_queue_setup(&dev, RXQ, 128)) || (err = virtio_queue_setup(&dev, TXQ, 64))) FAIL("queues: %s\n", err);
+    rx_buf_len = mrg ? 256 : HDR + 1514;
+    for (unsigned i = 0; i < RX_BUFS; i++) {
+        if (post_rx(i) != 0) FAIL("cannot post receive buffer %u\n", i);
+    }
+    virtq_publish(&dev.vq[RXQ]);
+    virtio_driver_ok(&dev);
+    virtq_notify(&dev, &dev.vq[RXQ]);
+
+    // ARP for the host.
+    if (send_frame(build_arp(tx_bufs[0] + HDR, 1, (const uint8_t[6]){0}, host_ip)) != 0) FAIL("ARP request not sent\n");
+    if (recv_until(want_arp_reply, NULL) != 0) FAIL("no ARP reply from the host\n");
+    printf("net: ARP: host is %02x:%02x:%02x:%02x:%02x:%02x\n", host_mac[0], host_mac[1], host_mac[2], host_mac[3],
+           host_mac[4], host_mac[5]);
+    if (bench_mode) {
+        if (bench(bench_frames) != 0) return GUEST_FAIL;
+        printf("net: PASS (bench)\n");
+        return GUEST_PASS;
+    }
+
+    // ICMP echo.
+    {
+        uint8_t* icmp = ip_hdr(eth(tx_bufs[0] + HDR, host_mac, ETH_P_IP), 1, 64, 1);
+        icmp[0] = 8;
+        icmp[1] = 0;
+        put16(icmp + 2, 0);
+        put16(icmp + 4, 0x4242);
+        put16(icmp + 6, 1);
+        for (unsigned i = 8; i < 64; i++) icmp[i] = (uint8_t)i;
+        put16(icmp + 2, csum_fold(csum_add(0, icmp, 64)));
+        if (send_frame(ETH_HDR + IP_HDR + 64) != 0) FAIL("ICMP echo not sent\n");
+        struct echo_ctx e = {0x4242, 1, 0};
+        if (recv_until(want_icmp_reply, &e) != 0) FAIL("no ICMP echo reply\n");
+        if (!e.ok) FAIL("ICMP echo reply with a bad checksum or payload\n");
+        printf("net: ICMP echo reply ok\n");
+    }
+
+    // UDP echo for frame sizes from the minimum to the MTU.
+    static const uint16_t frame_sizes[] = {60, 64, 65, 99, 128, 255, 256, 257, 511, 512, 513,
+                                           1000, 1023, 1024, 1025, 1400, 1499, 1500, 1513, 1514};
+    unsigned done = 0;
+    for (unsigned i = 0; i < ARRAY_SIZE(frame_sizes); i++) {
+        const uint16_t fs = frame_sizes[i];
+        const uint16_t payload = fs <= 60 ? 18 : (uint16_t)(fs - ETH_HDR - IP_HDR - UDP_HDR);
+        struct udp_ctx u = {(uint16_t)(30000 + i), payload, i * 13u + 1, 0};
+        const size_t len = build_udp(tx_bufs[0] + HDR, u.sport, payload, u.seed, (uint16_t)(100 + i));
+        if (send_frame(len) != 0) FAIL("UDP frame of %u bytes not sent\n", fs);
+        if (recv_until(want_udp_reply, &u) != 0) FAIL("no UDP echo for a %u-byte frame\n", fs);
+        if (!u.ok) FAIL("UDP echo for a %u-byte frame is corrupt\n", fs);
+        done++;
+    }
+    printf("net: UDP echo ok for %u frame sizes (60 - 1514 bytes)\n", done);
+    if (mrg) {
+        if (max_buffers_seen < 6) FAIL("mergeable: at most %u buffers per frame, expected >= 6\n", max_buffers_seen);
+        printf("net: mergeable rx buffers: up to %u buffers per frame\n", max_buffers_seen);
+    }
+    if (virtio_status(&dev) & VIRTIO_STATUS_DEVICE_NEEDS_RESET) FAIL("DEVICE_NEEDS_RESET\n");
+    printf("net: PASS (%s)\n", mrg ? "mrg" : "basic");
+    return GUEST_PASS;
+}
