@@ -358,6 +358,7 @@ static int bench(uint64_t frames) {
     return 0;
 }
 
+#ifndef NET_GUEST_NO_MAIN
 int guest_main(void) {
     const char* cmdline = boot_cmdline();
     size_t n;
@@ -466,3 +467,4 @@ int guest_main(void) {
     printf("net: PASS (%s)\n", mrg ? "mrg" : "basic");
     return GUEST_PASS;
 }
+#endif  // NET_GUEST_NO_MAIN
