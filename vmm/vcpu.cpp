@@ -28,6 +28,7 @@ const char* to_string(VmExit::Reason reason) {
         case VmExit::Reason::VmmError: return "VMM error";
         case VmExit::Reason::Signal: return "signal";
         case VmExit::Reason::UserQuit: return "console quit";
+        case VmExit::Reason::Requested: return "shutdown requested";
     }
     return "?";
 }
@@ -62,6 +63,30 @@ void Vcpu::request_stop() {
     if (running_.load() && thread_.joinable()) {
         pthread_kill(thread_.native_handle(), kick_signal());
     }
+    std::lock_guard lock(pause_mutex_);
+    pause_cv_.notify_all();
+}
+
+void Vcpu::pause() {
+    pause_requested_.store(true);
+    vcpu_->run_struct()->immediate_exit = 1;
+    if (running_.load() && thread_.joinable()) {
+        pthread_kill(thread_.native_handle(), kick_signal());
+    }
+    std::unique_lock lock(pause_mutex_);
+    // Bounded re-kicks: the signal may land just before the thread enters KVM_RUN (then
+    // immediate_exit catches it) or be merged with another one.
+    while (!paused_ && running_.load() && !pause_cv_.wait_for(lock, std::chrono::milliseconds(20), [&] {
+        return paused_ || !running_.load();
+    })) {
+        if (thread_.joinable()) pthread_kill(thread_.native_handle(), kick_signal());
+    }
+}
+
+void Vcpu::resume() {
+    std::lock_guard lock(pause_mutex_);
+    pause_requested_.store(false);
+    pause_cv_.notify_all();
 }
 
 void Vcpu::join() {
@@ -88,13 +113,22 @@ void Vcpu::thread_main() {
     bool first = true;
     try {
         while (!stop_.load(std::memory_order_relaxed)) {
+            if (pause_requested_.load()) {
+                std::unique_lock lock(pause_mutex_);
+                paused_ = true;
+                pause_cv_.notify_all();
+                pause_cv_.wait(lock, [&] { return !pause_requested_.load() || stop_.load(); });
+                paused_ = false;
+                vcpu_->run_struct()->immediate_exit = stop_.load() ? 1 : 0;
+                continue;
+            }
             if (first) {
                 log::info("first KVM_RUN at {} us since VMM start", log::micros_since_start());
                 first = false;
             }
             if (!vcpu_->run()) {
                 // Kicked (EINTR) or immediate_exit: loop re-checks stop_.
-                vcpu_->run_struct()->immediate_exit = stop_.load() ? 1 : 0;
+                vcpu_->run_struct()->immediate_exit = (stop_.load() || pause_requested_.load()) ? 1 : 0;
                 continue;
             }
             if (!handle_exit()) {
@@ -104,7 +138,11 @@ void Vcpu::thread_main() {
     } catch (const std::exception& e) {
         fail(fmt::format("vcpu{}: {}", vcpu_->id(), e.what()));
     }
-    running_ = false;
+    {
+        std::lock_guard lock(pause_mutex_);
+        running_ = false;
+        pause_cv_.notify_all();
+    }
 }
 
 bool Vcpu::handle_exit() {

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -38,6 +40,11 @@ public:
     // Makes the thread leave KVM_RUN and its loop; safe from any thread, idempotent.
     void request_stop();
     void join();
+    // Pause: the thread leaves KVM_RUN and waits (using no CPU) until resume() or
+    // request_stop(). pause() returns once the vCPU is out of KVM_RUN (or has ended). Any
+    // thread; idempotent.
+    void pause();
+    void resume();
 
     // Installs the (empty) handler of the signal used to kick vCPUs out of KVM_RUN.
     static void install_kick_handler();
@@ -61,6 +68,10 @@ private:
     VcpuStats stats_;
     std::atomic<bool> stop_{false};
     std::atomic<bool> running_{false};
+    std::atomic<bool> pause_requested_{false};
+    std::mutex pause_mutex_;
+    std::condition_variable pause_cv_;
+    bool paused_ = false;  // the thread waits in the pause loop (pause_mutex_)
     std::thread thread_;
 };
 

@@ -13,6 +13,7 @@ struct VmExit {
         VmmError,       // the VMM could not go on (KVM error, unemulatable instruction): status 1
         Signal,         // SIGINT/SIGTERM/SIGHUP: status 128 + signal
         UserQuit,       // console escape (Ctrl-A x): status 0
+        Requested,      // the embedding program (library API) ended the VM: status 0
     };
     Reason reason = Reason::GuestReset;
     int status = 0;

@@ -13,6 +13,7 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
@@ -180,6 +181,28 @@ void Vmm::poll_balloon_stats() {
     });
 }
 
+bool Vmm::pause() {
+    std::lock_guard lock(pause_mutex_);
+    if (!started_ || ended_) return false;
+    if (!paused_) {
+        for (auto& v : vcpus_) v->pause();
+        paused_ = true;
+        log::info("VM paused");
+    }
+    return true;
+}
+
+bool Vmm::resume() {
+    std::lock_guard lock(pause_mutex_);
+    if (!started_ || ended_) return false;
+    if (paused_) {
+        for (auto& v : vcpus_) v->resume();
+        paused_ = false;
+        log::info("VM resumed");
+    }
+    return true;
+}
+
 bool Vmm::set_balloon_target_mib(uint64_t mib) {
     if (!balloon_ || mib > config_.machine_config.mem_size_mib) return false;
     balloon_->set_target_mib(mib);
@@ -340,19 +363,35 @@ VmExit Vmm::run() {
     std::signal(SIGPIPE, SIG_IGN);
     build();
 
-    asio::signal_set signals(io_, SIGINT, SIGTERM, SIGHUP);
-    signals.async_wait([this](const boost::system::error_code& ec, int signo) {
-        if (!ec) {
-            log::info("received signal {} ({}), shutting down", signo, strsignal(signo));
-            request_exit(VmExit{VmExit::Reason::Signal, 128 + signo, fmt::format("signal {}", signo)});
-        }
-    });
+    asio::signal_set signals(io_);
+    if (options_.handle_signals) {
+        signals.add(SIGINT);
+        signals.add(SIGTERM);
+        signals.add(SIGHUP);
+        signals.async_wait([this](const boost::system::error_code& ec, int signo) {
+            if (!ec) {
+                log::info("received signal {} ({}), shutting down", signo, strsignal(signo));
+                request_exit(VmExit{VmExit::Reason::Signal, 128 + signo, fmt::format("signal {}", signo)});
+            }
+        });
+    }
     start_stdin();
+    // The loop ends by request_exit() (io_.stop()) only, not when it runs out of watches.
+    auto keep_running = asio::make_work_guard(io_);
 
-    for (auto& v : vcpus_) {
-        v->start();
+    {
+        std::lock_guard lock(pause_mutex_);
+        for (auto& v : vcpus_) {
+            v->start();
+        }
+        started_ = true;
     }
     io_.run();
+    {
+        std::lock_guard lock(pause_mutex_);
+        ended_ = true;
+        for (auto& v : vcpus_) v->resume();  // a paused VM that ends must not keep its vCPUs parked
+    }
     shutdown_vcpus();
     if (stdin_) {
         stdin_->terminal.restore();

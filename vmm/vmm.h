@@ -2,6 +2,7 @@
 // Boost.Asio event loop (epoll) on the calling thread, with one thread per vCPU.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -39,6 +40,8 @@ struct RunOptions {
     std::optional<std::string> serial_out;  // guest console to this file instead of stdout
     bool prefer_pvh = true;                 // ELF kernels with a PVH note: use the PVH entry
     bool attach_stdin = true;               // host stdin feeds the guest's serial port
+    bool handle_signals = true;             // SIGINT/SIGTERM/SIGHUP end the VM (the embedding
+                                            // program may want them for itself)
 };
 
 class Vmm {
@@ -54,6 +57,15 @@ public:
     void request_exit(VmExit exit);
     // The kernel command line the guest was given (after build).
     const std::string& kernel_cmdline() const { return cmdline_; }
+
+    // Stops every vCPU (out of KVM_RUN, waiting without using CPU) / lets them run again.
+    // Device state is untouched. false if the VM is not running (not started yet or ended).
+    // Any thread.
+    bool pause();
+    bool resume();
+    bool paused() const { return paused_.load(); }
+    // True once the vCPUs were started (run() is serving the VM).
+    bool started() const { return started_.load(); }
 
     // Balloon (run time; any thread). false / nullopt when the VM has no balloon device.
     bool set_balloon_target_mib(uint64_t mib);
@@ -88,6 +100,10 @@ private:
     std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
     std::unique_ptr<boost::asio::steady_timer> balloon_stats_timer_;
     bool balloon_stats_logged_ = false;
+    std::atomic<bool> started_{false};
+    std::atomic<bool> ended_{false};
+    std::atomic<bool> paused_{false};
+    std::mutex pause_mutex_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
 
     struct StdinState;
