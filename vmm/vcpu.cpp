@@ -57,22 +57,25 @@ void Vcpu::start() {
     thread_ = std::thread([this] { thread_main(); });
 }
 
-void Vcpu::request_stop() {
-    stop_.store(true);
+// Makes the thread leave KVM_RUN soon: immediate_exit covers a thread about to enter it, the
+// signal one inside it.
+void Vcpu::kick() {
     vcpu_->run_struct()->immediate_exit = 1;
     if (running_.load() && thread_.joinable()) {
         pthread_kill(thread_.native_handle(), kick_signal());
     }
+}
+
+void Vcpu::request_stop() {
+    stop_.store(true);
+    kick();
     std::lock_guard lock(pause_mutex_);
     pause_cv_.notify_all();
 }
 
 void Vcpu::pause() {
     pause_requested_.store(true);
-    vcpu_->run_struct()->immediate_exit = 1;
-    if (running_.load() && thread_.joinable()) {
-        pthread_kill(thread_.native_handle(), kick_signal());
-    }
+    kick();
     std::unique_lock lock(pause_mutex_);
     // Bounded re-kicks: the signal may land just before the thread enters KVM_RUN (then
     // immediate_exit catches it) or be merged with another one.

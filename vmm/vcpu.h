@@ -50,6 +50,7 @@ public:
     static void install_kick_handler();
 
 private:
+    void kick();
     void thread_main();
     // Handles one exit; returns false when the vCPU must stop.
     bool handle_exit();
