@@ -349,18 +349,32 @@ DescriptorChain Queue::parse_chain(const GuestMemory& mem, uint16_t head) const 
 }
 
 void Queue::add_used(const GuestMemory& mem, uint16_t head_index, uint32_t len) {
+    const UsedElement e{head_index, len};
+    add_used_batch(mem, std::span<const UsedElement>(&e, 1));
+}
+
+void Queue::add_used_batch(const GuestMemory& mem, std::span<const UsedElement> elements) {
     check_usable();
     if (!ready_) {
         throw QueueError("add_used on a queue that is not ready");
     }
-    if (head_index >= size_) {
-        throw QueueError(fmt::format("add_used: head {} is out of range (queue size {})", head_index, size_));
+    if (elements.size() > size_) {
+        throw QueueError(fmt::format("add_used: {} elements do not fit a queue of size {}", elements.size(), size_));
     }
-    const uint64_t slot = next_used_ % size_;
-    write_ring(mem, used_ring_, kRingEntries + kUsedEntrySize * slot, UsedElem{head_index, len}, "used.ring entry");
-    // The element must be visible before the index that publishes it.
+    for (const UsedElement& e : elements) {
+        if (e.head_index >= size_) {
+            throw QueueError(fmt::format("add_used: head {} is out of range (queue size {})", e.head_index, size_));
+        }
+    }
+    uint16_t new_idx = next_used_;
+    for (const UsedElement& e : elements) {
+        const uint64_t slot = new_idx % size_;
+        write_ring(mem, used_ring_, kRingEntries + kUsedEntrySize * slot, UsedElem{e.head_index, e.len},
+                   "used.ring entry");
+        new_idx++;
+    }
+    // The elements must be visible before the index that publishes them.
     std::atomic_thread_fence(std::memory_order_release);
-    const uint16_t new_idx = static_cast<uint16_t>(next_used_ + 1);
     write_ring(mem, used_ring_, kRingIdx, new_idx, "used.idx");
     next_used_ = new_idx;
 }

@@ -264,6 +264,15 @@ public:
     // Publishes a used element {head_index, len} (len: bytes written into the chain).
     // head_index must come from a popped chain (else QueueError; nothing is written).
     void add_used(const memory::GuestMemory& mem, uint16_t head_index, uint32_t len);
+    // Publishes several used elements with one used.idx update, so the driver sees all or none
+    // of them (virtio-net's mergeable receive buffers: a driver reading the first buffer of a
+    // frame expects the other num_buffers - 1 to be there). At most size() elements; a bad head
+    // throws QueueError before anything is written.
+    struct UsedElement {
+        uint16_t head_index;
+        uint32_t len;
+    };
+    void add_used_batch(const memory::GuestMemory& mem, std::span<const UsedElement> elements);
     // Whether the driver wants an interrupt for the used elements added since the last time
     // this returned (EVENT_IDX: vring_need_event with used_event; otherwise the avail ring's
     // NO_INTERRUPT flag). Call after a batch of add_used().

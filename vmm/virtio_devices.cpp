@@ -160,6 +160,25 @@ std::shared_ptr<virtio::balloon::BalloonDevice> VirtioMmioDevices::attach_balloo
     return balloon;
 }
 
+void VirtioMmioDevices::log_counters() const {
+    for (const auto& slot : slots_) {
+        const auto& dev = slot->transport->device();
+        if (const auto* net = dynamic_cast<const virtio::net::NetDevice*>(&dev)) {
+            const auto c = net->counters();
+            log::info("{}: rx {} frames ({} bytes, {} dropped, {} read errors, waited for buffers {} times), tx {} "
+                      "frames ({} bytes, {} dropped, {} write errors), {} device errors",
+                      net->name(), c.rx_frames, c.rx_bytes, c.rx_dropped, c.rx_errors, c.rx_paused, c.tx_frames,
+                      c.tx_bytes, c.tx_dropped, c.tx_errors, c.device_errors);
+        } else if (const auto* balloon = dynamic_cast<const virtio::balloon::BalloonDevice*>(&dev)) {
+            const auto c = balloon->counters();
+            log::info("{}: inflated {} pages, deflated {}, {} MiB given back to the host, {} invalid PFNs, {} reports, "
+                      "{} statistics updates",
+                      balloon->name(), c.inflated_pages, c.deflated_pages, c.discarded_bytes >> 20, c.invalid_pfns,
+                      c.reported_ranges, c.stats_updates);
+        }
+    }
+}
+
 std::string VirtioMmioDevices::kernel_cmdline_args() const {
     std::string out;
     for (const auto& slot : slots_) {

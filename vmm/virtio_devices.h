@@ -52,6 +52,9 @@ public:
     // The virtio-balloon device; the caller keeps it for the run-time API (target, stats).
     std::shared_ptr<virtio::balloon::BalloonDevice> attach_balloon(const BalloonConfig& config);
 
+    // One info line per device with its counters (at the end of a run).
+    void log_counters() const;
+
     // What to append to the kernel command line (entries, root=, ...), space separated.
     std::string kernel_cmdline_args() const;
 

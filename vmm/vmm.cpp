@@ -393,6 +393,7 @@ VmExit Vmm::run() {
         for (auto& v : vcpus_) v->resume();  // a paused VM that ends must not keep its vCPUs parked
     }
     shutdown_vcpus();
+    virtio_->log_counters();
     if (stdin_) {
         stdin_->terminal.restore();
     }

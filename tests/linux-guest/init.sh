@@ -96,7 +96,13 @@ case "$CMDLINE" in *gtest=net*)
     echo "NET-ETH0 mac=$mac mtu=$mtu"
     $B ip link set eth0 up && $B ip addr add "$net_guest/24" dev eth0 && t "NET-UP $net_guest"
     $B ping -c 3 -W 5 "$net_host" && t "NET-PING-OK"
-    reply=$(echo "hello-from-guest $net_token" | $B nc -w 10 "$net_host" "$net_port")
+    # Up to 3 attempts: on a loaded nested host a connect can take longer than one timeout
+    # (each attempt is logged, so a retry is visible in the test log).
+    for try in 1 2 3; do
+      reply=$(echo "hello-from-guest $net_token" | $B nc -w 20 "$net_host" "$net_port")
+      [ -n "$reply" ] && break
+      t "NET-TCP-ATTEMPT $try failed"
+    done
     echo "NET-TCP-REPLY: $reply"
   else echo "NET-NO-ETH0"; fi ;;
 esac

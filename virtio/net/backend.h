@@ -22,14 +22,15 @@ public:
     // Readable (epoll) when a frame waits.
     virtual int fd() const = 0;
     // Reads one frame (header + packet) into `iov`: its length, or -errno (-EAGAIN: none waits).
-    // A frame longer than the buffers is truncated by the kernel (callers pass room for the
-    // largest frame).
+    // A frame longer than the buffers is truncated and its full length returned (what the TAP
+    // does): a result above the buffers' size means the frame is incomplete. The two
+    // num_buffers bytes of the header are left as they were (the TAP skips them).
     virtual ssize_t read_frame(std::span<const iovec> iov) = 0;
     // Writes one frame (header + packet): bytes written or -errno.
     virtual ssize_t write_frame(std::span<const iovec> iov) = 0;
     // The virtio-net offload features (feature masks of net_device.h: GUEST_* and HOST_*) the
     // backend can carry; the device offers no others.
-    virtual uint64_t offload_features() const = 0;
+    virtual uint64_t supported_offload_features() const = 0;
     // Configures the receive offloads for what the driver accepted (GUEST_CSUM, GUEST_TSO4/6,
     // GUEST_ECN, GUEST_UFO): frames the backend hands to read_frame() use no others.
     virtual void set_offloads(uint64_t acked_features) = 0;

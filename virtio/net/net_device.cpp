@@ -21,10 +21,26 @@ constexpr size_t kCfgMtu = 10;
 constexpr size_t kConfigSize = 12;
 constexpr size_t kNumBuffersOffset = 10;  // virtio_net_hdr_v1.num_buffers
 
+// Copies `bytes` to offset `off` of `slices` taken as one byte stream (as far as they reach).
+void write_at(std::span<const std::span<uint8_t>> slices, size_t off, std::span<const uint8_t> bytes) {
+    size_t done = 0;
+    for (const auto& s : slices) {
+        if (done == bytes.size()) return;
+        if (off >= s.size()) {
+            off -= s.size();
+            continue;
+        }
+        const size_t k = std::min(s.size() - off, bytes.size() - done);
+        std::memcpy(s.data() + off, bytes.data() + done, k);
+        done += k;
+        off = 0;
+    }
+}
+
 }  // namespace
 
 NetDevice::NetDevice(std::unique_ptr<NetBackend> backend, NetDeviceOptions options)
-    : backend_(std::move(backend)), options_(std::move(options)), rx_frame_(kNetHdrSize + kMaxFrameBytes) {
+    : backend_(std::move(backend)), options_(std::move(options)), rx_frame_(kRxBounceBytes) {
     config_.assign(kConfigSize, 0);
     std::memcpy(config_.data() + kCfgMac, options_.mac.data(), 6);
     const uint16_t status = kLinkUp, pairs = 1, mtu = options_.mtu.value_or(0);
@@ -38,7 +54,7 @@ NetDevice::~NetDevice() = default;
 uint64_t NetDevice::available_features() const {
     uint64_t f = feature::kRingEventIdx | feature::kRingIndirectDesc | net_feature::kMac | net_feature::kStatus |
                  net_feature::kMrgRxbuf;
-    f |= backend_->offload_features();
+    f |= backend_->supported_offload_features();
     if (options_.mtu) f |= net_feature::kMtu;
     return f;
 }
@@ -76,13 +92,18 @@ void NetDevice::activate(const memory::GuestMemory& mem, std::span<Queue> queues
         log::info("{}: activated on {} (features {:#x}{})", name(), backend_->name(), acked,
                   mrg_rxbuf_ ? ", mergeable rx buffers" : "");
         // Frames the driver queued before DRIVER_OK (the transport drops kicks until then).
-        process_tx_locked();
+        try {
+            process_tx_locked();
+        } catch (const std::exception& e) {
+            fail_locked(e.what());
+        }
     }
     if (resume) resume();  // frames may have queued up in the TAP meanwhile
 }
 
 void NetDevice::reset() {
     std::lock_guard lock(mutex_);
+    if (rx_frame_len_ != 0) counters_.rx_dropped++;  // read from the TAP, waiting for buffers
     mem_ = nullptr;
     rxq_ = nullptr;
     txq_ = nullptr;
@@ -154,87 +175,137 @@ bool NetDevice::process_rx() {
     }
 }
 
-// Moves frames from the backend into receive buffers until the backend is empty (true) or the
-// guest's buffers run out (false). A frame is read only once buffers for it are certain (one
-// chain without MRG_RXBUF; with it, chains are gathered until they hold the whole frame), so
-// running out of buffers never drops a frame: a frame already read waits in rx_frame_ with the
-// chains gathered so far.
+// Moves frames from the backend into receive buffers until the backend is drained (true), the
+// guest's buffers run out or the backend failed (false). See the header for the contract.
 bool NetDevice::process_rx_locked() {
-    Queue& q = *rxq_;
     bool delivered = false;
-    bool more = true;
-    for (;;) {
-        if (rx_frame_len_ == 0) {
-            // Need at least one buffer before reading a frame.
-            q.disable_notification(*mem_);
-            if (!q.has_available(*mem_) && !q.enable_notification(*mem_)) {
+    bool more = false;
+    for (bool go = true; go;) {
+        switch (receive_frame_locked()) {
+            case RxStep::kDelivered:
+                delivered = true;
+                break;
+            case RxStep::kDropped:
+                break;
+            case RxStep::kNoBuffers:
                 counters_.rx_paused++;
-                more = false;
+                go = false;
                 break;
-            }
-            const iovec iov{rx_frame_.data(), rx_frame_.size()};
-            const ssize_t n = backend_->read_frame(std::span<const iovec>(&iov, 1));
-            if (n == -EAGAIN || n == -EWOULDBLOCK) break;
-            if (n < 0) {
-                log::warn("{}: read from {} failed: {}", name(), backend_->name(), std::strerror(static_cast<int>(-n)));
+            case RxStep::kDrained:
+                more = true;
+                go = false;
                 break;
-            }
-            if (static_cast<size_t>(n) <= kNetHdrSize) {
-                counters_.rx_dropped++;
-                continue;
-            }
-            rx_frame_len_ = static_cast<size_t>(n);
+            case RxStep::kStopped:  // guest error (broken_) or backend read error
+                go = false;
+                break;
         }
-        // Gather chains for the frame.
-        while (rx_chains_capacity_ < rx_frame_len_) {
-            q.disable_notification(*mem_);
-            auto chain = q.pop_available(*mem_);
-            if (!chain) {
-                if (q.enable_notification(*mem_)) continue;  // buffers arrived meanwhile
-                counters_.rx_paused++;
-                if (delivered) signal_locked(0);
-                return false;
-            }
-            if (!chain->readable().empty()) {
-                fail_locked("receive buffer with a device-readable descriptor");
-                return false;
-            }
-            const uint32_t cap = chain->writable_len();
-            if (!mrg_rxbuf_ && cap < rx_frame_len_) {
-                // Without MRG_RXBUF one buffer must hold the whole frame: drop the frame, keep
-                // the buffer for the next one.
-                q.undo_pop();
-                counters_.rx_dropped++;
-                rx_frame_len_ = 0;
-                break;
-            }
-            if (mrg_rxbuf_ && cap < kNetHdrSize && rx_chains_.empty()) {
-                fail_locked(fmt::format("receive buffer of {} bytes cannot hold the {}-byte header", cap, kNetHdrSize));
-                return false;
-            }
-            rx_chains_.push_back(RxChain{std::move(chain), cap});
-            rx_chains_capacity_ += cap;
-        }
-        if (rx_frame_len_ == 0) continue;  // dropped
-        deliver_frame_locked();
-        if (broken_) return false;
-        delivered = true;
     }
-    if (delivered) signal_locked(0);
+    if (delivered && !broken_) signal_locked(0);
     return more;
+}
+
+std::optional<DescriptorChain> NetDevice::pop_rx_chain_locked() {
+    Queue& q = *rxq_;
+    q.disable_notification(*mem_);
+    for (;;) {
+        if (auto chain = q.pop_available(*mem_)) return chain;
+        if (!q.enable_notification(*mem_)) return std::nullopt;  // kicks on: wait for the driver
+    }
+}
+
+// One frame: a chain is popped first, so a frame is never read without a place to put it; the
+// chain goes back (undo_pop) when the backend turns out to be empty or the frame is dropped.
+NetDevice::RxStep NetDevice::receive_frame_locked() {
+    Queue& q = *rxq_;
+    if (rx_frame_len_ == 0) {
+        auto chain = pop_rx_chain_locked();
+        if (!chain) return RxStep::kNoBuffers;
+        if (!chain->readable().empty()) {
+            fail_locked("receive buffer with a device-readable descriptor");
+            return RxStep::kStopped;
+        }
+        const uint32_t cap = chain->writable_len();
+        if (mrg_rxbuf_ && cap < kNetHdrSize) {
+            fail_locked(fmt::format("receive buffer of {} bytes cannot hold the {}-byte header", cap, kNetHdrSize));
+            return RxStep::kStopped;
+        }
+        // Zero copy into a chain that holds any frame; otherwise through the bounce buffer.
+        const bool direct = !mrg_rxbuf_ && cap >= rx_frame_.size();
+        std::vector<std::span<uint8_t>> slices;
+        rx_iov_.clear();
+        if (direct) {
+            Writer w = chain->writer(*mem_);
+            slices = w.take_slices(cap);
+            for (const auto& s : slices) rx_iov_.push_back({s.data(), s.size()});
+        } else {
+            rx_iov_.push_back({rx_frame_.data(), rx_frame_.size()});
+        }
+        const ssize_t n = backend_->read_frame(rx_iov_);
+        if (n == -EAGAIN || n == -EWOULDBLOCK) {
+            q.undo_pop();
+            return RxStep::kDrained;
+        }
+        if (n < 0) {
+            q.undo_pop();
+            counters_.rx_errors++;
+            log::error("{}: read from {} failed: {}; receiving stops until the driver adds buffers", name(),
+                       backend_->name(), std::strerror(static_cast<int>(-n)));
+            return RxStep::kStopped;
+        }
+        const auto len = static_cast<size_t>(n);
+        // Without MRG_RXBUF the frame must fit the one chain. The kernel reports a frame longer
+        // than the buffers given with its full length (the copy was truncated).
+        const size_t room = direct ? cap : mrg_rxbuf_ ? rx_frame_.size() : std::min<size_t>(cap, rx_frame_.size());
+        if (len <= kNetHdrSize || len > room) {
+            q.undo_pop();  // the buffer waits for the next frame
+            counters_.rx_dropped++;
+            log::debug("{}: received frame of {} bytes dropped (buffer of {} bytes)", name(), len, room);
+            return RxStep::kDropped;
+        }
+        if (direct) {
+            // num_buffers = 1 (the TAP leaves those two header bytes alone).
+            const uint16_t one = 1;
+            write_at(slices, kNumBuffersOffset, std::span(reinterpret_cast<const uint8_t*>(&one), sizeof(one)));
+            q.add_used(*mem_, chain->head_index(), static_cast<uint32_t>(len));
+            counters_.rx_frames++;
+            counters_.rx_bytes += len - kNetHdrSize;
+            return RxStep::kDelivered;
+        }
+        rx_frame_len_ = len;
+        rx_chains_.push_back(RxChain{std::move(chain), cap});
+        rx_chains_capacity_ = cap;
+    }
+    // More chains for the rest of the frame (only with MRG_RXBUF; the first one always holds a
+    // frame otherwise). Running out keeps the frame and the chains for the next attempt.
+    while (rx_chains_capacity_ < rx_frame_len_) {
+        auto chain = pop_rx_chain_locked();
+        if (!chain) return RxStep::kNoBuffers;
+        if (!chain->readable().empty()) {
+            fail_locked("receive buffer with a device-readable descriptor");
+            return RxStep::kStopped;
+        }
+        const uint32_t cap = chain->writable_len();
+        rx_chains_.push_back(RxChain{std::move(chain), cap});
+        rx_chains_capacity_ += cap;
+    }
+    deliver_frame_locked();
+    return RxStep::kDelivered;
 }
 
 void NetDevice::deliver_frame_locked() {
     const uint16_t num_buffers = static_cast<uint16_t>(rx_chains_.size());
     std::memcpy(rx_frame_.data() + kNumBuffersOffset, &num_buffers, sizeof(num_buffers));
+    rx_used_.clear();
     size_t pos = 0;
     for (RxChain& c : rx_chains_) {
         Writer w = c.chain->writer(*mem_);
         const size_t n = std::min<size_t>(c.capacity, rx_frame_len_ - pos);
         w.write(std::span<const uint8_t>(rx_frame_.data() + pos, n));
-        rxq_->add_used(*mem_, c.chain->head_index(), static_cast<uint32_t>(n));
+        rx_used_.push_back({c.chain->head_index(), static_cast<uint32_t>(n)});
         pos += n;
     }
+    // All buffers of the frame at once: the driver reads num_buffers and takes the rest.
+    rxq_->add_used_batch(*mem_, rx_used_);
     counters_.rx_frames++;
     counters_.rx_bytes += rx_frame_len_ - kNetHdrSize;
     rx_frame_len_ = 0;
@@ -268,8 +339,11 @@ void NetDevice::process_tx_locked() {
                 tx_iov_.push_back({const_cast<uint8_t*>(s.data()), s.size()});
             }
             const ssize_t n = backend_->write_frame(tx_iov_);
-            if (n < 0) {
-                counters_.tx_dropped++;
+            if (n == -EAGAIN || n == -EWOULDBLOCK || n == -ENOBUFS) {
+                counters_.tx_dropped++;  // the TAP's queue is full: drop, as a NIC would
+            } else if (n < 0) {
+                // -EIO: the host interface is down; -EINVAL: a bad offload header from the guest.
+                counters_.tx_errors++;
                 log::debug("{}: frame of {} bytes dropped: {}", name(), len, std::strerror(static_cast<int>(-n)));
             } else {
                 counters_.tx_frames++;

@@ -2,16 +2,29 @@
 // frames to and from a NetBackend (TAP). Knows nothing of the transport or the event loop:
 //
 //   TX   queue_notify(1): each chain (virtio_net_hdr_v1 + packet, device-readable only) is
-//        written to the backend with one writev; dropped frames (backend full, bad offload
-//        header) are counted, the chain is returned either way.
-//   RX   process_rx() when the backend fd is readable: frames are read into a bounce buffer and
-//        copied into the guest's receive buffers (across several with MRG_RXBUF). It returns
-//        false when the guest has no buffers left: the caller then stops watching the fd, and
-//        the frame stays in the TAP (nothing is dropped); the device calls the rx-resume hook
-//        once the driver adds buffers (queue_notify(0)), and the caller watches again.
+//        written to the backend with one writev straight from guest memory; dropped frames
+//        (backend full or down, bad offload header) are counted, the chain is returned either
+//        way (used length 0).
+//   RX   process_rx() when the backend fd is readable. A frame is only read once a receive
+//        chain is in hand. Without MRG_RXBUF, a chain big enough for any frame (the driver's
+//        "big packets" with GUEST_TSO) is read into directly (zero copy); a smaller one goes
+//        through a bounce buffer, and a frame that does not fit it is dropped (the chain is
+//        kept). With MRG_RXBUF the frame is read into the bounce buffer and copied across as
+//        many chains as it needs (num_buffers in the first header).
+//
+// RX pause/resume contract with the caller (the VMM's event loop):
+//   - process_rx() returns true when the backend is drained (-EAGAIN): keep watching its fd.
+//   - It returns false when the guest has no receive buffers left, or the backend read failed:
+//     the caller stops watching the fd (level-triggered, it would fire forever). Nothing is
+//     lost: the next frame stays in the TAP; a frame already read (MRG_RXBUF, chains ran out
+//     halfway) waits inside the device with the chains gathered so far.
+//   - The next kick of the receive queue (queue_notify(0)) retries; once the backend is
+//     drained again the device calls the rx-resume hook (set_rx_resume_hook), and the caller
+//     watches the fd again. activate() calls the hook too (frames may wait from before).
+//   The hook runs without the device's lock held, on the thread that called into the device.
 //
 // Threading: the transport serialises activate/reset/queue_notify/config calls; process_rx()
-// and the counters may run on other threads: the device's mutex covers its state.
+// and counters() may run on other threads: the device's mutex covers the queues and state.
 #pragma once
 
 #include <array>
@@ -62,6 +75,9 @@ inline constexpr size_t kNetHdrSize = sizeof(VirtioNetHdr);
 inline constexpr uint16_t kNetQueueSize = 256;
 // Largest frame after the header: a 64 KiB GSO packet plus Ethernet and VLAN headers.
 inline constexpr size_t kMaxFrameBytes = 65536 + 14 + 4;
+// The receive bounce buffer: header + the largest frame. A receive chain at least this big is
+// read into directly.
+inline constexpr size_t kRxBounceBytes = kNetHdrSize + kMaxFrameBytes;
 inline constexpr uint16_t kLinkUp = 1;  // VIRTIO_NET_S_LINK_UP
 
 struct NetDeviceOptions {
@@ -70,12 +86,16 @@ struct NetDeviceOptions {
     std::optional<uint16_t> mtu;            // VIRTIO_NET_F_MTU when set
 };
 
-// Counters for metrics (monotonic).
+// Counters for metrics (monotonic). Bytes count packets without the virtio-net header.
 struct NetCounters {
-    uint64_t rx_frames = 0, rx_bytes = 0, rx_dropped = 0;  // dropped: no buffer big enough
-    uint64_t tx_frames = 0, tx_bytes = 0, tx_dropped = 0;  // dropped: the backend refused it
-    uint64_t rx_paused = 0;                                // times RX waited for guest buffers
-    uint64_t device_errors = 0;
+    uint64_t rx_frames = 0, rx_bytes = 0;
+    uint64_t rx_dropped = 0;  // no buffer big enough (without MRG_RXBUF), runt, reset mid-frame
+    uint64_t rx_errors = 0;   // the backend read failed (other than -EAGAIN)
+    uint64_t rx_paused = 0;   // times RX waited for guest buffers
+    uint64_t tx_frames = 0, tx_bytes = 0;
+    uint64_t tx_dropped = 0;  // the backend refused the frame (full: -EAGAIN, -ENOBUFS)
+    uint64_t tx_errors = 0;   // the backend failed the write otherwise (frame dropped too)
+    uint64_t device_errors = 0;  // guest errors: the device went to NEEDS_RESET
 };
 
 class NetDevice : public VirtioDevice {
@@ -109,8 +129,14 @@ private:
         std::optional<DescriptorChain> chain;
         uint32_t capacity;
     };
+    // What one receive step did.
+    enum class RxStep { kDelivered, kDropped, kNoBuffers, kDrained, kStopped };
+
     bool process_rx_locked();
-    // Copies rx_frame_ into the chains in rx_chains_; returns false on a guest error.
+    RxStep receive_frame_locked();
+    // The next receive chain, with kicks re-enabled (and re-checked) when there is none.
+    std::optional<DescriptorChain> pop_rx_chain_locked();
+    // Copies the frame in rx_frame_ into the chains in rx_chains_ and returns them, all at once.
     void deliver_frame_locked();
     void process_tx_locked();
     void fail_locked(std::string_view reason);
@@ -136,6 +162,8 @@ private:
     size_t rx_frame_len_ = 0;
     std::vector<RxChain> rx_chains_;
     uint64_t rx_chains_capacity_ = 0;
+    std::vector<Queue::UsedElement> rx_used_;
+    std::vector<iovec> rx_iov_;
     std::vector<iovec> tx_iov_;
     NetCounters counters_;
 };

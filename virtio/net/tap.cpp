@@ -40,8 +40,8 @@ Tap::Tap(const std::string& name) : name_(name) {
         throw Error(fmt::format("TAP device '{}': not a valid interface name", name));
     }
     if (::if_nametoindex(name.c_str()) == 0) {
-        throw Error(fmt::format("TAP device '{}' does not exist (create it first, e.g. `ip tuntap add {} mode tap`)",
-                                name, name));
+        throw Error(fmt::format("TAP device '{}' does not exist (create it with: ip tuntap add {} mode tap)", name,
+                                name));
     }
     fd_ = FileDescriptor(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
     if (!fd_) {

@@ -20,7 +20,7 @@ public:
     int fd() const override { return fd_.get(); }
     ssize_t read_frame(std::span<const iovec> iov) override;
     ssize_t write_frame(std::span<const iovec> iov) override;
-    uint64_t offload_features() const override { return offloads_; }
+    uint64_t supported_offload_features() const override { return offloads_; }
     void set_offloads(uint64_t acked_features) override;
     std::string name() const override { return name_; }
 

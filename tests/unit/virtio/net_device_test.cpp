@@ -1,7 +1,8 @@
-// Tests for virtio/net/net_device: features and configuration, transmit (gathering, bad chains),
-// receive into one buffer or several (MRG_RXBUF), receive back-pressure (no buffers: the frame
-// stays in the backend and the resume hook runs once buffers come), drops, reset; against a fake
-// backend that queues inbound frames and records outbound ones.
+// Tests for virtio/net/net_device: features and configuration, transmit (gathering, indirect
+// tables, bad chains, backend errors, EVENT_IDX), receive into one buffer (bounced or zero copy)
+// or several (MRG_RXBUF), receive back-pressure (no buffers: the frame stays in the backend and
+// the resume hook runs once buffers come), drops, read errors, reset; against a fake backend
+// that queues inbound frames and records outbound ones.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -29,22 +30,27 @@ namespace {
 constexpr uint64_t kRxRing = 0x10000, kTxRing = 0x20000;
 constexpr uint64_t kBufs = 0x100000;  // receive / transmit buffers
 constexpr uint64_t kMemSize = 0x400000;
+constexpr uint16_t kRingSize = 32;
 
 class FakeNetBackend : public NetBackend {
 public:
     int fd() const override { return event.fd(); }
+    // Like the kernel's TAP: a frame longer than the buffers is truncated, and its full length
+    // is returned.
     ssize_t read_frame(std::span<const iovec> iov) override {
         reads++;
+        if (read_error) return read_error;
         if (inbound.empty()) return -EAGAIN;
         const auto f = inbound.front();
         inbound.pop_front();
+        reads_iovecs.push_back(iov.size());
         size_t pos = 0;
         for (const iovec& v : iov) {
             const size_t n = std::min(v.iov_len, f.size() - pos);
             std::memcpy(v.iov_base, f.data() + pos, n);
             pos += n;
         }
-        return static_cast<ssize_t>(pos);
+        return static_cast<ssize_t>(f.size());
     }
     ssize_t write_frame(std::span<const iovec> iov) override {
         if (write_error) return write_error;
@@ -54,7 +60,7 @@ public:
         writes_iovecs.push_back(iov.size());
         return static_cast<ssize_t>(f.size());
     }
-    uint64_t offload_features() const override { return offloads; }
+    uint64_t supported_offload_features() const override { return offloads; }
     void set_offloads(uint64_t acked) override { set_offloads_calls.push_back(acked); }
     std::string name() const override { return "fake0"; }
 
@@ -69,9 +75,11 @@ public:
     std::deque<std::vector<uint8_t>> inbound;
     std::vector<std::vector<uint8_t>> outbound;
     std::vector<size_t> writes_iovecs;
+    std::vector<size_t> reads_iovecs;
     std::vector<uint64_t> set_offloads_calls;
     uint64_t offloads = net_feature::kCsum | net_feature::kGuestCsum;
     ssize_t write_error = 0;
+    ssize_t read_error = 0;
     int reads = 0;
 };
 
@@ -84,13 +92,15 @@ struct Harness {
     std::unique_ptr<NetDevice> dev;
     int resumed = 0;
 
-    explicit Harness(bool mrg = false, std::optional<uint16_t> mtu = std::nullopt, uint64_t drop = 0) {
+    explicit Harness(bool mrg = false, std::optional<uint16_t> mtu = std::nullopt, uint64_t drop = 0,
+                     uint64_t offloads = net_feature::kCsum | net_feature::kGuestCsum) {
         queues.emplace_back(kNetQueueSize);
         queues.emplace_back(kNetQueueSize);
-        rx = std::make_unique<RingDriver>(mem, queues[0], kRxRing, 16);
-        tx = std::make_unique<RingDriver>(mem, queues[1], kTxRing, 16);
+        rx = std::make_unique<RingDriver>(mem, queues[0], kRxRing, kRingSize);
+        tx = std::make_unique<RingDriver>(mem, queues[1], kTxRing, kRingSize);
         auto b = std::make_unique<FakeNetBackend>();
         backend = b.get();
+        backend->offloads = offloads;
         NetDeviceOptions o;
         o.id = "eth0";
         o.mac = {0x06, 0x00, 0x0a, 0x00, 0x02, 0x0f};
@@ -99,7 +109,10 @@ struct Harness {
         dev->set_rx_resume_hook([this] { resumed++; });
         uint64_t acked = (dev->available_features() | feature::kVersion1) & ~drop;
         if (!mrg) acked &= ~net_feature::kMrgRxbuf;
-        for (auto& q : queues) q.set_event_idx_enabled((acked & feature::kRingEventIdx) != 0);
+        for (auto& q : queues) {
+            q.set_event_idx_enabled((acked & feature::kRingEventIdx) != 0);
+            q.set_indirect_enabled((acked & feature::kRingIndirectDesc) != 0);
+        }
         dev->activate(mem, queues, acked, irq);
         resumed = 0;  // activation itself resumes RX (frames may be waiting)
     }
@@ -333,7 +346,205 @@ TEST_CASE("net: before activation and after reset RX does nothing", "[virtio][ne
     CHECK(h.backend->inbound.size() == 1);
     h.dev->queue_notify(1);  // ignored
     // Activation again resumes the watch.
-    h.rx = std::make_unique<RingDriver>(h.mem, h.queues[0], kRxRing + 0x4000, 16);
+    h.rx = std::make_unique<RingDriver>(h.mem, h.queues[0], kRxRing + 0x4000, kRingSize);
     h.dev->activate(h.mem, h.queues, h.dev->available_features() | feature::kVersion1, h.irq);
     CHECK(h.resumed == 1);
+}
+
+TEST_CASE("net: offloads are offered only when the backend carries them", "[virtio][net]") {
+    const uint64_t all = net_feature::kCsum | net_feature::kGuestCsum | net_feature::kGuestTso4 |
+                         net_feature::kGuestTso6 | net_feature::kGuestEcn | net_feature::kGuestUfo |
+                         net_feature::kHostTso4 | net_feature::kHostTso6 | net_feature::kHostEcn |
+                         net_feature::kHostUfo;
+    Harness full(false, std::nullopt, 0, all);
+    const uint64_t f = full.dev->available_features();
+    CHECK((f & all) == all);
+    CHECK((f & feature::kRingEventIdx) != 0);
+    CHECK((f & feature::kRingIndirectDesc) != 0);
+    CHECK((f & feature::kVersion1) == 0);  // the transport adds it
+    // The driver's choice reaches the backend.
+    REQUIRE(full.backend->set_offloads_calls.size() == 1);
+    CHECK((full.backend->set_offloads_calls[0] & all) == all);
+
+    Harness none(false, std::nullopt, 0, 0);
+    CHECK((none.dev->available_features() & all) == 0);
+    CHECK((none.dev->available_features() & (net_feature::kMac | net_feature::kStatus | net_feature::kMrgRxbuf)) ==
+          (net_feature::kMac | net_feature::kStatus | net_feature::kMrgRxbuf));
+    // Reads past the 12-byte config space are zeros.
+    uint8_t past[4] = {1, 1, 1, 1};
+    none.dev->read_config(12, past);
+    CHECK(std::vector<uint8_t>(past, past + 4) == std::vector<uint8_t>(4, 0));
+}
+
+TEST_CASE("net: transmit through an indirect descriptor table", "[virtio][net]") {
+    Harness h;
+    const uint64_t table = kBufs + 0x10000;
+    const auto p = packet(300, 11);
+    std::vector<uint8_t> hdr(kNetHdrSize, 0);
+    hdr[0] = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM: passed through untouched
+    h.mem.write(GuestAddress(kBufs), hdr);
+    h.mem.write(GuestAddress(kBufs + 0x1000), p);
+    h.mem.write_obj(GuestAddress(table), Descriptor{kBufs, static_cast<uint32_t>(kNetHdrSize), desc_flags::kNext, 1});
+    h.mem.write_obj(GuestAddress(table + 16), Descriptor{kBufs + 0x1000, 300, 0, 0});
+    const uint16_t head = h.tx->add({{table, 32, false}});
+    // Turn the head into an INDIRECT descriptor (flags at offset 12).
+    h.mem.write_obj<uint16_t>(GuestAddress(kTxRing + 16ULL * head + 12), desc_flags::kIndirect);
+    h.dev->queue_notify(1);
+    REQUIRE(h.irq.errors.empty());
+    REQUIRE(h.backend->outbound.size() == 1);
+    std::vector<uint8_t> want = hdr;
+    want.insert(want.end(), p.begin(), p.end());
+    CHECK(h.backend->outbound[0] == want);
+    CHECK(h.backend->writes_iovecs[0] == 2);
+    CHECK(h.tx->used_idx() == 1);
+    CHECK(h.tx->used(0) == std::pair<uint32_t, uint32_t>{head, 0});
+}
+
+TEST_CASE("net: transmit errors other than a full backend are counted apart", "[virtio][net]") {
+    Harness h;
+    h.backend->write_error = -EIO;  // the host interface is down
+    h.tx->add({{kBufs, kNetHdrSize + 60, false}});
+    h.tx->add({{kBufs, kNetHdrSize + 60, false}});
+    h.dev->queue_notify(1);
+    CHECK(h.tx->used_idx() == 2);  // both chains returned
+    const auto c = h.dev->counters();
+    CHECK(c.tx_errors == 2);
+    CHECK(c.tx_dropped == 0);
+    CHECK(c.tx_frames == 0);
+    CHECK(h.irq.errors.empty());
+}
+
+TEST_CASE("net: EVENT_IDX on the transmit queue", "[virtio][net]") {
+    Harness h;
+    const uint64_t avail_event = kTxRing + 0x2000 + 4 + 8 * kRingSize;  // used ring, after the entries
+    h.tx->set_used_event(0);
+    h.tx->add({{kBufs, kNetHdrSize + 60, false}});
+    h.tx->add({{kBufs, kNetHdrSize + 60, false}});
+    h.dev->queue_notify(1);
+    CHECK(h.backend->outbound.size() == 2);
+    // Kicks are asked for again from the next entry on, and the interrupt was wanted (used
+    // index passed 0).
+    CHECK(h.mem.read_obj<uint16_t>(GuestAddress(avail_event)) == 2);
+    CHECK(h.irq.used == std::vector<uint16_t>{1});
+    // The driver wants no interrupt before entry 10: the next frame is sent silently.
+    h.tx->set_used_event(10);
+    h.tx->add({{kBufs, kNetHdrSize + 60, false}});
+    h.dev->queue_notify(1);
+    CHECK(h.backend->outbound.size() == 3);
+    CHECK(h.irq.used.size() == 1);
+    CHECK(h.mem.read_obj<uint16_t>(GuestAddress(avail_event)) == 3);
+}
+
+TEST_CASE("net: receive straight into a chain that holds any frame", "[virtio][net]") {
+    Harness h;
+    // The driver's "big packets" buffer: a header page and 17 more pages, as Linux posts them.
+    std::vector<Buf> bufs;
+    for (uint64_t i = 0; i < 18; i++) bufs.push_back({kBufs + 0x1000 * i, 0x1000, true});
+    h.rx->add(bufs);
+    std::vector<uint8_t> f(kNetHdrSize + 5000);
+    std::iota(f.begin() + kNetHdrSize, f.end(), uint8_t{4});
+    f[10] = f[11] = 0xff;  // the TAP leaves num_buffers alone: the device must set it
+    h.backend->inbound.push_back(f);
+    CHECK_FALSE(h.dev->process_rx());  // the only buffer is used
+    REQUIRE(h.rx->used_idx() == 1);
+    CHECK(h.rx->used(0).second == kNetHdrSize + 5000);
+    // Read with one iovec per guest buffer: no bounce buffer.
+    REQUIRE(h.backend->reads_iovecs.size() == 1);
+    CHECK(h.backend->reads_iovecs[0] == 18);
+    CHECK(h.num_buffers(kBufs) == 1);
+    CHECK(h.bytes(kBufs + kNetHdrSize, 5000) == packet(5000, 4));
+    CHECK(h.dev->counters().rx_frames == 1);
+    CHECK(h.dev->counters().rx_bytes == 5000);
+
+    // A frame longer than even that chain (the kernel truncated it) is dropped; the buffer stays.
+    h.rx->add(bufs);
+    h.backend->push_frame(18 * 0x1000, 1);
+    h.backend->push_frame(100, 2);
+    CHECK_FALSE(h.dev->process_rx());
+    CHECK(h.dev->counters().rx_dropped == 1);
+    REQUIRE(h.rx->used_idx() == 2);
+    CHECK(h.rx->used(1).second == kNetHdrSize + 100);
+    CHECK(h.bytes(kBufs + kNetHdrSize, 100) == packet(100, 2));
+}
+
+TEST_CASE("net: receive edge cases", "[virtio][net]") {
+    SECTION("a frame larger than the largest frame is dropped with MRG_RXBUF") {
+        Harness h(true);
+        for (int i = 0; i < 4; i++) h.rx->add({{kBufs + 0x1000ULL * i, 256, true}});
+        h.backend->push_frame(kMaxFrameBytes + 1, 1);
+        h.backend->push_frame(100, 2);
+        CHECK(h.dev->process_rx());
+        CHECK(h.dev->counters().rx_dropped == 1);
+        REQUIRE(h.rx->used_idx() == 1);
+        CHECK(h.num_buffers(kBufs) == 1);
+        CHECK(h.bytes(kBufs + kNetHdrSize, 100) == packet(100, 2));
+    }
+    SECTION("a runt (no more than a header) is dropped") {
+        Harness h;
+        h.rx->add({{kBufs, 1526, true}});
+        h.backend->inbound.push_back(std::vector<uint8_t>(kNetHdrSize, 0));
+        CHECK(h.dev->process_rx());
+        CHECK(h.dev->counters().rx_dropped == 1);
+        CHECK(h.rx->used_idx() == 0);
+    }
+    SECTION("with MRG_RXBUF a first buffer smaller than the header is a driver error") {
+        Harness h(true);
+        h.rx->add({{kBufs, kNetHdrSize - 1, true}});
+        h.backend->push_frame(60, 1);
+        CHECK_FALSE(h.dev->process_rx());
+        REQUIRE(h.irq.errors.size() == 1);
+        CHECK(h.irq.errors[0].find("header") != std::string::npos);
+        CHECK(h.backend->inbound.size() == 1);  // not read
+        CHECK(h.dev->counters().device_errors == 1);
+    }
+    SECTION("a read error stops RX until the next receive kick") {
+        Harness h;
+        h.rx->add({{kBufs, 1526, true}});
+        h.backend->push_frame(60, 1);
+        h.backend->read_error = -EBADFD;
+        CHECK_FALSE(h.dev->process_rx());  // the caller stops watching: no busy loop
+        CHECK(h.dev->counters().rx_errors == 1);
+        CHECK(h.rx->used_idx() == 0);
+        CHECK(h.irq.errors.empty());  // a host problem, not the guest's
+        h.backend->read_error = 0;
+        h.rx->add({{kBufs + 0x1000, 1526, true}});
+        h.dev->queue_notify(0);
+        CHECK(h.rx->used_idx() == 1);
+        CHECK(h.resumed == 1);
+    }
+    SECTION("a receive kick while RX is not waiting does nothing") {
+        Harness h;
+        h.backend->push_frame(60, 1);
+        h.rx->add({{kBufs, 1526, true}});
+        h.dev->queue_notify(0);
+        CHECK(h.backend->reads == 0);
+        CHECK(h.resumed == 0);
+    }
+}
+
+TEST_CASE("net: reset while a frame waits for buffers", "[virtio][net]") {
+    Harness h(true);
+    h.rx->add({{kBufs, 256, true}});
+    h.backend->push_frame(600, 1);  // needs 3 buffers: read, then waits inside the device
+    h.backend->push_frame(60, 2);
+    CHECK_FALSE(h.dev->process_rx());
+    CHECK(h.backend->inbound.size() == 1);
+    h.dev->reset();
+    CHECK(h.dev->counters().rx_dropped == 1);  // the half-received frame is gone
+    CHECK_FALSE(h.dev->process_rx());            // not active: nothing read
+    CHECK(h.backend->inbound.size() == 1);
+
+    // The driver sets the device up again (fresh rings); the TAP is reused.
+    for (auto& q : h.queues) q.reset();
+    h.rx = std::make_unique<RingDriver>(h.mem, h.queues[0], kRxRing + 0x4000, kRingSize);
+    h.tx = std::make_unique<RingDriver>(h.mem, h.queues[1], kTxRing + 0x4000, kRingSize);
+    h.dev->activate(h.mem, h.queues, h.dev->available_features() | feature::kVersion1, h.irq);
+    CHECK(h.resumed == 1);
+    h.rx->add({{kBufs + 0x8000, 256, true}});
+    h.rx->add({{kBufs + 0x9000, 256, true}});
+    CHECK(h.dev->process_rx());  // drained, one buffer to spare
+    REQUIRE(h.rx->used_idx() == 1);
+    CHECK(h.num_buffers(kBufs + 0x8000) == 1);
+    CHECK(h.bytes(kBufs + 0x8000 + kNetHdrSize, 60) == packet(60, 2));
+    CHECK(h.irq.errors.empty());
 }

@@ -654,3 +654,29 @@ TEST_CASE("queue reset returns configuration and state to defaults", "[virtio]")
     CHECK(r.queue.next_used() == 0);
     CHECK_FALSE(r.queue.pop_available(r.mem).has_value());
 }
+
+TEST_CASE("add_used_batch publishes several used elements with one index update", "[virtio]") {
+    TestRing r(4);
+    r.queue.set_next_used(0xfffe);  // the batch wraps the ring and the 16-bit index
+    r.mem.write_obj<uint16_t>(GuestAddress(kUsedAddr + 2), 0xfffe);
+    const std::vector<Queue::UsedElement> batch{{3, 100}, {1, 200}, {2, 0}};
+    r.queue.add_used_batch(r.mem, batch);
+    CHECK(r.used_idx() == 1);
+    CHECK(r.queue.next_used() == 1);
+    CHECK(r.used_elem(2) == std::pair<uint32_t, uint32_t>{3, 100});  // slot = index % 4
+    CHECK(r.used_elem(3) == std::pair<uint32_t, uint32_t>{1, 200});
+    CHECK(r.used_elem(0) == std::pair<uint32_t, uint32_t>{2, 0});
+
+    // A bad head anywhere in the batch: nothing is written or published.
+    const std::vector<Queue::UsedElement> bad{{0, 8}, {4, 8}};
+    CHECK_THROWS_AS(r.queue.add_used_batch(r.mem, bad), QueueError);
+    CHECK(r.used_idx() == 1);
+    CHECK(r.used_elem(1) == std::pair<uint32_t, uint32_t>{0, 0});
+    // More elements than the ring holds would overwrite each other before being published.
+    const std::vector<Queue::UsedElement> too_many(5, Queue::UsedElement{0, 1});
+    CHECK_THROWS_AS(r.queue.add_used_batch(r.mem, too_many), QueueError);
+    CHECK(r.used_idx() == 1);
+    // An empty batch is harmless.
+    r.queue.add_used_batch(r.mem, {});
+    CHECK(r.used_idx() == 1);
+}

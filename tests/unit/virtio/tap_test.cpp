@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -63,7 +64,11 @@ int in_netns_child(Fn body) {
         }                                                                         \
     } while (0)
 
-// A persistent TAP device `name`, up.
+constexpr uint8_t kGuestMac[6] = {0x06, 0, 0, 0, 0, 0x42};
+constexpr uint8_t kHostIp[4] = {10, 11, 12, 1};  // the TAP's address on the host side
+constexpr uint8_t kGuestIp[4] = {10, 11, 12, 2};
+
+// A persistent TAP device `name`, up, with address 10.11.12.1/24.
 int make_tap(const char* name) {
     const int fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     CHILD_CHECK(fd >= 0, 10);
@@ -80,15 +85,43 @@ int make_tap(const char* name) {
     CHILD_CHECK(::ioctl(s, SIOCGIFFLAGS, &up) == 0, 14);
     up.ifr_flags |= IFF_UP;
     CHILD_CHECK(::ioctl(s, SIOCSIFFLAGS, &up) == 0, 15);
+    ifreq addr{};
+    std::strncpy(addr.ifr_name, name, IFNAMSIZ - 1);
+    auto* sin = reinterpret_cast<sockaddr_in*>(&addr.ifr_addr);
+    sin->sin_family = AF_INET;
+    std::memcpy(&sin->sin_addr, kHostIp, 4);
+    CHILD_CHECK(::ioctl(s, SIOCSIFADDR, &addr) == 0, 16);
+    const uint8_t mask[4] = {255, 255, 255, 0};
+    std::memcpy(&sin->sin_addr, mask, 4);
+    CHILD_CHECK(::ioctl(s, SIOCSIFNETMASK, &addr) == 0, 17);
     ::close(s);
     return 0;
+}
+
+// Reads frames from `tap` (vnet header stripped into `frame`) until `match` accepts one or
+// about two seconds pass; other traffic of a fresh interface (IPv6 DAD, MLD) is skipped.
+template <typename Match>
+bool read_matching(Tap& tap, std::vector<uint8_t>& frame, Match match) {
+    std::vector<uint8_t> buf(kNetHdrSize + 65550);
+    const iovec iov{buf.data(), buf.size()};
+    for (int i = 0; i < 40; i++) {
+        const ssize_t r = tap.read_frame(std::span<const iovec>(&iov, 1));
+        if (r == -EAGAIN) {
+            pollfd p{tap.fd(), POLLIN, 0};
+            ::poll(&p, 1, 50);
+            continue;
+        }
+        if (r < static_cast<ssize_t>(kNetHdrSize)) return false;
+        frame.assign(buf.begin() + kNetHdrSize, buf.begin() + r);
+        if (match(frame)) return true;
+    }
+    return false;
 }
 
 std::vector<uint8_t> test_frame(uint16_t ethertype, size_t payload, uint8_t seed) {
     std::vector<uint8_t> f(14 + payload);
     std::memset(f.data(), 0xff, 6);                                  // broadcast
-    const uint8_t src[6] = {0x06, 0, 0, 0, 0, 0x42};
-    std::memcpy(f.data() + 6, src, 6);
+    std::memcpy(f.data() + 6, kGuestMac, 6);
     f[12] = static_cast<uint8_t>(ethertype >> 8);
     f[13] = static_cast<uint8_t>(ethertype);
     for (size_t i = 0; i < payload; i++) f[14 + i] = static_cast<uint8_t>(seed + i);
@@ -114,7 +147,7 @@ TEST_CASE("tap: frames both ways through a real TAP device", "[virtio][net][tap]
     const int rc = in_netns_child([]() -> int {
         if (const int r = make_tap("ut-tap0"); r != 0) return r;
         Tap tap("ut-tap0");
-        CHILD_CHECK((tap.offload_features() & net_feature::kCsum) != 0, 20);
+        CHILD_CHECK((tap.supported_offload_features() & net_feature::kCsum) != 0, 20);
         // A second opener is refused with a clear reason (the device is attached).
         try {
             Tap again("ut-tap0");
@@ -124,6 +157,7 @@ TEST_CASE("tap: frames both ways through a real TAP device", "[virtio][net][tap]
             CHILD_CHECK(std::string(e.what()).find("ut-tap0") != std::string::npos, 22);
         }
         tap.set_offloads(net_feature::kGuestCsum | net_feature::kGuestTso4);
+        tap.set_offloads(tap.supported_offload_features());  // everything it offers is accepted
         tap.set_offloads(0);
 
         const int ifindex = static_cast<int>(::if_nametoindex("ut-tap0"));
@@ -166,6 +200,33 @@ TEST_CASE("tap: frames both ways through a real TAP device", "[virtio][net][tap]
         CHILD_CHECK(std::memcmp(buf.data() + kNetHdrSize, in.data(), in.size()) == 0, 31);
         CHILD_CHECK(tap.read_frame(std::span<const iovec>(&riov, 1)) == -EAGAIN, 32);  // drained, non-blocking
         ::close(ps);
+
+        // Through the host's IP stack: an ARP request for the TAP's address is answered.
+        std::vector<uint8_t> arp = test_frame(0x0806, 28, 0);
+        const uint8_t arp_hdr[8] = {0, 1, 8, 0, 6, 4, 0, 1};  // Ethernet, IPv4, request
+        std::memcpy(arp.data() + 14, arp_hdr, 8);
+        std::memcpy(arp.data() + 22, kGuestMac, 6);           // sender MAC
+        std::memcpy(arp.data() + 28, kGuestIp, 4);            // sender IP
+        std::memset(arp.data() + 32, 0, 6);                   // target MAC
+        std::memcpy(arp.data() + 38, kHostIp, 4);             // target IP
+        iovec arp_iov[2] = {{hdr, sizeof(hdr)}, {arp.data(), arp.size()}};
+        CHILD_CHECK(tap.write_frame(arp_iov) == static_cast<ssize_t>(sizeof(hdr) + arp.size()), 33);
+        std::vector<uint8_t> reply;
+        const bool answered = read_matching(tap, reply, [](const std::vector<uint8_t>& f) {
+            return f.size() >= 42 && f[12] == 0x08 && f[13] == 0x06 && f[21] == 2 &&  // ARP reply
+                   std::memcmp(f.data(), kGuestMac, 6) == 0 && std::memcmp(f.data() + 28, kHostIp, 4) == 0;
+        });
+        CHILD_CHECK(answered, 34);
+
+        // A device that exists but is not a TAP device is refused, by name.
+        try {
+            Tap lo("lo");
+            std::fprintf(stderr, "tap_test: opened lo as a TAP device\n");
+            return 35;
+        } catch (const std::exception& e) {
+            const std::string msg = e.what();
+            CHILD_CHECK(msg.find("'lo'") != std::string::npos && msg.find("not a TAP device") != std::string::npos, 36);
+        }
         return 0;
     });
     INFO("child exit status " << rc << " (see stderr for the failed step)");
