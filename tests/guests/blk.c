@@ -14,13 +14,23 @@
 //                               available with one kick (more than the async engine's depth of
 //                               128), writes then reads; then single requests (read-only drives:
 //                               reads of the pattern only)
-//   blk.mode=bench              benchmark phases on the first writable drive (the host times the
-//                               console lines, see scripts/bench-blk): 4 KiB random reads at queue
-//                               depth 1 and 32, 128 KiB sequential reads and writes at depth 8;
-//                               each phase prints "bench: <phase> start" and
-//                               "bench: <phase> done ops=N bytes=B"; completions are polled
-//   blk.bench_ops=N             requests per 4 KiB phase (default 4000; QD32 phase: 4 x N)
-//   blk.bench_seq_mib=N         MiB per sequential phase (default: the whole drive)
+//   blk.mode=bench              benchmark phases on the first writable drive, or on the drive
+//                               blk.bench_drive=ID names (the host times the console lines, see
+//                               scripts/bench-blk): 4 KiB random reads at queue depth 1 and 32 (as
+//                               many as the queue holds, up to 32), 128 KiB sequential reads and
+//                               writes at depth 8; each phase prints "bench: <phase> start" and
+//                               then "bench: <phase> done ops=N bytes=B qd=D" (D: most requests
+//                               that were in flight at once); offsets from a fixed xorshift64
+//                               sequence. The guest waits for completions like a driver: halted
+//                               until the device's interrupt (I/O APIC -> IRQ_VECTOR, see
+//                               lib/irq.h), then it reads and acknowledges InterruptStatus and
+//                               takes what the used ring holds. The done line adds irqs=N (the
+//                               interrupts taken)
+//   blk.bench_poll              bench: spin on the used ring in guest memory instead (no VM
+//                               exits while waiting, but the vCPU never sleeps)
+//   blk.bench_ops=N             requests of the QD1 4 KiB phase (default 8000; QD32 phase: 2 x N)
+//   blk.bench_seq_mib=N         MiB per sequential phase, wrapping over the drive (default 1024)
+//   blk.bench_drive=ID          the drive to benchmark (GET_ID, or vda, vdb, ... without one)
 //   blk.seed=N                  pattern seed (default 1)
 //   blk.qsize=N                 queue size (power of two, 4 - 256; default: the largest, 256)
 //   blk.no_event_idx, blk.no_indirect   do not negotiate VIRTIO_F_EVENT_IDX / INDIRECT_DESC
@@ -40,6 +50,7 @@
 // Console: "blk: id <id>", "blk: <id>: ..." progress lines; "blk: PASS ..." or "blk: FAIL: ...".
 #include "guest.h"
 #include "io.h"
+#include "irq.h"
 #include "str.h"
 #include "virtio.h"
 #include "virtio_blk.h"
@@ -66,6 +77,9 @@ static struct {
     long expect_drives;
     uint64_t bench_ops;
     uint64_t bench_seq_mib;
+    const char* bench_id;  // blk.bench_drive=, not NUL-terminated: bench_id_len bytes of the command line
+    size_t bench_id_len;
+    int bench_poll;
 } opt;
 
 // ---- buffers (identity-mapped guest RAM) ----
@@ -756,6 +770,31 @@ static struct virtio_blk_req_hdr bench_hdr[BENCH_QD_MAX] __attribute__((aligned(
 static volatile uint8_t bench_status[BENCH_QD_MAX][16] __attribute__((aligned(16)));
 static uint16_t bench_head_slot[VIRTQ_MAX_SIZE];
 
+// Spins on the used ring (guest memory only: no VM exit while waiting) until the device returns
+// something. Returns 0, or -1 after VIRTIO_WAIT_MIN_TSC_CYCLES without a completion.
+static int bench_poll_ring(struct virtq* q) {
+    const uint64_t start = rdtsc();
+    for (uint32_t i = 1; !virtq_used_pending(q); i++) {
+        if ((i & 1023) == 0 && rdtsc() - start >= VIRTIO_WAIT_MIN_TSC_CYCLES) return -1;
+        cpu_pause();
+    }
+    return 0;
+}
+
+// Sleeps until the used ring holds something: `sti; hlt` until the device's interrupt, then, as
+// Linux's virtio-mmio interrupt handler does, InterruptStatus read and acknowledged (which also
+// lowers a level-triggered line). Returns 0, or -1 after VIRTIO_WAIT_MIN_TSC_CYCLES without a
+// completion (if the interrupt never comes, hlt does not return: the host's timeout ends it).
+static int bench_wait_irq(struct blk_dev* b, struct virtq* q) {
+    const uint64_t start = rdtsc();
+    while (!virtq_used_pending(q)) {
+        irq_wait();
+        virtio_isr_ack(&b->v, virtio_isr_read(&b->v));
+        if (rdtsc() - start >= VIRTIO_WAIT_MIN_TSC_CYCLES) return -1;
+    }
+    return 0;
+}
+
 // `ops` requests of `req_bytes` each, at most `qd` in flight; random 4 KiB-aligned offsets or
 // sequential ones (wrapping at the end of the drive). Returns 0 or -1 (after printing why).
 static int bench_phase(struct blk_dev* b, const char* name, int is_write, uint32_t req_bytes, unsigned qd,
@@ -772,9 +811,10 @@ static int bench_phase(struct blk_dev* b, const char* name, int is_write, uint32
     unsigned free_slots[BENCH_QD_MAX], nfree = 0;
     for (unsigned i = 0; i < qd; i++) free_slots[nfree++] = qd - 1 - i;
     uint64_t issued = 0, done = 0;
-    unsigned inflight = 0;
+    unsigned inflight = 0, max_inflight = 0;
 
     printf("bench: %s start\n", name);
+    const uint64_t irqs_before = irq_count;
     while (done < ops) {
         int added = 0;
         while (inflight < qd && issued < ops) {
@@ -804,9 +844,15 @@ static int bench_phase(struct blk_dev* b, const char* name, int is_write, uint32
             inflight++;
             added = 1;
         }
+        if (inflight > max_inflight) max_inflight = inflight;
         if (added) {
             virtq_publish(q);
             virtq_kick(&b->v, q);
+        }
+        if ((opt.bench_poll ? bench_poll_ring(q) : bench_wait_irq(b, q)) != 0) {
+            FAIL("bench %s: no completion for 2^35 TSC cycles after %lu requests (status 0x%x)\n", name, done,
+                 virtio_status(&b->v));
+            return -1;
         }
         do {
             struct virtq_used_elem e;
@@ -827,20 +873,30 @@ static int bench_phase(struct blk_dev* b, const char* name, int is_write, uint32
             done++;
         } while (virtq_used_pending(q));
     }
-    printf("bench: %s done ops=%lu bytes=%lu\n", name, done, done * req_bytes);
+    // The host takes the first byte of this line as the end of the phase.
+    const uint64_t irqs = irq_count - irqs_before;
+    printf("bench: %s done ops=%lu bytes=%lu qd=%u irqs=%lu\n", name, done, done * req_bytes, max_inflight, irqs);
     return 0;
 }
 
 static void bench_drive(struct blk_dev* b) {
     const uint32_t seq_bytes = 128 * 1024;
-    uint64_t seq_ops = b->capacity * VIRTIO_BLK_SECTOR_SIZE / seq_bytes;
-    if (opt.bench_seq_mib) seq_ops = opt.bench_seq_mib * (1024 * 1024 / seq_bytes);
-    printf("bench: drive %s, %lu sectors, %s\n", b->id, b->capacity, b->event_idx ? "EVENT_IDX" : "no EVENT_IDX");
-    if (bench_phase(b, "randread-4k-qd1", 0, 4096, 1, opt.bench_ops, 1) != 0) return;
-    if (bench_phase(b, "randread-4k-qd32", 0, 4096, 32, 4 * opt.bench_ops, 1) != 0) return;
-    if (bench_phase(b, "seqread-128k-qd8", 0, seq_bytes, 8, seq_ops, 0) != 0) return;
-    if (bench_phase(b, "seqwrite-128k-qd8", 1, seq_bytes, 8, seq_ops, 0) != 0) return;
-    if (b->flush) flush(b);
+    const uint64_t seq_ops = opt.bench_seq_mib * (1024 * 1024 / seq_bytes);
+    printf("bench: drive %s, %lu sectors, %s, %s\n", b->id, b->capacity, b->event_idx ? "EVENT_IDX" : "no EVENT_IDX",
+           opt.bench_poll ? "polling the used ring" : "waiting for interrupts");
+    if (!opt.bench_poll) {
+        const char* err = irq_route_gsi(b->v.gsi);
+        if (err) {
+            FAIL("bench: GSI %u: %s\n", b->v.gsi, err);
+            return;
+        }
+    }
+    if (bench_phase(b, "randread-4k-qd1", 0, 4096, 1, opt.bench_ops, 1) == 0 &&
+        bench_phase(b, "randread-4k-qd32", 0, 4096, 32, 2 * opt.bench_ops, 1) == 0 &&
+        bench_phase(b, "seqread-128k-qd8", 0, seq_bytes, 8, seq_ops, 0) == 0 &&
+        bench_phase(b, "seqwrite-128k-qd8", 1, seq_bytes, 8, seq_ops, 0) == 0 && b->flush)
+        flush(b);  // untimed: nothing dirty is left for the next run
+    if (!opt.bench_poll) irq_unroute_gsi(b->v.gsi);
 }
 
 static int parse_options(const char* cmdline) {
@@ -861,8 +917,10 @@ static int parse_options(const char* cmdline) {
         else return -1;
     }
     uint64_t x;
-    opt.bench_ops = 4000;
-    opt.bench_seq_mib = 0;
+    opt.bench_ops = 8000;
+    opt.bench_seq_mib = 1024;
+    opt.bench_id = NULL;
+    opt.bench_id_len = 0;
     if ((v = cmdline_find(cmdline, "blk.bench_ops", &n))) {
         if (parse_u64(v, &x) != n || n == 0 || x == 0) return -1;
         opt.bench_ops = x;
@@ -871,6 +929,12 @@ static int parse_options(const char* cmdline) {
         if (parse_u64(v, &x) != n || n == 0 || x == 0) return -1;
         opt.bench_seq_mib = x;
     }
+    if ((v = cmdline_find(cmdline, "blk.bench_drive", &n))) {
+        if (n == 0 || n > VIRTIO_BLK_ID_BYTES) return -1;
+        opt.bench_id = v;
+        opt.bench_id_len = n;
+    }
+    opt.bench_poll = cmdline_has_word(cmdline, "blk.bench_poll");
     if ((v = cmdline_find(cmdline, "blk.seed", &n))) {
         if (parse_u64(v, &x) != n || n == 0) return -1;
         opt.seed = x;
@@ -983,8 +1047,15 @@ int guest_main(void) {
     }
     if (opt.mode == MODE_BENCH) {
         int i = 0;
-        while (i < ndrives && drives[i].ro) i++;
-        if (i == ndrives) FAIL("bench: no writable drive\n");
+        if (opt.bench_id) {
+            while (i < ndrives && !(strnlen(drives[i].id, sizeof(drives[i].id)) == opt.bench_id_len &&
+                                    !strncmp(drives[i].id, opt.bench_id, opt.bench_id_len)))
+                i++;
+        } else {
+            while (i < ndrives && drives[i].ro) i++;
+        }
+        if (i == ndrives) FAIL("bench: no %s\n", opt.bench_id ? "drive with the blk.bench_drive= id" : "writable drive");
+        else if (drives[i].ro) FAIL("bench: %s is read-only (the write phase needs a writable drive)\n", drives[i].id);
         else bench_drive(&drives[i]);
     }
     if (failures) {

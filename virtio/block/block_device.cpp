@@ -131,6 +131,7 @@ void BlockDevice::reset() {
     acked_features_ = 0;
     broken_ = false;
     backend_full_ = false;
+    used_added_ = false;  // else the first pass after re-activation raises a stale interrupt
 }
 
 void BlockDevice::drain_backend_locked() {

@@ -124,6 +124,24 @@ exception_common:
     call guest_exception
     jmp cpu_halt_forever
 
+// ---- device interrupts (irq.c): count, EOI, return; the interrupted code notices the event ----
+
+    .p2align 4
+    .globl irq_stub
+irq_stub:
+    push %rax
+    incq irq_count(%rip)
+    mov $LAPIC_EOI_ADDR, %eax  // zero-extended: 0x00000000fee000b0
+    movl $0, (%rax)
+    pop %rax
+    iretq
+
+    // The local APIC's spurious-interrupt vector: no EOI.
+    .p2align 4
+    .globl irq_spurious_stub
+irq_spurious_stub:
+    iretq
+
     .section .rodata
     .p2align 3
     .globl exception_stub_table

@@ -1,12 +1,13 @@
 // libguest: local APIC (see lapic.h).
 #include "lapic.h"
 
+#include "guest_defs.h"
 #include "io.h"
 
 #define MSR_APIC_BASE 0x1b
 #define APIC_BASE_X2APIC (1u << 10)
 #define APIC_BASE_ENABLE (1u << 11)
-#define SPURIOUS_VECTOR 0xff
+#define SPURIOUS_VECTOR IRQ_SPURIOUS_VECTOR
 
 int lapic_enable(void) {
     const uint64_t base = rdmsr(MSR_APIC_BASE);

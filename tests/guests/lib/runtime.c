@@ -32,23 +32,31 @@ struct descriptor_ptr {
 #define KERNEL_CS 0x10
 #define IDT_INTERRUPT_GATE 0x8e  // present, DPL 0, 64-bit interrupt gate
 #define EXCEPTION_VECTORS 32
+#define IDT_VECTORS 256
 
 extern const uint64_t exception_stub_table[EXCEPTION_VECTORS];  // entry64.S
-static struct idt_gate idt[EXCEPTION_VECTORS] __attribute__((aligned(16)));
+extern char irq_stub[], irq_spurious_stub[];                     // entry64.S
+// All 256 vectors: an interrupt on a vector without a gate raises #NP (error code vector * 8 + 2),
+// which is reported like any other exception.
+static struct idt_gate idt[IDT_VECTORS] __attribute__((aligned(16)));
+
+static void idt_set(unsigned v, uint64_t handler) {
+    idt[v] = (struct idt_gate){
+        .offset_low = (uint16_t)handler,
+        .selector = KERNEL_CS,
+        .ist = 0,
+        .type_attr = IDT_INTERRUPT_GATE,
+        .offset_mid = (uint16_t)(handler >> 16),
+        .offset_high = (uint32_t)(handler >> 32),
+        .reserved = 0,
+    };
+}
 
 static void idt_build(void) {
-    for (unsigned v = 0; v < EXCEPTION_VECTORS; v++) {
-        const uint64_t handler = exception_stub_table[v];
-        idt[v] = (struct idt_gate){
-            .offset_low = (uint16_t)handler,
-            .selector = KERNEL_CS,
-            .ist = 0,
-            .type_attr = IDT_INTERRUPT_GATE,
-            .offset_mid = (uint16_t)(handler >> 16),
-            .offset_high = (uint32_t)(handler >> 32),
-            .reserved = 0,
-        };
-    }
+    for (unsigned v = 0; v < EXCEPTION_VECTORS; v++) idt_set(v, exception_stub_table[v]);
+    // Device interrupts (irq.c); they only arrive once a guest routes one and enables interrupts.
+    idt_set(IRQ_VECTOR, (uint64_t)(uintptr_t)irq_stub);
+    idt_set(IRQ_SPURIOUS_VECTOR, (uint64_t)(uintptr_t)irq_spurious_stub);
 }
 
 void idt_load(void) {

@@ -1,0 +1,32 @@
+// libguest: device interrupts through the I/O APIC, for guests that sleep until a device
+// signals instead of polling (the way a real driver waits).
+//
+// libguest runs with interrupts off (IF = 0). irq_route_gsi() masks both 8259s, enables the
+// local APIC and routes one I/O APIC pin (= GSI) to IRQ_VECTOR on this CPU, edge-triggered and
+// active high, unmasked. irq_wait() then halts with interrupts on until something arrives: the
+// handler (entry64.S) counts the interrupt in irq_count, sends the EOI and returns, and irq_wait()
+// returns with interrupts off again. The caller checks its condition (used ring, InterruptStatus)
+// with interrupts off before each irq_wait(): `sti; hlt` takes an interrupt that became pending
+// after the check, so no wake-up is lost. Edge-triggered suits both kinds of sources: an irqfd
+// pulse (embervm) and a level line that the driver lowers by acknowledging InterruptStatus
+// (QEMU's virtio-mmio).
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "guest_defs.h"
+
+#define IOAPIC_DEFAULT_BASE 0xfec00000u
+
+extern volatile uint64_t irq_count;  // interrupts taken on IRQ_VECTOR
+
+// Routes `gsi` (an I/O APIC pin) to IRQ_VECTOR on the calling CPU. The I/O APIC's address comes
+// from the MP table if there is one, else IOAPIC_DEFAULT_BASE. Returns NULL, or what failed.
+const char* irq_route_gsi(uint32_t gsi);
+
+// Masks the pin again.
+void irq_unroute_gsi(uint32_t gsi);
+
+// One `sti; hlt; cli`: returns after an interrupt (or any other wake-up), interrupts off.
+static inline void irq_wait(void) { __asm__ volatile("sti; hlt; cli" : : : "memory"); }
