@@ -1,38 +1,71 @@
-// Test guest "balloon": drives embervm's virtio-balloon device from the inside.
+// Test guest "balloon": drives embervm's virtio-balloon device (virtio 1.2, 5.5) from the inside.
 //
-// Steps (console lines in quotes; the host runner tests/guests/run-balloon-test reads them):
+// Command line knobs:
+//   balloon.mode=full          (default) the steps below
+//   balloon.mode=report        free page reporting only: dirty, report, check (see below)
+//   balloon.dirty_mib=N        MiB of free memory to dirty (full: default and minimum the target;
+//                              report: default 32)
+//   balloon.expect_deflate_on_oom=0|1   whether VIRTIO_BALLOON_F_DEFLATE_ON_OOM must be offered
+//
+// The pages it gives away: a 2 MiB-aligned region above its own image (2 MiB of slack after
+// __image_end), checked to lie inside one RAM entry of the memory map (e820 table or PVH memmap)
+// and below 4 GiB (the identity map).
+//
+// full (console lines in quotes; tests/guests/run-balloon-test reads them):
 //   1. finds the balloon among the virtio_mmio.device= entries, negotiates STATS_VQ,
-//      DEFLATE_ON_OOM and PAGE_REPORTING as offered; with balloon.expect_deflate_on_oom=0|1
-//      checks whether DEFLATE_ON_OOM was offered; posts a statistics buffer
-//   2. reads the target (num_pages), writes a pattern into that many pages from 64 MiB up:
+//      DEFLATE_ON_OOM and PAGE_REPORTING as offered; with STATS_VQ posts a statistics buffer
+//      made from the memory map: "balloon: stats posted: free F MiB, available A MiB, total T MiB"
+//   2. reads the target (num_pages), dirties that many pages (or dirty_mib):
 //      "balloon: dirtied N MiB", then waits for a line on the serial port
-//   3. inflates exactly those pages (256 PFNs per chain), sets `actual`:
-//      "balloon: inflated N pages", then waits for a line again (the host measures its RSS)
+//   3. inflates exactly the target, from the dirtied pages (1024 PFNs, one 4 KiB page, per chain),
+//      sets `actual`: "balloon: inflated N pages", waits for a line again (the host measures RSS)
 //   4. checks the inflated pages read back as zeros (the host discarded them)
 //   5. with STATS_VQ: waits for the device to hand the statistics buffer back (its polling
 //      interval), refills it: "balloon: statistics buffer returned and refilled"
-//   6. deflates them all, `actual` = 0: "balloon: deflated"
+//   6. deflates them all, `actual` = 0, and uses a few of them again: "balloon: deflated"
 //   7. with PAGE_REPORTING: reports a 2 MiB range of dirtied free pages, which must read as
 //      zeros afterwards: "balloon: reported 2 MiB"
 //   8. "balloon: PASS"
+// report: PAGE_REPORTING must be offered; dirties dirty_mib: "balloon: dirtied N MiB", waits;
+//   reports all of it in 2 MiB ranges, 16 per chain (device-writable descriptors):
+//   "balloon: reported N MiB", waits; checks the reported pages read as zeros and are usable;
+//   with STATS_VQ waits for the statistics buffer as in full; "balloon: PASS (report)".
 #include "guest.h"
 #include "io.h"
 #include "str.h"
 #include "virtio.h"
 
+#define BALLOON_F_MUST_TELL_HOST 0
 #define BALLOON_F_STATS_VQ 1
 #define BALLOON_F_DEFLATE_ON_OOM 2
+#define BALLOON_F_FREE_PAGE_HINT 3
+#define BALLOON_F_PAGE_POISON 4
 #define BALLOON_F_PAGE_REPORTING 5
 #define CFG_NUM_PAGES 0
 #define CFG_ACTUAL 4
 #define PAGE 4096ull
-#define REGION_BASE (64ull << 20)  // the pages the guest gives away start here
-#define PFNS_PER_CHAIN 256
+#define MIB (1ull << 20)
+#define PFNS_PER_CHAIN 1024
+#define REPORT_RANGE (2 * MIB)
+#define REPORT_RANGES_PER_CHAIN 16
 
-static uint32_t pfn_array[PFNS_PER_CHAIN] __attribute__((aligned(64)));
-static uint8_t stats_buf[10 * 8] __attribute__((aligned(64)));
+// Statistics tags (5.5.6.3).
+#define STAT_SWAP_IN 0
+#define STAT_SWAP_OUT 1
+#define STAT_MAJFLT 2
+#define STAT_MINFLT 3
+#define STAT_MEMFREE 4
+#define STAT_MEMTOT 5
+#define STAT_AVAIL 6
+#define STAT_CACHES 7
+
+extern char __image_start[], __image_end[];
+
+static uint32_t pfn_array[PFNS_PER_CHAIN] __attribute__((aligned(4096)));
+static uint8_t stats_buf[8 * 10] __attribute__((aligned(64)));
 
 static struct virtio_dev dev;
+static uint64_t ram_total;  // bytes of RAM in the memory map
 
 #define FAIL(...)                              \
     do {                                       \
@@ -48,21 +81,94 @@ static void wait_line(void) {
     }
 }
 
-static size_t fill_stats(uint64_t total, uint64_t free_bytes) {
+// ---- memory map ----
+
+struct mem_range {
+    uint64_t addr, size;
+    uint32_t type;
+};
+
+// The i-th entry of the memory map the VMM gave (e820 table or PVH memmap); 0 past the end.
+static int memmap_entry(unsigned i, struct mem_range* out) {
+    const uint64_t info = boot_info_addr();
+    if (boot_protocol() == BOOT_PVH) {
+        const struct hvm_start_info* si = phys_ptr(info);
+        const struct {
+            uint64_t addr, size;
+            uint32_t type, reserved;
+        }* map = phys_ptr(si->memmap_paddr);
+        if (si->version < 1 || i >= si->memmap_entries || i >= 128) return 0;
+        *out = (struct mem_range){map[i].addr, map[i].size, map[i].type};
+        return 1;
+    }
+    const uint8_t* zp = phys_ptr(info);
+    const struct {
+        uint64_t addr, size;
+        uint32_t type;
+    } GUEST_PACKED* map = (const void*)(zp + ZP_E820_TABLE);
+    if (i >= zp[ZP_E820_ENTRIES] || i >= 128) return 0;
+    *out = (struct mem_range){map[i].addr, map[i].size, map[i].type};
+    return 1;
+}
+
+// Picks `bytes` of RAM for the balloon: 2 MiB-aligned, 2 MiB above the image, inside one RAM
+// (type 1) entry, below 4 GiB. Also sums the RAM. Returns the base, or 0.
+static uint64_t pick_region(uint64_t bytes) {
+    const uint64_t lowest = (((uint64_t)(uintptr_t)__image_end + 2 * MIB - 1) & ~(2 * MIB - 1)) + 2 * MIB;
+    uint64_t base = 0;
+    struct mem_range r;
+    ram_total = 0;
+    for (unsigned i = 0; memmap_entry(i, &r); i++) {
+        if (r.type != 1) continue;
+        ram_total += r.size;
+        uint64_t start = r.addr > lowest ? (r.addr + 2 * MIB - 1) & ~(2 * MIB - 1) : lowest;
+        const uint64_t end = r.addr + r.size < (4ull << 30) ? r.addr + r.size : (4ull << 30);
+        if (!base && start < end && end - start >= bytes) base = start;
+    }
+    // Nothing the VMM placed for the guest may be in there.
+    const uint64_t info = boot_info_addr(), cmd = (uint64_t)(uintptr_t)boot_cmdline();
+    if (base && ((info >= base && info < base + bytes) || (cmd >= base && cmd < base + bytes))) return 0;
+    return base;
+}
+
+// ---- statistics ----
+
+static size_t fill_stats(uint64_t free_bytes) {
     const struct {
         uint16_t tag;
         uint64_t val;
-    } entries[] = {{4, free_bytes}, {5, total}, {6, free_bytes}, {2, 1}, {3, 100}};
+    } entries[] = {{STAT_SWAP_IN, 0},          {STAT_SWAP_OUT, 0},       {STAT_MAJFLT, 1},
+                   {STAT_MINFLT, 100},         {STAT_MEMFREE, free_bytes}, {STAT_MEMTOT, ram_total},
+                   {STAT_AVAIL, free_bytes},   {STAT_CACHES, 0}};
     size_t n = 0;
     for (size_t i = 0; i < ARRAY_SIZE(entries); i++) {
-        memcpy(stats_buf + n, &entries[i].tag, 2);
+        memcpy(stats_buf + n, &entries[i].tag, 2);  // le16 tag, le64 val, packed (10 bytes)
         memcpy(stats_buf + n + 2, &entries[i].val, 8);
         n += 10;
     }
     return n;
 }
 
-// Sends `count` PFNs from `first_pfn` on queue `qi`, 256 per chain, waiting for each.
+static int post_stats(unsigned qi, uint64_t free_bytes) {
+    struct virtq* q = &dev.vq[qi];
+    const struct virtio_buf b = {(uint64_t)(uintptr_t)stats_buf, (uint32_t)fill_stats(free_bytes), 0};
+    if (virtq_add(q, &b, 1) < 0) return -1;
+    virtq_publish(q);
+    virtq_kick(&dev, q);
+    return 0;
+}
+
+// ---- queues ----
+
+static int wait_one(unsigned qi) {
+    struct virtq* q = &dev.vq[qi];
+    struct virtq_used_elem e;
+    if (virtq_wait_used(&dev, q, &e) != VIRTQ_USED) return -1;
+    return virtq_free_chain(q, e.id);
+}
+
+// Sends `count` PFNs from `first_pfn` on queue `qi` (inflate 0, deflate 1), PFNS_PER_CHAIN per
+// chain, waiting for each.
 static int send_pfns(unsigned qi, uint64_t first_pfn, uint64_t count) {
     struct virtq* q = &dev.vq[qi];
     for (uint64_t done = 0; done < count;) {
@@ -72,10 +178,64 @@ static int send_pfns(unsigned qi, uint64_t first_pfn, uint64_t count) {
         if (virtq_add(q, &b, 1) < 0) return -1;
         virtq_publish(q);
         virtq_kick(&dev, q);
-        struct virtq_used_elem e;
-        if (virtq_wait_used(&dev, q, &e) != VIRTQ_USED || virtq_free_chain(q, e.id) != 0) return -1;
+        if (wait_one(qi) != 0) return -1;
         done += n;
     }
+    return 0;
+}
+
+// Reports [base, base + bytes) on the reporting queue in REPORT_RANGE pieces.
+static int report_range(unsigned qi, uint64_t base, uint64_t bytes) {
+    struct virtq* q = &dev.vq[qi];
+    for (uint64_t off = 0; off < bytes;) {
+        struct virtio_buf b[REPORT_RANGES_PER_CHAIN];
+        unsigned n = 0;
+        for (; n < REPORT_RANGES_PER_CHAIN && off < bytes; n++) {
+            const uint64_t len = bytes - off < REPORT_RANGE ? bytes - off : REPORT_RANGE;
+            b[n] = (struct virtio_buf){base + off, (uint32_t)len, 1};
+            off += len;
+        }
+        if (virtq_add(q, b, n) < 0) return -1;
+        virtq_publish(q);
+        virtq_kick(&dev, q);
+        if (wait_one(qi) != 0) return -1;
+    }
+    return 0;
+}
+
+// One write per 512 bytes of every page (so every page is resident on the host).
+static void dirty(uint64_t base, uint64_t pages, uint64_t tag) {
+    for (uint64_t p = 0; p < pages; p++) {
+        volatile uint64_t* w = phys_ptr(base + p * PAGE);
+        for (unsigned i = 0; i < PAGE / 8; i += 64) w[i] = tag | p;
+    }
+}
+
+// Returns the first page of [base, base + pages) that does not read as zeros, or -1.
+static int64_t first_nonzero(uint64_t base, uint64_t pages) {
+    for (uint64_t p = 0; p < pages; p++) {
+        const volatile uint64_t* w = phys_ptr(base + p * PAGE);
+        if (w[0] != 0 || w[64] != 0 || w[PAGE / 8 - 1] != 0) return (int64_t)p;
+    }
+    return -1;
+}
+
+static int run_report(unsigned report_q, uint64_t dirty_mib) {
+    const uint64_t bytes = dirty_mib * MIB;
+    const uint64_t base = pick_region(bytes);
+    if (!base) FAIL("no %lu MiB of RAM above the image for the pages to report\n", dirty_mib);
+    dirty(base, bytes / PAGE, 0x3c3c000000000000ull);
+    printf("balloon: dirtied %lu MiB at 0x%lx\n", dirty_mib, base);
+    wait_line();
+    if (report_range(report_q, base, bytes) != 0) FAIL("reporting: no used element (status 0x%x)\n", virtio_status(&dev));
+    printf("balloon: reported %lu MiB\n", dirty_mib);
+    wait_line();
+    const int64_t p = first_nonzero(base, bytes / PAGE);
+    if (p >= 0) FAIL("reported page %ld (0x%lx) was not discarded\n", p, (uint64_t)(base + (uint64_t)p * PAGE));
+    // Reported pages are the guest's again at once: they must be usable.
+    dirty(base, 4, 0x1111000000000000ull);
+    if (*(volatile uint64_t*)phys_ptr(base + PAGE) != (0x1111000000000000ull | 1)) FAIL("a reported page is not usable\n");
+    printf("balloon: reported pages read as zeros and are usable again\n");
     return 0;
 }
 
@@ -88,6 +248,19 @@ int guest_main(void) {
         if (virtio_probe(&dev, &entries[i]) == NULL && dev.device_id == VIRTIO_ID_BALLOON) at = i;
     }
     if (at < 0) FAIL("no virtio-balloon device on the command line\n");
+
+    size_t len;
+    const char* v;
+    int report_mode = 0;
+    if ((v = cmdline_find(cmdline, "balloon.mode", &len))) {
+        if (len == 6 && !strncmp(v, "report", 6)) report_mode = 1;
+        else if (!(len == 4 && !strncmp(v, "full", 4))) FAIL("bad balloon.mode (full or report)\n");
+    }
+    uint64_t dirty_mib = 0;
+    if ((v = cmdline_find(cmdline, "balloon.dirty_mib", &len)) && (parse_u64(v, &dirty_mib) != len || !dirty_mib)) {
+        FAIL("bad balloon.dirty_mib\n");
+    }
+
     const uint64_t wanted =
         VIRTIO_BIT(BALLOON_F_STATS_VQ) | VIRTIO_BIT(BALLOON_F_DEFLATE_ON_OOM) | VIRTIO_BIT(BALLOON_F_PAGE_REPORTING);
     const char* err = virtio_negotiate(&dev, wanted);
@@ -95,34 +268,53 @@ int guest_main(void) {
     const int stats = (dev.features & VIRTIO_BIT(BALLOON_F_STATS_VQ)) != 0;
     const int report = (dev.features & VIRTIO_BIT(BALLOON_F_PAGE_REPORTING)) != 0;
     const int oom = (dev.features & VIRTIO_BIT(BALLOON_F_DEFLATE_ON_OOM)) != 0;
-    printf("balloon: features 0x%lx: stats %d, deflate-on-oom %d, reporting %d\n", dev.features, stats, oom, report);
-    size_t len;
-    const char* v = cmdline_find(cmdline, "balloon.expect_deflate_on_oom", &len);
+    printf("balloon: features 0x%lx (offered 0x%lx): stats %d, deflate-on-oom %d, reporting %d; booted through %s\n",
+           dev.features, dev.device_features, stats, oom, report, boot_protocol_name());
+    v = cmdline_find(cmdline, "balloon.expect_deflate_on_oom", &len);
     if (v && len == 1 && (*v - '0') != oom) FAIL("DEFLATE_ON_OOM offered %d, expected %c\n", oom, *v);
+    if (report_mode && !report) FAIL("balloon.mode=report, but VIRTIO_BALLOON_F_PAGE_REPORTING is not offered\n");
 
-    // Queues: inflate 0, deflate 1, then statistics and reporting as negotiated, without gaps.
+    // Queues: inflate 0, deflate 1, then statistics and reporting as negotiated, without gaps
+    // (5.5.2: reporting is queue 3 with STATS_VQ, else 2, since FREE_PAGE_HINT is not offered).
     const unsigned stats_q = 2, report_q = stats ? 3 : 2;
     const unsigned nq = 2 + (unsigned)stats + (unsigned)report;
     for (unsigned i = 0; i < nq; i++) {
         if ((err = virtio_queue_setup(&dev, i, 16))) FAIL("queue %u: %s\n", i, err);
     }
     virtio_driver_ok(&dev);
+
+    // The memory map's RAM (pick_region sums it); "used": the image and the first MiB.
+    pick_region(0);
+    const uint64_t used = (uint64_t)(uintptr_t)__image_end + MIB;
     if (stats) {
-        const struct virtio_buf b = {(uint64_t)(uintptr_t)stats_buf, (uint32_t)fill_stats(256ull << 20, 200ull << 20), 0};
-        if (virtq_add(&dev.vq[stats_q], &b, 1) < 0) FAIL("stats buffer does not fit\n");
-        virtq_publish(&dev.vq[stats_q]);
-        virtq_kick(&dev, &dev.vq[stats_q]);
+        if (post_stats(stats_q, ram_total - used) != 0) FAIL("stats buffer does not fit\n");
+        printf("balloon: stats posted: free %lu MiB, available %lu MiB, total %lu MiB\n", (ram_total - used) >> 20,
+               (ram_total - used) >> 20, ram_total >> 20);
+    }
+
+    if (report_mode) {
+        if (run_report(report_q, dirty_mib ? dirty_mib : 32) != 0) return GUEST_FAIL;
+        if (stats) {
+            if (wait_one(stats_q) != 0) FAIL("the device did not hand the statistics buffer back\n");
+            if (post_stats(stats_q, ram_total - used) != 0) FAIL("stats buffer does not fit\n");
+            printf("balloon: statistics buffer returned and refilled\n");
+        }
+        if (virtio_status(&dev) & VIRTIO_STATUS_DEVICE_NEEDS_RESET) FAIL("DEVICE_NEEDS_RESET\n");
+        printf("balloon: PASS (report)\n");
+        return GUEST_PASS;
     }
 
     const uint32_t target = virtio_config_read32(&dev, CFG_NUM_PAGES);
     printf("balloon: target %u pages (%u MiB)\n", target, target / 256);
     if (target == 0) FAIL("target is 0 pages\n");
-    const uint64_t first_pfn = REGION_BASE / PAGE;
-    for (uint64_t p = 0; p < target; p++) {
-        volatile uint64_t* w = phys_ptr(REGION_BASE + p * PAGE);
-        for (unsigned i = 0; i < PAGE / 8; i += 64) w[i] = 0x5a5a000000000000ull | p;  // one write per cache line
-    }
-    printf("balloon: dirtied %u MiB\n", target / 256);
+    const uint64_t dirty_pages = dirty_mib ? dirty_mib * 256 : target;
+    if (dirty_pages < target) FAIL("balloon.dirty_mib=%lu is less than the target\n", dirty_mib);
+    // Room for the dirtied pages and the 2 MiB reported after them.
+    const uint64_t region = pick_region(((dirty_pages * PAGE + REPORT_RANGE - 1) & ~(REPORT_RANGE - 1)) + REPORT_RANGE);
+    if (!region) FAIL("no %lu MiB of RAM above the image for the balloon\n", dirty_pages / 256 + 2);
+    const uint64_t first_pfn = region / PAGE;
+    dirty(region, dirty_pages, 0x5a5a000000000000ull);
+    printf("balloon: dirtied %lu MiB at 0x%lx\n", dirty_pages / 256, region);
     wait_line();
 
     if (send_pfns(0, first_pfn, target) != 0) FAIL("inflate: no used element (status 0x%x)\n", virtio_status(&dev));
@@ -131,43 +323,34 @@ int guest_main(void) {
     printf("balloon: inflated %u pages\n", target);
     wait_line();
 
-    for (uint64_t p = 0; p < target; p++) {
-        const volatile uint64_t* w = phys_ptr(REGION_BASE + p * PAGE);
-        if (w[0] != 0 || w[PAGE / 8 - 1] != 0) FAIL("inflated page %lu still holds 0x%lx\n", p, w[0]);
+    const int64_t nz = first_nonzero(region, target);
+    if (nz >= 0) FAIL("inflated page %ld still holds 0x%lx\n", nz, *(volatile uint64_t*)phys_ptr(region + (uint64_t)nz * PAGE));
+    if (dirty_pages > target && first_nonzero(region + (uint64_t)target * PAGE, 1) != 0) {
+        FAIL("the first dirtied page past the balloon lost its contents\n");
     }
     printf("balloon: inflated pages read as zeros\n");
 
     if (stats) {
-        struct virtq* q = &dev.vq[stats_q];
-        struct virtq_used_elem e;
-        if (virtq_wait_used(&dev, q, &e) != VIRTQ_USED || virtq_free_chain(q, e.id) != 0) {
-            FAIL("the device did not hand the statistics buffer back\n");
-        }
-        const struct virtio_buf b = {(uint64_t)(uintptr_t)stats_buf, (uint32_t)fill_stats(256ull << 20, 100ull << 20), 0};
-        virtq_add(q, &b, 1);
-        virtq_publish(q);
-        virtq_kick(&dev, q);
+        if (wait_one(stats_q) != 0) FAIL("the device did not hand the statistics buffer back\n");
+        if (post_stats(stats_q, ram_total - used - (uint64_t)target * PAGE) != 0) FAIL("stats buffer does not fit\n");
         printf("balloon: statistics buffer returned and refilled\n");
     }
 
     if (send_pfns(1, first_pfn, target) != 0) FAIL("deflate: no used element (status 0x%x)\n", virtio_status(&dev));
     virtio_config_write32(&dev, CFG_ACTUAL, 0);
+    // Deflated pages are the guest's again.
+    dirty(region, 8, 0x2222000000000000ull);
+    if (*(volatile uint64_t*)phys_ptr(region + 7 * PAGE) != (0x2222000000000000ull | 7)) FAIL("a deflated page is not usable\n");
     printf("balloon: deflated\n");
 
     if (report) {
         // Dirty 2 MiB past the ballooned range and report it as free.
-        const uint64_t base = REGION_BASE + (uint64_t)target * PAGE;
-        for (uint64_t a = 0; a < (2u << 20); a += PAGE) *(volatile uint64_t*)phys_ptr(base + a) = 0x77;
-        struct virtq* q = &dev.vq[report_q];
-        const struct virtio_buf b = {base, 2u << 20, 1};
-        if (virtq_add(q, &b, 1) < 0) FAIL("report does not fit\n");
-        virtq_publish(q);
-        virtq_kick(&dev, q);
-        struct virtq_used_elem e;
-        if (virtq_wait_used(&dev, q, &e) != VIRTQ_USED || virtq_free_chain(q, e.id) != 0) {
+        const uint64_t base = region + (((uint64_t)target * PAGE + REPORT_RANGE - 1) & ~(REPORT_RANGE - 1));
+        dirty(base, REPORT_RANGE / PAGE, 0x7777000000000000ull);
+        if (report_range(report_q, base, REPORT_RANGE) != 0) {
             FAIL("reporting: no used element (status 0x%x)\n", virtio_status(&dev));
         }
-        if (*(volatile uint64_t*)phys_ptr(base) != 0) FAIL("a reported page was not discarded\n");
+        if (first_nonzero(base, REPORT_RANGE / PAGE) >= 0) FAIL("a reported page was not discarded\n");
         printf("balloon: reported 2 MiB\n");
     }
     if (virtio_status(&dev) & VIRTIO_STATUS_DEVICE_NEEDS_RESET) FAIL("DEVICE_NEEDS_RESET\n");
