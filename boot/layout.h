@@ -35,6 +35,7 @@ inline constexpr uint64_t kLapicAddr = 0xfee00000;
 inline constexpr uint16_t kCom1Port = 0x3f8;
 inline constexpr uint32_t kCom1Irq = 4;
 inline constexpr uint16_t kI8042Port = 0x60;          // data port; command/status at 0x64
+inline constexpr uint32_t kI8042KbdIrq = 1;           // the i8042's keyboard interrupt
 inline constexpr uint16_t kDebugExitPort = 0xf4;      // test guests: write status byte to exit
 
 }  // namespace embervm::boot::layout

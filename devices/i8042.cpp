@@ -1,6 +1,8 @@
-// i8042 keyboard controller: controller commands, command byte, a keyboard that says ACK.
+// i8042 keyboard controller: controller commands, command byte, a keyboard that says ACK and
+// can send Ctrl+Alt+Del.
 #include "devices/i8042.h"
 
+#include <array>
 #include <utility>
 
 #include "vmm/log.h"
@@ -55,6 +57,9 @@ constexpr uint8_t kKbdEcho = 0xee;
 constexpr uint8_t kKbdScancodeSet = 0xf0;
 constexpr uint8_t kKbdGetId = 0xf2;
 constexpr uint8_t kKbdSetTypematic = 0xf3;
+constexpr uint8_t kKbdEnableScanning = 0xf4;
+constexpr uint8_t kKbdDisableScanning = 0xf5;
+constexpr uint8_t kKbdSetDefaults = 0xf6;
 constexpr uint8_t kKbdReset = 0xff;
 constexpr uint8_t kKbdAck = 0xfa;
 constexpr uint8_t kKbdSelfTestPassed = 0xaa;
@@ -63,6 +68,33 @@ constexpr uint8_t kKbdIdSecond = 0x83;
 
 // A guest that writes keyboard commands without reading replies cannot grow the buffer.
 constexpr size_t kOutputBufferMax = 16;
+
+// Scancodes (set 2, what the keyboard sends). 0xE0 prefixes the extended keys, 0xF0 a release.
+constexpr uint8_t kSet2Extended = 0xe0;
+constexpr uint8_t kSet2Release = 0xf0;
+constexpr uint8_t kSet2LeftCtrl = 0x14;
+constexpr uint8_t kSet2LeftAlt = 0x11;
+constexpr uint8_t kSet2Delete = 0x71;  // after 0xE0
+
+// Ctrl, Alt, Del pressed, then released in the opposite order.
+constexpr std::array<uint8_t, 11> kCtrlAltDel = {
+    kSet2LeftCtrl, kSet2LeftAlt, kSet2Extended, kSet2Delete,
+    kSet2Extended, kSet2Release, kSet2Delete, kSet2Release, kSet2LeftAlt, kSet2Release, kSet2LeftCtrl,
+};
+
+// The keyboard holds at most this many scancodes the controller has not taken yet.
+constexpr size_t kKeyboardBufferMax = 2 * kCtrlAltDel.size();
+
+// The controller's set 2 -> set 1 translation for the keys this keyboard has; a set 1 release
+// is the make code with bit 7 set (instead of the 0xF0 prefix). 0xE0 passes unchanged.
+uint8_t set2_to_set1(uint8_t code) {
+    switch (code) {
+        case kSet2LeftCtrl: return 0x1d;
+        case kSet2LeftAlt: return 0x38;
+        case kSet2Delete: return 0x53;
+        default: return code;
+    }
+}
 
 }  // namespace
 
@@ -78,11 +110,10 @@ void I8042::read(uint64_t offset, std::span<uint8_t> data) {
         std::lock_guard lock(mutex_);
         for (size_t i = 0; i < data.size(); ++i) {
             data[i] = read_port(offset + i, fx);
+            deliver_scancode(fx);
         }
     }
-    if (fx.raise_irq && kbd_irq_) {
-        kbd_irq_->trigger();
-    }
+    apply(fx);
 }
 
 void I8042::write(uint64_t offset, std::span<const uint8_t> data) {
@@ -91,8 +122,29 @@ void I8042::write(uint64_t offset, std::span<const uint8_t> data) {
         std::lock_guard lock(mutex_);
         for (size_t i = 0; i < data.size(); ++i) {
             write_port(offset + i, data[i], fx);
+            deliver_scancode(fx);
         }
     }
+    apply(fx);
+}
+
+bool I8042::send_ctrl_alt_del() {
+    Effects fx;
+    {
+        std::lock_guard lock(mutex_);
+        // All or nothing: a press without its release would leave the guest with a stuck key.
+        if (!scanning_ || keyboard_buffer_.size() + kCtrlAltDel.size() > kKeyboardBufferMax) {
+            return false;
+        }
+        keyboard_buffer_.insert(keyboard_buffer_.end(), kCtrlAltDel.begin(), kCtrlAltDel.end());
+        deliver_scancode(fx);
+    }
+    apply(fx);
+    return true;
+}
+
+// Runs outside the lock: the IRQ line and the reset callback may take locks of their own.
+void I8042::apply(const Effects& fx) {
     if (fx.raise_irq && kbd_irq_) {
         kbd_irq_->trigger();
     }
@@ -232,6 +284,8 @@ void I8042::data_write(uint8_t value, Effects& fx) {
 void I8042::keyboard_command(uint8_t command, Effects& fx) {
     switch (command) {
         case kKbdReset:
+            keyboard_buffer_.clear();
+            scanning_ = true;
             push_output(kKbdAck, true, fx);
             push_output(kKbdSelfTestPassed, true, fx);
             break;
@@ -249,7 +303,18 @@ void I8042::keyboard_command(uint8_t command, Effects& fx) {
             push_output(kKbdAck, true, fx);
             pending_ = Pending::KbdParameter;
             break;
-        default:  // enable/disable scanning, set defaults, ...: acknowledged
+        case kKbdEnableScanning:
+        case kKbdDisableScanning:
+        case kKbdSetDefaults:
+            // All three clear the keyboard's buffer; 0xF5 stops reporting key strokes until
+            // 0xF4 (or a reset) starts it again, 0xF6 leaves scanning as it was.
+            keyboard_buffer_.clear();
+            if (command != kKbdSetDefaults) {
+                scanning_ = command == kKbdEnableScanning;
+            }
+            push_output(kKbdAck, true, fx);
+            break;
+        default:  // typematic/make/break modes, resend, ...: acknowledged
             push_output(kKbdAck, true, fx);
             break;
     }
@@ -270,6 +335,28 @@ void I8042::push_output(uint8_t value, bool from_keyboard, Effects& fx) {
     if (output_.size() == 1) {
         update_irq(fx);
     }
+}
+
+void I8042::deliver_scancode(Effects& fx) {
+    if (keyboard_buffer_.empty() || !output_.empty() || (command_byte_ & kCbKbdDisabled)) {
+        return;
+    }
+    uint8_t code = keyboard_buffer_.front();
+    keyboard_buffer_.pop_front();
+    if (command_byte_ & kCbTranslate) {
+        if (code == kSet2Release) {
+            // The translated release is one byte: the next code with bit 7 set. The keyboard
+            // buffer only ever holds whole key strokes, so the code after 0xF0 is there.
+            if (keyboard_buffer_.empty()) {
+                return;
+            }
+            code = static_cast<uint8_t>(set2_to_set1(keyboard_buffer_.front()) | 0x80);
+            keyboard_buffer_.pop_front();
+        } else {
+            code = set2_to_set1(code);
+        }
+    }
+    push_output(code, true, fx);
 }
 
 void I8042::update_irq(Effects& fx) const {

@@ -373,6 +373,7 @@ void MmioTransport::device_error(std::string_view reason) {
     if (needs_reset_.exchange(true)) {
         return;  // already broken and reported
     }
+    needs_reset_events_.fetch_add(1, std::memory_order_relaxed);
     log::error("{}: {}; device needs reset", name_, reason);
     // Spec 2.1.2: with DRIVER_OK set, tell the driver through a config-change notification.
     if ((status_.load() & status::kDriverOk) != 0) {

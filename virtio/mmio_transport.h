@@ -68,6 +68,8 @@ public:
     uint32_t interrupt_status() const { return interrupt_status_.load(); }
     uint32_t config_generation() const { return config_generation_.load(); }
     bool needs_reset() const { return needs_reset_.load(); }
+    // Times the device entered DEVICE_NEEDS_RESET since the transport was created.
+    uint64_t needs_reset_events() const { return needs_reset_events_.load(std::memory_order_relaxed); }
     bool is_activated() const;
     uint64_t offered_features() const { return offered_features_; }
     uint64_t driver_features() const;
@@ -107,6 +109,7 @@ private:
     std::atomic<uint32_t> interrupt_status_{0};
     std::atomic<uint32_t> config_generation_{0};
     std::atomic<bool> needs_reset_{false};
+    std::atomic<uint64_t> needs_reset_events_{0};
 };
 
 // The kernel command-line entry announcing a virtio-mmio device in a 4 KiB window:

@@ -1,6 +1,7 @@
 // Command-line parsing and the merge of flags with a config file into one VmConfig.
 #include "vmm/cli.h"
 
+#include <cctype>
 #include <charconv>
 #include <map>
 #include <string_view>
@@ -12,7 +13,8 @@ namespace embervm::vmm {
 namespace {
 
 enum class Flag {
-    Config, Kernel, Initrd, Cmdline, Vcpus, Mem, Drive, Net, Balloon, SerialOut, LogLevel, BootProtocol, Help, Version
+    Config, Kernel, Initrd, Cmdline, Vcpus, Mem, Drive, Net, Balloon, SerialOut, LogLevel, BootProtocol, Help, Version,
+    ApiSock, NoApi, Id, LogPath, MetricsPath
 };
 
 struct FlagSpec {
@@ -35,10 +37,15 @@ constexpr FlagSpec kFlags[] = {
     {"--balloon", Flag::Balloon, true},
     {"--serial-out", Flag::SerialOut, true},
     {"--log-level", Flag::LogLevel, true},
+    {"--log-path", Flag::LogPath, true},
+    {"--metrics-path", Flag::MetricsPath, true},
     {"--boot-protocol", Flag::BootProtocol, true},
     {"--help", Flag::Help, false},
     {"-h", Flag::Help, false},
     {"--version", Flag::Version, false},
+    {"--api-sock", Flag::ApiSock, true},
+    {"--no-api", Flag::NoApi, false},
+    {"--id", Flag::Id, true},
 };
 
 const FlagSpec* find_flag(std::string_view name) {
@@ -248,6 +255,8 @@ CliOptions parse_cli(int argc, const char* const* argv) {
             case Flag::Net: o.network_interfaces.push_back(parse_net(name, *value)); break;
             case Flag::Balloon: o.balloon = parse_balloon(name, *value); break;
             case Flag::SerialOut: o.serial_out = non_empty(name, *value); break;
+            case Flag::LogPath: o.log_path = non_empty(name, *value); break;
+            case Flag::MetricsPath: o.metrics_path = non_empty(name, *value); break;
             case Flag::Cmdline:
                 if (value->size() > kMaxBootArgsBytes) {
                     throw flag_error(name, fmt::format("{} bytes is longer than the limit of {}", value->size(),
@@ -260,7 +269,8 @@ CliOptions parse_cli(int argc, const char* const* argv) {
             case Flag::LogLevel: {
                 log::Level level{};
                 if (!log::parse_level(*value, &level)) {
-                    throw flag_error(name, fmt::format("unknown level '{}' (expected error, warn, info or debug)", *value));
+                    throw flag_error(name, fmt::format("unknown level '{}' (expected off, error, warn, info, debug or "
+                                                       "trace)", *value));
                 }
                 o.log_level = level;
                 break;
@@ -273,8 +283,24 @@ CliOptions parse_cli(int argc, const char* const* argv) {
                 break;
             case Flag::Help: o.help = true; break;
             case Flag::Version: o.version = true; break;
+            case Flag::ApiSock: o.api_sock = non_empty(name, *value); break;
+            case Flag::NoApi: o.no_api = true; break;
+            case Flag::Id: {
+                const std::string id = non_empty(name, *value);
+                if (id.size() > kMaxInstanceIdBytes) {
+                    throw flag_error(name, fmt::format("longer than {} bytes", kMaxInstanceIdBytes));
+                }
+                for (const char c : id) {
+                    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+                        throw flag_error(name, fmt::format("'{}' may hold only letters, digits, '-' and '_'", id));
+                    }
+                }
+                o.instance_id = id;
+                break;
+            }
         }
     }
+    if (o.api_sock && o.no_api) throw CliError("--no-api: cannot be combined with --api-sock");
     return o;
 }
 
@@ -286,15 +312,20 @@ VmConfig resolve_config(const CliOptions& o) {
         if (!config.boot_source) config.boot_source.emplace();
         config.boot_source->kernel_image_path = *o.kernel;
     }
-    if (!config.boot_source) {
+    if (!config.boot_source && o.api_sock) {
+        // The kernel may come later through PUT /boot-source; the other flags apply now.
+        if (o.initrd) throw CliError("--initrd: needs a kernel (--kernel or a config file's boot-source)");
+        if (o.cmdline) throw CliError("--cmdline: needs a kernel (--kernel or a config file's boot-source)");
+    } else if (!config.boot_source) {
         if (o.config_path) {
             throw CliError(fmt::format("no kernel: config file {} has no boot-source; give --kernel", *o.config_path));
         }
         throw CliError("no kernel: give --kernel or --config");
     }
-    BootSourceConfig& bs = *config.boot_source;
-    if (o.initrd) bs.initrd_path = *o.initrd;
-    if (o.cmdline) bs.boot_args = *o.cmdline;
+    if (config.boot_source) {
+        if (o.initrd) config.boot_source->initrd_path = *o.initrd;
+        if (o.cmdline) config.boot_source->boot_args = *o.cmdline;
+    }
     if (o.vcpus) config.machine_config.vcpu_count = *o.vcpus;
     if (o.mem_mib) config.machine_config.mem_size_mib = *o.mem_mib;
     const size_t file_drives = config.drives.size();
@@ -325,14 +356,32 @@ VmConfig resolve_config(const CliOptions& o) {
                                        o.balloon->amount_mib, config.machine_config.mem_size_mib));
         }
     }
+    if (o.metrics_path) {
+        if (!config.metrics) config.metrics.emplace();
+        config.metrics->metrics_path = *o.metrics_path;
+    }
     validate(config);
     // Name the flag when the path came from the command line, the config field otherwise.
-    check_readable_file(o.kernel ? "--kernel" : "boot-source.kernel_image_path", bs.kernel_image_path);
-    if (bs.initrd_path) check_readable_file(o.initrd ? "--initrd" : "boot-source.initrd_path", *bs.initrd_path);
+    if (const auto& bs = config.boot_source) {
+        check_readable_file(o.kernel ? "--kernel" : "boot-source.kernel_image_path", bs->kernel_image_path);
+        if (bs->initrd_path) check_readable_file(o.initrd ? "--initrd" : "boot-source.initrd_path", *bs->initrd_path);
+    }
     for (size_t i = 0; i < config.drives.size(); i++) {
         validate_files(config.drives[i], i < file_drives ? fmt::format("drives[{}]", i) : std::string("--drive"));
     }
     return config;
+}
+
+void apply_cli_logging(const CliOptions& o, const VmConfig& config) {
+    if (config.logger) apply_logger_config(*config.logger);
+    if (o.log_path) {
+        try {
+            log::set_output_path(*o.log_path);
+        } catch (const std::exception& e) {
+            throw flag_error("--log-path", e.what());
+        }
+    }
+    if (o.log_level) log::set_level(*o.log_level);
 }
 
 std::string usage_text() {
@@ -342,7 +391,7 @@ Runs one KVM guest until it powers off or reboots.
 
   --config PATH, --config-file PATH
                       Firecracker-style JSON config (boot-source, machine-config,
-                      drives, network-interfaces, balloon)
+                      drives, network-interfaces, balloon, logger, metrics)
   --kernel PATH       guest kernel image
   --initrd PATH       initial ramdisk
   --cmdline STRING    kernel command line
@@ -356,16 +405,25 @@ Runs one KVM guest until it powers off or reboots.
   --balloon SPEC      a virtio-balloon device, SPEC = amount_mib=N[,deflate_on_oom]
                       [,stats_interval=SECONDS][,free_page_reporting]
   --serial-out PATH   write the guest console to PATH instead of stdout
-  --log-level LEVEL   error, warn, info or debug (default info)
+  --log-level LEVEL   off, error, warn, info, debug or trace (default info)
+  --log-path PATH     append log lines to PATH (a file, created 0600 if missing, or a
+                      named pipe with a reader) instead of stderr
+  --metrics-path PATH append a JSON metrics line to PATH every 60 s (metrics.interval_s
+                      in the config file) and when the VM ends (sets metrics.metrics_path)
   --boot-protocol P   auto, linux64 or pvh: entry point of an ELF kernel that has a
                       PVH note (default auto = PVH)
+  --api-sock PATH     serve the HTTP API (Firecracker's endpoints) on a Unix socket
+                      at PATH; without a kernel the VM is configured and started
+                      through it (PUT /boot-source, ..., PUT /actions InstanceStart)
+  --no-api            no API: boot from the config file and flags alone (the default)
+  --id ID             instance id reported by GET / (default anonymous-instance)
   --help, -h          print this help and exit
   --version           print the version and exit
 
 Flags take "--flag VALUE" or "--flag=VALUE". With --config, --kernel, --initrd,
---cmdline, --vcpus, --mem and --balloon override the file's fields, --drive and
---net add devices;
-without it, --kernel is required.
+--cmdline, --vcpus, --mem, --balloon, --log-level, --log-path and --metrics-path
+override the file's fields, --drive and --net add devices;
+without it, --kernel is required (unless --api-sock is given).
 
 Exit status:
   0        the guest rebooted or powered off

@@ -23,6 +23,8 @@ public:
 // (XEN_ELFNOTE_PHYS32_ENTRY) note, else the 64-bit Linux boot protocol.
 enum class BootProtocol { Auto, Linux64, Pvh };
 
+inline constexpr size_t kMaxInstanceIdBytes = 64;
+
 struct CliOptions {
     std::optional<std::string> config_path;  // --config / --config-file
     std::optional<std::string> kernel;       // --kernel
@@ -35,7 +37,12 @@ struct CliOptions {
     std::optional<BalloonConfig> balloon;    // --balloon, replaces the file's
     std::optional<std::string> serial_out;   // --serial-out: guest console to a file
     std::optional<log::Level> log_level;     // --log-level
+    std::optional<std::string> log_path;     // --log-path: log lines to a file or named pipe
+    std::optional<std::string> metrics_path; // --metrics-path: sets metrics.metrics_path
     BootProtocol boot_protocol = BootProtocol::Auto;
+    std::optional<std::string> api_sock;     // --api-sock: serve the HTTP API there
+    bool no_api = false;                     // --no-api (the default; refused with --api-sock)
+    std::optional<std::string> instance_id;  // --id
     bool help = false;     // --help / -h
     bool version = false;  // --version
 };
@@ -46,10 +53,16 @@ struct CliOptions {
 CliOptions parse_cli(int argc, const char* const* argv);
 
 // The VmConfig to run: the --config file if given, with --kernel/--initrd/--cmdline/--vcpus/
-// --mem overriding its fields; otherwise the flags alone (then --kernel is required).
+// --mem overriding its fields; otherwise the flags alone (then --kernel is required, unless
+// --api-sock is given: the result may then lack a boot source).
 // Runs validate() and validate_files() on the result; throws ConfigError (CliError for
 // command-line problems such as "no kernel: give --kernel or --config").
 VmConfig resolve_config(const CliOptions& options);
+
+// Applies the config's "logger" section to the process logger, then --log-path and
+// --log-level over it. Throws ConfigError ("logger.log_path: ...", "--log-path: /x: Permission
+// denied").
+void apply_cli_logging(const CliOptions& options, const VmConfig& config);
 
 // --help text: every flag and the exit statuses.
 std::string usage_text();

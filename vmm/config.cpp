@@ -3,6 +3,7 @@
 #include "vmm/config.h"
 
 #include <fcntl.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,10 +13,12 @@
 #include <cmath>
 #include <cstring>
 #include <set>
+#include <utility>
 
 #include <fmt/format.h>
 
 #include "vmm/fd.h"
+#include "vmm/log.h"
 
 namespace embervm::vmm {
 
@@ -204,11 +207,28 @@ void validate(const BalloonConfig& b, std::string_view where) {
     check_range(path("stats_polling_interval_s"), b.stats_polling_interval_s, 0, kMaxStatsPollingIntervalS);
 }
 
+void validate(const LoggerConfig& l, std::string_view where) {
+    if (l.log_path) {
+        const std::string path = fmt::format("{}.log_path", where);
+        if (l.log_path->empty()) throw field_error(path, "must not be empty");
+        check_no_nul(path, *l.log_path);
+    }
+}
+
+void validate(const MetricsConfig& m, std::string_view where) {
+    const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
+    if (m.metrics_path.empty()) throw field_error(path("metrics_path"), "must not be empty");
+    check_no_nul(path("metrics_path"), m.metrics_path);
+    check_range(path("interval_s"), m.interval_s, 0, kMaxMetricsIntervalS);
+}
+
 void validate(const VmConfig& config) {
     if (config.boot_source) validate(*config.boot_source);
     validate(config.machine_config);
     validate_drives(config.drives);
     validate_network_interfaces(config.network_interfaces);
+    if (config.logger) validate(*config.logger);
+    if (config.metrics) validate(*config.metrics);
     if (config.balloon) {
         validate(*config.balloon);
         if (config.balloon->amount_mib > config.machine_config.mem_size_mib) {
@@ -465,6 +485,101 @@ json to_json(const BalloonConfig& b) {
             {"free_page_reporting", b.free_page_reporting}};
 }
 
+const char* to_string(LogLevel level) {
+    switch (level) {
+        case LogLevel::Off: return "Off";
+        case LogLevel::Error: return "Error";
+        case LogLevel::Warning: return "Warning";
+        case LogLevel::Info: return "Info";
+        case LogLevel::Debug: return "Debug";
+        case LogLevel::Trace: return "Trace";
+    }
+    return "?";
+}
+
+namespace {
+
+log::Level to_log_level(LogLevel level) {
+    switch (level) {
+        case LogLevel::Off: return log::Level::Off;
+        case LogLevel::Error: return log::Level::Error;
+        case LogLevel::Warning: return log::Level::Warn;
+        case LogLevel::Info: return log::Level::Info;
+        case LogLevel::Debug: return log::Level::Debug;
+        case LogLevel::Trace: return log::Level::Trace;
+    }
+    return log::Level::Info;
+}
+
+}  // namespace
+
+LoggerConfig logger_from_json(const json& j, const std::string& where) {
+    const JsonFields f(j, where, {"log_path", "level", "show_level", "show_log_origin", "module"});
+    if (const json* v = f.find("module"); v && !v->is_null()) {
+        throw field_error(f.path("module"), "is not supported by embervm (its log lines carry no module to filter on)");
+    }
+    LoggerConfig l;
+    l.log_path = f.optional_string("log_path");
+    if (const json* v = f.find("level")) {
+        static constexpr std::pair<std::string_view, LogLevel> kLevels[] = {
+            {"Off", LogLevel::Off},     {"Error", LogLevel::Error}, {"Warning", LogLevel::Warning},
+            {"Warn", LogLevel::Warning}, {"Info", LogLevel::Info},   {"Debug", LogLevel::Debug},
+            {"Trace", LogLevel::Trace}};
+        if (v->is_string()) {
+            const auto text = v->get<std::string>();
+            for (const auto& [name, level] : kLevels) {
+                if (text.size() == name.size() && strncasecmp(text.c_str(), name.data(), name.size()) == 0) {
+                    l.level = level;
+                }
+            }
+        }
+        if (!l.level) {
+            const std::string got = v->is_string() ? fmt::format("\"{}\"", v->get<std::string>()) : describe_json_value(*v);
+            throw field_error(f.path("level"),
+                              fmt::format("expected one of Error, Warning, Info, Debug, Trace, Off, got {}", got));
+        }
+    }
+    l.show_level = f.optional_bool("show_level");
+    l.show_log_origin = f.optional_bool("show_log_origin");
+    validate(l, where);
+    return l;
+}
+
+json to_json(const LoggerConfig& l) {
+    json j = json::object();
+    if (l.log_path) j["log_path"] = *l.log_path;
+    if (l.level) j["level"] = to_string(*l.level);
+    if (l.show_level) j["show_level"] = *l.show_level;
+    if (l.show_log_origin) j["show_log_origin"] = *l.show_log_origin;
+    return j;
+}
+
+void apply_logger_config(const LoggerConfig& l, std::string_view where) {
+    validate(l, where);
+    if (l.log_path) {
+        try {
+            log::set_output_path(*l.log_path);
+        } catch (const std::exception& e) {
+            throw field_error(fmt::format("{}.log_path", where), e.what());
+        }
+    }
+    if (l.level) log::set_level(to_log_level(*l.level));
+    if (l.show_level) log::set_show_level(*l.show_level);
+    if (l.show_log_origin) log::set_show_origin(*l.show_log_origin);
+}
+
+MetricsConfig metrics_from_json(const json& j, const std::string& where) {
+    const JsonFields f(j, where, {"metrics_path", "interval_s"});
+    MetricsConfig m;
+    m.metrics_path = f.required_string("metrics_path");
+    m.interval_s = static_cast<uint32_t>(
+        f.optional_uint("interval_s", 0, kMaxMetricsIntervalS).value_or(kDefaultMetricsIntervalS));
+    validate(m, where);
+    return m;
+}
+
+json to_json(const MetricsConfig& m) { return {{"metrics_path", m.metrics_path}, {"interval_s", m.interval_s}}; }
+
 json to_json(const BootSourceConfig& bs) {
     json j = {{"kernel_image_path", bs.kernel_image_path}};
     if (bs.initrd_path) j["initrd_path"] = *bs.initrd_path;
@@ -530,6 +645,12 @@ const Section kSections[] = {
     {"balloon",
      [](const json& j, const std::string& where, VmConfig& out) { out.balloon = balloon_from_json(j, where); },
      [](const VmConfig& c) { return c.balloon ? to_json(*c.balloon) : json(nullptr); }},
+    {"logger",
+     [](const json& j, const std::string& where, VmConfig& out) { out.logger = logger_from_json(j, where); },
+     [](const VmConfig& c) { return c.logger ? to_json(*c.logger) : json(nullptr); }},
+    {"metrics",
+     [](const json& j, const std::string& where, VmConfig& out) { out.metrics = metrics_from_json(j, where); },
+     [](const VmConfig& c) { return c.metrics ? to_json(*c.metrics) : json(nullptr); }},
 };
 
 // Tracks the path of the value being parsed so duplicate object keys can be refused: nlohmann
@@ -625,15 +746,18 @@ json to_json(const VmConfig& config) {
     return j;
 }
 
-VmConfig parse_config_json(std::string_view text) {
-    json doc;
+json parse_json_document(std::string_view text, std::string_view what) {
     try {
-        doc = json::parse(text.begin(), text.end(), DuplicateKeyCheck{});
+        return json::parse(text.begin(), text.end(), DuplicateKeyCheck{});
     } catch (const json::parse_error& e) {
         const auto [line, column] = line_and_column(text, e.byte);
-        throw ConfigError(fmt::format("config: JSON syntax error at byte {} (line {}, column {}): {}", e.byte, line,
+        throw ConfigError(fmt::format("{}: JSON syntax error at byte {} (line {}, column {}): {}", what, e.byte, line,
                                       column, syntax_error_detail(e)));
     }
+}
+
+VmConfig parse_config_json(std::string_view text) {
+    const json doc = parse_json_document(text, "config");
 
     std::vector<std::string_view> keys;
     for (const Section& s : kSections) keys.push_back(s.key);

@@ -108,6 +108,36 @@ struct BalloonConfig {
     bool operator==(const BalloonConfig&) const = default;
 };
 
+// "logger": where the VMM's log lines go and what they show (Firecracker's schema). The logger
+// is process-wide: applying a LoggerConfig (apply_logger_config) changes it for every VM in the
+// process. Absent fields leave the logger as it is (embervm's defaults: stderr, Info, the
+// level shown, the origin not). Firecracker's `module` filter is refused by name: embervm's
+// log lines carry no module to filter on.
+enum class LogLevel { Off, Error, Warning, Info, Debug, Trace };
+const char* to_string(LogLevel level);  // "Off", "Error", "Warning", ...
+
+struct LoggerConfig {
+    std::optional<std::string> log_path;  // a file (appended to, created 0600) or a named pipe
+    std::optional<LogLevel> level;
+    std::optional<bool> show_level;       // the level in each line
+    std::optional<bool> show_log_origin;  // the source file and line in each line
+
+    bool operator==(const LoggerConfig&) const = default;
+};
+
+// "metrics": one JSON object per line appended to metrics_path (a file or a named pipe) every
+// interval_s seconds, on request (flush) and when the VM ends. interval_s is an embervm
+// extension (Firecracker writes every 60 s); 0 writes only on request and at the end.
+inline constexpr uint32_t kDefaultMetricsIntervalS = 60;
+inline constexpr uint32_t kMaxMetricsIntervalS = 86400;
+
+struct MetricsConfig {
+    std::string metrics_path;
+    uint32_t interval_s = kDefaultMetricsIntervalS;
+
+    bool operator==(const MetricsConfig&) const = default;
+};
+
 // Everything needed to build and boot one VM. Later sections (drives, network interfaces,
 // balloon, logger, metrics) are added here as members.
 struct VmConfig {
@@ -116,6 +146,8 @@ struct VmConfig {
     std::vector<DriveConfig> drives;  // in the order given; the root device is attached first
     std::vector<NetworkInterfaceConfig> network_interfaces;
     std::optional<BalloonConfig> balloon;
+    std::optional<LoggerConfig> logger;
+    std::optional<MetricsConfig> metrics;
 
     bool operator==(const VmConfig&) const = default;
 };
@@ -134,6 +166,8 @@ void validate(const NetworkInterfaceConfig& iface, std::string_view where);
 void validate_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces,
                                  std::string_view where = "network-interfaces");
 void validate(const BalloonConfig& balloon, std::string_view where = "balloon");
+void validate(const LoggerConfig& logger, std::string_view where = "logger");
+void validate(const MetricsConfig& metrics, std::string_view where = "metrics");
 void validate(const VmConfig& config);
 
 // Filesystem checks: every path names a file that exists and can be opened for reading.
@@ -154,6 +188,10 @@ void check_readable_file(std::string_view field, const std::string& path);
 // Throws ConfigError, e.g. "config: JSON syntax error at byte 57 (line 3, column 5): ...".
 VmConfig parse_config_json(std::string_view text);
 
+// Parses one JSON document (duplicate keys refused). Throws ConfigError "<what>: JSON syntax
+// error at byte N (line L, column C): ...".
+nlohmann::json parse_json_document(std::string_view text, std::string_view what);
+
 // Reads and parses a config file. Errors are prefixed by the file:
 // "config file /x/vm.json: No such file or directory",
 // "config file /x/vm.json: machine-config.vcpus: unknown key".
@@ -167,6 +205,15 @@ MachineConfig machine_config_from_json(const nlohmann::json& j, const std::strin
 DriveConfig drive_from_json(const nlohmann::json& j, const std::string& where);
 NetworkInterfaceConfig network_interface_from_json(const nlohmann::json& j, const std::string& where);
 BalloonConfig balloon_from_json(const nlohmann::json& j, const std::string& where);
+// "level" is matched case-insensitively ("info", "Warning"; "warn" is accepted too).
+LoggerConfig logger_from_json(const nlohmann::json& j, const std::string& where);
+MetricsConfig metrics_from_json(const nlohmann::json& j, const std::string& where);
+
+// Applies `logger` to the process logger (vmm/log.h): opens log_path first (throws
+// ConfigError "<where>.log_path: /x/vmm.log: Permission denied", changing nothing), then sets
+// the output, level and line shape that are given. For the config file at start-up and for
+// PUT /logger.
+void apply_logger_config(const LoggerConfig& logger, std::string_view where = "logger");
 
 // The config document that parse_config_json accepts (for GET /vm/config); absent optional
 // fields and an unset boot source are omitted.
@@ -175,6 +222,8 @@ nlohmann::json to_json(const MachineConfig& machine_config);
 nlohmann::json to_json(const DriveConfig& drive);
 nlohmann::json to_json(const NetworkInterfaceConfig& iface);
 nlohmann::json to_json(const BalloonConfig& balloon);
+nlohmann::json to_json(const LoggerConfig& logger);
+nlohmann::json to_json(const MetricsConfig& metrics);
 nlohmann::json to_json(const VmConfig& config);
 
 // Reads the fields of one JSON object with typed, range-checked accessors. Unknown keys are

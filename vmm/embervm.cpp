@@ -1,10 +1,12 @@
 #include "vmm/embervm.h"
 
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "virtio/balloon/balloon_device.h"
@@ -45,10 +47,10 @@ Vm::Vm(vmm::VmConfig config, VmOptions options) : impl_(std::make_unique<Impl>()
     vmm::validate_files(config);
     impl_->config = config;
     vmm::RunOptions run;
-    run.serial_out = options.serial_out.value_or("/dev/null");
+    run.serial_out = options.console ? options.serial_out : options.serial_out.value_or("/dev/null");
     run.prefer_pvh = options.prefer_pvh;
-    run.attach_stdin = false;
-    run.handle_signals = false;  // the embedding program owns its signals
+    run.attach_stdin = options.console;
+    run.handle_signals = options.handle_signals;
     impl_->vmm = std::make_unique<vmm::Vmm>(std::move(config), run);
 }
 
@@ -92,6 +94,11 @@ void Vm::start() {
 bool Vm::pause() { return impl_->vmm->pause(); }
 bool Vm::resume() { return impl_->vmm->resume(); }
 
+void Vm::end_on_signal(int signo) {
+    impl_->vmm->request_exit(
+        vmm::VmExit{vmm::VmExit::Reason::Signal, 128 + signo, fmt::format("signal {} ({})", signo, strsignal(signo))});
+}
+
 void Vm::request_shutdown() {
     impl_->vmm->request_exit(vmm::VmExit{vmm::VmExit::Reason::Requested, 0, "shutdown requested by the library user"});
 }
@@ -112,10 +119,24 @@ VmState Vm::state() const {
 
 bool Vm::set_balloon_target_mib(uint64_t mib) { return impl_->vmm->set_balloon_target_mib(mib); }
 
+void Vm::update_drive(const std::string& drive_id, const std::string& path_on_host) {
+    impl_->vmm->update_drive(drive_id, path_on_host);
+}
+
+bool Vm::send_ctrl_alt_del() { return impl_->vmm->send_ctrl_alt_del(); }
+
+std::string Vm::metrics_json() const { return impl_->vmm->metrics_json(); }
+bool Vm::flush_metrics() { return impl_->vmm->flush_metrics(); }
+
 std::optional<std::string> Vm::balloon_statistics_json() const {
     const auto s = impl_->vmm->balloon_stats();
-    if (!s) return std::nullopt;
+    const auto size = impl_->vmm->balloon_size();
+    if (!s || !size) return std::nullopt;
     nlohmann::json j = nlohmann::json::object();
+    j["target_mib"] = size->target_mib;
+    j["target_pages"] = size->target_mib * 256;
+    j["actual_pages"] = size->actual_pages;
+    j["actual_mib"] = size->actual_pages / 256;
     const auto put = [&](const char* key, const std::optional<uint64_t>& v) {
         if (v) j[key] = *v;
     };
@@ -131,6 +152,8 @@ std::optional<std::string> Vm::balloon_statistics_json() const {
     put("hugetlb_failures", s->hugetlb_failures);
     return j.dump();
 }
+
+bool Vm::set_balloon_stats_interval(uint32_t seconds) { return impl_->vmm->set_balloon_stats_interval(seconds); }
 
 const vmm::VmConfig& Vm::config() const { return impl_->config; }
 

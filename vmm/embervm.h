@@ -29,6 +29,12 @@ struct VmOptions {
     std::optional<std::string> serial_out;
     // ELF kernels with a PVH note boot through it (else the 64-bit Linux boot protocol).
     bool prefer_pvh = true;
+    // The process's console is the guest's: the guest console goes to stdout (unless
+    // serial_out names a file) and stdin feeds the guest's serial port (the embervm program).
+    bool console = false;
+    // SIGINT / SIGTERM / SIGHUP end the VM (exit reason Signal). Off by default: the embedding
+    // program owns its signals.
+    bool handle_signals = false;
 };
 
 enum class VmState { Created, Running, Paused, Ended };
@@ -52,15 +58,40 @@ public:
     bool resume();
     // Ends the VM now (exit reason Requested, status 0). Returns at once; wait() for the end.
     void request_shutdown();
+    // Ends the VM because the process got signal `signo` (exit reason Signal, status 128 +
+    // signo): for a program that takes the signals itself and ends its VMs on them.
+    void end_on_signal(int signo);
     // Blocks until the VM ended; its exit (also after it was returned once).
     vmm::VmExit wait();
     VmState state() const;
 
     // The balloon's target in MiB; false without a balloon device or above the guest's memory.
     bool set_balloon_target_mib(uint64_t mib);
+    // Puts drive `drive_id` on another image while the guest runs (Firecracker's PATCH
+    // /drives/{id} with path_on_host; also the same image after it was resized): requests in
+    // flight finish on the old image, the guest is told the new capacity. Any thread; returns
+    // once done. Throws vmm::ConfigError naming "drives.<id>" or "drives.<id>.path_on_host"
+    // (unknown drive, missing / unreadable / locked image, read-only image for a writable
+    // drive), Error if the VM is not running.
+    void update_drive(const std::string& drive_id, const std::string& path_on_host);
     // The guest's last balloon statistics as a JSON object (Firecracker's GET /balloon/statistics
     // field names, bytes), or nullopt without a balloon or statistics.
     std::optional<std::string> balloon_statistics_json() const;
+
+    // Presses Ctrl+Alt+Del on the guest's i8042 keyboard (Firecracker's SendCtrlAltDel): a
+    // Linux guest with the i8042 and atkbd drivers reboots, which ends the VM (GuestReset).
+    // false if the VM is not running. Any thread.
+    bool send_ctrl_alt_del();
+    // A new statistics polling interval (seconds, not 0); false without balloon statistics.
+    bool set_balloon_stats_interval(uint32_t seconds);
+
+    // Metrics: the current document (one line of JSON: vCPU exits, event-loop latency, device
+    // counters; before start() only the timestamp). Any thread.
+    std::string metrics_json() const;
+    // Appends one metrics line to the config's metrics.metrics_path now (FlushMetrics). false
+    // without a metrics section, when the VM is not running, or when the output did not take
+    // the line (a full pipe).
+    bool flush_metrics();
 
     const vmm::VmConfig& config() const;
 

@@ -1,19 +1,84 @@
-// embervm: command-line entry point. Parses flags and the config file, then runs one VM.
+// embervm: command-line entry point, a thin client of the library (vmm/embervm.h). Parses flags
+// and the config file, then runs one VM: from the configuration alone, or configured and
+// driven through the HTTP API (--api-sock).
 //
 // Exit status: 0 when the guest rebooted or powered off, the debug-exit status a test guest
 // chose, 1 on a VMM error, 2 on a bad command line or configuration, 128+N on signal N.
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdio>
+#include <ctime>
 #include <exception>
+#include <memory>
 
 #include <fmt/format.h>
 
+#include "vmm/api.h"
+#include "vmm/api_server.h"
 #include "vmm/cli.h"
 #include "vmm/config.h"
+#include "vmm/embervm.h"
 #include "vmm/log.h"
-#include "vmm/vmm.h"
+
+namespace {
+
+using namespace embervm;
+
+// The VMM logged how the VM ended ("VM ended: ..."); the status tells the caller.
+int report_exit(const vmm::VmExit& exit) { return exit.status; }
+
+// Runs the VM from the configuration; the process's console is the guest's.
+int run_without_api(const vmm::VmConfig& config, VmOptions options) {
+    options.handle_signals = true;
+    Vm vm(config, options);
+    vm.start();
+    return report_exit(vm.wait());
+}
+
+// Serves the API until the VM ends (or a signal comes). If the configuration has a kernel,
+// the VM starts at once, as Firecracker does with --config-file and an API socket.
+int run_with_api(const vmm::CliOptions& cli, const vmm::VmConfig& config, const VmOptions& options) {
+    // Signals are taken here, by sigtimedwait, in every state (before InstanceStart too): block
+    // them before any thread exists so that every thread inherits the mask.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    vmm::ApiControllerOptions controller_options;
+    controller_options.vm_options = options;
+    if (cli.instance_id) controller_options.instance_id = *cli.instance_id;
+    vmm::ApiController controller(config, controller_options);
+    vmm::ApiServer server(*cli.api_sock, [&controller](const vmm::ApiRequest& r) { return controller.handle(r); });
+    server.start();
+    if (config.boot_source) controller.start_instance();
+
+    for (;;) {
+        const timespec tick{0, 20'000'000};
+        const int sig = sigtimedwait(&signals, nullptr, &tick);
+        if (sig > 0) {
+            log::info("signal {} ({}): ending the VM", sig, strsignal(sig));
+            if (auto vm = controller.vm()) {
+                vm->end_on_signal(sig);
+                vm->wait();
+            }
+            server.stop();
+            return 128 + sig;
+        }
+        if (auto vm = controller.vm(); vm && vm->state() == VmState::Ended) {
+            const int status = report_exit(vm->wait());
+            server.stop();
+            return status;
+        }
+    }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-    using namespace embervm;
     vmm::CliOptions cli;
     vmm::VmConfig config;
     try {
@@ -30,17 +95,18 @@ int main(int argc, char** argv) {
             log::set_level(*cli.log_level);
         }
         config = vmm::resolve_config(cli);
+        vmm::apply_cli_logging(cli, config);  // the config's logger section, then the flags
     } catch (const std::exception& e) {
         fmt::print(stderr, "embervm: {}\n", e.what());
         return 2;
     }
 
     try {
-        vmm::RunOptions options;
+        VmOptions options;
         options.serial_out = cli.serial_out;
         options.prefer_pvh = cli.boot_protocol != vmm::BootProtocol::Linux64;
-        vmm::Vmm vm(std::move(config), options);
-        return vm.run().status;
+        options.console = true;
+        return cli.api_sock ? run_with_api(cli, config, options) : run_without_api(config, options);
     } catch (const vmm::ConfigError& e) {
         // Found only when the VM is built (e.g. a file that is not a kernel image).
         fmt::print(stderr, "embervm: {}\n", e.what());

@@ -131,6 +131,7 @@ void Vcpu::thread_main() {
             }
             if (!vcpu_->run()) {
                 // Kicked (EINTR) or immediate_exit: loop re-checks stop_.
+                stats_.interrupted.fetch_add(1, std::memory_order_relaxed);
                 vcpu_->run_struct()->immediate_exit = (stop_.load() || pause_requested_.load()) ? 1 : 0;
                 continue;
             }
@@ -158,14 +159,17 @@ bool Vcpu::handle_exit() {
             handle_mmio();
             return true;
         case KVM_EXIT_HLT:
+            stats_.hlt_exits.fetch_add(1, std::memory_order_relaxed);
             // Only without an in-kernel irqchip; treat a halted CPU with nothing to wake it as power-off.
             on_exit_(VmExit{VmExit::Reason::GuestShutdown, 0, fmt::format("vcpu{} halted", vcpu_->id())});
             return false;
         case KVM_EXIT_SHUTDOWN:
+            stats_.shutdown_exits.fetch_add(1, std::memory_order_relaxed);
             log::warn("guest triple fault (shutdown exit); treating it as a reset; {}", describe_state());
             on_exit_(VmExit{VmExit::Reason::GuestReset, 0, "triple fault"});
             return false;
         case KVM_EXIT_SYSTEM_EVENT:
+            stats_.system_event_exits.fetch_add(1, std::memory_order_relaxed);
             if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN) {
                 on_exit_(VmExit{VmExit::Reason::GuestShutdown, 0, "system event: shutdown"});
             } else {
@@ -173,14 +177,18 @@ bool Vcpu::handle_exit() {
             }
             return false;
         case KVM_EXIT_INTERNAL_ERROR:
+            stats_.internal_error_exits.fetch_add(1, std::memory_order_relaxed);
             return handle_internal_error();
         case KVM_EXIT_FAIL_ENTRY:
+            stats_.fail_entry_exits.fetch_add(1, std::memory_order_relaxed);
             fail(fmt::format("vcpu{}: KVM_EXIT_FAIL_ENTRY, hardware entry failure reason {:#x}", vcpu_->id(),
                              static_cast<uint64_t>(run->fail_entry.hardware_entry_failure_reason)));
             return false;
         case KVM_EXIT_INTR:
+            stats_.intr_exits.fetch_add(1, std::memory_order_relaxed);
             return true;
         default:
+            stats_.other_exits.fetch_add(1, std::memory_order_relaxed);
             fail(fmt::format("vcpu{}: unexpected KVM exit reason {}", vcpu_->id(), run->exit_reason));
             return false;
     }

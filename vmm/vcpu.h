@@ -15,12 +15,22 @@
 
 namespace embervm::vmm {
 
-// Counters a vCPU keeps about its exits (read racily by the VMM for reports).
+// Counters a vCPU keeps about its exits, by KVM exit reason, cumulative since the vCPU was
+// created. Written by the vCPU thread, read by any thread (relaxed atomics: each value is
+// exact, a set of them read together is not one instant).
 struct VcpuStats {
-    std::atomic<uint64_t> io_exits{0};
-    std::atomic<uint64_t> mmio_exits{0};
-    std::atomic<uint64_t> emulated_instructions{0};
-    std::atomic<uint64_t> unclaimed_accesses{0};
+    std::atomic<uint64_t> io_exits{0};              // KVM_EXIT_IO
+    std::atomic<uint64_t> mmio_exits{0};            // KVM_EXIT_MMIO
+    std::atomic<uint64_t> hlt_exits{0};             // KVM_EXIT_HLT
+    std::atomic<uint64_t> shutdown_exits{0};        // KVM_EXIT_SHUTDOWN (triple fault)
+    std::atomic<uint64_t> system_event_exits{0};    // KVM_EXIT_SYSTEM_EVENT
+    std::atomic<uint64_t> internal_error_exits{0};  // KVM_EXIT_INTERNAL_ERROR (emulation failures)
+    std::atomic<uint64_t> fail_entry_exits{0};      // KVM_EXIT_FAIL_ENTRY
+    std::atomic<uint64_t> intr_exits{0};            // KVM_EXIT_INTR
+    std::atomic<uint64_t> other_exits{0};           // any other exit reason (ends the VM)
+    std::atomic<uint64_t> interrupted{0};           // KVM_RUN left by a kick (EINTR, immediate_exit)
+    std::atomic<uint64_t> emulated_instructions{0};  // emulation failures the VMM emulated
+    std::atomic<uint64_t> unclaimed_accesses{0};    // I/O or MMIO no device claimed
 };
 
 class Vcpu {

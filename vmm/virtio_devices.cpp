@@ -1,5 +1,7 @@
 #include "vmm/virtio_devices.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <random>
 
@@ -19,6 +21,7 @@
 #include "vmm/fd_watch.h"
 #include "vmm/kvm.h"
 #include "vmm/log.h"
+#include "vmm/metrics.h"
 
 namespace embervm::vmm {
 
@@ -31,6 +34,12 @@ struct VirtioMmioDevices::Slot {
     std::vector<std::unique_ptr<FdWatch>> watches;
     // virtio-net: the TAP watch that the device pauses and resumes (null once tearing down).
     std::shared_ptr<FdWatch*> rx_watch;
+    std::string metrics_key;  // "block_<drive_id>", "net_<iface_id>", "balloon"
+    // virtio-blk: the backend's completion watch (replaced with the backend at run time), the
+    // drive and the image it uses now.
+    std::unique_ptr<FdWatch> completion_watch;
+    std::string drive_id;
+    std::string image_path;
 };
 
 VirtioMmioDevices::VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io,
@@ -42,6 +51,7 @@ VirtioMmioDevices::~VirtioMmioDevices() {
     for (auto& slot : slots_) {
         if (slot->rx_watch) *slot->rx_watch = nullptr;
         slot->watches.clear();
+        slot->completion_watch.reset();
     }
 }
 
@@ -74,8 +84,8 @@ virtio::MmioTransport& VirtioMmioDevices::attach(std::shared_ptr<virtio::VirtioD
         slot->notify.push_back(std::move(event));
     }
     if (auto* blk = dynamic_cast<virtio::block::BlockDevice*>(device.get())) {
-        slot->watches.push_back(
-            std::make_unique<FdWatch>(io_, blk->backend_completion_fd(), [blk] { blk->process_completions(); }));
+        slot->completion_watch =
+            std::make_unique<FdWatch>(io_, blk->backend_completion_fd(), [blk] { blk->process_completions(); });
     }
     if (auto* net = dynamic_cast<virtio::net::NetDevice*>(device.get())) {
         // The TAP is watched while the guest has receive buffers; process_rx() returning false
@@ -117,11 +127,77 @@ void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
                   d->is_read_only ? "read-only" : "read-write", d->io_engine == IoEngineKind::Async ? "Async" : "Sync",
                   opts.flush ? "Writeback" : "Unsafe", d->is_root_device ? ", root" : "");
         attach(std::make_shared<virtio::block::BlockDevice>(std::move(backend), opts));
+        slots_.back()->metrics_key = "block_" + d->drive_id;
+        slots_.back()->drive_id = d->drive_id;
+        slots_.back()->image_path = d->path_on_host;
         if (d->is_root_device) {
             extra_args_.push_back(d->partuuid ? fmt::format("root=PARTUUID={}", *d->partuuid) : "root=/dev/vda");
             extra_args_.push_back(d->is_read_only ? "ro" : "rw");
         }
     }
+}
+
+namespace {
+
+// Whether two paths name the same file now (the same image opened again, e.g. after a resize).
+bool same_file(const std::string& a, const std::string& b) {
+    struct stat sa {}, sb {};
+    return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
+void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
+    const std::string where = fmt::format("drives.{}", drive.drive_id);
+    const auto it = std::find_if(slots_.begin(), slots_.end(), [&](const std::unique_ptr<Slot>& s) {
+        return !s->drive_id.empty() && s->drive_id == drive.drive_id;
+    });
+    if (it == slots_.end()) {
+        throw ConfigError(fmt::format("{}: no such drive", where));
+    }
+    Slot& slot = **it;
+    auto* blk = dynamic_cast<virtio::block::BlockDevice*>(&slot.transport->device());
+    if (blk == nullptr) {
+        throw Error(fmt::format("{}: not a virtio-blk device", where));
+    }
+    const std::string field = where + ".path_on_host";
+    const auto engine =
+        drive.io_engine == IoEngineKind::Async ? virtio::block::IoEngine::Async : virtio::block::IoEngine::Sync;
+    const auto open = [&]() -> std::unique_ptr<virtio::block::BlockBackend> {
+        try {
+            return virtio::block::open_block_backend(drive.path_on_host, drive.is_read_only, engine);
+        } catch (const std::exception& e) {
+            throw ConfigError(fmt::format("{}: {}", field, e.what()));
+        }
+    };
+    bool notified = false;
+    try {
+        // The current backend holds the image's lock: opening the same image again needs it
+        // released first (reopen_backend takes it back if the open fails).
+        notified = same_file(drive.path_on_host, slot.image_path) ? blk->reopen_backend(open)
+                                                                   : blk->replace_backend(open());
+    } catch (const ConfigError&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw ConfigError(fmt::format("{}: {}", field, e.what()));
+    }
+    // Not activated: the driver is not there yet (it reads the new capacity when it comes) or
+    // is setting the device up; once it has started, it learns of the change like an
+    // activated driver (Linux defers a config change until its probe is done).
+    if (!notified && slot.transport->status() != 0) {
+        slot.transport->signal_config_change();
+    }
+    slot.image_path = drive.path_on_host;
+    try {
+        slot.completion_watch = std::make_unique<FdWatch>(io_, blk->backend_completion_fd(),
+                                                          [blk] { blk->process_completions(); });
+    } catch (const std::exception& e) {
+        // The old watch sees nothing of the new backend: the device cannot complete requests.
+        slot.transport->device_error(fmt::format("cannot watch the new backend's completions: {}", e.what()));
+        throw;
+    }
+    log::info("drive {}: now {} ({} sectors)", drive.drive_id, drive.path_on_host, blk->capacity_sectors());
 }
 
 void VirtioMmioDevices::attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces) {
@@ -146,6 +222,7 @@ void VirtioMmioDevices::attach_network_interfaces(const std::vector<NetworkInter
         log::info("network interface {}: TAP {}, MAC {}{}", n.iface_id, n.host_dev_name, format_mac(opts.mac),
                   n.mtu ? fmt::format(", MTU {}", *n.mtu) : std::string());
         attach(std::make_shared<virtio::net::NetDevice>(std::move(tap), opts));
+        slots_.back()->metrics_key = "net_" + n.iface_id;
     }
 }
 
@@ -157,13 +234,36 @@ std::shared_ptr<virtio::balloon::BalloonDevice> VirtioMmioDevices::attach_balloo
     opts.free_page_reporting = config.free_page_reporting;
     auto balloon = std::make_shared<virtio::balloon::BalloonDevice>(opts);
     attach(balloon);
+    slots_.back()->metrics_key = "balloon";
     return balloon;
+}
+
+void VirtioMmioDevices::add_metrics(nlohmann::json& out) const {
+    for (const auto& slot : slots_) {
+        if (slot->metrics_key.empty()) continue;
+        const auto& dev = slot->transport->device();
+        const uint64_t needs_reset = slot->transport->needs_reset_events();
+        if (const auto* blk = dynamic_cast<const virtio::block::BlockDevice*>(&dev)) {
+            out[slot->metrics_key] = device_metrics_json(blk->counters(), needs_reset);
+        } else if (const auto* net = dynamic_cast<const virtio::net::NetDevice*>(&dev)) {
+            out[slot->metrics_key] = device_metrics_json(net->counters(), needs_reset);
+        } else if (const auto* balloon = dynamic_cast<const virtio::balloon::BalloonDevice*>(&dev)) {
+            out[slot->metrics_key] = device_metrics_json(balloon->counters(), needs_reset);
+        }
+    }
 }
 
 void VirtioMmioDevices::log_counters() const {
     for (const auto& slot : slots_) {
         const auto& dev = slot->transport->device();
-        if (const auto* net = dynamic_cast<const virtio::net::NetDevice*>(&dev)) {
+        if (const auto* blk = dynamic_cast<const virtio::block::BlockDevice*>(&dev)) {
+            const auto c = blk->counters();
+            log::info("{}: {} reads ({} bytes), {} writes ({} bytes), {} flushes, {} discards, {} write-zeroes, {} "
+                      "GET_IDs, {} I/O errors, {} unsupported requests, {} device errors",
+                      blk->name(), c.read_requests, c.read_bytes, c.write_requests, c.write_bytes, c.flush_requests,
+                      c.discard_requests, c.write_zeroes_requests, c.get_id_requests, c.io_errors,
+                      c.unsupported_requests, c.device_errors);
+        } else if (const auto* net = dynamic_cast<const virtio::net::NetDevice*>(&dev)) {
             const auto c = net->counters();
             log::info("{}: rx {} frames ({} bytes, {} dropped, {} read errors, waited for buffers {} times), tx {} "
                       "frames ({} bytes, {} dropped, {} write errors), {} device errors",

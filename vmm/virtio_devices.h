@@ -45,6 +45,14 @@ public:
     // A virtio-blk device per drive (the root device first, so it is /dev/vda), and the
     // root= argument for the command line if one is the root device.
     void attach_drives(const std::vector<DriveConfig>& drives);
+    // Run-time drive update (event-loop thread only): opens `drive.path_on_host` (flock'ed as
+    // at boot, read-only as the drive is), puts it behind the virtio-blk device of
+    // `drive.drive_id` (BlockDevice::replace_backend: requests in flight finish, capacity and
+    // config generation change, config interrupt) and watches the new backend's completions.
+    // The old image is closed (and unlocked). The same image again (a resized file) works too.
+    // Throws ConfigError naming "drives.<id>.path_on_host" (or "drives.<id>" for an unknown
+    // drive); the drive keeps its old image then.
+    void update_drive(const DriveConfig& drive);
 
     // A virtio-net device per interface, on its (existing) TAP device. Throws ConfigError
     // naming the interface if the TAP cannot be used.
@@ -54,6 +62,9 @@ public:
 
     // One info line per device with its counters (at the end of a run).
     void log_counters() const;
+    // Adds one metrics section per device to `out`: "block_<drive_id>", "net_<iface_id>",
+    // "balloon" (vmm/metrics.h). Any thread once the devices are attached.
+    void add_metrics(nlohmann::json& out) const;
 
     // What to append to the kernel command line (entries, root=, ...), space separated.
     std::string kernel_cmdline_args() const;

@@ -5,11 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <future>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -33,6 +35,7 @@
 #include "vmm/eventfd.h"
 #include "vmm/kvm.h"
 #include "vmm/log.h"
+#include "vmm/metrics.h"
 #include "vmm/terminal.h"
 #include "vmm/vcpu.h"
 #include "vmm/virtio_devices.h"
@@ -140,10 +143,12 @@ void Vmm::create_devices() {
     });
     pio_bus_->insert(serial_, boot::layout::kCom1Port, 8);
 
-    pio_bus_->insert(std::make_shared<devices::I8042>([this] {
-                         request_exit(VmExit{VmExit::Reason::GuestReset, 0, "i8042 reset"});
-                     }),
-                     boot::layout::kI8042Port, devices::I8042::kSize);
+    auto kbd_irq = std::make_shared<EventFdIrq>();
+    vm_->register_irqfd(kbd_irq->fd(), boot::layout::kI8042KbdIrq);
+    irqs_.push_back(kbd_irq);
+    i8042_ = std::make_shared<devices::I8042>(
+        [this] { request_exit(VmExit{VmExit::Reason::GuestReset, 0, "i8042 reset"}); }, kbd_irq);
+    pio_bus_->insert(i8042_, boot::layout::kI8042Port, devices::I8042::kSize);
     pio_bus_->insert(std::make_shared<devices::DebugExit>([this](uint8_t status) {
                          request_exit(VmExit{VmExit::Reason::DebugExit, status,
                                              fmt::format("debug-exit port written with {}", status)});
@@ -158,6 +163,7 @@ void Vmm::create_devices() {
     if (config_.balloon) {
         balloon_ = virtio_->attach_balloon(*config_.balloon);
         if (config_.balloon->stats_polling_interval_s > 0) {
+            balloon_stats_interval_s_ = config_.balloon->stats_polling_interval_s;
             balloon_stats_timer_ = std::make_unique<asio::steady_timer>(io_);
             poll_balloon_stats();
         }
@@ -167,7 +173,9 @@ void Vmm::create_devices() {
 // Every stats_polling_interval_s: hands the statistics buffer back to the driver, which refills
 // it with fresh numbers.
 void Vmm::poll_balloon_stats() {
-    balloon_stats_timer_->expires_after(std::chrono::seconds(config_.balloon->stats_polling_interval_s));
+    // expires_after() cancels a pending wait (its handler sees operation_aborted): a new interval
+    // takes effect at once.
+    balloon_stats_timer_->expires_after(std::chrono::seconds(balloon_stats_interval_s_.load()));
     balloon_stats_timer_->async_wait([this](const boost::system::error_code& ec) {
         if (ec) return;
         if (const auto s = balloon_->stats(); s && !balloon_stats_logged_) {
@@ -209,9 +217,86 @@ bool Vmm::set_balloon_target_mib(uint64_t mib) {
     return true;
 }
 
+bool Vmm::send_ctrl_alt_del() {
+    if (!started_ || ended_) return false;
+    if (i8042_->send_ctrl_alt_del()) {
+        log::info("Ctrl+Alt+Del sent to the guest's keyboard");
+    } else {
+        log::warn("Ctrl+Alt+Del dropped: the guest disabled keyboard scanning or has not read earlier key strokes");
+    }
+    return true;
+}
+
 std::optional<virtio::balloon::BalloonStats> Vmm::balloon_stats() const {
     if (!balloon_) return std::nullopt;
     return balloon_->stats();
+}
+
+std::optional<BalloonSize> Vmm::balloon_size() const {
+    if (!balloon_) return std::nullopt;
+    return BalloonSize{balloon_->target_mib(), balloon_->actual_pages()};
+}
+
+bool Vmm::set_balloon_stats_interval(uint32_t seconds) {
+    if (!balloon_stats_timer_ || seconds == 0 || !started_ || ended_) return false;
+    balloon_stats_interval_s_ = seconds;
+    asio::post(io_, [this] { poll_balloon_stats(); });
+    return true;
+}
+
+void Vmm::update_drive(const std::string& drive_id, const std::string& path_on_host) {
+    const std::string where = fmt::format("drives.{}", drive_id);
+    DriveConfig drive;
+    {
+        std::lock_guard lock(config_mutex_);
+        const auto it = std::find_if(config_.drives.begin(), config_.drives.end(),
+                                     [&](const DriveConfig& d) { return d.drive_id == drive_id; });
+        if (it == config_.drives.end()) {
+            throw ConfigError(fmt::format("{}: no such drive", where));
+        }
+        drive = *it;
+    }
+    drive.path_on_host = path_on_host;
+    validate(drive, where);        // empty path, NUL bytes
+    validate_files(drive, where);  // exists, a file or block device, opens as the drive needs
+    if (!started_ || ended_) {
+        throw Error(fmt::format("{}: the VM is not running (a drive's image is changed at run time only)", where));
+    }
+    // The device, its completion watch and the config change on the event-loop thread, the
+    // one that serves the device's completions.
+    const auto work = [this, drive] {
+        virtio_->update_drive(drive);
+        std::lock_guard lock(config_mutex_);
+        for (DriveConfig& d : config_.drives) {
+            if (d.drive_id == drive.drive_id) d.path_on_host = drive.path_on_host;
+        }
+    };
+    if (io_.get_executor().running_in_this_thread()) {
+        work();  // called from an event-loop handler: waiting for the loop would deadlock
+        return;
+    }
+    auto done = std::make_shared<std::promise<void>>();
+    std::future<void> result = done->get_future();
+    asio::post(io_, [work, done] {
+        try {
+            work();
+            done->set_value();
+        } catch (...) {
+            done->set_exception(std::current_exception());
+        }
+    });
+    // The loop may end (request_exit) before it runs the work; then it never will.
+    while (result.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
+        if (ended_ && result.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+            throw Error(fmt::format("{}: the VM ended before the drive was updated", where));
+        }
+    }
+    result.get();  // rethrows the loop's error
+}
+
+VmConfig Vmm::config_snapshot() const {
+    std::lock_guard lock(config_mutex_);
+    return config_;
 }
 
 void Vmm::load_guest() {
@@ -292,6 +377,36 @@ void Vmm::build() {
     log::debug("{} vCPUs created at {} us", vcpus_.size(), log::micros_since_start());
     load_guest();
     log::debug("guest loaded at {} us", log::micros_since_start());
+    loop_probe_ = std::make_unique<EventLoopProbe>(io_);
+    if (config_.metrics) {
+        try {
+            metrics_ = std::make_unique<MetricsWriter>(io_, config_.metrics->metrics_path,
+                                                       std::chrono::seconds(config_.metrics->interval_s),
+                                                       [this] { return metrics_document(true); });
+        } catch (const Error& e) {
+            throw ConfigError(fmt::format("metrics.metrics_path: {}", e.what()));
+        }
+    }
+}
+
+std::string Vmm::metrics_document(bool new_window) {
+    nlohmann::json j = {{"utc_timestamp_ms", utc_timestamp_ms()}};
+    // The vCPUs, devices and probe exist (and stay) once started_ is set.
+    if (!started_.load()) return j.dump();
+    std::vector<const VcpuStats*> stats;
+    for (const auto& v : vcpus_) stats.push_back(&v->stats());
+    j["vcpu"] = vcpu_metrics_json(stats);
+    j["event_loop"] = loop_probe_->window_json(new_window);
+    j["event_loop"]["handlers"] = loop_handlers_.load(std::memory_order_relaxed);
+    virtio_->add_metrics(j);
+    return j.dump();
+}
+
+std::string Vmm::metrics_json() { return metrics_document(false); }
+
+bool Vmm::flush_metrics() {
+    if (!started_.load() || ended_.load() || !metrics_) return false;
+    return metrics_->write_line();
 }
 
 void Vmm::handle_console_input(const uint8_t* data, size_t len) {
@@ -379,6 +494,8 @@ VmExit Vmm::run() {
     // The loop ends by request_exit() (io_.stop()) only, not when it runs out of watches.
     auto keep_running = asio::make_work_guard(io_);
 
+    loop_probe_->start();
+    if (metrics_) metrics_->start();
     {
         std::lock_guard lock(pause_mutex_);
         for (auto& v : vcpus_) {
@@ -386,7 +503,8 @@ VmExit Vmm::run() {
         }
         started_ = true;
     }
-    io_.run();
+    // io_.run(), counting the handlers for the metrics.
+    while (io_.run_one() != 0) loop_handlers_.fetch_add(1, std::memory_order_relaxed);
     {
         std::lock_guard lock(pause_mutex_);
         ended_ = true;
@@ -394,6 +512,11 @@ VmExit Vmm::run() {
     }
     shutdown_vcpus();
     virtio_->log_counters();
+    loop_probe_->stop();
+    if (metrics_) {
+        metrics_->stop();
+        metrics_->write_line();  // the final counters
+    }
     if (stdin_) {
         stdin_->terminal.restore();
     }

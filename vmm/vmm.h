@@ -21,6 +21,7 @@ class GuestMemory;
 namespace embervm::devices {
 class Serial;
 class BootTimer;
+class I8042;
 }
 namespace embervm::virtio::balloon {
 class BalloonDevice;
@@ -35,6 +36,14 @@ class Vcpu;
 class Bus;
 class EventFdIrq;
 class VirtioMmioDevices;
+class EventLoopProbe;
+class MetricsWriter;
+
+// The balloon's size: the target the VMM set and what the driver reports it holds.
+struct BalloonSize {
+    uint64_t target_mib = 0;
+    uint32_t actual_pages = 0;  // 4 KiB pages
+};
 
 struct RunOptions {
     std::optional<std::string> serial_out;  // guest console to this file instead of stdout
@@ -71,6 +80,34 @@ public:
     bool set_balloon_target_mib(uint64_t mib);
     std::optional<virtio::balloon::BalloonStats> balloon_stats() const;
 
+    // Presses Ctrl+Alt+Del on the guest's i8042 keyboard (any thread): a Linux guest with the
+    // i8042 and atkbd drivers reboots. false if the VM is not running. A keyboard the guest
+    // told to stop scanning (or one still holding earlier unread key strokes) drops the keys:
+    // that is logged, and still true (the request reached the VM).
+    bool send_ctrl_alt_del();
+    std::optional<BalloonSize> balloon_size() const;
+    // A new statistics polling interval; false without statistics (interval 0 at boot), for 0,
+    // or when the VM is not running.
+    bool set_balloon_stats_interval(uint32_t seconds);
+
+    // Run-time drive update (Firecracker's PATCH /drives/{id} with path_on_host; any thread):
+    // the drive's virtio-blk device continues on the image at `path_on_host` (flock'ed like at
+    // boot, read-only as the drive is; the old image is closed and unlocked), the guest sees
+    // the new capacity, and config_snapshot() the new path. Blocks until the event loop did it.
+    // Throws ConfigError naming "drives.<id>" (unknown drive) or "drives.<id>.path_on_host"
+    // (missing, unreadable, read-only for a writable drive, locked, ...), Error when the VM is
+    // not running; the drive keeps its old image then.
+    void update_drive(const std::string& drive_id, const std::string& path_on_host);
+    // A copy of the configuration as it is now (drive paths changed by update_drive). Any thread.
+    VmConfig config_snapshot() const;
+
+    // Metrics (vmm/metrics.h): the current metrics document as one line of JSON. Any thread;
+    // before the VM runs it holds only the timestamp. Does not start a new event-loop window.
+    std::string metrics_json();
+    // Appends one metrics line to the metrics output now (any thread). false if no metrics
+    // output is configured, the VM is not running, or the output did not take the line.
+    bool flush_metrics();
+
 private:
     void build();
     void create_memory();
@@ -82,8 +119,14 @@ private:
     void handle_console_input(const uint8_t* data, size_t len);
     void shutdown_vcpus();
     void poll_balloon_stats();
+    // The metrics document; `new_window` starts a new event-loop latency window (a line
+    // written to the metrics output).
+    std::string metrics_document(bool new_window);
 
     VmConfig config_;
+    // Guards config_ against run-time changes (update_drive, on the event-loop thread) while
+    // config_snapshot() copies it.
+    mutable std::mutex config_mutex_;
     RunOptions options_;
     std::string cmdline_;
 
@@ -95,11 +138,17 @@ private:
     std::unique_ptr<Bus> mmio_bus_;
     std::shared_ptr<devices::Serial> serial_;
     std::shared_ptr<devices::BootTimer> boot_timer_;
+    std::shared_ptr<devices::I8042> i8042_;
     std::vector<std::shared_ptr<EventFdIrq>> irqs_;
     std::unique_ptr<VirtioMmioDevices> virtio_;  // before vcpus_: destroyed after them
     std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
     std::unique_ptr<boost::asio::steady_timer> balloon_stats_timer_;
     bool balloon_stats_logged_ = false;
+    std::atomic<uint32_t> balloon_stats_interval_s_{0};
+    // Metrics: both set before started_ and kept until the Vmm goes (they hold timers on io_).
+    std::unique_ptr<EventLoopProbe> loop_probe_;
+    std::unique_ptr<MetricsWriter> metrics_;
+    std::atomic<uint64_t> loop_handlers_{0};  // handlers the event loop ran
     std::atomic<bool> started_{false};
     std::atomic<bool> ended_{false};
     std::atomic<bool> paused_{false};

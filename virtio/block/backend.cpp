@@ -33,6 +33,12 @@ struct Image {
     bool read_only = false;
 };
 
+// The image's advisory lock: shared for a reader, exclusive for a writer. false if someone
+// else holds a conflicting one (errno EWOULDBLOCK) or flock failed (errno set).
+bool lock_image_fd(const Image& img) {
+    return ::flock(img.fd.get(), (img.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0;
+}
+
 Image open_image(const std::string& path, bool read_only) {
     Image img;
     img.read_only = read_only;
@@ -55,7 +61,7 @@ Image open_image(const std::string& path, bool read_only) {
     }
     // Two writers on one image corrupt it: take an advisory lock like other VMMs do (shared for
     // read-only users, exclusive for a writer).
-    if (::flock(img.fd.get(), (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    if (!lock_image_fd(img)) {
         if (errno == EWOULDBLOCK) {
             throw Error(fmt::format("{} is locked: in use by another VM or another drive of this one", path));
         }
@@ -151,6 +157,8 @@ public:
         return out;
     }
     size_t in_flight() const override { return done_.size(); }
+    void unlock_image() override { ::flock(img_.fd.get(), LOCK_UN); }
+    bool lock_image() override { return lock_image_fd(img_); }
 
 private:
     int64_t execute(IoRequest& r) {
@@ -313,6 +321,8 @@ public:
     }
 
     size_t in_flight() const override { return used_ + done_.size(); }
+    void unlock_image() override { ::flock(img_.fd.get(), LOCK_UN); }
+    bool lock_image() override { return lock_image_fd(img_); }
 
 private:
     struct Slot {

@@ -59,6 +59,13 @@ public:
     virtual std::vector<IoCompletion> reap_completions() = 0;
     // Submitted and not yet reaped.
     virtual size_t in_flight() const = 0;
+
+    // The image lock taken by open_block_backend. A run-time swap to a new backend on the same
+    // image releases it first (the new open would find the image locked by this backend), and
+    // takes it back if that open fails: lock_image() is false if someone else took it meanwhile.
+    // Backends without an image (test fakes) have nothing to lock.
+    virtual void unlock_image() {}
+    virtual bool lock_image() { return true; }
 };
 
 // Opens a raw image. Throws Error naming the path if it cannot be opened (or its size found).

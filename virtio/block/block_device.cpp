@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 
+#include "vmm/error.h"
 #include "vmm/log.h"
 
 namespace embervm::virtio::block {
@@ -87,6 +89,7 @@ uint64_t BlockDevice::available_features() const {
 }
 
 void BlockDevice::read_config(uint64_t offset, std::span<uint8_t> data) const {
+    std::lock_guard lock(config_mutex_);
     read_config_space(config_, offset, data);
 }
 
@@ -147,7 +150,92 @@ void BlockDevice::drain_backend_locked() {
     backend_->reap_completions();
 }
 
+void BlockDevice::finish_in_flight_locked() {
+    while (backend_->in_flight() > 0) {
+        pollfd pfd{backend_->completion_fd(), POLLIN, 0};
+        if (::poll(&pfd, 1, 1000) == 0) {
+            log::warn("{}: waiting for {} requests in flight", name(), backend_->in_flight());
+        }
+        reap_locked();
+    }
+}
+
+bool BlockDevice::replace_backend(std::unique_ptr<BlockBackend> backend) {
+    std::lock_guard lock(mutex_);
+    check_read_only(*backend);
+    return swap_backend_locked(std::move(backend));
+}
+
+bool BlockDevice::reopen_backend(const std::function<std::unique_ptr<BlockBackend>()>& open) {
+    std::lock_guard lock(mutex_);
+    backend_->unlock_image();
+    std::unique_ptr<BlockBackend> next;
+    try {
+        next = open();
+        check_read_only(*next);
+    } catch (...) {
+        next.reset();  // lets go of its lock first
+        if (!backend_->lock_image()) {
+            log::warn("{}: the image lock could not be taken back: another user locked the image", name());
+        }
+        throw;
+    }
+    return swap_backend_locked(std::move(next));
+}
+
+void BlockDevice::check_read_only(const BlockBackend& backend) const {
+    if (backend.read_only() != options_.read_only) {
+        throw Error(fmt::format("{}: the new image is {} but the drive is {} (VIRTIO_BLK_F_RO cannot change at run time)",
+                                name(), backend.read_only() ? "read-only" : "writable",
+                                options_.read_only ? "read-only" : "read-write"));
+    }
+}
+
+bool BlockDevice::swap_backend_locked(std::unique_ptr<BlockBackend> backend) {
+    // The old backend's requests write into guest memory and own used-ring slots: finish them
+    // (their completions reach the guest) before the backend goes. Requests it refused (full)
+    // are still in the available ring and go to the new one below.
+    finish_in_flight_locked();
+    std::unique_ptr<BlockBackend> old = std::exchange(backend_, std::move(backend));
+    const uint64_t old_capacity = capacity_;
+    {
+        std::lock_guard config_lock(config_mutex_);
+        capacity_ = backend_->size_bytes() / kSectorSize;
+        put<uint64_t>(config_, kCfgCapacity, capacity_);
+    }
+    old.reset();  // closes the old image and releases its lock
+    log::info("{}: backend replaced ({} -> {} sectors, io_engine {})", name(), old_capacity, capacity_,
+              backend_->engine() == IoEngine::Async ? "Async" : "Sync");
+    if (interrupt_ == nullptr) {
+        return false;
+    }
+    interrupt_->signal_config_change();
+    backend_full_ = false;
+    if (queue_ != nullptr && !broken_) {
+        process_queue_locked();
+    }
+    return true;
+}
+
+BlockCounters BlockDevice::counters() const {
+    const auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    BlockCounters c;
+    c.read_requests = get(counters_.read_requests);
+    c.write_requests = get(counters_.write_requests);
+    c.flush_requests = get(counters_.flush_requests);
+    c.discard_requests = get(counters_.discard_requests);
+    c.write_zeroes_requests = get(counters_.write_zeroes_requests);
+    c.get_id_requests = get(counters_.get_id_requests);
+    c.read_bytes = get(counters_.read_bytes);
+    c.write_bytes = get(counters_.write_bytes);
+    c.io_errors = get(counters_.io_errors);
+    c.unsupported_requests = get(counters_.unsupported_requests);
+    c.device_errors = get(counters_.device_errors);
+    return c;
+}
+
 void BlockDevice::fail_locked(std::string_view reason) {
+    if (!broken_) counters_.device_errors.fetch_add(1, std::memory_order_relaxed);
     broken_ = true;
     if (interrupt_ != nullptr) {
         interrupt_->device_error(reason);
@@ -177,6 +265,10 @@ size_t BlockDevice::reap_locked() {
         pending_.erase(it);
         if (c.result < 0) {
             log::debug("{}: request failed: {}", name(), std::strerror(static_cast<int>(-c.result)));
+        } else if (p.op == IoRequest::Op::Read) {
+            counters_.read_bytes.fetch_add(p.length, std::memory_order_relaxed);
+        } else if (p.op == IoRequest::Op::Write) {
+            counters_.write_bytes.fetch_add(p.length, std::memory_order_relaxed);
         }
         if (!broken_) {
             complete(p.head, p.used_len, p.status, c.result < 0 ? blk_status::kIoErr : blk_status::kOk);
@@ -196,6 +288,8 @@ size_t BlockDevice::reap_locked() {
 }
 
 void BlockDevice::complete(uint16_t head, uint32_t used_len, memory::GuestAddress status, uint8_t value) {
+    if (value == blk_status::kIoErr) counters_.io_errors.fetch_add(1, std::memory_order_relaxed);
+    if (value == blk_status::kUnsupp) counters_.unsupported_requests.fetch_add(1, std::memory_order_relaxed);
     try {
         mem_->write_obj(status, value);
         queue_->add_used(*mem_, head, used_len);
@@ -271,6 +365,19 @@ bool BlockDevice::handle_chain(const DescriptorChain& chain) {
         complete(head, 1, *status, blk_status::kIoErr);
         return true;
     }
+    // Counted here, and taken back below if the backend is full (the chain comes again).
+    std::atomic<uint64_t>* const type_counter = [&]() -> std::atomic<uint64_t>* {
+        switch (header->type) {
+            case req::kIn: return &counters_.read_requests;
+            case req::kOut: return &counters_.write_requests;
+            case req::kFlush: return &counters_.flush_requests;
+            case req::kGetId: return &counters_.get_id_requests;
+            case req::kDiscard: return &counters_.discard_requests;
+            case req::kWriteZeroes: return &counters_.write_zeroes_requests;
+            default: return nullptr;  // counted as unsupported
+        }
+    }();
+    if (type_counter != nullptr) type_counter->fetch_add(1, std::memory_order_relaxed);
 
     const bool ro = options_.read_only;
     const auto in_range = [&](uint64_t sector, uint64_t sectors) {
@@ -366,10 +473,13 @@ bool BlockDevice::handle_chain(const DescriptorChain& chain) {
             return true;
     }
 
+    const IoRequest::Op op = io.op;
+    const uint64_t length = io.length;
     if (!backend_->submit(std::move(io))) {
+        if (type_counter != nullptr) type_counter->fetch_sub(1, std::memory_order_relaxed);
         return false;
     }
-    pending_.emplace(next_tag_++, Pending{head, used_len, *status});
+    pending_.emplace(next_tag_++, Pending{head, used_len, *status, op, length});
     return true;
 }
 

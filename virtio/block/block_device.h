@@ -4,7 +4,9 @@
 // watches backend_completion_fd() and calls process_completions() when it is readable.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -45,6 +47,17 @@ inline constexpr size_t kIdBytes = 20;  // VIRTIO_BLK_ID_BYTES
 // Largest discard / write-zeroes request, in sectors (one segment each).
 inline constexpr uint32_t kMaxDiscardSectors = 1u << 22;  // 2 GiB
 
+// What the device did, cumulative since it was created (for metrics). Requests are counted
+// once each, when the device takes them from the queue; bytes when the backend completed them.
+struct BlockCounters {
+    uint64_t read_requests = 0, write_requests = 0, flush_requests = 0;
+    uint64_t discard_requests = 0, write_zeroes_requests = 0, get_id_requests = 0;
+    uint64_t read_bytes = 0, write_bytes = 0;  // done by the backend without error
+    uint64_t io_errors = 0;             // completed with VIRTIO_BLK_S_IOERR (backend failure, bad range, ...)
+    uint64_t unsupported_requests = 0;  // completed with VIRTIO_BLK_S_UNSUPP (unknown type, feature not acked)
+    uint64_t device_errors = 0;         // guest errors that put the device in DEVICE_NEEDS_RESET
+};
+
 struct BlockDeviceOptions {
     std::string id;          // drive_id: the GET_ID serial (truncated to 20 bytes)
     bool read_only = false;  // VIRTIO_BLK_F_RO; writes, discards and write-zeroes fail with IOERR
@@ -71,13 +84,41 @@ public:
     int backend_completion_fd() const { return backend_->completion_fd(); }
     void process_completions();
 
-    uint64_t capacity_sectors() const { return capacity_; }
+    // Any thread (atomics; never waits for the queue).
+    BlockCounters counters() const;
+
+    uint64_t capacity_sectors() const {
+        std::lock_guard lock(config_mutex_);
+        return capacity_;
+    }
+
+    // Run-time drive update (event-loop thread, while the guest may be doing I/O): puts
+    // `backend` in place of the current one. Requests in flight on the old backend complete
+    // first (into the guest's used ring); requests still queued continue on the new one. The
+    // capacity becomes the new size / 512 and the driver is told with a config-change
+    // interrupt (config generation bump) if the device is activated. The completion fd changes:
+    // whoever watches backend_completion_fd() must watch the new one.
+    // Throws Error, leaving the device as it was, if the new image's read-only flag differs from
+    // the device's VIRTIO_BLK_F_RO. Returns whether the driver was told (false: not activated).
+    bool replace_backend(std::unique_ptr<BlockBackend> backend);
+    // The same for a new backend on the image the current one uses (a resized file): `open`
+    // runs after the current backend released its image lock, which it takes back if `open`
+    // throws (the exception propagates, the device keeps its backend).
+    bool reopen_backend(const std::function<std::unique_ptr<BlockBackend>()>& open);
 
 private:
     struct Pending {
         uint16_t head;
         uint32_t used_len;              // bytes written into the chain, including the status byte
         memory::GuestAddress status;    // the chain's last writable byte
+        IoRequest::Op op;               // for the byte counters
+        uint64_t length;
+    };
+    struct AtomicCounters {
+        std::atomic<uint64_t> read_requests{0}, write_requests{0}, flush_requests{0};
+        std::atomic<uint64_t> discard_requests{0}, write_zeroes_requests{0}, get_id_requests{0};
+        std::atomic<uint64_t> read_bytes{0}, write_bytes{0};
+        std::atomic<uint64_t> io_errors{0}, unsupported_requests{0}, device_errors{0};
     };
 
     // Pops and starts requests until the queue is empty or the backend is full. Called with
@@ -89,9 +130,18 @@ private:
     size_t reap_locked();  // returns the number of completions taken from the backend
     void fail_locked(std::string_view reason);
     void drain_backend_locked();
+    // Waits for the backend's requests in flight and completes them into the used ring.
+    void finish_in_flight_locked();
+    bool swap_backend_locked(std::unique_ptr<BlockBackend> backend);
+    // Throws Error unless `backend` is read-only exactly when the device is.
+    void check_read_only(const BlockBackend& backend) const;
 
     std::unique_ptr<BlockBackend> backend_;
     BlockDeviceOptions options_;
+    // capacity_ and config_ change at run time (replace_backend): written with both mutex_ and
+    // config_mutex_ held, read under either (read_config from vCPU threads takes config_mutex_
+    // only, so it never waits for the queue).
+    mutable std::mutex config_mutex_;
     uint64_t capacity_;  // sectors
     std::vector<uint8_t> config_;
 
@@ -105,6 +155,7 @@ private:
     uint64_t next_tag_ = 1;
     std::unordered_map<uint64_t, Pending> pending_;
     bool used_added_ = false;
+    AtomicCounters counters_;
 };
 
 }  // namespace embervm::virtio::block

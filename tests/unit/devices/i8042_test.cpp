@@ -1,7 +1,11 @@
-// Tests for devices/i8042: controller commands, command byte, status, reset, keyboard ACKs.
+// Tests for devices/i8042: controller commands, command byte, status, reset, keyboard ACKs,
+// Ctrl+Alt+Del injection.
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "devices/i8042.h"
@@ -189,4 +193,176 @@ TEST_CASE("i8042: unread replies do not grow without bound", "[devices][i8042]")
         c.send(0xf4);
     }
     CHECK(c.drain().size() <= 16);
+}
+
+// ---- Ctrl+Alt+Del from the VMM (send_ctrl_alt_del) ----
+
+namespace {
+
+const std::vector<uint8_t> kSet1CtrlAltDel = {0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d};
+const std::vector<uint8_t> kSet2CtrlAltDel = {0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14};
+
+// Reads the output buffer the way an interrupt-driven driver does: one byte per IRQ 1 edge,
+// checking that exactly one edge came for each byte and OBF is set while (only while) a byte
+// waits.
+std::vector<uint8_t> read_per_interrupt(Controller& c) {
+    std::vector<uint8_t> out;
+    while (c.irq->take() == 1) {
+        REQUIRE((c.status() & kOutputFull) != 0);
+        out.push_back(c.data());
+    }
+    CHECK((c.status() & kOutputFull) == 0);
+    CHECK(c.irq->take() == 0);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("i8042: Ctrl+Alt+Del arrives in set 1 under translation, one IRQ per byte", "[devices][i8042]") {
+    Controller c;
+    c.command(0x20);
+    REQUIRE((c.drain().at(0) & 0x40) != 0);  // XLATE is on at power-on
+    REQUIRE(c.kbc.send_ctrl_alt_del());
+    CHECK(read_per_interrupt(c) == kSet1CtrlAltDel);
+    // The data port repeats the last byte once the buffer is empty; no more bytes come.
+    CHECK(c.data() == 0x9d);
+    CHECK((c.status() & kOutputFull) == 0);
+}
+
+TEST_CASE("i8042: Ctrl+Alt+Del arrives in set 2 without translation", "[devices][i8042]") {
+    Controller c;
+    c.command(0x60);
+    c.send(0x05);  // keyboard interrupt and system flag, no XLATE
+    REQUIRE(c.kbc.send_ctrl_alt_del());
+    CHECK(read_per_interrupt(c) == kSet2CtrlAltDel);
+}
+
+TEST_CASE("i8042: translation applies when a byte enters the output buffer", "[devices][i8042]") {
+    Controller c;
+    REQUIRE(c.kbc.send_ctrl_alt_del());
+    CHECK(c.data() == 0x1d);  // set 1; 0x38 (Alt) is already in the output buffer
+    c.command(0x60);
+    c.send(0x05);  // XLATE off: the rest comes untranslated
+    CHECK(c.drain() == std::vector<uint8_t>{0x38, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14});
+}
+
+TEST_CASE("i8042: one byte in the output buffer at a time", "[devices][i8042]") {
+    Controller c;
+    REQUIRE(c.kbc.send_ctrl_alt_del());
+    CHECK(c.irq->take() == 1);
+    // Status reads and controller commands do not push more key bytes in while one waits.
+    for (int i = 0; i < 5; ++i) {
+        CHECK((c.status() & kOutputFull) != 0);
+    }
+    CHECK(c.irq->take() == 0);
+    CHECK(c.data() == 0x1d);
+    CHECK(c.irq->take() == 1);
+    CHECK(c.data() == 0x38);
+    CHECK(c.irq->take() == 1);
+}
+
+TEST_CASE("i8042: a controller-disabled keyboard holds its scancodes until enabled", "[devices][i8042]") {
+    Controller c;
+    c.command(0xad);
+    REQUIRE(c.kbc.send_ctrl_alt_del());
+    CHECK((c.status() & kOutputFull) == 0);
+    CHECK(c.irq->take() == 0);
+    c.command(0xae);
+    CHECK(read_per_interrupt(c) == kSet1CtrlAltDel);
+
+    // The same through the command byte's bit 4, enabled again by a command-byte write.
+    c.command(0x60);
+    c.send(0x55);  // 0x45 | keyboard disabled
+    REQUIRE(c.kbc.send_ctrl_alt_del());
+    CHECK((c.status() & kOutputFull) == 0);
+    CHECK(c.irq->take() == 0);
+    c.command(0x60);
+    c.send(0x45);
+    CHECK(read_per_interrupt(c) == kSet1CtrlAltDel);
+}
+
+TEST_CASE("i8042: a keyboard with scanning disabled drops Ctrl+Alt+Del", "[devices][i8042]") {
+    Controller c;
+    c.send(0xf5);
+    CHECK(c.drain() == std::vector<uint8_t>{0xfa});
+    c.irq->take();
+    CHECK_FALSE(c.kbc.send_ctrl_alt_del());
+    CHECK((c.status() & kOutputFull) == 0);
+    CHECK(c.irq->take() == 0);
+    c.send(0xf4);
+    CHECK(c.drain() == std::vector<uint8_t>{0xfa});
+    c.irq->take();
+    REQUIRE(c.kbc.send_ctrl_alt_del());
+    CHECK(read_per_interrupt(c) == kSet1CtrlAltDel);
+
+    // A keyboard reset turns scanning on again too.
+    c.send(0xf5);
+    c.send(0xff);
+    CHECK(c.drain() == std::vector<uint8_t>{0xfa, 0xfa, 0xaa});
+    CHECK(c.kbc.send_ctrl_alt_del());
+}
+
+TEST_CASE("i8042: keyboard commands clear the scancodes it holds", "[devices][i8042]") {
+    for (const uint8_t command : {0xf4, 0xf5, 0xf6, 0xff}) {
+        Controller c;
+        REQUIRE(c.kbc.send_ctrl_alt_del());
+        c.send(command);
+        std::vector<uint8_t> expect = {0x1d, 0xfa};  // the byte already in the output buffer stays
+        if (command == 0xff) expect.push_back(0xaa);
+        CHECK(c.drain() == expect);
+    }
+}
+
+TEST_CASE("i8042: unread key strokes do not grow without bound", "[devices][i8042]") {
+    Controller c;
+    CHECK(c.kbc.send_ctrl_alt_del());
+    CHECK(c.kbc.send_ctrl_alt_del());
+    CHECK_FALSE(c.kbc.send_ctrl_alt_del());  // the keyboard's buffer is full: dropped whole
+    std::vector<uint8_t> two = kSet1CtrlAltDel;
+    two.insert(two.end(), kSet1CtrlAltDel.begin(), kSet1CtrlAltDel.end());
+    CHECK(c.drain() == two);
+    CHECK(c.kbc.send_ctrl_alt_del());
+    CHECK(c.drain() == kSet1CtrlAltDel);
+}
+
+TEST_CASE("i8042: key bytes without the keyboard interrupt are polled", "[devices][i8042]") {
+    Controller c;
+    c.command(0x60);
+    c.send(0x44);  // XLATE, no keyboard interrupt
+    REQUIRE(c.kbc.send_ctrl_alt_del());
+    CHECK(c.drain() == kSet1CtrlAltDel);
+    CHECK(c.irq->take() == 0);
+
+    I8042 no_line([] {});
+    REQUIRE(no_line.send_ctrl_alt_del());
+    std::vector<uint8_t> out;
+    while (read8(no_line, kCommand) & kOutputFull) out.push_back(read8(no_line, kData));
+    CHECK(out == kSet1CtrlAltDel);
+}
+
+TEST_CASE("i8042: Ctrl+Alt+Del from another thread while the guest reads", "[devices][i8042]") {
+    Controller c;
+    constexpr int kSends = 200;
+    std::atomic<bool> give_up{false};
+    std::thread sender([&] {
+        for (int sent = 0; sent < kSends && !give_up;) {
+            if (c.kbc.send_ctrl_alt_del()) {
+                ++sent;
+            } else {
+                std::this_thread::yield();
+            }
+        }
+    });
+    std::vector<uint8_t> got;
+    const size_t want = kSends * kSet1CtrlAltDel.size();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (got.size() < want && std::chrono::steady_clock::now() < deadline) {
+        if (c.status() & kOutputFull) got.push_back(c.data());
+    }
+    give_up = true;
+    sender.join();
+    REQUIRE(got.size() == want);
+    for (size_t i = 0; i < got.size(); ++i) {
+        REQUIRE(got[i] == kSet1CtrlAltDel[i % kSet1CtrlAltDel.size()]);
+    }
 }

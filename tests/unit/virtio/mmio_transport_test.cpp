@@ -356,9 +356,10 @@ TEST_CASE("virtio-mmio activation with an invalid queue sets DEVICE_NEEDS_RESET"
     CHECK_FALSE(f.t.is_activated());
     f.t.notify_queue(0);
     CHECK(f.dev->notifications.empty());
-    // Reported once.
+    // Reported once, and counted once.
     f.t.device_error("again");
     CHECK(f.irq->count() == 1);
+    CHECK(f.t.needs_reset_events() == 1);
     // A driver echoing NEEDS_RESET in a status write does not clear anything.
     f.w32(mmio::kStatus, f.status());
     CHECK(f.t.needs_reset());
@@ -371,6 +372,9 @@ TEST_CASE("virtio-mmio activation with an invalid queue sets DEVICE_NEEDS_RESET"
     CHECK(f.t.is_activated());
     CHECK(f.dev->activations == 1);
     CHECK(f.status() == (kAck | kDrv | kFeat | kOk));
+    // Each time the device breaks again is a new event (metrics count them).
+    f.t.device_error("broken after the reset");
+    CHECK(f.t.needs_reset_events() == 2);
 }
 
 TEST_CASE("virtio-mmio: a device that fails to activate needs reset", "[virtio]") {

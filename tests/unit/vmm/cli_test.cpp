@@ -145,7 +145,7 @@ TEST_CASE("cli: bad numbers", "[cli]") {
 }
 
 TEST_CASE("cli: bad enumerations and long command lines", "[cli]") {
-    CHECK(cli_error({"--log-level", "loud"}) == "--log-level: unknown level 'loud' (expected error, warn, info or debug)");
+    CHECK(cli_error({"--log-level", "loud"}) == "--log-level: unknown level 'loud' (expected off, error, warn, info, debug or trace)");
     CHECK(cli_error({"--boot-protocol", "bzimage"}) ==
           "--boot-protocol: unknown protocol 'bzimage' (expected auto, linux64 or pvh)");
     const std::string long_cmdline(vmm::kMaxBootArgsBytes + 1, 'x');

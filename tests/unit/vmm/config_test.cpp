@@ -119,7 +119,8 @@ TEST_CASE("config: unknown keys are named with their path", "[config]") {
     CHECK(parse_error(boot(R"("kernel": "/k")")) ==
           "boot-source.kernel: unknown key (known keys: kernel_image_path, initrd_path, boot_args)");
     CHECK(parse_error(R"({"machine_config": {}})") ==
-          "machine_config: unknown key (known keys: boot-source, machine-config, drives, network-interfaces, balloon)");
+          "machine_config: unknown key (known keys: boot-source, machine-config, drives, network-interfaces, balloon, "
+          "logger, metrics)");
 }
 
 TEST_CASE("config: wrong types", "[config]") {

@@ -1,0 +1,404 @@
+#include "vmm/api.h"
+
+#include <algorithm>
+#include <array>
+#include <exception>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "vmm/log.h"
+
+namespace embervm::vmm {
+
+using nlohmann::json;
+
+namespace {
+
+ApiResponse no_content() { return ApiResponse{204, {}}; }
+ApiResponse ok_json(const json& j) { return ApiResponse{200, j.dump()}; }
+ApiResponse bad_request(std::string_view message) { return api_fault(400, message); }
+
+// Firecracker resources embervm does not implement: refused by name rather than "not found".
+constexpr std::array<std::string_view, 9> kUnsupportedPaths = {
+    "/mmds", "/mmds/config", "/snapshot/create", "/snapshot/load", "/vsock", "/entropy", "/cpu-config",
+    "/serial", "/hotplug/memory",
+};
+
+// "/drives/rootfs" with prefix "/drives/" -> "rootfs"; nullopt if the path is not of that form.
+std::optional<std::string> path_id(std::string_view path, std::string_view prefix) {
+    if (!path.starts_with(prefix)) return std::nullopt;
+    std::string_view id = path.substr(prefix.size());
+    if (id.empty() || id.find('/') != std::string_view::npos) return std::nullopt;
+    return std::string(id);
+}
+
+// The body of a PUT or PATCH: a JSON object.
+json parse_body(const std::string& body, std::string_view what) {
+    if (body.empty()) throw ConfigError(fmt::format("{}: the request has no body (a JSON object is expected)", what));
+    json j = parse_json_document(body, what);
+    if (!j.is_object()) {
+        throw ConfigError(fmt::format("{}: expected a JSON object, got {}", what, describe_json_value(j)));
+    }
+    return j;
+}
+
+// `key` of a body that must equal the id in the path (Firecracker refuses a mismatch).
+void check_body_id(const json& body, std::string_view key, const std::string& id, const std::string& where) {
+    const auto it = body.find(key);
+    if (it == body.end()) return;  // the section parser reports the missing field
+    if (it->is_string() && it->get<std::string>() != id) {
+        throw ConfigError(fmt::format("{}.{}: '{}' does not match the id in the path ('{}')", where, key,
+                                      it->get<std::string>(), id));
+    }
+}
+
+// Replaces the element with the same id or appends it.
+template <typename T, typename Id>
+void upsert(std::vector<T>& list, T item, Id id_of) {
+    for (T& existing : list) {
+        if (id_of(existing) == id_of(item)) {
+            existing = std::move(item);
+            return;
+        }
+    }
+    list.push_back(std::move(item));
+}
+
+const char* state_name(VmState state) {
+    switch (state) {
+        case VmState::Created: return "Not started";
+        case VmState::Running: return "Running";
+        case VmState::Paused: return "Paused";
+        case VmState::Ended: return "Halted";
+    }
+    return "?";
+}
+
+}  // namespace
+
+ApiController::ApiController(VmConfig initial, ApiControllerOptions options)
+    : options_(std::move(options)), config_(std::move(initial)) {}
+
+ApiController::~ApiController() = default;
+
+std::shared_ptr<Vm> ApiController::vm() const {
+    std::lock_guard lock(mutex_);
+    return vm_;
+}
+
+VmConfig ApiController::config() const {
+    std::lock_guard lock(mutex_);
+    return config_;
+}
+
+bool ApiController::started() const { return vm_ != nullptr; }
+
+std::optional<ApiResponse> ApiController::refuse_unless(bool pre_boot, std::string_view what) const {
+    if (pre_boot && started()) {
+        return bad_request(fmt::format("{}: not allowed after the microVM started (pre-boot only)", what));
+    }
+    if (!pre_boot && !started()) {
+        return bad_request(fmt::format("{}: not allowed before the microVM started (InstanceStart first)", what));
+    }
+    return std::nullopt;
+}
+
+void ApiController::start_instance() {
+    std::lock_guard lock(mutex_);
+    if (vm_) throw ConfigError("InstanceStart: the microVM was started already");
+    if (!config_.boot_source) throw ConfigError("boot-source: required before InstanceStart (PUT /boot-source)");
+    // Vm's constructor validates the whole configuration and its files; start() builds the VM.
+    auto vm = std::make_shared<Vm>(config_, options_.vm_options);
+    vm->start();
+    vm_ = std::move(vm);
+    log::info("API: the microVM started");
+}
+
+ApiResponse ApiController::handle(const ApiRequest& request) {
+    try {
+        return route(request);
+    } catch (const ConfigError& e) {
+        return bad_request(e.what());
+    } catch (const std::exception& e) {
+        // A failure of the VMM, not of the request (the VM could not be built, an ioctl failed).
+        return api_fault(400, e.what());
+    }
+}
+
+ApiResponse ApiController::route(const ApiRequest& request) {
+    const std::string_view target = request.target;
+    const std::string_view path = target.substr(0, target.find('?'));
+    const std::string& method = request.method;
+    const auto allow = [&](std::initializer_list<std::string_view> methods) -> std::optional<ApiResponse> {
+        if (std::find(methods.begin(), methods.end(), method) != methods.end()) return std::nullopt;
+        std::string list;
+        for (std::string_view m : methods) list += (list.empty() ? "" : ", ") + std::string(m);
+        return api_fault(405, fmt::format("{} is not allowed on {} (allowed: {})", method, path, list));
+    };
+    const auto body = [&](std::string_view what) { return parse_body(request.body, what); };
+
+    if (path == "/") {
+        if (auto r = allow({"GET"})) return *r;
+        return get_instance_info();
+    }
+    if (path == "/version") {
+        if (auto r = allow({"GET"})) return *r;
+        return ok_json({{"firecracker_version", EMBERVM_VERSION}, {"app_name", "embervm"}});
+    }
+    if (path == "/boot-source") {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_boot_source(body("boot-source"));
+    }
+    if (path == "/machine-config") {
+        if (auto r = allow({"GET", "PUT", "PATCH"})) return *r;
+        if (method == "GET") return ok_json(to_json(config_.machine_config));
+        return put_machine_config(body("machine-config"), method == "PATCH");
+    }
+    if (auto id = path_id(path, "/drives/")) {
+        if (auto r = allow({"PUT", "PATCH"})) return *r;
+        const json b = body(fmt::format("drives.{}", *id));
+        return method == "PUT" ? put_drive(*id, b) : patch_drive(*id, b);
+    }
+    if (auto id = path_id(path, "/network-interfaces/")) {
+        if (auto r = allow({"PUT", "PATCH"})) return *r;
+        if (method == "PATCH") {
+            return bad_request(fmt::format("network-interfaces.{}: run-time updates (rate limiters) are not supported "
+                                           "by embervm",
+                                           *id));
+        }
+        return put_network_interface(*id, body(fmt::format("network-interfaces.{}", *id)));
+    }
+    if (path == "/balloon") {
+        if (auto r = allow({"GET", "PUT", "PATCH"})) return *r;
+        if (method == "GET") return get_balloon();
+        return method == "PUT" ? put_balloon(body("balloon")) : patch_balloon(body("balloon"));
+    }
+    if (path == "/balloon/statistics") {
+        if (auto r = allow({"GET", "PATCH"})) return *r;
+        if (method == "GET") return get_balloon_statistics();
+        return patch_balloon_statistics(body("balloon"));
+    }
+    if (path == "/actions") {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_action(body("actions"));
+    }
+    if (path == "/vm") {
+        if (auto r = allow({"PATCH"})) return *r;
+        return patch_vm(body("vm"));
+    }
+    if (path == "/vm/config") {
+        if (auto r = allow({"GET"})) return *r;
+        return ok_json(to_json(config_));
+    }
+    if (path == "/logger") {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_logger(body("logger"));
+    }
+    if (path == "/metrics") {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_metrics(body("metrics"));
+    }
+    for (std::string_view unsupported : kUnsupportedPaths) {
+        if (path == unsupported || (path.starts_with(unsupported) && path[unsupported.size()] == '/')) {
+            return bad_request(fmt::format("{}: not supported by embervm", path));
+        }
+    }
+    return api_fault(404, fmt::format("no such resource: {}", path));
+}
+
+ApiResponse ApiController::get_instance_info() const {
+    const VmState state = vm_ ? vm_->state() : VmState::Created;
+    return ok_json({{"id", options_.instance_id},
+                    {"state", state_name(state)},
+                    {"vmm_version", EMBERVM_VERSION},
+                    {"app_name", "embervm"}});
+}
+
+ApiResponse ApiController::put_boot_source(const json& body) {
+    if (auto r = refuse_unless(true, "PUT /boot-source")) return *r;
+    BootSourceConfig bs = boot_source_from_json(body, "boot-source");
+    validate_files(bs);
+    std::lock_guard lock(mutex_);
+    config_.boot_source = std::move(bs);
+    return no_content();
+}
+
+ApiResponse ApiController::put_machine_config(const json& body, bool patch) {
+    if (auto r = refuse_unless(true, patch ? "PATCH /machine-config" : "PUT /machine-config")) return *r;
+    json merged = body;
+    if (patch) {
+        merged = to_json(config_.machine_config);
+        for (const auto& [key, value] : body.items()) merged[key] = value;
+    }
+    MachineConfig mc = machine_config_from_json(merged, "machine-config");
+    VmConfig next = config_;
+    next.machine_config = mc;
+    validate(next);  // e.g. a balloon larger than the new memory size
+    std::lock_guard lock(mutex_);
+    config_ = std::move(next);
+    return no_content();
+}
+
+ApiResponse ApiController::put_drive(const std::string& id, const json& body) {
+    const std::string where = fmt::format("drives.{}", id);
+    if (auto r = refuse_unless(true, "PUT /drives")) return *r;
+    check_body_id(body, "drive_id", id, where);
+    DriveConfig drive = drive_from_json(body, where);
+    VmConfig next = config_;
+    upsert(next.drives, drive, [](const DriveConfig& d) { return d.drive_id; });
+    validate_drives(next.drives);
+    validate_files(drive, where);
+    std::lock_guard lock(mutex_);
+    config_ = std::move(next);
+    return no_content();
+}
+
+ApiResponse ApiController::patch_drive(const std::string& id, const json& body) {
+    const std::string where = fmt::format("drives.{}", id);
+    if (auto r = refuse_unless(false, "PATCH /drives")) return *r;
+    check_body_id(body, "drive_id", id, where);
+    const JsonFields f(body, where, {"drive_id", "path_on_host", "rate_limiter"});
+    f.required_string("drive_id");
+    if (f.find("rate_limiter")) throw ConfigError(fmt::format("{}.rate_limiter: rate limiters are not supported", where));
+    const auto path = f.optional_string("path_on_host");
+    auto it = std::find_if(config_.drives.begin(), config_.drives.end(),
+                           [&](const DriveConfig& d) { return d.drive_id == id; });
+    if (it == config_.drives.end()) throw ConfigError(fmt::format("{}: no such drive", where));
+    if (!path) return no_content();  // nothing to change
+    if (path->empty()) throw ConfigError(fmt::format("{}.path_on_host: empty", where));
+    vm_->update_drive(id, *path);
+    std::lock_guard lock(mutex_);
+    it->path_on_host = *path;
+    return no_content();
+}
+
+ApiResponse ApiController::put_network_interface(const std::string& id, const json& body) {
+    const std::string where = fmt::format("network-interfaces.{}", id);
+    if (auto r = refuse_unless(true, "PUT /network-interfaces")) return *r;
+    check_body_id(body, "iface_id", id, where);
+    NetworkInterfaceConfig iface = network_interface_from_json(body, where);
+    VmConfig next = config_;
+    upsert(next.network_interfaces, iface, [](const NetworkInterfaceConfig& n) { return n.iface_id; });
+    validate_network_interfaces(next.network_interfaces);
+    std::lock_guard lock(mutex_);
+    config_ = std::move(next);
+    return no_content();
+}
+
+ApiResponse ApiController::get_balloon() const {
+    if (!config_.balloon) return bad_request("balloon: no balloon device is configured");
+    return ok_json(to_json(*config_.balloon));
+}
+
+ApiResponse ApiController::put_balloon(const json& body) {
+    if (auto r = refuse_unless(true, "PUT /balloon")) return *r;
+    BalloonConfig b = balloon_from_json(body, "balloon");
+    VmConfig next = config_;
+    next.balloon = b;
+    validate(next);
+    std::lock_guard lock(mutex_);
+    config_ = std::move(next);
+    return no_content();
+}
+
+ApiResponse ApiController::patch_balloon(const json& body) {
+    if (!config_.balloon) return bad_request("balloon: no balloon device is configured (PUT /balloon before boot)");
+    const JsonFields f(body, "balloon", {"amount_mib"});
+    const uint64_t mib = f.required_uint("amount_mib", 0, config_.machine_config.mem_size_mib);
+    if (vm_ && !vm_->set_balloon_target_mib(mib)) {
+        return bad_request("balloon.amount_mib: the microVM is not running");
+    }
+    std::lock_guard lock(mutex_);
+    config_.balloon->amount_mib = mib;
+    return no_content();
+}
+
+ApiResponse ApiController::get_balloon_statistics() const {
+    if (!config_.balloon) return bad_request("balloon: no balloon device is configured");
+    if (config_.balloon->stats_polling_interval_s == 0) {
+        return bad_request("balloon: statistics are not enabled (stats_polling_interval_s is 0)");
+    }
+    if (auto r = refuse_unless(false, "GET /balloon/statistics")) return *r;
+    const auto stats = vm_->balloon_statistics_json();
+    if (!stats) return bad_request("balloon: the guest has not reported statistics yet");
+    return ApiResponse{200, *stats};
+}
+
+ApiResponse ApiController::patch_balloon_statistics(const json& body) {
+    if (!config_.balloon) return bad_request("balloon: no balloon device is configured");
+    if (auto r = refuse_unless(false, "PATCH /balloon/statistics")) return *r;
+    const JsonFields f(body, "balloon", {"stats_polling_interval_s"});
+    const auto s = static_cast<uint32_t>(f.required_uint("stats_polling_interval_s", 0, kMaxStatsPollingIntervalS));
+    const uint32_t now = config_.balloon->stats_polling_interval_s;
+    // The statistics queue exists only if it was negotiated at boot.
+    if (now == 0 && s != 0) {
+        return bad_request("balloon.stats_polling_interval_s: statistics were not enabled at boot and cannot be now");
+    }
+    if (now != 0 && s == 0) {
+        return bad_request("balloon.stats_polling_interval_s: statistics cannot be disabled after boot");
+    }
+    if (!vm_->set_balloon_stats_interval(s)) return bad_request("balloon: the microVM is not running");
+    std::lock_guard lock(mutex_);
+    config_.balloon->stats_polling_interval_s = s;
+    return no_content();
+}
+
+ApiResponse ApiController::put_action(const json& body) {
+    const JsonFields f(body, "actions", {"action_type"});
+    const auto action = f.optional_choice("action_type", {"InstanceStart", "SendCtrlAltDel", "FlushMetrics"});
+    if (!action) throw ConfigError("actions.action_type: required");
+    if (*action == "InstanceStart") {
+        if (auto r = refuse_unless(true, "InstanceStart")) return *r;
+        try {
+            start_instance();
+        } catch (const ConfigError& e) {
+            return bad_request(fmt::format("InstanceStart: {}", e.what()));
+        } catch (const std::exception& e) {
+            return bad_request(fmt::format("InstanceStart: the microVM could not be started: {}", e.what()));
+        }
+        return no_content();
+    }
+    if (*action == "SendCtrlAltDel") {
+        if (auto r = refuse_unless(false, "SendCtrlAltDel")) return *r;
+        if (!vm_->send_ctrl_alt_del()) return bad_request("SendCtrlAltDel: the microVM is not running");
+        return no_content();
+    }
+    // FlushMetrics
+    if (!config_.metrics) return bad_request("FlushMetrics: metrics are not configured (PUT /metrics first)");
+    if (auto r = refuse_unless(false, "FlushMetrics")) return *r;
+    if (!vm_->flush_metrics()) return bad_request("FlushMetrics: the microVM is not running");
+    return no_content();
+}
+
+ApiResponse ApiController::patch_vm(const json& body) {
+    const JsonFields f(body, "vm", {"state"});
+    const auto state = f.optional_choice("state", {"Paused", "Resumed"});
+    if (!state) throw ConfigError("vm.state: required");
+    if (auto r = refuse_unless(false, "PATCH /vm")) return *r;
+    const bool ok = *state == "Paused" ? vm_->pause() : vm_->resume();
+    if (!ok) return bad_request(fmt::format("vm.state: the microVM is not running (it is {})", state_name(vm_->state())));
+    return no_content();
+}
+
+ApiResponse ApiController::put_logger(const json& body) {
+    if (auto r = refuse_unless(true, "PUT /logger")) return *r;
+    LoggerConfig logger = logger_from_json(body, "logger");
+    apply_logger_config(logger, "logger");
+    std::lock_guard lock(mutex_);
+    config_.logger = std::move(logger);
+    return no_content();
+}
+
+ApiResponse ApiController::put_metrics(const json& body) {
+    if (auto r = refuse_unless(true, "PUT /metrics")) return *r;
+    MetricsConfig metrics = metrics_from_json(body, "metrics");
+    std::lock_guard lock(mutex_);
+    config_.metrics = std::move(metrics);
+    return no_content();
+}
+
+}  // namespace embervm::vmm

@@ -1,0 +1,234 @@
+#include "vmm/api_server.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "vmm/error.h"
+#include "vmm/log.h"
+
+namespace embervm::vmm {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using local = asio::local::stream_protocol;
+
+ApiResponse api_fault(unsigned status, std::string_view message) {
+    return ApiResponse{status, nlohmann::json{{"fault_message", message}}.dump()};
+}
+
+namespace {
+
+// Whether something accepts connections on the Unix socket at `path`.
+bool socket_is_live(const std::string& path) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    const bool live = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    return live;
+}
+
+}  // namespace
+
+struct ApiServer::Impl {
+    std::string path;
+    Handler handler;
+    ApiServerOptions options;
+    size_t connections = 0;  // on the server thread only (before io: sessions die with io)
+    asio::io_context io;
+    local::acceptor acceptor{io};
+    std::thread thread;
+    bool started = false;
+    bool stopped = false;
+
+    class Session;
+    void accept();
+};
+
+// One connection: read a request, answer it, repeat while the client keeps the connection.
+class ApiServer::Impl::Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(Impl& server, local::socket socket) : server_(server), socket_(std::move(socket)), timer_(server.io) {
+        ++server_.connections;
+    }
+    ~Session() { --server_.connections; }
+
+    void read() {
+        parser_.emplace();
+        parser_->body_limit(server_.options.max_body_bytes);
+        parser_->header_limit(static_cast<uint32_t>(server_.options.max_header_bytes));
+        arm_timer();
+        http::async_read(socket_, buffer_, *parser_,
+                         [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+    }
+
+private:
+    void arm_timer() {
+        timer_.expires_after(server_.options.idle_timeout);
+        timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+            if (ec) return;
+            if (auto self = weak.lock()) {
+                boost::system::error_code ignored;
+                self->socket_.close(ignored);  // fails the pending read or write
+            }
+        });
+    }
+
+    void on_read(beast::error_code ec) {
+        timer_.cancel();
+        if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
+            ec == asio::error::connection_reset || ec == asio::error::bad_descriptor) {
+            return;  // the client left (or the idle timer closed the socket)
+        }
+        if (ec == http::error::partial_message && buffer_.size() == 0 && !parser_->got_some()) return;
+        if (ec) {
+            // The request could not be read: answer if the socket still works, then close.
+            if (ec == http::error::body_limit) {
+                reply(api_fault(413, fmt::format("the request body is larger than the limit of {} bytes",
+                                                 server_.options.max_body_bytes)),
+                      false);
+            } else if (ec == http::error::header_limit) {
+                reply(api_fault(431, fmt::format("the request header is larger than the limit of {} bytes",
+                                                 server_.options.max_header_bytes)),
+                      false);
+            } else {
+                reply(api_fault(400, fmt::format("malformed HTTP request: {}", ec.message())), false);
+            }
+            return;
+        }
+        http::request<http::string_body> req = parser_->release();
+        const bool keep_alive = req.keep_alive();
+        ApiRequest request{std::string(req.method_string()), std::string(req.target()), std::move(req.body())};
+        ApiResponse response;
+        try {
+            response = server_.handler(request);
+        } catch (const std::exception& e) {
+            log::error("API: {} {}: {}", request.method, request.target, e.what());
+            response = api_fault(500, fmt::format("internal error: {}", e.what()));
+        }
+        log::debug("API: {} {} -> {}", request.method, request.target, response.status);
+        reply(std::move(response), keep_alive);
+    }
+
+    void reply(ApiResponse response, bool keep_alive) {
+        auto res = std::make_shared<http::response<http::string_body>>();
+        res->version(11);
+        res->result(response.status);
+        res->set(http::field::server, "embervm");
+        if (!response.body.empty()) res->set(http::field::content_type, "application/json");
+        res->body() = std::move(response.body);
+        res->keep_alive(keep_alive);
+        res->prepare_payload();
+        arm_timer();
+        http::async_write(socket_, *res, [self = shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
+            self->timer_.cancel();
+            if (ec || !keep_alive) {
+                boost::system::error_code ignored;
+                self->socket_.shutdown(local::socket::shutdown_both, ignored);
+                self->socket_.close(ignored);
+                return;
+            }
+            self->read();
+        });
+    }
+
+    Impl& server_;
+    local::socket socket_;
+    asio::steady_timer timer_;
+    beast::flat_buffer buffer_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+};
+
+void ApiServer::Impl::accept() {
+    acceptor.async_accept([this](const boost::system::error_code& ec, local::socket socket) {
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+        if (ec) {
+            log::warn("API: accept failed: {}", ec.message());
+        } else if (connections >= options.max_connections) {
+            log::warn("API: {} connections open already; closing a new one", connections);
+        } else {
+            std::make_shared<Session>(*this, std::move(socket))->read();
+        }
+        accept();
+    });
+}
+
+ApiServer::ApiServer(std::string socket_path, Handler handler, ApiServerOptions options)
+    : impl_(std::make_unique<Impl>()) {
+    impl_->path = std::move(socket_path);
+    impl_->handler = std::move(handler);
+    impl_->options = options;
+    const std::string& path = impl_->path;
+    if (path.empty()) throw Error("API socket: empty path");
+    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+        throw Error(fmt::format("API socket {}: path longer than {} bytes", path, sizeof(sockaddr_un::sun_path) - 1));
+    }
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) throw Error(fmt::format("API socket {}: a file that is not a socket is in the way", path));
+        if (socket_is_live(path)) throw Error(fmt::format("API socket {}: another process is serving on it", path));
+        if (::unlink(path.c_str()) != 0) throw sys_error(fmt::format("API socket {}: removing the stale socket", path));
+    }
+    boost::system::error_code ec;
+    impl_->acceptor.open(local(), ec);
+    if (!ec) {
+        const mode_t old = ::umask(0177);  // the socket is created 0600: only the owner may drive the VM
+        impl_->acceptor.bind(local::endpoint(path), ec);
+        ::umask(old);
+    }
+    if (!ec) impl_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw Error(fmt::format("API socket {}: {}", path, ec.message()));
+}
+
+ApiServer::~ApiServer() { stop(); }
+
+void ApiServer::start() {
+    if (impl_->started) throw Error("ApiServer::start: started already");
+    impl_->started = true;
+    impl_->accept();
+    impl_->thread = std::thread([impl = impl_.get()] {
+        log::set_thread_name("api");
+        try {
+            impl->io.run();
+        } catch (const std::exception& e) {
+            log::error("API server stopped: {}", e.what());
+        }
+    });
+    log::info("API: serving on {}", impl_->path);
+}
+
+void ApiServer::stop() {
+    if (impl_->stopped) return;
+    impl_->stopped = true;
+    asio::post(impl_->io, [impl = impl_.get()] {
+        boost::system::error_code ignored;
+        impl->acceptor.close(ignored);
+        impl->io.stop();  // drops the sessions' pending operations (and with them the sessions)
+    });
+    if (impl_->thread.joinable()) impl_->thread.join();
+    ::unlink(impl_->path.c_str());
+}
+
+const std::string& ApiServer::socket_path() const { return impl_->path; }
+
+}  // namespace embervm::vmm

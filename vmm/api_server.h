@@ -1,0 +1,69 @@
+// The HTTP/1.1 server of the API on a Unix domain socket (Boost.Beast), on a thread of its own.
+//
+// It knows HTTP, not the API: every well-formed request goes to one handler, which returns the
+// status and JSON body. Requests are handled one at a time on the server's thread (so the
+// handler needs no locking against itself), while reading and writing of any number of
+// connections proceeds asynchronously; a slow or silent client holds nothing but its own
+// connection, which is closed after `idle_timeout`.
+//
+// What the handler never sees: malformed HTTP (400), a header block over the limit (431), a
+// body over the limit (413), a body on a request without a length (411). The server answers
+// those itself with {"fault_message": "..."} and closes the connection; it keeps serving the
+// others.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace embervm::vmm {
+
+struct ApiRequest {
+    std::string method;  // "GET", "PUT", "PATCH", ... as sent
+    std::string target;  // "/drives/rootfs" (path and query as sent)
+    std::string body;
+};
+
+struct ApiResponse {
+    unsigned status = 200;
+    std::string body;  // JSON, or empty (204)
+};
+
+// {"fault_message": message} with `status` (Firecracker's error shape).
+ApiResponse api_fault(unsigned status, std::string_view message);
+
+struct ApiServerOptions {
+    size_t max_body_bytes = 51200;  // Firecracker's default payload limit
+    size_t max_header_bytes = 8192;
+    size_t max_connections = 64;  // further connections are closed at once
+    std::chrono::milliseconds idle_timeout{30000};
+};
+
+class ApiServer {
+public:
+    using Handler = std::function<ApiResponse(const ApiRequest&)>;
+
+    // Binds and listens on `socket_path` (mode 0600). A stale socket (nobody accepts on it) is
+    // replaced; a live one or any other file there is an error. Throws embervm::Error.
+    ApiServer(std::string socket_path, Handler handler, ApiServerOptions options = {});
+    // stop().
+    ~ApiServer();
+    ApiServer(const ApiServer&) = delete;
+    ApiServer& operator=(const ApiServer&) = delete;
+
+    // Starts serving on the thread "api". Once.
+    void start();
+    // Closes every connection, joins the thread and removes the socket file. Idempotent; not
+    // from the handler.
+    void stop();
+
+    const std::string& socket_path() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace embervm::vmm

@@ -1,0 +1,181 @@
+// Metrics: JSON sections for vCPUs and devices, the event-loop latency probe and the writer
+// that appends one line per interval to the metrics output.
+#include "vmm/metrics.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "virtio/balloon/balloon_device.h"
+#include "virtio/block/block_device.h"
+#include "virtio/net/net_device.h"
+#include "vmm/log.h"
+#include "vmm/vcpu.h"
+
+namespace embervm::vmm {
+
+using nlohmann::json;
+
+uint64_t utc_timestamp_ms() {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+}
+
+namespace {
+
+// One vCPU's counters, in a fixed key order; "exits" is the sum of the *_exits fields.
+json vcpu_json(const VcpuStats& s) {
+    const auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    const std::pair<const char*, uint64_t> exits[] = {
+        {"io_exits", get(s.io_exits)},
+        {"mmio_exits", get(s.mmio_exits)},
+        {"hlt_exits", get(s.hlt_exits)},
+        {"shutdown_exits", get(s.shutdown_exits)},
+        {"system_event_exits", get(s.system_event_exits)},
+        {"internal_error_exits", get(s.internal_error_exits)},
+        {"fail_entry_exits", get(s.fail_entry_exits)},
+        {"intr_exits", get(s.intr_exits)},
+        {"other_exits", get(s.other_exits)},
+    };
+    json j = json::object();
+    uint64_t total = 0;
+    for (const auto& [key, value] : exits) {
+        j[key] = value;
+        total += value;
+    }
+    j["exits"] = total;
+    j["interrupted"] = get(s.interrupted);
+    j["emulated_instructions"] = get(s.emulated_instructions);
+    j["unclaimed_accesses"] = get(s.unclaimed_accesses);
+    return j;
+}
+
+}  // namespace
+
+json vcpu_metrics_json(const std::vector<const VcpuStats*>& vcpus) {
+    json total = json::object();
+    json per_vcpu = json::array();
+    for (size_t i = 0; i < vcpus.size(); i++) {
+        json one = vcpu_json(*vcpus[i]);
+        for (const auto& [key, value] : one.items()) {
+            total[key] = total.value(key, uint64_t{0}) + value.get<uint64_t>();
+        }
+        one["id"] = i;
+        per_vcpu.push_back(std::move(one));
+    }
+    if (vcpus.empty()) total = vcpu_json(VcpuStats{});
+    total["per_vcpu"] = std::move(per_vcpu);
+    return total;
+}
+
+json device_metrics_json(const virtio::block::BlockCounters& c, uint64_t needs_reset) {
+    return {{"read_requests", c.read_requests},
+            {"write_requests", c.write_requests},
+            {"flush_requests", c.flush_requests},
+            {"discard_requests", c.discard_requests},
+            {"write_zeroes_requests", c.write_zeroes_requests},
+            {"get_id_requests", c.get_id_requests},
+            {"read_bytes", c.read_bytes},
+            {"write_bytes", c.write_bytes},
+            {"io_errors", c.io_errors},
+            {"unsupported_requests", c.unsupported_requests},
+            {"needs_reset", needs_reset}};
+}
+
+json device_metrics_json(const virtio::net::NetCounters& c, uint64_t needs_reset) {
+    return {{"rx_frames", c.rx_frames},   {"rx_bytes", c.rx_bytes},     {"rx_dropped", c.rx_dropped},
+            {"rx_errors", c.rx_errors},   {"rx_paused", c.rx_paused},   {"tx_frames", c.tx_frames},
+            {"tx_bytes", c.tx_bytes},     {"tx_dropped", c.tx_dropped}, {"tx_errors", c.tx_errors},
+            {"needs_reset", needs_reset}};
+}
+
+json device_metrics_json(const virtio::balloon::BalloonCounters& c, uint64_t needs_reset) {
+    return {{"inflated_pages", c.inflated_pages},
+            {"deflated_pages", c.deflated_pages},
+            {"discarded_bytes", c.discarded_bytes},
+            {"invalid_pfns", c.invalid_pfns},
+            {"reported_ranges", c.reported_ranges},
+            {"stats_updates", c.stats_updates},
+            {"needs_reset", needs_reset}};
+}
+
+// ---- EventLoopProbe ---------------------------------------------------------------------
+
+EventLoopProbe::EventLoopProbe(boost::asio::io_context& io, std::chrono::milliseconds interval)
+    : interval_(interval), timer_(io) {}
+
+void EventLoopProbe::start() { arm(); }
+
+void EventLoopProbe::stop() { timer_.cancel(); }
+
+void EventLoopProbe::arm() {
+    timer_.expires_after(interval_);
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (ec) return;
+        record(std::chrono::steady_clock::now() - timer_.expiry());
+        arm();
+    });
+}
+
+void EventLoopProbe::record(std::chrono::nanoseconds lateness) {
+    if (lateness < std::chrono::nanoseconds::zero()) lateness = std::chrono::nanoseconds::zero();
+    std::lock_guard lock(mutex_);
+    ++samples_;
+    sum_ += lateness;
+    if (lateness > max_) max_ = lateness;
+}
+
+json EventLoopProbe::window_json(bool reset) {
+    std::lock_guard lock(mutex_);
+    const auto us = [](std::chrono::nanoseconds ns) {
+        return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(ns).count());
+    };
+    json j = {{"probe_interval_ms", interval_.count()},
+              {"samples", samples_},
+              {"lateness_max_us", us(max_)},
+              {"lateness_mean_us", samples_ == 0 ? 0 : us(sum_ / static_cast<int64_t>(samples_))}};
+    if (reset) {
+        samples_ = 0;
+        max_ = sum_ = std::chrono::nanoseconds::zero();
+    }
+    return j;
+}
+
+// ---- MetricsWriter ----------------------------------------------------------------------
+
+MetricsWriter::MetricsWriter(boost::asio::io_context& io, const std::string& path, std::chrono::milliseconds interval,
+                             Producer produce)
+    : fd_(log::open_output_file(path)), path_(path), interval_(interval), produce_(std::move(produce)), timer_(io) {}
+
+void MetricsWriter::start() {
+    if (interval_.count() > 0) arm();
+}
+
+void MetricsWriter::stop() { timer_.cancel(); }
+
+void MetricsWriter::arm() {
+    timer_.expires_after(interval_);
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (ec) return;
+        write_line();
+        arm();
+    });
+}
+
+bool MetricsWriter::write_line() {
+    std::lock_guard lock(write_mutex_);
+    const std::string line = produce_() + '\n';
+    if (log::write_fully(fd_.get(), line)) {
+        written_.fetch_add(1);
+        return true;
+    }
+    const int err = errno;
+    // Reported once: a reader that went away (or a full disk) must not flood the log.
+    if (dropped_.fetch_add(1) == 0) {
+        log::warn("metrics: a line could not be written to {}: {} (dropped; further drops are not logged)", path_,
+                  std::strerror(err));
+    }
+    return false;
+}
+
+}  // namespace embervm::vmm
