@@ -52,7 +52,16 @@ int run_with_api(const vmm::CliOptions& cli, const vmm::VmConfig& config, const 
     controller_options.vm_options = options;
     if (cli.instance_id) controller_options.instance_id = *cli.instance_id;
     vmm::ApiController controller(config, controller_options);
-    vmm::ApiServer server(*cli.api_sock, [&controller](const vmm::ApiRequest& r) { return controller.handle(r); });
+    std::unique_ptr<vmm::ApiServer> server_ptr;
+    try {
+        server_ptr = std::make_unique<vmm::ApiServer>(
+            *cli.api_sock, [&controller](const vmm::ApiRequest& r) { return controller.handle(r); });
+    } catch (const Error& e) {
+        // A path that cannot be served on (too long, a file in the way, no such directory, in
+        // use) is a bad command line.
+        throw vmm::CliError(fmt::format("--api-sock: {}", e.what()));
+    }
+    vmm::ApiServer& server = *server_ptr;
     server.start();
     if (config.boot_source) controller.start_instance();
 
