@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/virtio/temp_image.h"
 #include "virtio/block/backend.h"
 
 using namespace embervm::virtio::block;
@@ -26,34 +27,9 @@ namespace {
 
 constexpr size_t kImageBytes = 1 << 20;
 
-class TempImage {
+class TempImage : public embervm::test::TempImage {
 public:
-    explicit TempImage(size_t size = kImageBytes) {
-        char tmpl[] = "/tmp/embervm-backend-test-XXXXXX";
-        const int fd = ::mkstemp(tmpl);
-        REQUIRE(fd >= 0);
-        path_ = tmpl;
-        std::vector<uint8_t> content(size);
-        for (size_t i = 0; i < size; i++) content[i] = static_cast<uint8_t>(i * 7 + (i >> 9));
-        REQUIRE(::pwrite(fd, content.data(), size, 0) == static_cast<ssize_t>(size));
-        ::close(fd);
-        content_ = std::move(content);
-    }
-    ~TempImage() { ::unlink(path_.c_str()); }
-    const std::string& path() const { return path_; }
-    const std::vector<uint8_t>& original() const { return content_; }
-    std::vector<uint8_t> read(uint64_t off, size_t n) const {
-        std::vector<uint8_t> v(n);
-        const int fd = ::open(path_.c_str(), O_RDONLY);
-        REQUIRE(fd >= 0);
-        REQUIRE(::pread(fd, v.data(), n, static_cast<off_t>(off)) == static_cast<ssize_t>(n));
-        ::close(fd);
-        return v;
-    }
-
-private:
-    std::string path_;
-    std::vector<uint8_t> content_;
+    explicit TempImage(size_t size = kImageBytes) : embervm::test::TempImage(size) {}
 };
 
 bool readable(int fd, int timeout_ms) {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/virtio/temp_image.h"
 #include "virtio/block/backend.h"
 #include "vmm/error.h"
 
@@ -27,51 +28,7 @@ namespace {
 
 const char* engine_name(IoEngine e) { return e == IoEngine::Sync ? "Sync" : "Async"; }
 
-// A raw image with a known pattern; removed by the destructor.
-class Image {
-public:
-    explicit Image(size_t size) {
-        char tmpl[] = "/tmp/embervm-block-backend-test-XXXXXX";
-        const int fd = ::mkstemp(tmpl);
-        REQUIRE(fd >= 0);
-        path_ = tmpl;
-        content_.resize(size);
-        for (size_t i = 0; i < size; i++) content_[i] = static_cast<uint8_t>((i * 31) ^ (i >> 8) ^ 0x5a);
-        size_t done = 0;
-        while (done < size) {
-            const ssize_t n = ::pwrite(fd, content_.data() + done, size - done, static_cast<off_t>(done));
-            REQUIRE(n > 0);
-            done += static_cast<size_t>(n);
-        }
-        ::close(fd);
-    }
-    ~Image() { ::unlink(path_.c_str()); }
-    Image(const Image&) = delete;
-    Image& operator=(const Image&) = delete;
-
-    const std::string& path() const { return path_; }
-    std::vector<uint8_t> original(uint64_t off, size_t n) const {
-        return {content_.begin() + static_cast<long>(off), content_.begin() + static_cast<long>(off + n)};
-    }
-    std::vector<uint8_t> read(uint64_t off, size_t n) const {
-        std::vector<uint8_t> v(n);
-        const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-        REQUIRE(fd >= 0);
-        const ssize_t got = ::pread(fd, v.data(), n, static_cast<off_t>(off));
-        ::close(fd);
-        REQUIRE(got == static_cast<ssize_t>(n));
-        return v;
-    }
-    uint64_t file_size() const {
-        struct stat st {};
-        REQUIRE(::stat(path_.c_str(), &st) == 0);
-        return static_cast<uint64_t>(st.st_size);
-    }
-
-private:
-    std::string path_;
-    std::vector<uint8_t> content_;
-};
+using Image = embervm::test::TempImage;
 
 bool readable(int fd, int timeout_ms) {
     pollfd p{fd, POLLIN, 0};

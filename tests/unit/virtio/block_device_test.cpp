@@ -27,6 +27,7 @@
 
 #include "devices/irq.h"
 #include "memory/guest_memory.h"
+#include "tests/unit/virtio/temp_image.h"
 #include "virtio/block/backend.h"
 #include "virtio/block/block_device.h"
 #include "virtio/mmio_transport.h"
@@ -1254,36 +1255,7 @@ TEST_CASE("virtio-blk device: without EVENT_IDX: NO_INTERRUPT and NO_NOTIFY flag
 
 namespace {
 
-class TempDisk {
-public:
-    explicit TempDisk(size_t bytes) {
-        char tmpl[] = "/tmp/embervm-blkdev-test-XXXXXX";
-        const int fd = ::mkstemp(tmpl);
-        REQUIRE(fd >= 0);
-        path_ = tmpl;
-        content_.resize(bytes);
-        for (size_t i = 0; i < bytes; i++) content_[i] = static_cast<uint8_t>(i * 3 + (i >> 9) + 5);
-        REQUIRE(::pwrite(fd, content_.data(), bytes, 0) == static_cast<ssize_t>(bytes));
-        ::close(fd);
-    }
-    ~TempDisk() { ::unlink(path_.c_str()); }
-    const std::string& path() const { return path_; }
-    std::vector<uint8_t> original(uint64_t off, size_t n) const {
-        return {content_.begin() + static_cast<long>(off), content_.begin() + static_cast<long>(off + n)};
-    }
-    std::vector<uint8_t> read(uint64_t off, size_t n) const {
-        std::vector<uint8_t> v(n);
-        const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-        REQUIRE(fd >= 0);
-        REQUIRE(::pread(fd, v.data(), n, static_cast<off_t>(off)) == static_cast<ssize_t>(n));
-        ::close(fd);
-        return v;
-    }
-
-private:
-    std::string path_;
-    std::vector<uint8_t> content_;
-};
+using TempDisk = embervm::test::TempImage;
 
 // Harness with a real backend: same rings, status bytes and helpers.
 struct RealHarness {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tests/unit/temp_dir.h"
+#include "tests/unit/vmm/test_support.h"
 #include "vmm/error.h"
 #include "vmm/log.h"
 
@@ -33,15 +34,7 @@ std::vector<std::string> read_lines(const std::string& path) {
     return lines;
 }
 
-// Every test leaves the process logger as the other tests expect it.
-struct LoggerRestore {
-    ~LoggerRestore() {
-        elog::set_output_stderr();
-        elog::set_level(elog::Level::Info);
-        elog::set_show_level(true);
-        elog::set_show_origin(false);
-    }
-};
+using embervm::test::LoggerRestore;
 
 }  // namespace
 

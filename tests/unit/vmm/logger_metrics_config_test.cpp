@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "tests/unit/temp_dir.h"
+#include "tests/unit/vmm/test_support.h"
 #include "vmm/cli.h"
 #include "vmm/config.h"
 #include "vmm/log.h"
@@ -26,15 +27,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string config_error(const std::string& doc) {
-    try {
-        vmm::parse_config_json(doc);
-    } catch (const vmm::ConfigError& e) {
-        return e.what();
-    }
-    FAIL("parse_config_json accepted: " << doc);
-    return {};
-}
+using embervm::test::config_error;
 
 std::string logger_error(std::string_view body) { return config_error(fmt::format(R"({{"logger": {}}})", body)); }
 std::string metrics_error(std::string_view body) { return config_error(fmt::format(R"({{"metrics": {}}})", body)); }
@@ -53,15 +46,7 @@ std::string read_file(const std::string& path) {
     return s.str();
 }
 
-// Puts the process logger back as the other tests expect it.
-struct LoggerRestore {
-    ~LoggerRestore() {
-        elog::set_output_stderr();
-        elog::set_level(elog::Level::Info);
-        elog::set_show_level(true);
-        elog::set_show_origin(false);
-    }
-};
+using embervm::test::LoggerRestore;
 
 }  // namespace
 

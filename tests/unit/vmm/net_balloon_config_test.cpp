@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "tests/unit/vmm/test_support.h"
 #include "vmm/cli.h"
 #include "vmm/config.h"
 
@@ -20,15 +21,7 @@ namespace vmm = embervm::vmm;
 
 namespace {
 
-std::string config_error(const std::string& doc) {
-    try {
-        vmm::parse_config_json(doc);
-    } catch (const vmm::ConfigError& e) {
-        return e.what();
-    }
-    FAIL("parse_config_json accepted: " << doc);
-    return {};
-}
+using embervm::test::config_error;
 
 std::string iface_error(std::string_view extra, std::string_view id = "eth0", std::string_view tap = "tap0") {
     return config_error(fmt::format(R"({{"network-interfaces": [{{"iface_id": "{}", "host_dev_name": "{}"{}{}}}]}})", id,
