@@ -25,15 +25,12 @@ namespace {
 
 using namespace embervm;
 
-// The VMM logged how the VM ended ("VM ended: ..."); the status tells the caller.
-int report_exit(const vmm::VmExit& exit) { return exit.status; }
-
 // Runs the VM from the configuration; the process's console is the guest's.
 int run_without_api(const vmm::VmConfig& config, VmOptions options) {
     options.handle_signals = true;
     Vm vm(config, options);
     vm.start();
-    return report_exit(vm.wait());
+    return vm.wait().status;  // the VMM logged how the VM ended
 }
 
 // Serves the API until the VM ends (or a signal comes). If the configuration has a kernel,
@@ -78,7 +75,7 @@ int run_with_api(const vmm::CliOptions& cli, const vmm::VmConfig& config, const 
             return 128 + sig;
         }
         if (auto vm = controller.vm(); vm && vm->state() == VmState::Ended) {
-            const int status = report_exit(vm->wait());
+            const int status = vm->wait().status;
             server.stop();
             return status;
         }

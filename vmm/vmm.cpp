@@ -294,10 +294,6 @@ void Vmm::update_drive(const std::string& drive_id, const std::string& path_on_h
     result.get();  // rethrows the loop's error
 }
 
-VmConfig Vmm::config_snapshot() const {
-    std::lock_guard lock(config_mutex_);
-    return config_;
-}
 
 void Vmm::load_guest() {
     const auto& source = *config_.boot_source;

@@ -93,13 +93,11 @@ public:
     // Run-time drive update (Firecracker's PATCH /drives/{id} with path_on_host; any thread):
     // the drive's virtio-blk device continues on the image at `path_on_host` (flock'ed like at
     // boot, read-only as the drive is; the old image is closed and unlocked), the guest sees
-    // the new capacity, and config_snapshot() the new path. Blocks until the event loop did it.
+    // the new capacity. Blocks until the event loop did it.
     // Throws ConfigError naming "drives.<id>" (unknown drive) or "drives.<id>.path_on_host"
     // (missing, unreadable, read-only for a writable drive, locked, ...), Error when the VM is
     // not running; the drive keeps its old image then.
     void update_drive(const std::string& drive_id, const std::string& path_on_host);
-    // A copy of the configuration as it is now (drive paths changed by update_drive). Any thread.
-    VmConfig config_snapshot() const;
 
     // Metrics (vmm/metrics.h): the current metrics document as one line of JSON. Any thread;
     // before the VM runs it holds only the timestamp. Does not start a new event-loop window.
@@ -124,8 +122,8 @@ private:
     std::string metrics_document(bool new_window);
 
     VmConfig config_;
-    // Guards config_ against run-time changes (update_drive, on the event-loop thread) while
-    // config_snapshot() copies it.
+    // Guards config_.drives: update_drive changes a path on the event-loop thread while another
+    // caller looks its drive up.
     mutable std::mutex config_mutex_;
     RunOptions options_;
     std::string cmdline_;
