@@ -32,7 +32,17 @@ int checked_ioctl(int fd, unsigned long request, T arg, const char* what) {
 
 KvmSystem::KvmSystem(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CLOEXEC)) {
     if (!fd_) {
-        throw sys_error(fmt::format("cannot open {} (is KVM available and are you allowed to use it?)", path));
+        const int err = errno;
+        std::string hint;
+        if (err == ENOENT) {
+            hint = "this host offers no KVM: load kvm_intel or kvm_amd (needs VMX/SVM, on bare metal or with "
+                   "nested virtualization), or run embervm inside scripts/with-kvm";
+        } else if (err == EACCES || err == EPERM) {
+            hint = "you may not use it: add yourself to its group (usually kvm) or run as root";
+        } else {
+            hint = "is KVM available and are you allowed to use it?";
+        }
+        throw sys_error(fmt::format("cannot open {} ({})", path, hint), err);
     }
     const int version = checked_ioctl(fd(), KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
     if (version != KVM_API_VERSION) {
