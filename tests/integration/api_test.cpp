@@ -138,8 +138,10 @@ private:
 struct TempDir {
     fs::path path;
     TempDir() {
-        char tmpl[] = "/tmp/embervm-api-test.XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
+        // $TMPDIR (else /tmp): it must be a file system that takes Unix sockets (not 9p).
+        const char* base = std::getenv("TMPDIR");
+        std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/embervm-api-test.XXXXXX";
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
         path = tmpl;
     }
     ~TempDir() {
