@@ -787,6 +787,11 @@ static int bench_poll_ring(struct virtq* q) {
 // completion (if the interrupt never comes, hlt does not return: the host's timeout ends it).
 static int bench_wait_irq(struct blk_dev* b, struct virtq* q) {
     const uint64_t start = rdtsc();
+    // virtq_wait_used moved used_event on since the last kick's mb(): that store must be visible
+    // before the used index is read. Otherwise (x86 lets a load pass an earlier store) the device
+    // can publish, read the old used_event and skip the interrupt while we read the old index and
+    // halt for good: a lost wake-up.
+    mb();
     while (!virtq_used_pending(q)) {
         irq_wait();
         virtio_isr_ack(&b->v, virtio_isr_read(&b->v));
