@@ -26,7 +26,9 @@
 // transport and turned into device_error().
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -62,6 +64,16 @@ inline void read_config_space(std::span<const uint8_t> config, uint64_t offset, 
     }
 }
 
+// What a device holds at one moment, for the stall watchdog and the metrics
+// (virtio/watchdog.h): its ready queues, and the requests it handed to a backend and has not
+// completed yet.
+struct DeviceProgress {
+    std::vector<QueueProgress> queues;  // ready queues, in queue order
+    uint64_t in_flight = 0;
+    // When the oldest request in flight went to the backend (nullopt: none in flight).
+    std::optional<std::chrono::steady_clock::time_point> oldest_submitted;
+};
+
 class VirtioDevice {
 public:
     virtual ~VirtioDevice() = default;
@@ -96,6 +108,9 @@ public:
 
     // For logs: "virtio-blk rootfs".
     virtual std::string name() const = 0;
+    // A snapshot for the watchdog (any thread; the device takes its own lock, so the call
+    // may wait for a queue pass, never for I/O). Nothing while not activated.
+    virtual DeviceProgress progress() const = 0;
 };
 
 }  // namespace embervm::virtio

@@ -422,4 +422,23 @@ bool Queue::enable_notification(const GuestMemory& mem) {
     return read_avail_idx(mem) != next_avail_;
 }
 
+std::optional<QueueProgress> Queue::progress(const GuestMemory& mem) const {
+    if (!ready_ || !is_power_of_two(size_)) {
+        return std::nullopt;
+    }
+    try {
+        QueueProgress p;
+        p.size = size_;
+        p.avail_idx = read_ring<uint16_t>(mem, avail_ring_, kRingIdx, "avail.idx");
+        p.next_avail = next_avail_;
+        p.used_idx = next_used_;
+        if (event_idx_enabled_) {
+            p.used_event = read_ring<uint16_t>(mem, avail_ring_, kRingEntries + kAvailEntrySize * size_, "used_event");
+        }
+        return p;
+    } catch (const QueueError&) {
+        return std::nullopt;
+    }
+}
+
 }  // namespace embervm::virtio

@@ -220,6 +220,17 @@ private:
     bool write_before_read_ = false;
 };
 
+// A snapshot of one queue (Queue::progress).
+struct QueueProgress {
+    uint16_t index = 0;       // the queue's index in its device (set by the device)
+    uint16_t size = 0;
+    uint16_t avail_idx = 0;   // the driver's avail.idx
+    uint16_t next_avail = 0;  // how far the device has taken buffers
+    uint16_t used_idx = 0;    // the device's used.idx
+    // EVENT_IDX only: the driver's used_event (it wants an interrupt once used_idx passes it).
+    std::optional<uint16_t> used_event;
+};
+
 class Queue {
 public:
     // `max_size` is the device's limit (QueueNumMax): a power of two in [1, kMaxQueueSize];
@@ -287,6 +298,11 @@ public:
 
     // Back to the state after construction (configuration and runtime state).
     void reset();
+
+    // Where the driver and the device stand, for the stall watchdog (virtio/watchdog.h): reads
+    // avail.idx and (EVENT_IDX) used_event from guest memory without validating or changing
+    // anything. nullopt if the queue is not ready or its rings are not readable.
+    std::optional<QueueProgress> progress(const memory::GuestMemory& mem) const;
 
     // Runtime state, for logs, tests and a later snapshot/restore.
     uint16_t next_avail() const { return next_avail_; }

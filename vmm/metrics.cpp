@@ -8,6 +8,7 @@
 #include "virtio/balloon/balloon_device.h"
 #include "virtio/block/block_device.h"
 #include "virtio/net/net_device.h"
+#include "virtio/watchdog.h"
 #include "vmm/log.h"
 #include "vmm/vcpu.h"
 
@@ -97,6 +98,14 @@ json device_metrics_json(const virtio::balloon::BalloonCounters& c, uint64_t nee
             {"reported_ranges", c.reported_ranges},
             {"stats_updates", c.stats_updates},
             {"needs_reset", needs_reset}};
+}
+
+void add_watchdog_metrics(json& section, const virtio::WatchdogReport& r) {
+    section["in_flight"] = r.in_flight;
+    section["oldest_in_flight_ms"] = r.oldest_in_flight ? json(r.oldest_in_flight->count()) : json(nullptr);
+    section["slow_request_warnings"] = r.slow_request_warnings;
+    section["driver_stalls"] = r.driver_stalls;
+    section["stalled_queues"] = r.stalled_queues;
 }
 
 // ---- EventLoopProbe ---------------------------------------------------------------------

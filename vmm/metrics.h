@@ -33,6 +33,9 @@ struct NetCounters;
 namespace embervm::virtio::balloon {
 struct BalloonCounters;
 }
+namespace embervm::virtio {
+struct WatchdogReport;
+}
 
 namespace embervm::vmm {
 
@@ -49,6 +52,10 @@ nlohmann::json vcpu_metrics_json(const std::vector<const VcpuStats*>& vcpus);
 nlohmann::json device_metrics_json(const virtio::block::BlockCounters& c, uint64_t needs_reset);
 nlohmann::json device_metrics_json(const virtio::net::NetCounters& c, uint64_t needs_reset);
 nlohmann::json device_metrics_json(const virtio::balloon::BalloonCounters& c, uint64_t needs_reset);
+// Adds the stall watchdog's figures (virtio/watchdog.h) to a device section: "in_flight",
+// "oldest_in_flight_ms" (null when nothing is in flight), "slow_request_warnings",
+// "driver_stalls", "stalled_queues".
+void add_watchdog_metrics(nlohmann::json& section, const virtio::WatchdogReport& r);
 
 // How late the event loop runs its handlers: a timer armed every `interval` on the loop
 // measures by how much it fires after its deadline. A loop busy with long handlers (or starved

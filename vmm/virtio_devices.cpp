@@ -15,6 +15,7 @@
 #include "virtio/net/tap.h"
 #include "virtio/mmio_transport.h"
 #include "virtio/virtio_defs.h"
+#include "virtio/watchdog.h"
 #include "vmm/bus.h"
 #include "vmm/error.h"
 #include "vmm/eventfd.h"
@@ -40,13 +41,15 @@ struct VirtioMmioDevices::Slot {
     std::unique_ptr<FdWatch> completion_watch;
     std::string drive_id;
     std::string image_path;
+    std::unique_ptr<virtio::StallWatchdog> watchdog;
 };
 
 VirtioMmioDevices::VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io,
                                      const memory::GuestMemory& mem)
-    : vm_(vm), mmio_bus_(mmio_bus), io_(io), mem_(mem) {}
+    : vm_(vm), mmio_bus_(mmio_bus), io_(io), mem_(mem), watchdog_timer_(io) {}
 
 VirtioMmioDevices::~VirtioMmioDevices() {
+    watchdog_timer_.cancel();
     // Watches first: no handler may run into a transport being destroyed.
     for (auto& slot : slots_) {
         if (slot->rx_watch) *slot->rx_watch = nullptr;
@@ -69,6 +72,7 @@ virtio::MmioTransport& VirtioMmioDevices::attach(std::shared_ptr<virtio::VirtioD
     slot->irq = std::make_shared<EventFdIrq>();
     vm_.register_irqfd(slot->irq->fd(), gsi);
     slot->transport = std::make_shared<virtio::MmioTransport>(mem_, device, slot->irq);
+    slot->watchdog = std::make_unique<virtio::StallWatchdog>(device->name());
     mmio_bus_.insert(slot->transport, base, boot::layout::kVirtioMmioSize);
 
     virtio::MmioTransport* transport = slot->transport.get();
@@ -238,18 +242,55 @@ std::shared_ptr<virtio::balloon::BalloonDevice> VirtioMmioDevices::attach_balloo
     return balloon;
 }
 
+void VirtioMmioDevices::start_watchdog(std::function<bool()> guest_running, std::chrono::milliseconds interval) {
+    guest_running_ = std::move(guest_running);
+    watchdog_interval_ = interval;
+    arm_watchdog();
+}
+
+void VirtioMmioDevices::arm_watchdog() {
+    watchdog_timer_.expires_after(watchdog_interval_);
+    watchdog_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (ec) return;
+        check_progress();
+        arm_watchdog();
+    });
+}
+
+void VirtioMmioDevices::stop_watchdog() { watchdog_timer_.cancel(); }
+
+void VirtioMmioDevices::check_progress() {
+    const bool running = !guest_running_ || guest_running_();
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& slot : slots_) {
+        const virtio::DeviceProgress p = slot->transport->device().progress();
+        std::lock_guard lock(watchdog_mutex_);
+        slot->watchdog->check(p, now, running);
+    }
+}
+
 void VirtioMmioDevices::add_metrics(nlohmann::json& out) const {
     for (const auto& slot : slots_) {
         if (slot->metrics_key.empty()) continue;
         const auto& dev = slot->transport->device();
         const uint64_t needs_reset = slot->transport->needs_reset_events();
+        nlohmann::json j;
         if (const auto* blk = dynamic_cast<const virtio::block::BlockDevice*>(&dev)) {
-            out[slot->metrics_key] = device_metrics_json(blk->counters(), needs_reset);
+            j = device_metrics_json(blk->counters(), needs_reset);
         } else if (const auto* net = dynamic_cast<const virtio::net::NetDevice*>(&dev)) {
-            out[slot->metrics_key] = device_metrics_json(net->counters(), needs_reset);
+            j = device_metrics_json(net->counters(), needs_reset);
         } else if (const auto* balloon = dynamic_cast<const virtio::balloon::BalloonDevice*>(&dev)) {
-            out[slot->metrics_key] = device_metrics_json(balloon->counters(), needs_reset);
+            j = device_metrics_json(balloon->counters(), needs_reset);
+        } else {
+            continue;
         }
+        virtio::WatchdogReport r;
+        {
+            std::lock_guard lock(watchdog_mutex_);
+            r = slot->watchdog->report();
+        }
+        add_watchdog_metrics(j, r);
+        out[slot->metrics_key] = std::move(j);
     }
 }
 

@@ -5,11 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "vmm/config.h"
 
@@ -60,10 +63,22 @@ public:
     // The virtio-balloon device; the caller keeps it for the run-time API (target, stats).
     std::shared_ptr<virtio::balloon::BalloonDevice> attach_balloon(const BalloonConfig& config);
 
+    // The stall watchdog (virtio/watchdog.h): every `interval` on the event loop, each device's
+    // progress is checked; slow backend requests and completions the driver does not take are
+    // logged and counted in the metrics. `guest_running` says whether the vCPUs run (a paused
+    // guest cannot take completions). Loop thread, or before the loop runs.
+    void start_watchdog(std::function<bool()> guest_running,
+                        std::chrono::milliseconds interval = std::chrono::seconds(1));
+    void stop_watchdog();
+    // One watchdog pass now (loop thread; also what the timer runs).
+    void check_progress();
+
     // One info line per device with its counters (at the end of a run).
     void log_counters() const;
     // Adds one metrics section per device to `out`: "block_<drive_id>", "net_<iface_id>",
-    // "balloon" (vmm/metrics.h). Any thread once the devices are attached.
+    // "balloon" (vmm/metrics.h), each with the watchdog's "in_flight", "oldest_in_flight_ms"
+    // (null: none), "slow_request_warnings", "driver_stalls" and "stalled_queues". Any thread
+    // once the devices are attached.
     void add_metrics(nlohmann::json& out) const;
 
     // What to append to the kernel command line (entries, root=, ...), space separated.
@@ -71,12 +86,17 @@ public:
 
 private:
     struct Slot;
+    void arm_watchdog();
     KvmVm& vm_;
     Bus& mmio_bus_;
     boost::asio::io_context& io_;
     const memory::GuestMemory& mem_;
     std::vector<std::unique_ptr<Slot>> slots_;
     std::vector<std::string> extra_args_;
+    boost::asio::steady_timer watchdog_timer_;
+    std::chrono::milliseconds watchdog_interval_{1000};
+    std::function<bool()> guest_running_;
+    mutable std::mutex watchdog_mutex_;  // the slots' watchdogs (checked on the loop, read by metrics)
 };
 
 }  // namespace embervm::vmm

@@ -491,6 +491,7 @@ VmExit Vmm::run() {
     auto keep_running = asio::make_work_guard(io_);
 
     loop_probe_->start();
+    virtio_->start_watchdog([this] { return !paused_.load(); });
     if (metrics_) metrics_->start();
     {
         std::lock_guard lock(pause_mutex_);
@@ -507,6 +508,7 @@ VmExit Vmm::run() {
         for (auto& v : vcpus_) v->resume();  // a paused VM that ends must not keep its vCPUs parked
     }
     shutdown_vcpus();
+    virtio_->stop_watchdog();
     virtio_->log_counters();
     loop_probe_->stop();
     if (metrics_) {

@@ -305,6 +305,19 @@ bool BalloonDevice::request_stats() {
     return true;
 }
 
+DeviceProgress BalloonDevice::progress() const {
+    std::lock_guard lock(mutex_);
+    DeviceProgress p;
+    if (mem_ == nullptr) return p;
+    for (size_t i = 0; i < queues_.size(); i++) {
+        if (auto s = queues_[i].progress(*mem_)) {
+            s->index = static_cast<uint16_t>(i);
+            p.queues.push_back(*s);
+        }
+    }
+    return p;  // the balloon completes every buffer in the call that takes it
+}
+
 BalloonCounters BalloonDevice::counters() const {
     std::lock_guard lock(mutex_);
     return counters_;

@@ -80,6 +80,7 @@ public:
     void queue_notify(uint16_t queue_index) override;
     void reset() override;
     std::string name() const override { return "virtio-balloon"; }
+    DeviceProgress progress() const override;
 
     // Run-time API.
     void set_target_mib(uint64_t mib);

@@ -217,6 +217,18 @@ bool BlockDevice::swap_backend_locked(std::unique_ptr<BlockBackend> backend) {
     return true;
 }
 
+DeviceProgress BlockDevice::progress() const {
+    std::lock_guard lock(mutex_);
+    DeviceProgress p;
+    if (queue_ == nullptr) return p;
+    if (auto q = queue_->progress(*mem_)) p.queues.push_back(*q);
+    p.in_flight = pending_.size();
+    for (const auto& [tag, pending] : pending_) {
+        if (!p.oldest_submitted || pending.submitted < *p.oldest_submitted) p.oldest_submitted = pending.submitted;
+    }
+    return p;
+}
+
 BlockCounters BlockDevice::counters() const {
     const auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
     BlockCounters c;
@@ -479,7 +491,7 @@ bool BlockDevice::handle_chain(const DescriptorChain& chain) {
         if (type_counter != nullptr) type_counter->fetch_sub(1, std::memory_order_relaxed);
         return false;
     }
-    pending_.emplace(next_tag_++, Pending{head, used_len, *status, op, length});
+    pending_.emplace(next_tag_++, Pending{head, used_len, *status, op, length, std::chrono::steady_clock::now()});
     return true;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -79,6 +80,7 @@ public:
     void queue_notify(uint16_t queue_index) override;
     void reset() override;
     std::string name() const override { return "virtio-blk " + options_.id; }
+    DeviceProgress progress() const override;
 
     // The backend's completion eventfd and its handler (event-loop thread).
     int backend_completion_fd() const { return backend_->completion_fd(); }
@@ -113,6 +115,7 @@ private:
         memory::GuestAddress status;    // the chain's last writable byte
         IoRequest::Op op;               // for the byte counters
         uint64_t length;
+        std::chrono::steady_clock::time_point submitted;  // for the watchdog
     };
     struct AtomicCounters {
         std::atomic<uint64_t> read_requests{0}, write_requests{0}, flush_requests{0};
@@ -145,7 +148,7 @@ private:
     uint64_t capacity_;  // sectors
     std::vector<uint8_t> config_;
 
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     const memory::GuestMemory* mem_ = nullptr;
     Queue* queue_ = nullptr;
     DeviceInterrupt* interrupt_ = nullptr;

@@ -121,6 +121,23 @@ void NetDevice::set_rx_resume_hook(std::function<void()> hook) {
     rx_resume_ = std::move(hook);
 }
 
+DeviceProgress NetDevice::progress() const {
+    std::lock_guard lock(mutex_);
+    DeviceProgress p;
+    if (mem_ == nullptr) return p;
+    uint16_t index = 0;
+    for (const Queue* q : {rxq_, txq_}) {
+        if (q != nullptr) {
+            if (auto s = q->progress(*mem_)) {
+                s->index = index;
+                p.queues.push_back(*s);
+            }
+        }
+        index++;
+    }
+    return p;  // TAP writes and reads complete inside the calls: nothing stays in flight
+}
+
 NetCounters NetDevice::counters() const {
     std::lock_guard lock(mutex_);
     return counters_;

@@ -113,6 +113,7 @@ public:
     void queue_notify(uint16_t queue_index) override;
     void reset() override;
     std::string name() const override { return "virtio-net " + options_.id; }
+    DeviceProgress progress() const override;
 
     int backend_fd() const { return backend_->fd(); }
     // The backend fd is readable: moves frames to the guest. false: the guest has no receive

@@ -53,6 +53,7 @@ public:
             }
         }
     }
+    DeviceProgress progress() const override { return {}; }
     void activate(const GuestMemory& m, std::span<Queue> q, uint64_t acked, DeviceInterrupt& irq) override {
         ++activations;
         if (throw_on_activate) {
