@@ -138,7 +138,9 @@ uint32_t MmioTransport::read_register(uint64_t offset) {
 
 void MmioTransport::write_register(uint64_t offset, uint32_t value) {
     if (offset == mmio::kInterruptAck) {
-        interrupt_status_.fetch_and(~value);
+        if ((interrupt_status_.fetch_and(~value) & ~value & interrupt::kUsedBuffer) == 0) {
+            used_pending_since_ns_.store(0);
+        }
         return;
     }
     std::lock_guard lock(mutex_);
@@ -332,6 +334,7 @@ void MmioTransport::reset_locked() {
     activated_ = false;
     status_.store(0);
     interrupt_status_.store(0);
+    used_pending_since_ns_.store(0);
     needs_reset_.store(false);
 }
 
@@ -356,12 +359,28 @@ void MmioTransport::notify_queue(uint16_t queue_index) {
 // DeviceInterrupt (lock-free)
 
 void MmioTransport::raise(uint32_t interrupt_bits) {
-    interrupt_status_.fetch_or(interrupt_bits);
+    const uint32_t old = interrupt_status_.fetch_or(interrupt_bits);
+    if ((interrupt_bits & ~old & interrupt::kUsedBuffer) != 0) {
+        used_pending_since_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count());
+    }
     irq_->trigger();
+}
+
+std::optional<std::chrono::steady_clock::time_point> MmioTransport::used_interrupt_pending_since() const {
+    const int64_t ns = used_pending_since_ns_.load();
+    if (ns == 0 || (interrupt_status_.load() & interrupt::kUsedBuffer) == 0) return std::nullopt;
+    return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(ns));
 }
 
 void MmioTransport::signal_used_queue(uint16_t /*queue_index: one interrupt line for all queues*/) {
     raise(interrupt::kUsedBuffer);
+}
+
+bool MmioTransport::raise_used_again() {
+    std::lock_guard lock(mutex_);
+    if (!activated_ || needs_reset_.load()) return false;
+    raise(interrupt::kUsedBuffer);
+    return true;
 }
 
 void MmioTransport::signal_config_change() {

@@ -19,9 +19,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -59,6 +61,14 @@ public:
     // DeviceInterrupt (lock-free, any thread).
     void signal_used_queue(uint16_t queue_index) override;
     void signal_config_change() override;
+    // Since when the used-buffer bit of InterruptStatus has been set without the driver
+    // acknowledging it (nullopt: it is clear). A driver that took the interrupt acknowledges
+    // it; one that did not get it leaves it set (the stall watchdog, virtio/watchdog.h).
+    std::optional<std::chrono::steady_clock::time_point> used_interrupt_pending_since() const;
+    // Recovery for a lost interrupt (the stall watchdog): sets the used-buffer bit and raises
+    // the irq again, if the device is activated and not broken. Spurious for a driver that was
+    // only slow, which the spec allows. Returns whether it raised.
+    bool raise_used_again();
     void device_error(std::string_view reason) override;
 
     // Introspection (for the VMM, metrics and tests).
@@ -107,6 +117,8 @@ private:
 
     std::atomic<uint32_t> status_{0};  // written with mutex_ held; without DEVICE_NEEDS_RESET
     std::atomic<uint32_t> interrupt_status_{0};
+    // steady_clock nanoseconds when the used-buffer bit went from clear to set (0: clear).
+    std::atomic<int64_t> used_pending_since_ns_{0};
     std::atomic<uint32_t> config_generation_{0};
     std::atomic<bool> needs_reset_{false};
     std::atomic<uint64_t> needs_reset_events_{0};

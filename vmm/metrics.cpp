@@ -104,8 +104,9 @@ void add_watchdog_metrics(json& section, const virtio::WatchdogReport& r) {
     section["in_flight"] = r.in_flight;
     section["oldest_in_flight_ms"] = r.oldest_in_flight ? json(r.oldest_in_flight->count()) : json(nullptr);
     section["slow_request_warnings"] = r.slow_request_warnings;
+    section["interrupts_reraised"] = r.interrupts_reraised;
     section["driver_stalls"] = r.driver_stalls;
-    section["stalled_queues"] = r.stalled_queues;
+    section["driver_stalled"] = r.stalled;
 }
 
 // ---- EventLoopProbe ---------------------------------------------------------------------

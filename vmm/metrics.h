@@ -54,7 +54,7 @@ nlohmann::json device_metrics_json(const virtio::net::NetCounters& c, uint64_t n
 nlohmann::json device_metrics_json(const virtio::balloon::BalloonCounters& c, uint64_t needs_reset);
 // Adds the stall watchdog's figures (virtio/watchdog.h) to a device section: "in_flight",
 // "oldest_in_flight_ms" (null when nothing is in flight), "slow_request_warnings",
-// "driver_stalls", "stalled_queues".
+// "interrupts_reraised", "driver_stalls", "driver_stalled".
 void add_watchdog_metrics(nlohmann::json& section, const virtio::WatchdogReport& r);
 
 // How late the event loop runs its handlers: a timer armed every `interval` on the loop

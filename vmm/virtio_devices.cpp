@@ -264,8 +264,13 @@ void VirtioMmioDevices::check_progress() {
     const auto now = std::chrono::steady_clock::now();
     for (const auto& slot : slots_) {
         const virtio::DeviceProgress p = slot->transport->device().progress();
-        std::lock_guard lock(watchdog_mutex_);
-        slot->watchdog->check(p, now, running);
+        const auto pending_since = slot->transport->used_interrupt_pending_since();
+        virtio::StallWatchdog::Result r;
+        {
+            std::lock_guard lock(watchdog_mutex_);
+            r = slot->watchdog->check(p, pending_since, now, running);
+        }
+        if (r.reraise) slot->transport->raise_used_again();
     }
 }
 
@@ -297,6 +302,14 @@ void VirtioMmioDevices::add_metrics(nlohmann::json& out) const {
 void VirtioMmioDevices::log_counters() const {
     for (const auto& slot : slots_) {
         const auto& dev = slot->transport->device();
+        {
+            std::lock_guard lock(watchdog_mutex_);
+            const virtio::WatchdogReport& r = slot->watchdog->report();
+            if (r.interrupts_reraised != 0 || r.driver_stalls != 0 || r.slow_request_warnings != 0) {
+                log::warn("{}: watchdog: {} interrupts raised again, {} driver stalls, {} slow-request warnings",
+                          dev.name(), r.interrupts_reraised, r.driver_stalls, r.slow_request_warnings);
+            }
+        }
         if (const auto* blk = dynamic_cast<const virtio::block::BlockDevice*>(&dev)) {
             const auto c = blk->counters();
             log::info("{}: {} reads ({} bytes), {} writes ({} bytes), {} flushes, {} discards, {} write-zeroes, {} "

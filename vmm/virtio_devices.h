@@ -64,11 +64,11 @@ public:
     std::shared_ptr<virtio::balloon::BalloonDevice> attach_balloon(const BalloonConfig& config);
 
     // The stall watchdog (virtio/watchdog.h): every `interval` on the event loop, each device's
-    // progress is checked; slow backend requests and completions the driver does not take are
-    // logged and counted in the metrics. `guest_running` says whether the vCPUs run (a paused
-    // guest cannot take completions). Loop thread, or before the loop runs.
+    // progress is checked; slow backend requests and used-buffer interrupts the driver does not
+    // acknowledge are logged and counted in the metrics, and such an interrupt is raised again. `guest_running` says whether the
+    // vCPUs run (a paused guest cannot take completions). Loop thread, or before the loop runs.
     void start_watchdog(std::function<bool()> guest_running,
-                        std::chrono::milliseconds interval = std::chrono::seconds(1));
+                        std::chrono::milliseconds interval = std::chrono::milliseconds(100));
     void stop_watchdog();
     // One watchdog pass now (loop thread; also what the timer runs).
     void check_progress();
@@ -77,7 +77,8 @@ public:
     void log_counters() const;
     // Adds one metrics section per device to `out`: "block_<drive_id>", "net_<iface_id>",
     // "balloon" (vmm/metrics.h), each with the watchdog's "in_flight", "oldest_in_flight_ms"
-    // (null: none), "slow_request_warnings", "driver_stalls" and "stalled_queues". Any thread
+    // (null: none), "slow_request_warnings", "interrupts_reraised", "driver_stalls" and
+    // "driver_stalled". Any thread
     // once the devices are attached.
     void add_metrics(nlohmann::json& out) const;
 

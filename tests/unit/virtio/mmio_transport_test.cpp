@@ -428,6 +428,39 @@ TEST_CASE("virtio-mmio interrupt status, acknowledge and config generation", "[v
     CHECK(f.r32(mmio::kConfigGeneration) == 2);
 }
 
+TEST_CASE("virtio-mmio raises the used-buffer interrupt again only for an activated, working device", "[virtio]") {
+    Fixture f;
+    CHECK_FALSE(f.t.raise_used_again());  // not activated
+    CHECK(f.irq->count() == 0);
+    f.bring_up();
+    CHECK_FALSE(f.t.used_interrupt_pending_since());
+    const auto before = std::chrono::steady_clock::now();
+    CHECK(f.t.raise_used_again());
+    CHECK(f.irq->count() == 1);
+    CHECK(f.r32(mmio::kInterruptStatus) == interrupt::kUsedBuffer);
+    const auto since = f.t.used_interrupt_pending_since();
+    REQUIRE(since);
+    CHECK(*since >= before);
+    f.dev->interrupt->signal_used_queue(0);  // still unacknowledged: the same episode
+    CHECK(f.t.used_interrupt_pending_since() == since);
+    f.dev->interrupt->signal_config_change();
+    f.w32(mmio::kInterruptAck, interrupt::kConfigChange);  // not the used-buffer bit
+    CHECK(f.t.used_interrupt_pending_since() == since);
+    f.w32(mmio::kInterruptAck, interrupt::kUsedBuffer);
+    CHECK_FALSE(f.t.used_interrupt_pending_since());
+    CHECK(f.t.raise_used_again());  // the bit comes back with the interrupt
+    CHECK(f.r32(mmio::kInterruptStatus) == interrupt::kUsedBuffer);
+    CHECK(f.irq->count() == 4);
+    f.t.device_error("broken");
+    CHECK(f.irq->count() == 5);  // the config-change interrupt of DEVICE_NEEDS_RESET
+    CHECK_FALSE(f.t.raise_used_again());
+    CHECK(f.irq->count() == 5);
+    f.w32(mmio::kStatus, 0);
+    CHECK_FALSE(f.t.raise_used_again());  // reset
+    CHECK(f.r32(mmio::kInterruptStatus) == 0);
+    CHECK_FALSE(f.t.used_interrupt_pending_since());
+}
+
 TEST_CASE("virtio-mmio config space takes any width", "[virtio]") {
     Fixture f;
     std::array<uint8_t, 1> b1{};

@@ -1,5 +1,6 @@
-// Tests for virtio/watchdog (StallWatchdog) and Queue::progress(): a completion the driver never
-// takes and a request stuck in the backend are reported once, with the clock driven by the test.
+// Tests for virtio/watchdog (StallWatchdog) and Queue::progress(): an interrupt the driver does not
+// acknowledge is raised again and then reported, a request stuck in the backend is reported,
+// with the clock driven by the test.
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -49,72 +50,108 @@ TEST_CASE("watchdog: unacknowledged completions follow used_event", "[virtio][wa
     CHECK(unacknowledged_completions(queue_at(9, 9, std::nullopt)) == 0);  // no EVENT_IDX: unknown
 }
 
-TEST_CASE("watchdog: a driver that does not take its completions is reported once per stall", "[virtio][watchdog]") {
-    StallWatchdog w("virtio-test", 10s, 3s);
-    const auto t0 = Clock::now();
-    const auto stuck = device_with({queue_at(7, 7, 6)});
-
-    CHECK(w.check(stuck, t0, true).empty());
-    CHECK(w.check(stuck, t0 + 2s, true).empty());
-    const auto warnings = w.check(stuck, t0 + 3s, true);
-    REQUIRE(warnings.size() == 1);
-    CHECK(warnings[0].find("virtio-test: queue 0: the driver has not taken 1 completion for 3.0 s") == 0);
-    CHECK(w.report().driver_stalls == 1);
-    CHECK(w.report().stalled_queues == 1);
-    CHECK(w.check(stuck, t0 + 10s, true).empty());  // the same stall: no second warning
-    CHECK(w.report().driver_stalls == 1);
-    CHECK(w.report().stalled_queues == 1);
-
-    // The driver takes them (used_event moves): the stall is over.
-    CHECK(w.check(device_with({queue_at(7, 7, 7)}), t0 + 11s, true).empty());
-    CHECK(w.report().stalled_queues == 0);
-    // A new one later is a new stall.
-    const auto again = device_with({queue_at(8, 8, 7)});
-    CHECK(w.check(again, t0 + 12s, true).empty());
-    CHECK(w.check(again, t0 + 15s, true).size() == 1);
-    CHECK(w.report().driver_stalls == 2);
+WatchdogTimes times(std::chrono::milliseconds slow, std::chrono::milliseconds reraise, std::chrono::milliseconds stall) {
+    WatchdogTimes t;
+    t.slow_request = slow;
+    t.reraise_after = reraise;
+    t.driver_stall = stall;
+    return t;
 }
 
-TEST_CASE("watchdog: a driver that keeps moving, or a paused guest, is no stall", "[virtio][watchdog]") {
-    StallWatchdog w("virtio-test", 10s, 3s);
+TEST_CASE("watchdog: an unacknowledged interrupt is raised again with growing gaps, then warned about",
+          "[virtio][watchdog]") {
+    StallWatchdog w("virtio-test", times(10s, 1s, 10s));
     const auto t0 = Clock::now();
-    // Completions stay unacknowledged, but the driver keeps adding buffers (polling).
-    for (int i = 0; i < 10; i++) {
-        CHECK(w.check(device_with({queue_at(static_cast<uint16_t>(10 + i), 10, 6)}), t0 + i * 1s, true).empty());
+    auto p = device_with({queue_at(7, 7, 6)});
+    p.queues[0].index = 2;
+    const std::optional<Clock::time_point> since = t0;
+
+    auto r = w.check(p, since, t0, true);
+    CHECK(r.warnings.empty());
+    CHECK_FALSE(r.reraise);
+    CHECK_FALSE(w.check(p, since, t0 + 500ms, true).reraise);
+    r = w.check(p, since, t0 + 1s, true);  // reraise_after: raised again, logged
+    CHECK(r.reraise);
+    REQUIRE(r.warnings.size() == 1);
+    CHECK(r.warnings[0].find("virtio-test: the driver has not acknowledged the used-buffer interrupt for 1.0 s: "
+                             "raising it again (1 so far") == 0);
+    CHECK(r.warnings[0].find("queue 2: 1 completion not taken (used.idx 7, used_event 6, avail.idx 7)") !=
+          std::string::npos);
+    // Then after 2 s, 4 s, 8 s, and at most every driver_stall (10 s).
+    std::vector<int> reraised_at;
+    for (int ms = 1100; ms <= 40000; ms += 100) {
+        r = w.check(p, since, t0 + std::chrono::milliseconds(ms), true);
+        if (r.reraise) reraised_at.push_back(ms);
     }
-    // Paused: the guest cannot take them; the clock starts again on resume.
-    const auto stuck = device_with({queue_at(20, 20, 18)});
-    CHECK(w.check(stuck, t0 + 20s, false).empty());
-    CHECK(w.check(stuck, t0 + 40s, false).empty());
-    CHECK(w.check(stuck, t0 + 41s, true).empty());
-    CHECK(w.check(stuck, t0 + 43s, true).empty());
-    CHECK(w.check(stuck, t0 + 44s, true).size() == 1);
-    // Without EVENT_IDX nothing can be said about the driver.
-    StallWatchdog plain("virtio-test", 10s, 3s);
+    CHECK(reraised_at == std::vector<int>{3000, 7000, 15000, 25000, 35000});
+    CHECK(w.report().interrupts_reraised == 6);
+    CHECK(w.report().driver_stalls == 1);  // warned once, at 10 s
+    CHECK(w.report().stalled);
+
+    // Acknowledged: over; a new interrupt later is a new episode from its own time.
+    r = w.check(p, std::nullopt, t0 + 41s, true);
+    CHECK_FALSE(r.reraise);
+    CHECK_FALSE(w.report().stalled);
+    const std::optional<Clock::time_point> later = t0 + 50s;
+    CHECK_FALSE(w.check(p, later, t0 + 50500ms, true).reraise);
+    CHECK(w.check(p, later, t0 + 51s, true).reraise);
+    CHECK(w.report().interrupts_reraised == 7);
+}
+
+TEST_CASE("watchdog: the stall warning names the interrupt and the queues", "[virtio][watchdog]") {
+    StallWatchdog w("virtio-test", times(10s, 1s, 3s));
+    const auto t0 = Clock::now();
+    const std::optional<Clock::time_point> since = t0;
+    CHECK(w.check(device_with({}), since, t0 + 1s, true).reraise);
+    const auto r = w.check(device_with({queue_at(9, 9, 5)}), since, t0 + 3s, true);
+    REQUIRE_FALSE(r.warnings.empty());
+    CHECK(r.warnings.back() ==
+          "virtio-test: the driver has not acknowledged the used-buffer interrupt for 3.0 s, raised again 2 times: "
+          "the guest stopped running its driver (or masks the interrupt and polls); queue 0: 4 completions not taken "
+          "(used.idx 9, used_event 5, avail.idx 9)");
+}
+
+TEST_CASE("watchdog: a paused guest is not a stall; its clock starts again on resume", "[virtio][watchdog]") {
+    StallWatchdog w("virtio-test", times(10s, 1s, 3s));
+    const auto t0 = Clock::now();
+    const std::optional<Clock::time_point> since = t0;
+    CHECK_FALSE(w.check(device_with({}), since, t0 + 20s, false).reraise);
+    CHECK_FALSE(w.check(device_with({}), since, t0 + 40s, false).reraise);
+    CHECK_FALSE(w.check(device_with({}), since, t0 + 41s, true).reraise);  // resumed: watched from now
+    CHECK_FALSE(w.check(device_with({}), since, t0 + 41500ms, true).reraise);
+    CHECK(w.check(device_with({}), since, t0 + 42s, true).reraise);
+    CHECK(w.report().driver_stalls == 0);
+    CHECK(w.check(device_with({}), since, t0 + 44s, true).warnings.size() == 1);
+    CHECK(w.report().driver_stalls == 1);
+    // An acknowledged interrupt is never raised again.
+    StallWatchdog quiet("virtio-test", times(10s, 1s, 3s));
     for (int i = 0; i < 10; i++) {
-        CHECK(plain.check(device_with({queue_at(3, 3, std::nullopt)}), t0 + i * 10s, true).empty());
+        const auto r = quiet.check(device_with({queue_at(3, 3, 2)}), std::nullopt, t0 + i * 10s, true);
+        CHECK(r.warnings.empty());
+        CHECK_FALSE(r.reraise);
     }
-    CHECK(plain.report().driver_stalls == 0);
+    CHECK(quiet.report().interrupts_reraised == 0);
 }
 
 TEST_CASE("watchdog: a request stuck in the backend is warned about every period", "[virtio][watchdog]") {
-    StallWatchdog w("virtio-test", 5s, 3s);
+    StallWatchdog w("virtio-test", times(5s, 1s, 3s));
     const auto t0 = Clock::now();
     DeviceProgress p;
     p.in_flight = 3;
     p.oldest_submitted = t0;
-    CHECK(w.check(p, t0 + 1s, true).empty());
+    CHECK(w.check(p, std::nullopt, t0 + 1s, true).warnings.empty());
     CHECK(w.report().in_flight == 3);
     REQUIRE(w.report().oldest_in_flight);
     CHECK(*w.report().oldest_in_flight == 1000ms);
-    const auto first = w.check(p, t0 + 5s, true);
+    const auto first = w.check(p, std::nullopt, t0 + 5s, true).warnings;
     REQUIRE(first.size() == 1);
     CHECK(first[0] == "virtio-test: a request has been in the backend for 5.0 s (3 in flight)");
-    CHECK(w.check(p, t0 + 9s, true).empty());
-    CHECK(w.check(p, t0 + 10s, true).size() == 1);
+    CHECK(w.check(p, std::nullopt, t0 + 9s, true).warnings.empty());
+    CHECK(w.check(p, std::nullopt, t0 + 10s, true).warnings.size() == 1);
     CHECK(w.report().slow_request_warnings == 2);
+    CHECK(w.report().interrupts_reraised == 0);  // a slow backend is not a lost interrupt
     // Done: nothing in flight, no age.
-    CHECK(w.check(DeviceProgress{}, t0 + 11s, true).empty());
+    CHECK(w.check(DeviceProgress{}, std::nullopt, t0 + 11s, true).warnings.empty());
     CHECK(w.report().in_flight == 0);
     CHECK_FALSE(w.report().oldest_in_flight);
 }
