@@ -69,24 +69,11 @@ static uint32_t my_ip, host_ip;
 static uint16_t udp_port;
 static unsigned max_buffers_seen;
 
-static const uint8_t broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-
 #define FAIL(...)                          \
     do {                                   \
         printf("net: FAIL: " __VA_ARGS__); \
         return GUEST_FAIL;                 \
     } while (0)
-
-static uint16_t be16(const uint8_t* p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t be32(const uint8_t* p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-static void put16(uint8_t* p, uint16_t v) {
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-static void put32(uint8_t* p, uint32_t v) {
-    put16(p, (uint16_t)(v >> 16));
-    put16(p + 2, (uint16_t)v);
-}
 
 #define csum_add inet_csum_add
 #define csum_fold inet_csum_fold
@@ -231,18 +218,8 @@ static uint8_t* eth(uint8_t* p, const uint8_t* dst, uint16_t type) {
 }
 
 static size_t build_arp(uint8_t* f, uint16_t op, const uint8_t* tha, uint32_t tpa) {
-    uint8_t* a = eth(f, op == 1 ? broadcast : tha, ETH_P_ARP);
-    put16(a, 1);
-    put16(a + 2, ETH_P_IP);
-    a[4] = 6;
-    a[5] = 4;
-    put16(a + 6, op);
-    memcpy(a + 8, my_mac, 6);
-    put32(a + 14, my_ip);
-    memcpy(a + 18, tha, 6);
-    put32(a + 24, tpa);
-    memset(a + 28, 0, 18);  // pad to the 60-byte minimum
-    return ETH_HDR + 46;
+    memset(f - HDR, 0, HDR);
+    return net_build_arp(f, my_mac, my_ip, op, tha, tpa);
 }
 
 static uint8_t* ip_hdr(uint8_t* p, uint8_t proto, uint16_t payload, uint16_t id) {
