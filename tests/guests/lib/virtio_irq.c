@@ -31,6 +31,15 @@ static unsigned pending_queue(const struct virtio_dev* d, uint32_t mask) {
     return 0;
 }
 
+// The used indices of the queues in `mask`, side by side: changes while the device publishes.
+static uint64_t used_indices(const struct virtio_dev* d, uint32_t mask) {
+    uint64_t v = 0;
+    for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++) {
+        if ((mask & (1u << i)) && d->vq[i].size) v |= (uint64_t)d->vq[i].used->idx << (16 * i);
+    }
+    return v;
+}
+
 static void describe_lost(struct virtio_irq_waiter* w, unsigned q1, uint32_t gen, uint64_t ms) {
     struct virtio_dev* d = w->dev;
     const uint32_t isr = virtio_isr_read(d);
@@ -38,12 +47,12 @@ static void describe_lost(struct virtio_irq_waiter* w, unsigned q1, uint32_t gen
         const struct virtq* q = &d->vq[q1 - 1];
         snprintf(w->lost, sizeof(w->lost),
                  "queue %u: used idx %u, driver at %u, used_event %u, avail flags 0x%x, InterruptStatus 0x%x: "
-                 "no interrupt for %lu ms",
+                 "no interrupt %lu ms after the first sight",
                  q1 - 1, q->used->idx, q->last_used, q->avail->ring[q->size], q->avail->flags, isr, ms);
     } else {
         snprintf(w->lost, sizeof(w->lost),
-                 "ConfigGeneration %u -> %u, InterruptStatus 0x%x: no interrupt for %lu ms", w->config_gen, gen, isr,
-                 ms);
+                 "ConfigGeneration %u -> %u, InterruptStatus 0x%x: no interrupt %lu ms after the first sight",
+                 w->config_gen, gen, isr, ms);
     }
 }
 
@@ -60,7 +69,10 @@ enum virtio_irq_result virtio_irq_sleep(struct virtio_irq_waiter* w, uint32_t qu
         return VIRTIO_IRQ_READY;
     }
     const uint64_t start = rdtsc(), base = irq_count;
-    uint64_t seen_at = 0;  // when a tick first found work pending
+    uint64_t seen_at = 0;   // when a tick first found work pending
+    uint64_t quiet_at = 0;  // since when the rings and ConfigGeneration have not changed
+    uint64_t last_used = 0;
+    uint32_t last_gen = gen;
     w->sleeps++;
     for (;;) {
         irq_wait();
@@ -78,11 +90,16 @@ enum virtio_irq_result virtio_irq_sleep(struct virtio_irq_waiter* w, uint32_t qu
         }
         w->ticks++;
         const unsigned q1 = pending_queue(d, queue_mask);
+        const uint64_t used = used_indices(d, queue_mask);
         gen = virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION);
         if (q1 || gen != w->config_gen) {
-            if (!seen_at) {
-                seen_at = rdtsc();
-            } else if (virtio_irq_ms_since(w, seen_at) >= w->lost_ms) {
+            // A device may publish a batch element by element and interrupt once at its end:
+            // lost only once nothing has changed for lost_ms.
+            if (!seen_at || used != last_used || gen != last_gen) quiet_at = rdtsc();
+            if (!seen_at) seen_at = quiet_at;
+            last_used = used;
+            last_gen = gen;
+            if (virtio_irq_ms_since(w, quiet_at) >= w->lost_ms) {
                 describe_lost(w, q1, gen, virtio_irq_ms_since(w, seen_at));
                 return VIRTIO_IRQ_LOST;
             }

@@ -9,14 +9,16 @@
 //
 // A lost interrupt: the device published a used element on a queue whose driver asked for an
 // interrupt (used_event at the index it waits for, or no VIRTQ_AVAIL_F_NO_INTERRUPT), or bumped
-// ConfigGeneration, while the driver slept, and no interrupt came within `lost_ms`. Before it
+// ConfigGeneration, while the driver slept, and no interrupt came (see below for how long). Before it
 // halts, the driver stores used_event and then, after a full barrier, reads the used index: if
 // that read still shows nothing new, the device, which stores the used index and then (after its
 // own barrier) reads used_event, must see the new used_event and interrupt (virtio 1.2, 2.7.10).
-// On a timer tick the waiter looks at the used indices and ConfigGeneration; work that stays
-// visible without an interrupt for `lost_ms` is reported (VIRTIO_IRQ_LOST with a description).
-// An interrupt that comes after the work was seen on a tick is counted as late (the VMM's thread
-// may be descheduled between publishing and signalling).
+// On a timer tick the waiter looks at the used indices and ConfigGeneration; work visible
+// without an interrupt while nothing changes any more (no used index, no ConfigGeneration) for
+// `lost_ms` is reported (VIRTIO_IRQ_LOST with a description): a device may publish a batch
+// element by element and interrupt only at its end. An interrupt that comes after the work was
+// seen on a tick is counted as late, from that first sight (the device still busy with its
+// batch, or the VMM's thread descheduled between publishing and signalling).
 #pragma once
 
 #include <stddef.h>
@@ -36,14 +38,14 @@ struct virtio_irq_waiter {
     uint64_t ticks;       // timer ticks inside sleeps
     uint64_t late;        // interrupts that came after the work was seen on a tick
     uint64_t late_max_ms;
-    char lost[200];  // VIRTIO_IRQ_LOST: what was pending, since when
+    char lost[200];  // VIRTIO_IRQ_LOST: what was pending, for how long
 };
 
 enum virtio_irq_result {
     VIRTIO_IRQ_READY,    // work was pending before the sleep: no halt
     VIRTIO_IRQ_WOKEN,    // the device interrupted (w->isr holds InterruptStatus)
     VIRTIO_IRQ_TIMEOUT,  // max_ms passed with nothing pending
-    VIRTIO_IRQ_LOST,     // work pending, no interrupt for lost_ms (w->lost says what)
+    VIRTIO_IRQ_LOST,     // work pending, rings quiet and no interrupt for lost_ms (w->lost says what)
 };
 
 // Routes d->gsi to this CPU, starts the timer (a tick every `tick_us`), reads ConfigGeneration.
