@@ -429,7 +429,10 @@ static int run(void) {
     for (;;) {
         const int got = reap();
         if (got < 0) return -1;
-        if (got) last_progress = rdtsc();
+        if (got) {
+            virtio_irq_ack(&waiter);
+            last_progress = rdtsc();
+        }
         if (opt.inject && st.chains >= opt.inject_at) inject_fault();
         if (!done) done = host_says_done();
         const uint32_t target = virtio_config_read32(dev, CFG_NUM_PAGES);

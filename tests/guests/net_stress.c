@@ -560,6 +560,7 @@ static int stream(void) {
             spin_us(rand_below(2000));
         }
         if (t || r) {
+            virtio_irq_ack(&waiter);
             last_progress = rdtsc();
             continue;
         }

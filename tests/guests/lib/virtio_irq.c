@@ -56,8 +56,11 @@ static void describe_lost(struct virtio_irq_waiter* w, unsigned q1, uint32_t gen
     }
 }
 
+void virtio_irq_ack(struct virtio_irq_waiter* w) { virtio_isr_ack(w->dev, virtio_isr_read(w->dev)); }
+
 enum virtio_irq_result virtio_irq_sleep(struct virtio_irq_waiter* w, uint32_t queue_mask, uint32_t max_ms) {
     struct virtio_dev* d = w->dev;
+    virtio_irq_ack(w);  // what the driver is about to look at needs no interrupt any more
     for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++) {
         if ((queue_mask & (1u << i)) && d->vq[i].size) virtq_interrupts(&d->vq[i], 1);
     }

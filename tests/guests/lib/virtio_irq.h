@@ -57,5 +57,11 @@ const char* virtio_irq_setup(struct virtio_irq_waiter* w, struct virtio_dev* d, 
 // must have taken every used element of those queues first, or the sleep returns READY.
 enum virtio_irq_result virtio_irq_sleep(struct virtio_irq_waiter* w, uint32_t queue_mask, uint32_t max_ms);
 
+// Acknowledges whatever InterruptStatus holds, as a driver's interrupt handler does. A driver
+// that takes used elements without sleeping (polling, or busy) calls it when it does, so that
+// the device does not see an interrupt left unacknowledged (embervm's watchdog raises such an
+// interrupt again). virtio_irq_sleep() does it too.
+void virtio_irq_ack(struct virtio_irq_waiter* w);
+
 // Milliseconds since `tsc` (a rdtsc() value), by the measured rate.
 uint64_t virtio_irq_ms_since(const struct virtio_irq_waiter* w, uint64_t tsc);
