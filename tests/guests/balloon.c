@@ -3,6 +3,9 @@
 // Command line knobs:
 //   balloon.mode=full          (default) the steps below
 //   balloon.mode=report        free page reporting only: dirty, report, check (see below)
+//   balloon.mode=stress        follows the host's target changes for as long as the host wants,
+//                              with random batches, chain shapes, churn, free page reporting,
+//                              statistics, interrupts (balloon_stress.c, which lists its knobs)
 //   balloon.dirty_mib=N        MiB of free memory to dirty (full: default and minimum the target;
 //                              report: default 32)
 //   balloon.expect_deflate_on_oom=0|1   whether VIRTIO_BALLOON_F_DEFLATE_ON_OOM must be offered
@@ -30,42 +33,23 @@
 //   reports all of it in 2 MiB ranges, 16 per chain (device-writable descriptors):
 //   "balloon: reported N MiB", waits; checks the reported pages read as zeros and are usable;
 //   with STATS_VQ waits for the statistics buffer as in full; "balloon: PASS (report)".
+#include "balloon.h"
 #include "guest.h"
 #include "io.h"
 #include "str.h"
 #include "virtio.h"
 
-#define BALLOON_F_MUST_TELL_HOST 0
-#define BALLOON_F_STATS_VQ 1
-#define BALLOON_F_DEFLATE_ON_OOM 2
-#define BALLOON_F_FREE_PAGE_HINT 3
-#define BALLOON_F_PAGE_POISON 4
-#define BALLOON_F_PAGE_REPORTING 5
-#define CFG_NUM_PAGES 0
-#define CFG_ACTUAL 4
-#define PAGE 4096ull
-#define MIB (1ull << 20)
 #define PFNS_PER_CHAIN 1024
 #define REPORT_RANGE (2 * MIB)
 #define REPORT_RANGES_PER_CHAIN 16
 
-// Statistics tags (5.5.6.3).
-#define STAT_SWAP_IN 0
-#define STAT_SWAP_OUT 1
-#define STAT_MAJFLT 2
-#define STAT_MINFLT 3
-#define STAT_MEMFREE 4
-#define STAT_MEMTOT 5
-#define STAT_AVAIL 6
-#define STAT_CACHES 7
-
 extern char __image_start[], __image_end[];
 
 static uint32_t pfn_array[PFNS_PER_CHAIN] __attribute__((aligned(4096)));
-static uint8_t stats_buf[8 * 10] __attribute__((aligned(64)));
+static uint8_t stats_buf[STATS_BUF_BYTES] __attribute__((aligned(64)));
 
 static struct virtio_dev dev;
-static uint64_t ram_total;  // bytes of RAM in the memory map
+uint64_t ram_total;
 
 #define FAIL(...)                              \
     do {                                       \
@@ -111,9 +95,8 @@ static int memmap_entry(unsigned i, struct mem_range* out) {
     return 1;
 }
 
-// Picks `bytes` of RAM for the balloon: 2 MiB-aligned, 2 MiB above the image, inside one RAM
-// (type 1) entry, below 4 GiB. Also sums the RAM. Returns the base, or 0.
-static uint64_t pick_region(uint64_t bytes) {
+// The region for the balloon (balloon.h).
+uint64_t pick_region(uint64_t bytes) {
     const uint64_t lowest = (((uint64_t)(uintptr_t)__image_end + 2 * MIB - 1) & ~(2 * MIB - 1)) + 2 * MIB;
     uint64_t base = 0;
     struct mem_range r;
@@ -133,17 +116,17 @@ static uint64_t pick_region(uint64_t bytes) {
 
 // ---- statistics ----
 
-static size_t fill_stats(uint64_t free_bytes) {
+size_t fill_stats(uint8_t* buf, uint64_t free_bytes, uint64_t minor_faults) {
     const struct {
         uint16_t tag;
         uint64_t val;
-    } entries[] = {{STAT_SWAP_IN, 0},          {STAT_SWAP_OUT, 0},       {STAT_MAJFLT, 1},
-                   {STAT_MINFLT, 100},         {STAT_MEMFREE, free_bytes}, {STAT_MEMTOT, ram_total},
-                   {STAT_AVAIL, free_bytes},   {STAT_CACHES, 0}};
+    } entries[] = {{STAT_SWAP_IN, 0},           {STAT_SWAP_OUT, 0},         {STAT_MAJFLT, 1},
+                   {STAT_MINFLT, minor_faults}, {STAT_MEMFREE, free_bytes}, {STAT_MEMTOT, ram_total},
+                   {STAT_AVAIL, free_bytes},    {STAT_CACHES, 0}};
     size_t n = 0;
     for (size_t i = 0; i < ARRAY_SIZE(entries); i++) {
-        memcpy(stats_buf + n, &entries[i].tag, 2);  // le16 tag, le64 val, packed (10 bytes)
-        memcpy(stats_buf + n + 2, &entries[i].val, 8);
+        memcpy(buf + n, &entries[i].tag, 2);  // le16 tag, le64 val, packed (10 bytes)
+        memcpy(buf + n + 2, &entries[i].val, 8);
         n += 10;
     }
     return n;
@@ -151,7 +134,7 @@ static size_t fill_stats(uint64_t free_bytes) {
 
 static int post_stats(unsigned qi, uint64_t free_bytes) {
     struct virtq* q = &dev.vq[qi];
-    const struct virtio_buf b = {(uint64_t)(uintptr_t)stats_buf, (uint32_t)fill_stats(free_bytes), 0};
+    const struct virtio_buf b = {(uint64_t)(uintptr_t)stats_buf, (uint32_t)fill_stats(stats_buf, free_bytes, 100), 0};
     if (virtq_add(q, &b, 1) < 0) return -1;
     virtq_publish(q);
     virtq_kick(&dev, q);
@@ -251,18 +234,20 @@ int guest_main(void) {
 
     size_t len;
     const char* v;
-    int report_mode = 0;
+    int report_mode = 0, stress_mode = 0;
     if ((v = cmdline_find(cmdline, "balloon.mode", &len))) {
         if (len == 6 && !strncmp(v, "report", 6)) report_mode = 1;
-        else if (!(len == 4 && !strncmp(v, "full", 4))) FAIL("bad balloon.mode (full or report)\n");
+        else if (len == 6 && !strncmp(v, "stress", 6)) stress_mode = 1;
+        else if (!(len == 4 && !strncmp(v, "full", 4))) FAIL("bad balloon.mode (full, report or stress)\n");
     }
     uint64_t dirty_mib = 0;
     if ((v = cmdline_find(cmdline, "balloon.dirty_mib", &len)) && (parse_u64(v, &dirty_mib) != len || !dirty_mib)) {
         FAIL("bad balloon.dirty_mib\n");
     }
 
-    const uint64_t wanted =
+    uint64_t wanted =
         VIRTIO_BIT(BALLOON_F_STATS_VQ) | VIRTIO_BIT(BALLOON_F_DEFLATE_ON_OOM) | VIRTIO_BIT(BALLOON_F_PAGE_REPORTING);
+    if (stress_mode) wanted |= balloon_stress_features(cmdline);
     const char* err = virtio_negotiate(&dev, wanted);
     if (err) FAIL("negotiation: %s\n", err);
     const int stats = (dev.features & VIRTIO_BIT(BALLOON_F_STATS_VQ)) != 0;
@@ -278,14 +263,21 @@ int guest_main(void) {
     // (5.5.2: reporting is queue 3 with STATS_VQ, else 2, since FREE_PAGE_HINT is not offered).
     const unsigned stats_q = 2, report_q = stats ? 3 : 2;
     const unsigned nq = 2 + (unsigned)stats + (unsigned)report;
+    const uint16_t qsize = stress_mode ? balloon_stress_queue_size(cmdline) : 16;
+    if (!qsize) return GUEST_FAIL;
     for (unsigned i = 0; i < nq; i++) {
-        if ((err = virtio_queue_setup(&dev, i, 16))) FAIL("queue %u: %s\n", i, err);
+        if ((err = virtio_queue_setup(&dev, i, qsize))) FAIL("queue %u: %s\n", i, err);
     }
     virtio_driver_ok(&dev);
 
     // The memory map's RAM (pick_region sums it); "used": the image and the first MiB.
     pick_region(0);
     const uint64_t used = (uint64_t)(uintptr_t)__image_end + MIB;
+    if (stress_mode) {
+        if (balloon_stress(cmdline, &dev, stats_q, report_q, used) != GUEST_PASS) return GUEST_FAIL;
+        printf("balloon: PASS (stress)\n");
+        return GUEST_PASS;
+    }
     if (stats) {
         if (post_stats(stats_q, ram_total - used) != 0) FAIL("stats buffer does not fit\n");
         printf("balloon: stats posted: free %lu MiB, available %lu MiB, total %lu MiB\n", (ram_total - used) >> 20,

@@ -15,9 +15,13 @@
 //   net.mode=bench      after the ARP exchange: UDP echo of net.bench_frames (default 2000)
 //                       full-size datagrams, 16 in flight; prints "bench: udp-echo start" and
 //                       "bench: udp-echo done frames=N bytes=B" (the host times the lines)
+//   net.mode=stress     after the ARP exchange: an echo stream under back-pressure with random
+//                       bursts, frame sizes, chain shapes, late receive buffers, interrupts and
+//                       polling, every echo verified (net_stress.c, which lists its knobs)
 //   net.rx_bufs=N       receive buffers posted (default 64; fewer than the 16 datagrams in
 //                       flight in bench mode: the device must hold frames back and resume)
 //   net.expect_mtu=N    VIRTIO_NET_F_MTU must be offered with mtu N; frames stop at N + 14 bytes
+//                       (N up to 1500; up to 9000 in stress mode)
 //
 // Checks: every received virtio_net_hdr_v1 (gso_type NONE; num_buffers 1 without MRG_RXBUF,
 // except in bench mode; no NEEDS_CSUM unless GUEST_CSUM was negotiated); ARP request answered
@@ -31,6 +35,7 @@
 #include "guest.h"
 #include "io.h"
 #include "str.h"
+#include "net_stress.h"
 #include "virtio.h"
 #include "virtio_net.h"
 
@@ -69,24 +74,11 @@ static uint32_t my_ip, host_ip;
 static uint16_t udp_port;
 static unsigned max_buffers_seen;
 
-static const uint8_t broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-
 #define FAIL(...)                          \
     do {                                   \
         printf("net: FAIL: " __VA_ARGS__); \
         return GUEST_FAIL;                 \
     } while (0)
-
-static uint16_t be16(const uint8_t* p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t be32(const uint8_t* p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-static void put16(uint8_t* p, uint16_t v) {
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-static void put32(uint8_t* p, uint32_t v) {
-    put16(p, (uint16_t)(v >> 16));
-    put16(p + 2, (uint16_t)v);
-}
 
 #define csum_add inet_csum_add
 #define csum_fold inet_csum_fold
@@ -231,18 +223,8 @@ static uint8_t* eth(uint8_t* p, const uint8_t* dst, uint16_t type) {
 }
 
 static size_t build_arp(uint8_t* f, uint16_t op, const uint8_t* tha, uint32_t tpa) {
-    uint8_t* a = eth(f, op == 1 ? broadcast : tha, ETH_P_ARP);
-    put16(a, 1);
-    put16(a + 2, ETH_P_IP);
-    a[4] = 6;
-    a[5] = 4;
-    put16(a + 6, op);
-    memcpy(a + 8, my_mac, 6);
-    put32(a + 14, my_ip);
-    memcpy(a + 18, tha, 6);
-    put32(a + 24, tpa);
-    memset(a + 28, 0, 18);  // pad to the 60-byte minimum
-    return ETH_HDR + 46;
+    memset(f - HDR, 0, HDR);
+    return net_build_arp(f, my_mac, my_ip, op, tha, tpa);
 }
 
 static uint8_t* ip_hdr(uint8_t* p, uint8_t proto, uint16_t payload, uint16_t id) {
@@ -421,13 +403,14 @@ int guest_main(void) {
     const char* cmdline = boot_cmdline();
     size_t n;
     const char* v;
-    int bench_mode = 0, csum_mode = 0;
+    int bench_mode = 0, csum_mode = 0, stress_mode = 0;
     uint64_t bench_frames = 2000, expect_mtu = 0;
     const char* mode = "basic";
     if ((v = cmdline_find(cmdline, "net.mode", &n))) {
         if (n == 3 && !strncmp(v, "mrg", 3)) mrg = 1, mode = "mrg";
         else if (n == 5 && !strncmp(v, "bench", 5)) bench_mode = 1, strict_num_buffers = 0, mode = "bench";
         else if (n == 4 && !strncmp(v, "csum", 4)) csum_mode = 1, mode = "csum";
+        else if (n == 6 && !strncmp(v, "stress", 6)) stress_mode = 1, mode = "stress";
         else if (!(n == 5 && !strncmp(v, "basic", 5))) FAIL("bad net.mode\n");
     }
     if ((v = cmdline_find(cmdline, "net.bench_frames", &n)) && (parse_u64(v, &bench_frames) != n || !bench_frames)) {
@@ -439,9 +422,10 @@ int guest_main(void) {
         FAIL("bad net.rx_bufs (1 ... %u; at least 8 with mrg)\n", RX_BUFS);
     }
     rx_bufs_posted = (unsigned)rx_n;
+    const uint64_t mtu_limit = stress_mode ? NET_STRESS_MAX_MTU : 1500;
     if ((v = cmdline_find(cmdline, "net.expect_mtu", &n)) &&
-        (parse_u64(v, &expect_mtu) != n || expect_mtu < 576 || expect_mtu > 1500)) {
-        FAIL("bad net.expect_mtu (576 ... 1500)\n");
+        (parse_u64(v, &expect_mtu) != n || expect_mtu < 576 || expect_mtu > mtu_limit)) {
+        FAIL("bad net.expect_mtu (576 ... %lu)\n", mtu_limit);
     }
     if (!(v = cmdline_find(cmdline, "net.guest_ip", &n)) || parse_ip(v, n, &my_ip)) FAIL("net.guest_ip missing or bad\n");
     if (!(v = cmdline_find(cmdline, "net.host_ip", &n)) || parse_ip(v, n, &host_ip)) FAIL("net.host_ip missing or bad\n");
@@ -456,6 +440,7 @@ int guest_main(void) {
                       VIRTIO_BIT(VIRTIO_F_EVENT_IDX);
     if (mrg) wanted |= VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF);
     if (csum_mode) wanted |= VIRTIO_BIT(VIRTIO_NET_F_CSUM) | VIRTIO_BIT(VIRTIO_NET_F_GUEST_CSUM);
+    if (stress_mode) wanted = net_stress_features(cmdline);
     const char* err = virtio_negotiate(&dev, wanted);
     if (err) FAIL("negotiation: %s\n", err);
     if (mrg && !(dev.features & VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF))) FAIL("MRG_RXBUF not offered\n");
@@ -488,6 +473,13 @@ int guest_main(void) {
         max_frame = (uint16_t)(ETH_HDR + cfg.mtu);
     }
     if (!(cfg.status & VIRTIO_NET_S_LINK_UP)) FAIL("link is down\n");
+    if (stress_mode) {
+        struct net_stress_link link = {&dev, {0}, my_ip, host_ip, udp_port, max_frame};
+        memcpy(link.mac, my_mac, 6);
+        if (net_stress(cmdline, &link) != GUEST_PASS) return GUEST_FAIL;
+        printf("net: PASS (stress)\n");
+        return GUEST_PASS;
+    }
     if ((err = virtio_queue_setup(&dev, RXQ, 128)) || (err = virtio_queue_setup(&dev, TXQ, 64))) FAIL("queues: %s\n", err);
     rx_buf_len = mrg ? 256 : HDR + 1514;
     for (unsigned i = 0; i < rx_bufs_posted; i++) {

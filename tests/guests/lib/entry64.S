@@ -136,6 +136,17 @@ irq_stub:
     pop %rax
     iretq
 
+    // The local APIC timer (irq_timer_start): counted apart from the devices' interrupts.
+    .p2align 4
+    .globl irq_timer_stub
+irq_timer_stub:
+    push %rax
+    incq irq_timer_count(%rip)
+    mov $LAPIC_EOI_ADDR, %eax
+    movl $0, (%rax)
+    pop %rax
+    iretq
+
     // The local APIC's spurious-interrupt vector: no EOI.
     .p2align 4
     .globl irq_spurious_stub

@@ -95,6 +95,8 @@ void serial_putc(char c);  // '\n' is sent as "\r\n"
 void serial_write(const char* s, size_t n);
 // Waits (polling the line status register) for a received byte and returns it.
 int serial_getc(void);
+// A received byte, or -1 if none is waiting.
+int serial_trygetc(void);
 
 // printf to COM1. Supports %c %s %d %i %u %x %X %p %%, the flags '0' and '-', a field width,
 // and the length modifiers l, ll, z. A call's whole output is sent under the console lock, so

@@ -5,7 +5,8 @@
 #include "lapic.h"
 #include "mptable.h"
 
-volatile uint64_t irq_count;  // incremented by irq_stub (entry64.S)
+volatile uint64_t irq_count;        // incremented by irq_stub (entry64.S)
+volatile uint64_t irq_timer_count;  // incremented by irq_timer_stub
 
 #define IOAPIC_REGSEL 0x00
 #define IOAPIC_WINDOW 0x10
@@ -46,4 +47,42 @@ const char* irq_route_gsi(uint32_t gsi) {
 
 void irq_unroute_gsi(uint32_t gsi) {
     if (ioapic_base) ioapic_write(IOAPIC_REG_REDIR + 2 * gsi, IOAPIC_REDIR_MASKED | IRQ_VECTOR);
+}
+
+#define LAPIC_LVT_MASKED (1u << 16)
+#define LAPIC_TIMER_PERIODIC (1u << 17)
+#define LAPIC_DIVIDE_BY_16 0x3
+#define APIC_BUS_MHZ 1000  // KVM's default APIC bus: 1 GHz
+#define CALIBRATION_PERIODS 10
+
+// Spins with interrupts on until irq_timer_count passes `count`; 0, or -1 after ~2^36 TSC
+// cycles (the timer is dead: a hlt would never return).
+static int spin_until_tick(uint64_t count) {
+    const uint64_t start = rdtsc();
+    while (irq_timer_count <= count) {
+        cpu_sti();
+        cpu_pause();
+        cpu_cli();
+        if (rdtsc() - start > (1ull << 36)) return -1;
+    }
+    return 0;
+}
+
+uint64_t irq_timer_start(uint32_t period_us) {
+    if (lapic_enable() != 0) return 0;
+    lapic_write(LAPIC_TIMER_DIVIDE, LAPIC_DIVIDE_BY_16);
+    lapic_write(LAPIC_LVT_TIMER, LAPIC_TIMER_PERIODIC | IRQ_TIMER_VECTOR);
+    lapic_write(LAPIC_TIMER_INITIAL, period_us * APIC_BUS_MHZ / 16);
+    // Measure from one tick to the CALIBRATION_PERIODS-th after it.
+    if (spin_until_tick(irq_timer_count) != 0) return 0;
+    const uint64_t first = irq_timer_count, t0 = rdtsc();
+    if (spin_until_tick(first + CALIBRATION_PERIODS - 1) != 0) return 0;
+    const uint64_t cycles = rdtsc() - t0;
+    const uint64_t per_ms = cycles * 1000 / ((uint64_t)period_us * CALIBRATION_PERIODS);
+    return per_ms ? per_ms : 1;
+}
+
+void irq_timer_stop(void) {
+    lapic_write(LAPIC_LVT_TIMER, LAPIC_LVT_MASKED | IRQ_TIMER_VECTOR);
+    lapic_write(LAPIC_TIMER_INITIAL, 0);
 }

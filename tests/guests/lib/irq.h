@@ -10,6 +10,11 @@
 // after the check, so no wake-up is lost. Edge-triggered suits both kinds of sources: an irqfd
 // pulse (embervm) and a level line that the driver lowers by acknowledging InterruptStatus
 // (QEMU's virtio-mmio).
+//
+// A guest that must never sleep for good (a lost interrupt would then hang it) also starts the
+// local APIC timer: irq_timer_start() makes it fire every few milliseconds on IRQ_TIMER_VECTOR,
+// counted in irq_timer_count, apart from irq_count, so irq_wait() always returns and the caller
+// can tell a device's interrupt from a tick.
 #pragma once
 
 #include <stddef.h>
@@ -27,6 +32,14 @@ const char* irq_route_gsi(uint32_t gsi);
 
 // Masks the pin again.
 void irq_unroute_gsi(uint32_t gsi);
+
+extern volatile uint64_t irq_timer_count;  // local APIC timer ticks (irq_timer_start)
+
+// Starts the local APIC timer, periodic, every `period_us` microseconds on IRQ_TIMER_VECTOR
+// (KVM's APIC bus runs at 1 GHz), and measures the TSC against it over a few periods.
+// Returns TSC cycles per millisecond, or 0 if the timer did not tick within a bounded wait.
+uint64_t irq_timer_start(uint32_t period_us);
+void irq_timer_stop(void);
 
 // One `sti; hlt; cli`: returns after an interrupt (or any other wake-up), interrupts off.
 static inline void irq_wait(void) { __asm__ volatile("sti; hlt; cli" : : : "memory"); }

@@ -43,3 +43,8 @@ int serial_getc(void) {
     while (!(inb(COM1 + UART_LSR) & UART_LSR_DR)) cpu_pause();
     return inb(COM1 + UART_RBR);
 }
+
+int serial_trygetc(void) {
+    if (!(inb(COM1 + UART_LSR) & UART_LSR_DR)) return -1;
+    return inb(COM1 + UART_RBR);
+}

@@ -398,12 +398,7 @@ enum virtq_wait_result virtq_wait_used(struct virtio_dev* d, struct virtq* q, st
     struct bounded_wait w;
     wait_begin(&w, VIRTIO_WAIT_MIN_ITERATIONS, VIRTIO_WAIT_MIN_TSC_CYCLES);
     for (uint32_t i = 1;; i++) {
-        if (q->used->idx != q->last_used) {
-            barrier();  // the element after the index (x86 keeps loads in order)
-            const volatile struct virtq_used_elem* e = &q->used->ring[q->last_used % q->size];
-            out->id = e->id;
-            out->len = e->len;
-            q->last_used++;
+        if (virtq_pop_used(q, out)) {
             if (q->event_idx) *used_event(q) = q->last_used;
             return VIRTQ_USED;
         }
@@ -416,6 +411,24 @@ enum virtq_wait_result virtq_wait_used(struct virtio_dev* d, struct virtq* q, st
         }
         if (wait_expired(&w)) return VIRTQ_TIMEOUT;
         cpu_pause();
+    }
+}
+
+int virtq_pop_used(struct virtq* q, struct virtq_used_elem* out) {
+    if (q->used->idx == q->last_used) return 0;
+    barrier();  // the element after the index (x86 keeps loads in order)
+    const volatile struct virtq_used_elem* e = &q->used->ring[q->last_used % q->size];
+    out->id = e->id;
+    out->len = e->len;
+    q->last_used++;
+    return 1;
+}
+
+void virtq_interrupts(struct virtq* q, int on) {
+    if (q->event_idx) {
+        *used_event(q) = on ? q->last_used : (uint16_t)(q->last_used + 0x8000);
+    } else {
+        q->avail->flags = on ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT;
     }
 }
 

@@ -267,6 +267,14 @@ enum virtq_wait_result {
 // Waits (bounded: long enough for a slow host, never forever) for the next used element.
 // Polls Status every few hundred iterations for DEVICE_NEEDS_RESET.
 enum virtq_wait_result virtq_wait_used(struct virtio_dev* d, struct virtq* q, struct virtq_used_elem* out);
+// Takes the next used element without waiting: 1 (stored in *out, consumed), or 0 if there is
+// none. Unlike virtq_wait_used it leaves used_event alone (see virtq_interrupts).
+int virtq_pop_used(struct virtq* q, struct virtq_used_elem* out);
+// Asks the device for used-buffer interrupts on `q` from the next used element on (on = 1), or
+// asks it not to interrupt (on = 0): with EVENT_IDX through used_event (last_used, or half the
+// index space ahead), else through VIRTQ_AVAIL_F_NO_INTERRUPT. The caller orders this store
+// before its next look at the used index (mb()) when it is about to sleep.
+void virtq_interrupts(struct virtq* q, int on);
 // The number of used elements the device has published and the driver not consumed yet.
 static inline uint16_t virtq_used_pending(const struct virtq* q) { return (uint16_t)(q->used->idx - q->last_used); }
 // Returns a completed chain's descriptors to the free list. Returns 0, or -1 if `id` is not a

@@ -42,6 +42,25 @@ int virtio_net_parse_mac(const char* s, size_t n, uint8_t mac[6]) {
     return 0;
 }
 
+size_t net_build_arp(uint8_t* f, const uint8_t* mac, uint32_t ip, uint16_t op, const uint8_t* tha, uint32_t tpa) {
+    static const uint8_t broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    memcpy(f, op == 1 ? broadcast : tha, 6);
+    memcpy(f + 6, mac, 6);
+    put16(f + 12, 0x0806);
+    uint8_t* a = f + 14;
+    put16(a, 1);  // Ethernet
+    put16(a + 2, 0x0800);  // IPv4
+    a[4] = 6;
+    a[5] = 4;
+    put16(a + 6, op);
+    memcpy(a + 8, mac, 6);
+    put32(a + 14, ip);
+    memcpy(a + 18, tha, 6);
+    put32(a + 24, tpa);
+    memset(a + 28, 0, 18);  // padding to 60 bytes
+    return 60;
+}
+
 uint32_t inet_csum_add(uint32_t sum, const void* p, size_t n) {
     const uint8_t* b = p;
     for (size_t i = 0; i + 1 < n; i += 2) sum += (uint32_t)(b[i] << 8 | b[i + 1]);

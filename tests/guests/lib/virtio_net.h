@@ -5,6 +5,8 @@
 //   virtio_net_read_config()   mac, status, max_virtqueue_pairs, mtu (ConfigGeneration-consistent)
 //   struct virtio_net_hdr_v1   the 12-byte header in front of every frame (VERSION_1: always
 //                              with num_buffers, 5.1.6)
+//   be16() ... put32()         big-endian fields of packet headers
+//   net_build_arp()            an ARP request or reply
 //   inet_csum_*()              RFC 1071 Internet checksum pieces for IPv4 / ICMP / UDP
 #pragma once
 
@@ -78,6 +80,23 @@ void virtio_net_read_config(const struct virtio_dev* d, struct virtio_net_config
 
 // Parses "aa:bb:cc:dd:ee:ff" (exactly `n` = 17 characters). Returns 0 or -1.
 int virtio_net_parse_mac(const char* s, size_t n, uint8_t mac[6]);
+
+// ---- network byte order in packet buffers ----
+static inline uint16_t be16(const uint8_t* p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t be32(const uint8_t* p) { return (uint32_t)be16(p) << 16 | be16(p + 2); }
+static inline void put16(uint8_t* p, uint16_t v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+static inline void put32(uint8_t* p, uint32_t v) {
+    put16(p, (uint16_t)(v >> 16));
+    put16(p + 2, (uint16_t)v);
+}
+
+// An ARP packet (RFC 826, Ethernet / IPv4) in the frame at `f` (from its Ethernet header on),
+// padded to the 60-byte minimum: a request (op 1, to the broadcast address) or a reply (op 2,
+// to `tha`). Returns its length (60).
+size_t net_build_arp(uint8_t* f, const uint8_t* mac, uint32_t ip, uint16_t op, const uint8_t* tha, uint32_t tpa);
 
 // ---- Internet checksum (RFC 1071), big-endian 16-bit words ----
 // Adds `n` bytes at `p` to a running 32-bit sum (an odd last byte is the high half of a word).
