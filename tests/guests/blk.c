@@ -386,11 +386,6 @@ static volatile uint8_t burst_status[BURST_MAX];
 static struct virtq_desc burst_table[BURST_MAX][3] __attribute__((aligned(16)));
 static uint16_t burst_head_to_req[VIRTQ_MAX_SIZE];
 
-// The device's avail_event (after the used ring's entries), as the driver sees it.
-static uint16_t avail_event_of(const struct virtq* q) {
-    return ((const volatile uint16_t*)(const volatile void*)q->used)[2 + 4 * (unsigned)q->size];
-}
-
 static uint64_t burst_sector(const struct blk_dev* b, unsigned i) { return ((uint64_t)i * 97 + 11) % b->capacity; }
 
 // As many one-sector requests as the queue holds, published with one kick: more than the
@@ -455,7 +450,7 @@ static int burst(struct blk_dev* b, int is_read, uint64_t seed) {
                  "avail_event %u, used.flags 0x%x: a device that stopped for a full backend must resume by "
                  "itself)\n",
                  b->id, n, is_read ? "reads" : "writes", w == VIRTQ_TIMEOUT ? "timeout" : "DEVICE_NEEDS_RESET", done,
-                 q->avail->idx, q->used->idx, avail_event_of(q), q->used->flags);
+                 q->avail->idx, q->used->idx, *virtq_avail_event(q), q->used->flags);
             return -1;
         }
         if (e.id >= q->size || virtq_free_chain(q, e.id) != 0) {
@@ -642,8 +637,7 @@ static void check_interrupt_suppression(struct blk_dev* b) {
     };
     const int head = virtq_add(q, bufs, 3);
     virtq_publish(q);
-    volatile uint16_t* used_event = &q->avail->ring[q->size];
-    if (b->event_idx) *used_event = (uint16_t)(q->last_used + 0x8000);
+    if (b->event_idx) *virtq_used_event(q) = (uint16_t)(q->last_used + 0x8000);
     else q->avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
     mb();
     virtq_kick(&b->v, q);

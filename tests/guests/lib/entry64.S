@@ -124,17 +124,24 @@ exception_common:
     call guest_exception
     jmp cpu_halt_forever
 
-// ---- device interrupts (irq.c): count, EOI, return; the interrupted code notices the event ----
+// ---- device interrupts and the APIC timer (irq.c): count, EOI, return; the interrupted code
+// notices the event ----
 
+    .macro COUNTING_IRQ_STUB name, counter
     .p2align 4
-    .globl irq_stub
-irq_stub:
+    .globl \name
+\name:
     push %rax
-    incq irq_count(%rip)
+    incq \counter(%rip)
     mov $LAPIC_EOI_ADDR, %eax  // zero-extended: 0x00000000fee000b0
     movl $0, (%rax)
     pop %rax
     iretq
+    .endm
+
+    COUNTING_IRQ_STUB irq_stub, irq_count
+    // The local APIC timer (irq_tick_start), counted apart from the device interrupts.
+    COUNTING_IRQ_STUB irq_tick_stub, irq_tick_count
 
     // The local APIC's spurious-interrupt vector: no EOI.
     .p2align 4

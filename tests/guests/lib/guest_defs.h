@@ -26,8 +26,9 @@
 #define CR0_PG 0x80000000
 #define CR4_PAE 0x20
 
-// The vector libguest's device-interrupt handler (irq.c, entry64.S) serves, and the local APIC's
-// spurious-interrupt vector (lapic.c).
+// The vector libguest's device-interrupt handler (irq.c, entry64.S) serves, the local APIC
+// timer's vector (irq_tick_start) and the local APIC's spurious-interrupt vector (lapic.c).
 #define IRQ_VECTOR 0x40
+#define IRQ_TICK_VECTOR 0x41
 #define IRQ_SPURIOUS_VECTOR 0xff
 #define LAPIC_EOI_ADDR 0xfee000b0

@@ -5,13 +5,19 @@
 #include "lapic.h"
 #include "mptable.h"
 
-volatile uint64_t irq_count;  // incremented by irq_stub (entry64.S)
+volatile uint64_t irq_count;       // incremented by irq_stub (entry64.S)
+volatile uint64_t irq_tick_count;  // incremented by irq_tick_stub (entry64.S)
 
 #define IOAPIC_REGSEL 0x00
 #define IOAPIC_WINDOW 0x10
 #define IOAPIC_REG_VERSION 0x01
 #define IOAPIC_REG_REDIR 0x10  // pin n: low word 0x10 + 2n, high word 0x11 + 2n
 #define IOAPIC_REDIR_MASKED (1u << 16)
+
+#define LVT_MASKED (1u << 16)
+#define LVT_TIMER_PERIODIC (1u << 17)
+#define TIMER_DIVIDE_BY_16 0x3
+#define TIMER_TICKS_PER_US (1000 / 16)  // a 1 GHz APIC bus divided by 16
 
 static uint32_t ioapic_base;
 
@@ -46,4 +52,18 @@ const char* irq_route_gsi(uint32_t gsi) {
 
 void irq_unroute_gsi(uint32_t gsi) {
     if (ioapic_base) ioapic_write(IOAPIC_REG_REDIR + 2 * gsi, IOAPIC_REDIR_MASKED | IRQ_VECTOR);
+}
+
+const char* irq_tick_start(uint32_t period_us) {
+    if (period_us == 0 || period_us > UINT32_MAX / TIMER_TICKS_PER_US) return "tick period out of range";
+    if (lapic_enable() != 0) return "the local APIC is in x2APIC mode";
+    lapic_write(LAPIC_TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
+    lapic_write(LAPIC_LVT_TIMER, LVT_TIMER_PERIODIC | IRQ_TICK_VECTOR);
+    lapic_write(LAPIC_TIMER_INITIAL, period_us * TIMER_TICKS_PER_US);  // starts counting
+    return NULL;
+}
+
+void irq_tick_stop(void) {
+    lapic_write(LAPIC_TIMER_INITIAL, 0);
+    lapic_write(LAPIC_LVT_TIMER, LVT_MASKED | IRQ_TICK_VECTOR);
 }

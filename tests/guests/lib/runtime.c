@@ -35,7 +35,7 @@ struct descriptor_ptr {
 #define IDT_VECTORS 256
 
 extern const uint64_t exception_stub_table[EXCEPTION_VECTORS];  // entry64.S
-extern char irq_stub[], irq_spurious_stub[];                     // entry64.S
+extern char irq_stub[], irq_tick_stub[], irq_spurious_stub[];    // entry64.S
 // All 256 vectors: an interrupt on a vector without a gate raises #NP (error code vector * 8 + 2),
 // which is reported like any other exception.
 static struct idt_gate idt[IDT_VECTORS] __attribute__((aligned(16)));
@@ -56,6 +56,7 @@ static void idt_build(void) {
     for (unsigned v = 0; v < EXCEPTION_VECTORS; v++) idt_set(v, exception_stub_table[v]);
     // Device interrupts (irq.c); they only arrive once a guest routes one and enables interrupts.
     idt_set(IRQ_VECTOR, (uint64_t)(uintptr_t)irq_stub);
+    idt_set(IRQ_TICK_VECTOR, (uint64_t)(uintptr_t)irq_tick_stub);
     idt_set(IRQ_SPURIOUS_VECTOR, (uint64_t)(uintptr_t)irq_spurious_stub);
 }
 

@@ -312,11 +312,6 @@ void virtio_config_write32(const struct virtio_dev* d, uint32_t off, uint32_t v)
 
 // ---- virtqueue ----
 
-static volatile uint16_t* used_event(struct virtq* q) { return &q->avail->ring[q->size]; }
-static volatile uint16_t* avail_event(struct virtq* q) {
-    return (volatile uint16_t*)&q->used->ring[q->size];
-}
-
 int virtq_add_ex(struct virtq* q, const struct virtio_buf* direct, unsigned n_direct, struct virtq_desc* table,
                  const struct virtio_buf* indirect, unsigned n_indirect) {
     const unsigned total = n_direct + (n_indirect ? 1u : 0u);
@@ -363,7 +358,7 @@ int virtq_add_ex(struct virtq* q, const struct virtio_buf* direct, unsigned n_di
 }
 
 void virtq_publish(struct virtq* q) {
-    if (q->event_idx) *used_event(q) = q->last_used;
+    if (q->event_idx) *virtq_used_event(q) = q->last_used;
     barrier();  // descriptors and ring entries before the index (x86 keeps stores in order)
     q->avail->idx = q->avail_idx;
 }
@@ -380,7 +375,7 @@ int virtq_kick(struct virtio_dev* d, struct virtq* q) {
     const uint16_t old_idx = q->kicked_idx;
     int needed;
     if (q->event_idx) {
-        const uint16_t event = *avail_event(q);
+        const uint16_t event = *virtq_avail_event(q);
         needed = (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old_idx);
     } else {
         needed = !(q->used->flags & VIRTQ_USED_F_NO_NOTIFY);
@@ -398,13 +393,8 @@ enum virtq_wait_result virtq_wait_used(struct virtio_dev* d, struct virtq* q, st
     struct bounded_wait w;
     wait_begin(&w, VIRTIO_WAIT_MIN_ITERATIONS, VIRTIO_WAIT_MIN_TSC_CYCLES);
     for (uint32_t i = 1;; i++) {
-        if (q->used->idx != q->last_used) {
-            barrier();  // the element after the index (x86 keeps loads in order)
-            const volatile struct virtq_used_elem* e = &q->used->ring[q->last_used % q->size];
-            out->id = e->id;
-            out->len = e->len;
-            q->last_used++;
-            if (q->event_idx) *used_event(q) = q->last_used;
+        if (virtq_pop_used(q, out)) {
+            if (q->event_idx) *virtq_used_event(q) = q->last_used;
             return VIRTQ_USED;
         }
         if ((i & 255) == 0) {
@@ -417,6 +407,16 @@ enum virtq_wait_result virtq_wait_used(struct virtio_dev* d, struct virtq* q, st
         if (wait_expired(&w)) return VIRTQ_TIMEOUT;
         cpu_pause();
     }
+}
+
+int virtq_pop_used(struct virtq* q, struct virtq_used_elem* out) {
+    if (q->used->idx == q->last_used) return 0;
+    barrier();  // the element after the index (x86 keeps loads in order)
+    const volatile struct virtq_used_elem* e = &q->used->ring[q->last_used % q->size];
+    out->id = e->id;
+    out->len = e->len;
+    q->last_used++;
+    return 1;
 }
 
 int virtq_free_chain(struct virtq* q, uint32_t id) {
