@@ -26,12 +26,20 @@
 //                               lib/irq.h), then it reads and acknowledges InterruptStatus and
 //                               takes what the used ring holds. The done line adds irqs=N (the
 //                               interrupts taken)
+//   blk.mode=stress             a long run of random requests on the first writable drive: random
+//                               queue depth, sizes, descriptor shapes, kinds (reads, writes,
+//                               FLUSH, DISCARD, WRITE_ZEROES, GET_ID, reads beyond the end),
+//                               pauses and ways of waiting, every read checked against the data
+//                               the guest knows it wrote; bounded waits that FAIL naming the
+//                               requests done and in flight (blk_stress.c). The drive must be
+//                               blank. "stress: done ops=..." then PASS
+//   blk.stress_ops=N            stress: requests of the random phase (default 20000)
 //   blk.bench_poll              bench: spin on the used ring in guest memory instead (no VM
 //                               exits while waiting, but the vCPU never sleeps)
 //   blk.bench_ops=N             requests of the QD1 4 KiB phase (default 8000; QD32 phase: 2 x N)
 //   blk.bench_seq_mib=N         MiB per sequential phase, wrapping over the drive (default 1024)
 //   blk.bench_drive=ID          the drive to benchmark (GET_ID, or vda, vdb, ... without one)
-//   blk.seed=N                  pattern seed (default 1)
+//   blk.seed=N                  pattern seed (default 1); stress: also the random choices
 //   blk.qsize=N                 queue size (power of two, 4 - 256; default: the largest, 256)
 //   blk.no_event_idx, blk.no_indirect   do not negotiate VIRTIO_F_EVENT_IDX / INDIRECT_DESC
 //   blk.expect_drives=N         FAIL unless exactly N virtio-blk devices were found
@@ -48,6 +56,7 @@
 // pass splits the disk differently from the write pass.
 //
 // Console: "blk: id <id>", "blk: <id>: ..." progress lines; "blk: PASS ..." or "blk: FAIL: ...".
+#include "blk_stress.h"
 #include "guest.h"
 #include "io.h"
 #include "irq.h"
@@ -67,7 +76,7 @@
 #define K_WORD 0x2545f4914f6cdd1dull
 #define WORDS_PER_SECTOR (VIRTIO_BLK_SECTOR_SIZE / 8)
 
-enum mode { MODE_FULL, MODE_WRITE, MODE_WRITE_FLUSH_IDLE, MODE_VERIFY, MODE_BURST, MODE_BENCH };
+enum mode { MODE_FULL, MODE_WRITE, MODE_WRITE_FLUSH_IDLE, MODE_VERIFY, MODE_BURST, MODE_BENCH, MODE_STRESS };
 
 static struct {
     enum mode mode;
@@ -80,6 +89,7 @@ static struct {
     const char* bench_id;  // blk.bench_drive=, not NUL-terminated: bench_id_len bytes of the command line
     size_t bench_id_len;
     int bench_poll;
+    uint64_t stress_ops;
 } opt;
 
 // ---- buffers (identity-mapped guest RAM) ----
@@ -913,6 +923,7 @@ static int parse_options(const char* cmdline) {
         else if (n == 6 && !strncmp(v, "verify", 6)) opt.mode = MODE_VERIFY;
         else if (n == 5 && !strncmp(v, "burst", 5)) opt.mode = MODE_BURST;
         else if (n == 5 && !strncmp(v, "bench", 5)) opt.mode = MODE_BENCH;
+        else if (n == 6 && !strncmp(v, "stress", 6)) opt.mode = MODE_STRESS;
         else return -1;
     }
     uint64_t x;
@@ -934,6 +945,11 @@ static int parse_options(const char* cmdline) {
         opt.bench_id_len = n;
     }
     opt.bench_poll = cmdline_has_word(cmdline, "blk.bench_poll");
+    opt.stress_ops = 20000;
+    if ((v = cmdline_find(cmdline, "blk.stress_ops", &n))) {
+        if (parse_u64(v, &x) != n || n == 0 || x == 0) return -1;
+        opt.stress_ops = x;
+    }
     if ((v = cmdline_find(cmdline, "blk.seed", &n))) {
         if (parse_u64(v, &x) != n || n == 0) return -1;
         opt.seed = x;
@@ -959,6 +975,7 @@ static const char* mode_name(enum mode m) {
         case MODE_VERIFY: return "verify";
         case MODE_BURST: return "burst";
         case MODE_BENCH: return "bench";
+        case MODE_STRESS: return "stress";
     }
     return "?";
 }
@@ -1040,6 +1057,7 @@ int guest_main(void) {
                 burst_drive(b);
                 break;
             case MODE_BENCH:
+            case MODE_STRESS:
                 break;
         }
         if (failures) break;
@@ -1056,6 +1074,16 @@ int guest_main(void) {
         if (i == ndrives) FAIL("bench: no %s\n", opt.bench_id ? "drive with the blk.bench_drive= id" : "writable drive");
         else if (drives[i].ro) FAIL("bench: %s is read-only (the write phase needs a writable drive)\n", drives[i].id);
         else bench_drive(&drives[i]);
+    }
+    if (opt.mode == MODE_STRESS) {
+        int i = 0;
+        while (i < ndrives && drives[i].ro) i++;
+        if (i == ndrives) {
+            FAIL("stress: no writable drive\n");
+        } else {
+            const struct blk_stress_options so = {opt.stress_ops, opt.seed, drive_seed(&drives[i])};
+            if (blk_stress(&drives[i], &so) != 0) failures++;
+        }
     }
     if (failures) {
         printf("blk: FAIL: %d check(s) failed\n", failures);
