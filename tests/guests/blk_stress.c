@@ -16,8 +16,8 @@
 //           indirect; header inside the data descriptor (writes) or the status byte right behind
 //           the data in the same descriptor (reads), the header in two pieces (indirect shapes
 //           only when negotiated; chains never longer than the descriptors left or seg_max).
-//           Half of the epochs deeper than 32 send only indirect requests of up to 4 KiB, so
-//           that the queue fills up
+//           With indirect descriptors, half of the epochs deeper than 32 send only indirect
+//           requests of up to 4 KiB, so that the queue fills up
 //   buffer  in a 16 MiB pool, at a random 8-byte-aligned offset in its first page
 // Requests are published in batches of random length (a kick per batch, when the device wants
 // one; now and then an extra notification it did not ask for). The guest then waits for 1 or a
@@ -181,10 +181,13 @@ static void dump_state(void) {
             if (r->busy && r->number > after && (!best || r->number < best->number)) best = r;
         }
         if (!best) break;
+        int used = 0;  // its completion is in the used ring, not taken yet
+        for (uint16_t i = q->last_used; i != q->used->idx && !used; i++)
+            used = q->used->ring[i % q->size].id == best->head;
         printf("stress: in flight: #%lu %s of sectors %lu+%u, shape %s (%u data descriptors), head %u, status byte "
-               "0x%x, for %lu cycles\n",
+               "0x%x, for %lu cycles%s\n",
                best->number, kind_names[best->kind], best->sector, best->nsect, shape_names[best->shape], best->pieces,
-               best->head, *best->status, now - best->submitted);
+               best->head, *best->status, now - best->submitted, used ? " (completed, in the used ring)" : "");
         after = best->number;
     }
 }
@@ -325,13 +328,16 @@ static int conflicts(enum kind k, uint64_t sector, uint32_t nsect) {
 static void new_epoch(void) {
     const struct virtq* q = st.q;
     const uint32_t r = below(100);
-    st.target_qd = r < 30 ? 1 : r < 60 ? 2 + below(7) : r < 85 ? 9 + below(24) : 33 + below(q->size > 32 ? q->size - 32u : 1u);
+    if (r < 30) st.target_qd = 1;
+    else if (r < 60) st.target_qd = 2 + below(7);
+    else if (r < 85) st.target_qd = 9 + below(24);
+    else st.target_qd = 33 + below(q->size > 32 ? q->size - 32u : 1u);
     if (st.target_qd > q->size) st.target_qd = q->size;
     const uint32_t s = below(100);
     st.max_sectors = s < 40 ? 8 : s < 70 ? 64 : s < 90 ? 256 : MAX_IO_SECTORS;
     static const unsigned pause_choices[] = {0, 0, 5, 20, 60};
     st.pause_pct = pause_choices[below(ARRAY_SIZE(pause_choices))];
-    static const unsigned poll_choices[] = {0, 0, 0, 10, 20, 30, 100};
+    static const unsigned poll_choices[] = {0, 0, 0, 5, 10, 25, 60};  // mostly asleep: 15 % polled
     st.poll_pct = poll_choices[below(ARRAY_SIZE(poll_choices))];
     static const unsigned kick_choices[] = {100, 50, 20, 5};
     st.kick_pct = kick_choices[below(ARRAY_SIZE(kick_choices))];
@@ -347,9 +353,16 @@ static void new_epoch(void) {
 static int pick_random(enum kind* kind, uint64_t* sector, uint32_t* nsect) {
     const struct blk_dev* b = st.b;
     for (int attempt = 0; attempt < 4; attempt++) {
+        // Per mille: reads 440, writes 400, FLUSH 60, DISCARD 40, WRITE_ZEROES 40, GET_ID 10, beyond the end 10.
+        static const struct {
+            uint16_t below;
+            enum kind kind;
+        } mix[] = {{440, K_READ},         {840, K_WRITE},  {900, K_FLUSH},     {940, K_DISCARD},
+                   {980, K_WRITE_ZEROES}, {990, K_GET_ID}, {1000, K_BAD_READ}};
         const uint32_t r = below(1000);
-        enum kind k = r < 440 ? K_READ : r < 840 ? K_WRITE : r < 900 ? K_FLUSH : r < 940 ? K_DISCARD : r < 980 ? K_WRITE_ZEROES
-                                                                                                              : r < 990 ? K_GET_ID : K_BAD_READ;
+        unsigned m = 0;
+        while (r >= mix[m].below) m++;
+        enum kind k = mix[m].kind;
         if (k == K_FLUSH && !b->flush) k = K_READ;
         if ((k == K_DISCARD && !b->discard) || (k == K_WRITE_ZEROES && !b->write_zeroes)) k = K_WRITE;
         *kind = k;
@@ -431,7 +444,8 @@ static int add_chain(struct req* r, unsigned slot) {
     }
 
     // Data pieces: at most seg_max, and no chain (indirect tables included) longer than the queue.
-    const unsigned max_pieces = min_u(min_u(b->seg_max ? b->seg_max : 254, MAX_PIECES), q->size > 2 ? q->size - 2u : 1u);
+    const unsigned max_pieces =
+        min_u(min_u(b->seg_max ? b->seg_max : 254, MAX_PIECES), q->size > 2 ? q->size - 2u : 1u);
     const unsigned free = q->num_free;
     enum shape sh = st.compact ? SH_INDIRECT : (enum shape)below(NUM_SHAPES);
     if (sh == SH_INLINE && r->kind != K_READ && r->kind != K_WRITE) sh = SH_SPLIT;
@@ -741,7 +755,8 @@ int blk_stress(struct blk_dev* b, const struct blk_stress_options* o) {
         printf("stress: waits: sleeps=%lu polls=%lu no_waits=%lu ticks=%lu notifications=%u suppressed=%u cycles=%lu; "
                "shapes: one %lu, split %lu, indirect %lu, mixed %lu, inline %lu\n",
                st.sleeps, st.polls, st.no_wait, irq_tick_count - st.ticks0, q->notifications, q->suppressed, cycles,
-               st.shapes[SH_ONE], st.shapes[SH_SPLIT], st.shapes[SH_INDIRECT], st.shapes[SH_MIXED], st.shapes[SH_INLINE]);
+               st.shapes[SH_ONE], st.shapes[SH_SPLIT], st.shapes[SH_INDIRECT], st.shapes[SH_MIXED],
+               st.shapes[SH_INLINE]);
         // Everything read back once more, a few requests in flight, no pauses, mostly asleep.
         st.verifying = 1;
         st.target_qd = min_u(VERIFY_QD, q->size);
@@ -749,7 +764,8 @@ int blk_stress(struct blk_dev* b, const struct blk_stress_options* o) {
         st.poll_pct = 10;
         st.kick_pct = 100;
         rc = run_phase((st.area + VERIFY_SECTORS - 1) / VERIFY_SECTORS);
-        if (rc == 0) printf("stress: verify: all %lu sectors read back as expected in %lu requests\n", st.area, st.done);
+        if (rc == 0)
+            printf("stress: verify: all %lu sectors read back as expected in %lu requests\n", st.area, st.done);
     }
     irq_tick_stop();
     irq_unroute_gsi(b->v.gsi);
