@@ -127,21 +127,27 @@ exception_common:
 // ---- device interrupts and the APIC timer (irq.c): count, EOI, return; the interrupted code
 // notices the event ----
 
-    .macro COUNTING_IRQ_STUB name, counter
+    .macro COUNTING_IRQ_STUB name, counter, stamp
     .p2align 4
     .globl \name
 \name:
     push %rax
+    push %rdx
     incq \counter(%rip)
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, \stamp(%rip)  // when it was taken (TSC)
     mov $LAPIC_EOI_ADDR, %eax  // zero-extended: 0x00000000fee000b0
     movl $0, (%rax)
+    pop %rdx
     pop %rax
     iretq
     .endm
 
-    COUNTING_IRQ_STUB irq_stub, irq_count
+    COUNTING_IRQ_STUB irq_stub, irq_count, irq_last_tsc
     // The local APIC timer (irq_tick_start), counted apart from the device interrupts.
-    COUNTING_IRQ_STUB irq_tick_stub, irq_tick_count
+    COUNTING_IRQ_STUB irq_tick_stub, irq_tick_count, irq_tick_last_tsc
 
     // The local APIC's spurious-interrupt vector: no EOI.
     .p2align 4

@@ -21,6 +21,8 @@
 
 extern volatile uint64_t irq_count;       // interrupts taken on IRQ_VECTOR
 extern volatile uint64_t irq_tick_count;  // local APIC timer interrupts (IRQ_TICK_VECTOR)
+// The TSC when the handler took the last one of each.
+extern volatile uint64_t irq_last_tsc, irq_tick_last_tsc;
 
 // Routes `gsi` (an I/O APIC pin) to IRQ_VECTOR on the calling CPU. The I/O APIC's address comes
 // from the MP table if there is one, else IOAPIC_DEFAULT_BASE. Returns NULL, or what failed.
@@ -40,3 +42,5 @@ void irq_tick_stop(void);
 
 // One `sti; hlt; cli`: returns after an interrupt (or any other wake-up), interrupts off.
 static inline void irq_wait(void) { __asm__ volatile("sti; hlt; cli" : : : "memory"); }
+// Takes an interrupt that is pending (the handlers run), without halting.
+static inline void irq_take_pending(void) { __asm__ volatile("sti; nop; cli" : : : "memory"); }
