@@ -34,6 +34,9 @@
 //                               requests done and in flight (blk_stress.c). The drive must be
 //                               blank. "stress: done ops=..." then PASS
 //   blk.stress_ops=N            stress: requests of the random phase (default 20000)
+//   blk.stress_tick_ms=N        stress: the local APIC tick that bounds every sleep (default 20;
+//                               0: none, the guest then relies on the device's interrupts and
+//                               the VMM's watchdog alone, and a lost wake-up hangs it)
 //   blk.bench_poll              bench: spin on the used ring in guest memory instead (no VM
 //                               exits while waiting, but the vCPU never sleeps)
 //   blk.bench_ops=N             requests of the QD1 4 KiB phase (default 8000; QD32 phase: 2 x N)
@@ -90,6 +93,7 @@ static struct {
     size_t bench_id_len;
     int bench_poll;
     uint64_t stress_ops;
+    uint64_t stress_tick_ms;
 } opt;
 
 // ---- buffers (identity-mapped guest RAM) ----
@@ -950,6 +954,11 @@ static int parse_options(const char* cmdline) {
         if (parse_u64(v, &x) != n || n == 0 || x == 0) return -1;
         opt.stress_ops = x;
     }
+    opt.stress_tick_ms = 20;
+    if ((v = cmdline_find(cmdline, "blk.stress_tick_ms", &n))) {
+        if (parse_u64(v, &x) != n || n == 0 || x > 60000) return -1;
+        opt.stress_tick_ms = x;
+    }
     if ((v = cmdline_find(cmdline, "blk.seed", &n))) {
         if (parse_u64(v, &x) != n || n == 0) return -1;
         opt.seed = x;
@@ -1081,7 +1090,8 @@ int guest_main(void) {
         if (i == ndrives) {
             FAIL("stress: no writable drive\n");
         } else {
-            const struct blk_stress_options so = {opt.stress_ops, opt.seed, drive_seed(&drives[i])};
+            const struct blk_stress_options so = {opt.stress_ops, opt.seed, drive_seed(&drives[i]),
+                                                  (uint32_t)opt.stress_tick_ms * 1000};
             if (blk_stress(&drives[i], &so) != 0) failures++;
         }
     }
