@@ -26,12 +26,23 @@
 //                               lib/irq.h), then it reads and acknowledges InterruptStatus and
 //                               takes what the used ring holds. The done line adds irqs=N (the
 //                               interrupts taken)
+//   blk.mode=stress             a long run of random requests on the first writable drive: random
+//                               queue depth, sizes, descriptor shapes, kinds (reads, writes,
+//                               FLUSH, DISCARD, WRITE_ZEROES, GET_ID, reads beyond the end),
+//                               pauses and ways of waiting, every read checked against the data
+//                               the guest knows it wrote; bounded waits that FAIL naming the
+//                               requests done and in flight (blk_stress.c). The drive must be
+//                               blank. "stress: done ops=..." then PASS
+//   blk.stress_ops=N            stress: requests of the random phase (default 20000)
+//   blk.stress_tick_ms=N        stress: the local APIC tick that bounds every sleep (default 20;
+//                               0: none, the guest then relies on the device's interrupts and
+//                               the VMM's watchdog alone, and a lost wake-up hangs it)
 //   blk.bench_poll              bench: spin on the used ring in guest memory instead (no VM
 //                               exits while waiting, but the vCPU never sleeps)
 //   blk.bench_ops=N             requests of the QD1 4 KiB phase (default 8000; QD32 phase: 2 x N)
 //   blk.bench_seq_mib=N         MiB per sequential phase, wrapping over the drive (default 1024)
 //   blk.bench_drive=ID          the drive to benchmark (GET_ID, or vda, vdb, ... without one)
-//   blk.seed=N                  pattern seed (default 1)
+//   blk.seed=N                  pattern seed (default 1); stress: also the random choices
 //   blk.qsize=N                 queue size (power of two, 4 - 256; default: the largest, 256)
 //   blk.no_event_idx, blk.no_indirect   do not negotiate VIRTIO_F_EVENT_IDX / INDIRECT_DESC
 //   blk.expect_drives=N         FAIL unless exactly N virtio-blk devices were found
@@ -48,6 +59,7 @@
 // pass splits the disk differently from the write pass.
 //
 // Console: "blk: id <id>", "blk: <id>: ..." progress lines; "blk: PASS ..." or "blk: FAIL: ...".
+#include "blk_stress.h"
 #include "guest.h"
 #include "io.h"
 #include "irq.h"
@@ -67,7 +79,7 @@
 #define K_WORD 0x2545f4914f6cdd1dull
 #define WORDS_PER_SECTOR (VIRTIO_BLK_SECTOR_SIZE / 8)
 
-enum mode { MODE_FULL, MODE_WRITE, MODE_WRITE_FLUSH_IDLE, MODE_VERIFY, MODE_BURST, MODE_BENCH };
+enum mode { MODE_FULL, MODE_WRITE, MODE_WRITE_FLUSH_IDLE, MODE_VERIFY, MODE_BURST, MODE_BENCH, MODE_STRESS };
 
 static struct {
     enum mode mode;
@@ -80,6 +92,8 @@ static struct {
     const char* bench_id;  // blk.bench_drive=, not NUL-terminated: bench_id_len bytes of the command line
     size_t bench_id_len;
     int bench_poll;
+    uint64_t stress_ops;
+    uint64_t stress_tick_ms;
 } opt;
 
 // ---- buffers (identity-mapped guest RAM) ----
@@ -386,11 +400,6 @@ static volatile uint8_t burst_status[BURST_MAX];
 static struct virtq_desc burst_table[BURST_MAX][3] __attribute__((aligned(16)));
 static uint16_t burst_head_to_req[VIRTQ_MAX_SIZE];
 
-// The device's avail_event (after the used ring's entries), as the driver sees it.
-static uint16_t avail_event_of(const struct virtq* q) {
-    return ((const volatile uint16_t*)(const volatile void*)q->used)[2 + 4 * (unsigned)q->size];
-}
-
 static uint64_t burst_sector(const struct blk_dev* b, unsigned i) { return ((uint64_t)i * 97 + 11) % b->capacity; }
 
 // As many one-sector requests as the queue holds, published with one kick: more than the
@@ -455,7 +464,7 @@ static int burst(struct blk_dev* b, int is_read, uint64_t seed) {
                  "avail_event %u, used.flags 0x%x: a device that stopped for a full backend must resume by "
                  "itself)\n",
                  b->id, n, is_read ? "reads" : "writes", w == VIRTQ_TIMEOUT ? "timeout" : "DEVICE_NEEDS_RESET", done,
-                 q->avail->idx, q->used->idx, avail_event_of(q), q->used->flags);
+                 q->avail->idx, q->used->idx, *virtq_avail_event(q), q->used->flags);
             return -1;
         }
         if (e.id >= q->size || virtq_free_chain(q, e.id) != 0) {
@@ -642,8 +651,7 @@ static void check_interrupt_suppression(struct blk_dev* b) {
     };
     const int head = virtq_add(q, bufs, 3);
     virtq_publish(q);
-    volatile uint16_t* used_event = &q->avail->ring[q->size];
-    if (b->event_idx) *used_event = (uint16_t)(q->last_used + 0x8000);
+    if (b->event_idx) *virtq_used_event(q) = (uint16_t)(q->last_used + 0x8000);
     else q->avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
     mb();
     virtq_kick(&b->v, q);
@@ -919,6 +927,7 @@ static int parse_options(const char* cmdline) {
         else if (n == 6 && !strncmp(v, "verify", 6)) opt.mode = MODE_VERIFY;
         else if (n == 5 && !strncmp(v, "burst", 5)) opt.mode = MODE_BURST;
         else if (n == 5 && !strncmp(v, "bench", 5)) opt.mode = MODE_BENCH;
+        else if (n == 6 && !strncmp(v, "stress", 6)) opt.mode = MODE_STRESS;
         else return -1;
     }
     uint64_t x;
@@ -940,6 +949,16 @@ static int parse_options(const char* cmdline) {
         opt.bench_id_len = n;
     }
     opt.bench_poll = cmdline_has_word(cmdline, "blk.bench_poll");
+    opt.stress_ops = 20000;
+    if ((v = cmdline_find(cmdline, "blk.stress_ops", &n))) {
+        if (parse_u64(v, &x) != n || n == 0 || x == 0) return -1;
+        opt.stress_ops = x;
+    }
+    opt.stress_tick_ms = 20;
+    if ((v = cmdline_find(cmdline, "blk.stress_tick_ms", &n))) {
+        if (parse_u64(v, &x) != n || n == 0 || x > 60000) return -1;
+        opt.stress_tick_ms = x;
+    }
     if ((v = cmdline_find(cmdline, "blk.seed", &n))) {
         if (parse_u64(v, &x) != n || n == 0) return -1;
         opt.seed = x;
@@ -965,6 +984,7 @@ static const char* mode_name(enum mode m) {
         case MODE_VERIFY: return "verify";
         case MODE_BURST: return "burst";
         case MODE_BENCH: return "bench";
+        case MODE_STRESS: return "stress";
     }
     return "?";
 }
@@ -1046,6 +1066,7 @@ int guest_main(void) {
                 burst_drive(b);
                 break;
             case MODE_BENCH:
+            case MODE_STRESS:
                 break;
         }
         if (failures) break;
@@ -1062,6 +1083,17 @@ int guest_main(void) {
         if (i == ndrives) FAIL("bench: no %s\n", opt.bench_id ? "drive with the blk.bench_drive= id" : "writable drive");
         else if (drives[i].ro) FAIL("bench: %s is read-only (the write phase needs a writable drive)\n", drives[i].id);
         else bench_drive(&drives[i]);
+    }
+    if (opt.mode == MODE_STRESS) {
+        int i = 0;
+        while (i < ndrives && drives[i].ro) i++;
+        if (i == ndrives) {
+            FAIL("stress: no writable drive\n");
+        } else {
+            const struct blk_stress_options so = {opt.stress_ops, opt.seed, drive_seed(&drives[i]),
+                                                  (uint32_t)opt.stress_tick_ms * 1000};
+            if (blk_stress(&drives[i], &so) != 0) failures++;
+        }
     }
     if (failures) {
         printf("blk: FAIL: %d check(s) failed\n", failures);

@@ -124,28 +124,31 @@ exception_common:
     call guest_exception
     jmp cpu_halt_forever
 
-// ---- device interrupts (irq.c): count, EOI, return; the interrupted code notices the event ----
+// ---- device interrupts and the APIC timer (irq.c): count, EOI, return; the interrupted code
+// notices the event ----
 
+    .macro COUNTING_IRQ_STUB name, counter, stamp
     .p2align 4
-    .globl irq_stub
-irq_stub:
+    .globl \name
+\name:
     push %rax
-    incq irq_count(%rip)
+    push %rdx
+    incq \counter(%rip)
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, \stamp(%rip)  // when it was taken (TSC)
     mov $LAPIC_EOI_ADDR, %eax  // zero-extended: 0x00000000fee000b0
     movl $0, (%rax)
+    pop %rdx
     pop %rax
     iretq
+    .endm
 
-    // The local APIC timer (irq_timer_start): counted apart from the devices' interrupts.
-    .p2align 4
-    .globl irq_timer_stub
-irq_timer_stub:
-    push %rax
-    incq irq_timer_count(%rip)
-    mov $LAPIC_EOI_ADDR, %eax
-    movl $0, (%rax)
-    pop %rax
-    iretq
+    COUNTING_IRQ_STUB irq_stub, irq_count, irq_last_tsc
+
+    // The local APIC timer (irq_timer_start), counted apart from the device interrupts.
+    COUNTING_IRQ_STUB irq_timer_stub, irq_timer_count, irq_timer_last_tsc
 
     // The local APIC's spurious-interrupt vector: no EOI.
     .p2align 4

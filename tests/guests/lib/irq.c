@@ -7,6 +7,7 @@
 
 volatile uint64_t irq_count;        // incremented by irq_stub (entry64.S)
 volatile uint64_t irq_timer_count;  // incremented by irq_timer_stub
+volatile uint64_t irq_last_tsc, irq_timer_last_tsc;  // written by the two stubs
 
 #define IOAPIC_REGSEL 0x00
 #define IOAPIC_WINDOW 0x10

@@ -34,6 +34,8 @@ const char* irq_route_gsi(uint32_t gsi);
 void irq_unroute_gsi(uint32_t gsi);
 
 extern volatile uint64_t irq_timer_count;  // local APIC timer ticks (irq_timer_start)
+// rdtsc() when irq_stub / irq_timer_stub last ran (entry64.S).
+extern volatile uint64_t irq_last_tsc, irq_timer_last_tsc;
 
 // Starts the local APIC timer, periodic, every `period_us` microseconds on IRQ_TIMER_VECTOR
 // (KVM's APIC bus runs at 1 GHz), and measures the TSC against it over a few periods.
@@ -43,3 +45,5 @@ void irq_timer_stop(void);
 
 // One `sti; hlt; cli`: returns after an interrupt (or any other wake-up), interrupts off.
 static inline void irq_wait(void) { __asm__ volatile("sti; hlt; cli" : : : "memory"); }
+// Takes an interrupt that is pending (the handlers run), without halting.
+static inline void irq_take_pending(void) { __asm__ volatile("sti; nop; cli" : : : "memory"); }

@@ -312,11 +312,6 @@ void virtio_config_write32(const struct virtio_dev* d, uint32_t off, uint32_t v)
 
 // ---- virtqueue ----
 
-static volatile uint16_t* used_event(struct virtq* q) { return &q->avail->ring[q->size]; }
-static volatile uint16_t* avail_event(struct virtq* q) {
-    return (volatile uint16_t*)&q->used->ring[q->size];
-}
-
 int virtq_add_ex(struct virtq* q, const struct virtio_buf* direct, unsigned n_direct, struct virtq_desc* table,
                  const struct virtio_buf* indirect, unsigned n_indirect) {
     const unsigned total = n_direct + (n_indirect ? 1u : 0u);
@@ -363,7 +358,7 @@ int virtq_add_ex(struct virtq* q, const struct virtio_buf* direct, unsigned n_di
 }
 
 void virtq_publish(struct virtq* q) {
-    if (q->event_idx) *used_event(q) = q->last_used;
+    if (q->event_idx) *virtq_used_event(q) = q->last_used;
     barrier();  // descriptors and ring entries before the index (x86 keeps stores in order)
     q->avail->idx = q->avail_idx;
 }
@@ -380,7 +375,7 @@ int virtq_kick(struct virtio_dev* d, struct virtq* q) {
     const uint16_t old_idx = q->kicked_idx;
     int needed;
     if (q->event_idx) {
-        const uint16_t event = *avail_event(q);
+        const uint16_t event = *virtq_avail_event(q);
         needed = (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old_idx);
     } else {
         needed = !(q->used->flags & VIRTQ_USED_F_NO_NOTIFY);
@@ -399,7 +394,7 @@ enum virtq_wait_result virtq_wait_used(struct virtio_dev* d, struct virtq* q, st
     wait_begin(&w, VIRTIO_WAIT_MIN_ITERATIONS, VIRTIO_WAIT_MIN_TSC_CYCLES);
     for (uint32_t i = 1;; i++) {
         if (virtq_pop_used(q, out)) {
-            if (q->event_idx) *used_event(q) = q->last_used;
+            if (q->event_idx) *virtq_used_event(q) = q->last_used;
             return VIRTQ_USED;
         }
         if ((i & 255) == 0) {
@@ -426,7 +421,7 @@ int virtq_pop_used(struct virtq* q, struct virtq_used_elem* out) {
 
 void virtq_interrupts(struct virtq* q, int on) {
     if (q->event_idx) {
-        *used_event(q) = on ? q->last_used : (uint16_t)(q->last_used + 0x8000);
+        *virtq_used_event(q) = on ? q->last_used : (uint16_t)(q->last_used + 0x8000);
     } else {
         q->avail->flags = on ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT;
     }

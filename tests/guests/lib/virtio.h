@@ -277,6 +277,15 @@ int virtq_pop_used(struct virtq* q, struct virtq_used_elem* out);
 void virtq_interrupts(struct virtq* q, int on);
 // The number of used elements the device has published and the driver not consumed yet.
 static inline uint16_t virtq_used_pending(const struct virtq* q) { return (uint16_t)(q->used->idx - q->last_used); }
+// Takes the next used element if the device has published one: returns 1 and fills *out, or 0.
+// Never waits, and leaves used_event alone (virtq_wait_used moves it on).
+int virtq_pop_used(struct virtq* q, struct virtq_used_elem* out);
+// The EVENT_IDX fields behind the rings: used_event (the driver's, after avail->ring) and
+// avail_event (the device's, after used->ring).
+static inline volatile uint16_t* virtq_used_event(const struct virtq* q) { return &q->avail->ring[q->size]; }
+static inline volatile uint16_t* virtq_avail_event(const struct virtq* q) {
+    return (volatile uint16_t*)&q->used->ring[q->size];
+}
 // Returns a completed chain's descriptors to the free list. Returns 0, or -1 if `id` is not a
 // head that is in flight (the device returned a bogus id).
 int virtq_free_chain(struct virtq* q, uint32_t id);
