@@ -67,7 +67,13 @@ int guest_main(void) {
         printf("irq-recovery: FAIL: the read did not complete (wait result %d, status %u)\n", (int)w, status_byte);
         return GUEST_FAIL;
     }
-    const uint32_t isr = virtio_isr_read(&dev.v);
+    // The device publishes the used element first and sets InterruptStatus right after: give it
+    // a moment (bounded) to get there.
+    uint32_t isr = virtio_isr_read(&dev.v);
+    for (const uint64_t start = rdtsc(); !(isr & 1u) && rdtsc() - start < (1ull << 33);) {
+        cpu_pause();
+        isr = virtio_isr_read(&dev.v);
+    }
     printf("irq-recovery: request done with the pin masked, InterruptStatus 0x%x, %lu interrupts so far\n", isr,
            irq_count);
     if (!(isr & 1u /* used buffer */)) {

@@ -127,28 +127,37 @@ exception_common:
 // ---- device interrupts and the APIC timer (irq.c): count, EOI, return; the interrupted code
 // notices the event ----
 
-    .macro COUNTING_IRQ_STUB name, counter, stamp
+    // The device interrupts: counted only. (A version that also stored the TSC here, for the
+    // blk stress guest's missed-wake-up statistics, kept the ticker guest from seeing its
+    // keyboard interrupts in examples/orchestrator.py, 2 of 2 runs in the nested VM, for reasons
+    // not found yet: irq_last_tsc stays 0 until that is understood.)
     .p2align 4
-    .globl \name
-\name:
+    .globl irq_stub
+irq_stub:
+    push %rax
+    incq irq_count(%rip)
+    mov $LAPIC_EOI_ADDR, %eax  // zero-extended: 0x00000000fee000b0
+    movl $0, (%rax)
+    pop %rax
+    iretq
+
+    // The local APIC timer (irq_timer_start), counted apart from the device interrupts, with
+    // the TSC when it was taken.
+    .p2align 4
+    .globl irq_timer_stub
+irq_timer_stub:
     push %rax
     push %rdx
-    incq \counter(%rip)
+    incq irq_timer_count(%rip)
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
-    mov %rax, \stamp(%rip)  // when it was taken (TSC)
-    mov $LAPIC_EOI_ADDR, %eax  // zero-extended: 0x00000000fee000b0
+    mov %rax, irq_timer_last_tsc(%rip)
+    mov $LAPIC_EOI_ADDR, %eax
     movl $0, (%rax)
     pop %rdx
     pop %rax
     iretq
-    .endm
-
-    COUNTING_IRQ_STUB irq_stub, irq_count, irq_last_tsc
-
-    // The local APIC timer (irq_timer_start), counted apart from the device interrupts.
-    COUNTING_IRQ_STUB irq_timer_stub, irq_timer_count, irq_timer_last_tsc
 
     // The local APIC's spurious-interrupt vector: no EOI.
     .p2align 4
