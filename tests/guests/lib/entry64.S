@@ -128,9 +128,10 @@ exception_common:
 // notices the event ----
 
     // The device interrupts: counted only. (A version that also stored the TSC here, for the
-    // blk stress guest's missed-wake-up statistics, kept the ticker guest from seeing its
-    // keyboard interrupts in examples/orchestrator.py, 2 of 2 runs in the nested VM, for reasons
-    // not found yet: irq_last_tsc stays 0 until that is understood.)
+    // blk stress guest's missed-wake-up statistics, was in the build where the ticker guest saw
+    // its keyboard interrupt only after 60 s in examples/orchestrator.py, 2 of 2 runs in the
+    // nested VM; without it the same delay (21 s) still hit tests/integration/api_test once, so
+    // the stamp is probably not the cause, but irq_last_tsc stays 0 until that is understood.)
     .p2align 4
     .globl irq_stub
 irq_stub:
