@@ -630,7 +630,6 @@ static void count_late_wakeup(uint64_t* n, uint64_t* longest, uint64_t cycles, c
 //                   interrupt lost on its way in and raised again by the VMM's watchdog)
 static void note_wakeup(uint64_t irqs, uint64_t ticks, uint64_t ready_since) {
     const uint64_t irq_at = irq_last_tsc, tick_at = irq_timer_last_tsc;
-    // irq_last_tsc is not recorded for now (entry64.S): no missed wake-ups are counted then.
     if (irq_at != 0 && irq_count == irqs + 1 && irq_timer_count != ticks && tick_at > irq_at &&
         tick_at - irq_at >= MISSED_WAKEUP_CYCLES) {
         count_late_wakeup(&st.missed_wakeups, &st.max_missed_wakeup, tick_at - irq_at,

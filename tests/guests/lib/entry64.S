@@ -127,18 +127,20 @@ exception_common:
 // ---- device interrupts and the APIC timer (irq.c): count, EOI, return; the interrupted code
 // notices the event ----
 
-    // The device interrupts: counted only. (A version that also stored the TSC here, for the
-    // blk stress guest's missed-wake-up statistics, was in the build where the ticker guest saw
-    // its keyboard interrupt only after 60 s in examples/orchestrator.py, 2 of 2 runs in the
-    // nested VM; without it the same delay (21 s) still hit tests/integration/api_test once, so
-    // the stamp is probably not the cause, but irq_last_tsc stays 0 until that is understood.)
+    // The device interrupts: counted, with the TSC when it was taken (irq_last_tsc).
     .p2align 4
     .globl irq_stub
 irq_stub:
     push %rax
+    push %rdx
     incq irq_count(%rip)
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, irq_last_tsc(%rip)
     mov $LAPIC_EOI_ADDR, %eax  // zero-extended: 0x00000000fee000b0
     movl $0, (%rax)
+    pop %rdx
     pop %rax
     iretq
 

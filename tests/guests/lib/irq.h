@@ -34,8 +34,7 @@ const char* irq_route_gsi(uint32_t gsi);
 void irq_unroute_gsi(uint32_t gsi);
 
 extern volatile uint64_t irq_timer_count;  // local APIC timer ticks (irq_timer_start)
-// rdtsc() when irq_stub / irq_timer_stub last ran (entry64.S; irq_last_tsc is not recorded
-// for now and stays 0, see there).
+// rdtsc() when irq_stub / irq_timer_stub last ran (entry64.S).
 extern volatile uint64_t irq_last_tsc, irq_timer_last_tsc;
 
 // Starts the local APIC timer, periodic, every `period_us` microseconds on IRQ_TIMER_VECTOR
