@@ -13,7 +13,7 @@
 #include "boot/mptable.h"
 #include "boot/pvh.h"
 #include "boot/zero_page.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::boot {
 

@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "boot/layout.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::boot {
 

@@ -12,7 +12,7 @@
 
 #include "boot/layout.h"
 #include "boot/memory_map.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::boot {
 

@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 
 #include "boot/boot.h"
-#include "vmm/error.h"
-#include "vmm/fd.h"
+#include "vmm/sys/error.h"
+#include "vmm/sys/fd.h"
 
 namespace embervm::boot {
 

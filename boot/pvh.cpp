@@ -3,7 +3,7 @@
 
 #include <fmt/format.h>
 
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::boot {
 

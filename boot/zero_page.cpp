@@ -9,7 +9,7 @@
 #include "boot/bzimage.h"
 #include "boot/kernel_image.h"
 #include "boot/layout.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::boot {
 

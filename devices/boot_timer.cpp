@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "vmm/log.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::devices {
 

@@ -8,7 +8,7 @@
 #include <optional>
 #include <span>
 
-#include "vmm/bus.h"
+#include "devices/bus.h"
 
 namespace embervm::devices {
 

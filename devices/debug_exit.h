@@ -6,7 +6,7 @@
 #include <functional>
 #include <span>
 
-#include "vmm/bus.h"
+#include "devices/bus.h"
 
 namespace embervm::devices {
 

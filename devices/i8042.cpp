@@ -5,7 +5,7 @@
 #include <array>
 #include <utility>
 
-#include "vmm/log.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::devices {
 

@@ -30,7 +30,7 @@
 #include <span>
 
 #include "devices/irq.h"
-#include "vmm/bus.h"
+#include "devices/bus.h"
 
 namespace embervm::devices {
 

@@ -9,8 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "vmm/error.h"
-#include "vmm/log.h"
+#include "vmm/sys/error.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::devices {
 

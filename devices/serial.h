@@ -17,8 +17,8 @@
 #include <span>
 
 #include "devices/irq.h"
-#include "vmm/bus.h"
-#include "vmm/fd.h"
+#include "devices/bus.h"
+#include "vmm/sys/fd.h"
 
 namespace embervm::devices {
 

@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::memory {
 

@@ -34,7 +34,7 @@
 #include "virtio/device.h"
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
-#include "vmm/bus.h"
+#include "devices/bus.h"
 
 namespace embervm::virtio {
 

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "virtio/balloon/balloon_device.h"
-#include "vmm/log.h"
+#include "vmm/sys/log.h"
 #include "vmm/vmm.h"
 
 namespace embervm {

@@ -19,8 +19,8 @@
 #include <string>
 #include <string_view>
 
-#include "vmm/config.h"
-#include "vmm/vm_exit.h"
+#include "vmm/config/config.h"
+#include "vmm/kvm/vm_exit.h"
 
 namespace embervm {
 

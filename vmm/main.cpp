@@ -14,12 +14,12 @@
 
 #include <fmt/format.h>
 
-#include "vmm/api.h"
-#include "vmm/api_server.h"
-#include "vmm/cli.h"
-#include "vmm/config.h"
+#include "vmm/api/api.h"
+#include "vmm/api/api_server.h"
+#include "vmm/config/cli.h"
+#include "vmm/config/config.h"
 #include "vmm/embervm.h"
-#include "vmm/log.h"
+#include "vmm/sys/log.h"
 
 namespace {
 

@@ -9,8 +9,8 @@
 #include "virtio/block/block_device.h"
 #include "virtio/net/net_device.h"
 #include "virtio/watchdog.h"
-#include "vmm/log.h"
-#include "vmm/vcpu.h"
+#include "vmm/sys/log.h"
+#include "vmm/kvm/vcpu.h"
 
 namespace embervm::vmm {
 
@@ -112,20 +112,11 @@ void add_watchdog_metrics(json& section, const virtio::WatchdogReport& r) {
 // ---- EventLoopProbe ---------------------------------------------------------------------
 
 EventLoopProbe::EventLoopProbe(boost::asio::io_context& io, std::chrono::milliseconds interval)
-    : interval_(interval), timer_(io) {}
+    : interval_(interval), timer_(io, [this](std::chrono::nanoseconds lateness) { record(lateness); }) {}
 
-void EventLoopProbe::start() { arm(); }
+void EventLoopProbe::start() { timer_.start(interval_); }
 
-void EventLoopProbe::stop() { timer_.cancel(); }
-
-void EventLoopProbe::arm() {
-    timer_.expires_after(interval_);
-    timer_.async_wait([this](const boost::system::error_code& ec) {
-        if (ec) return;
-        record(std::chrono::steady_clock::now() - timer_.expiry());
-        arm();
-    });
-}
+void EventLoopProbe::stop() { timer_.stop(); }
 
 void EventLoopProbe::record(std::chrono::nanoseconds lateness) {
     if (lateness < std::chrono::nanoseconds::zero()) lateness = std::chrono::nanoseconds::zero();
@@ -155,22 +146,14 @@ json EventLoopProbe::window_json(bool reset) {
 
 MetricsWriter::MetricsWriter(boost::asio::io_context& io, const std::string& path, std::chrono::milliseconds interval,
                              Producer produce)
-    : fd_(log::open_output_file(path)), path_(path), interval_(interval), produce_(std::move(produce)), timer_(io) {}
+    : fd_(log::open_output_file(path)), path_(path), interval_(interval), produce_(std::move(produce)),
+      timer_(io, [this](std::chrono::nanoseconds) { write_line(); }) {}
 
 void MetricsWriter::start() {
-    if (interval_.count() > 0) arm();
+    if (interval_.count() > 0) timer_.start(interval_);
 }
 
-void MetricsWriter::stop() { timer_.cancel(); }
-
-void MetricsWriter::arm() {
-    timer_.expires_after(interval_);
-    timer_.async_wait([this](const boost::system::error_code& ec) {
-        if (ec) return;
-        write_line();
-        arm();
-    });
-}
+void MetricsWriter::stop() { timer_.stop(); }
 
 bool MetricsWriter::write_line() {
     std::lock_guard lock(write_mutex_);

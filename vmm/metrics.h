@@ -22,7 +22,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
-#include "vmm/fd.h"
+#include "vmm/sys/fd.h"
+#include "vmm/sys/periodic_timer.h"
 
 namespace embervm::virtio::block {
 struct BlockCounters;
@@ -68,7 +69,7 @@ public:
     EventLoopProbe(const EventLoopProbe&) = delete;
     EventLoopProbe& operator=(const EventLoopProbe&) = delete;
 
-    // Arms / cancels the timer. Loop thread, or before the loop runs.
+    // Starts / stops the timer (PeriodicTimer). Loop thread, or before the loop runs.
     void start();
     void stop();
     // One sample (the timer's handler records each firing).
@@ -78,10 +79,8 @@ public:
     nlohmann::json window_json(bool reset);
 
 private:
-    void arm();
-
     std::chrono::milliseconds interval_;
-    boost::asio::steady_timer timer_;
+    PeriodicTimer timer_;
     std::mutex mutex_;
     uint64_t samples_ = 0;
     std::chrono::nanoseconds max_{0};
@@ -101,7 +100,7 @@ public:
     MetricsWriter(const MetricsWriter&) = delete;
     MetricsWriter& operator=(const MetricsWriter&) = delete;
 
-    // Arms / cancels the periodic timer. Loop thread, or before the loop runs.
+    // Starts / stops the periodic timer (PeriodicTimer). Loop thread, or before the loop runs.
     void start();
     void stop();
     // Produces and appends one line now. Any thread; lines never interleave. false if the
@@ -112,13 +111,11 @@ public:
     uint64_t lines_dropped() const { return dropped_.load(); }
 
 private:
-    void arm();
-
     FileDescriptor fd_;
     std::string path_;
     std::chrono::milliseconds interval_;
     Producer produce_;
-    boost::asio::steady_timer timer_;
+    PeriodicTimer timer_;
     std::mutex write_mutex_;
     std::atomic<uint64_t> written_{0};
     std::atomic<uint64_t> dropped_{0};

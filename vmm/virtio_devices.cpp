@@ -16,12 +16,12 @@
 #include "virtio/mmio_transport.h"
 #include "virtio/virtio_defs.h"
 #include "virtio/watchdog.h"
-#include "vmm/bus.h"
-#include "vmm/error.h"
-#include "vmm/eventfd.h"
-#include "vmm/fd_watch.h"
-#include "vmm/kvm.h"
-#include "vmm/log.h"
+#include "devices/bus.h"
+#include "vmm/sys/error.h"
+#include "vmm/sys/eventfd.h"
+#include "vmm/sys/fd_watch.h"
+#include "vmm/kvm/kvm.h"
+#include "vmm/sys/log.h"
 #include "vmm/metrics.h"
 
 namespace embervm::vmm {
@@ -46,10 +46,14 @@ struct VirtioMmioDevices::Slot {
 
 VirtioMmioDevices::VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io,
                                      const memory::GuestMemory& mem)
-    : vm_(vm), mmio_bus_(mmio_bus), io_(io), mem_(mem), watchdog_timer_(io) {}
+    : vm_(vm),
+      mmio_bus_(mmio_bus),
+      io_(io),
+      mem_(mem),
+      watchdog_timer_(io, [this](std::chrono::nanoseconds) { check_progress(); }) {}
 
 VirtioMmioDevices::~VirtioMmioDevices() {
-    watchdog_timer_.cancel();
+    watchdog_timer_.stop();
     // Watches first: no handler may run into a transport being destroyed.
     for (auto& slot : slots_) {
         if (slot->rx_watch) *slot->rx_watch = nullptr;
@@ -244,20 +248,10 @@ std::shared_ptr<virtio::balloon::BalloonDevice> VirtioMmioDevices::attach_balloo
 
 void VirtioMmioDevices::start_watchdog(std::function<bool()> guest_running, std::chrono::milliseconds interval) {
     guest_running_ = std::move(guest_running);
-    watchdog_interval_ = interval;
-    arm_watchdog();
+    watchdog_timer_.start(interval);
 }
 
-void VirtioMmioDevices::arm_watchdog() {
-    watchdog_timer_.expires_after(watchdog_interval_);
-    watchdog_timer_.async_wait([this](const boost::system::error_code& ec) {
-        if (ec) return;
-        check_progress();
-        arm_watchdog();
-    });
-}
-
-void VirtioMmioDevices::stop_watchdog() { watchdog_timer_.cancel(); }
+void VirtioMmioDevices::stop_watchdog() { watchdog_timer_.stop(); }
 
 void VirtioMmioDevices::check_progress() {
     const bool running = !guest_running_ || guest_running_();

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
 
-#include "vmm/config.h"
+#include "vmm/config/config.h"
+#include "vmm/sys/periodic_timer.h"
 
 namespace embervm::memory {
 class GuestMemory;
@@ -87,15 +87,13 @@ public:
 
 private:
     struct Slot;
-    void arm_watchdog();
     KvmVm& vm_;
     Bus& mmio_bus_;
     boost::asio::io_context& io_;
     const memory::GuestMemory& mem_;
     std::vector<std::unique_ptr<Slot>> slots_;
     std::vector<std::string> extra_args_;
-    boost::asio::steady_timer watchdog_timer_;
-    std::chrono::milliseconds watchdog_interval_{1000};
+    PeriodicTimer watchdog_timer_;
     std::function<bool()> guest_running_;
     mutable std::mutex watchdog_mutex_;  // the slots' watchdogs (checked on the loop, read by metrics)
 };

@@ -12,8 +12,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "vmm/config.h"
-#include "vmm/vm_exit.h"
+#include "vmm/config/config.h"
+#include "vmm/kvm/vm_exit.h"
 
 namespace embervm::memory {
 class GuestMemory;

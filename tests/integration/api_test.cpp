@@ -25,9 +25,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "vmm/api.h"
-#include "vmm/api_server.h"
-#include "vmm/error.h"
+#include "vmm/api/api.h"
+#include "vmm/api/api_server.h"
+#include "vmm/sys/error.h"
 
 using namespace embervm;
 using namespace embervm::vmm;

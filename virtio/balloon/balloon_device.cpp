@@ -5,7 +5,7 @@
 
 #include <fmt/format.h>
 
-#include "vmm/log.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::virtio::balloon {
 

@@ -17,10 +17,10 @@
 
 #include <fmt/format.h>
 
-#include "vmm/error.h"
-#include "vmm/eventfd.h"
-#include "vmm/fd.h"
-#include "vmm/log.h"
+#include "vmm/sys/error.h"
+#include "vmm/sys/eventfd.h"
+#include "vmm/sys/fd.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::virtio::block {
 

@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 
 #include "virtio/net/net_device.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::virtio::net {
 

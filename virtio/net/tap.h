@@ -6,7 +6,7 @@
 #include <string>
 
 #include "virtio/net/backend.h"
-#include "vmm/fd.h"
+#include "vmm/sys/fd.h"
 
 namespace embervm::virtio::net {
 

@@ -4,7 +4,7 @@
 #include "boot/boot.h"
 #include "boot/memory_map.h"
 #include "tests/unit/boot/test_images.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 using namespace embervm::boot;
 using namespace embervm::boot::test;

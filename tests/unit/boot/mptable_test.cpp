@@ -7,7 +7,7 @@
 #include "boot/boot.h"
 #include "boot/mptable.h"
 #include "tests/unit/boot/test_images.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 using namespace embervm::boot;
 using namespace embervm::boot::test;

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "devices/irq.h"
-#include "vmm/bus.h"
+#include "devices/bus.h"
 
 namespace embervm::devices::testing {
 

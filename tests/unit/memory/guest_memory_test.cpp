@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "memory/guest_memory.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;

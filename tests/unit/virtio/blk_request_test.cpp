@@ -21,7 +21,7 @@
 #include "virtio/block/block_device.h"
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
-#include "vmm/eventfd.h"
+#include "vmm/sys/eventfd.h"
 
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;

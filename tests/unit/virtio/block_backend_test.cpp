@@ -20,7 +20,7 @@
 
 #include "tests/unit/virtio/temp_image.h"
 #include "virtio/block/backend.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 using namespace embervm::virtio::block;
 

@@ -33,7 +33,7 @@
 #include "virtio/mmio_transport.h"
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
-#include "vmm/eventfd.h"
+#include "vmm/sys/eventfd.h"
 
 #include "ring_driver.h"
 

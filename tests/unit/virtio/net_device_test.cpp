@@ -15,7 +15,7 @@
 #include "memory/guest_memory.h"
 #include "tests/unit/virtio/ring_driver.h"
 #include "virtio/net/net_device.h"
-#include "vmm/eventfd.h"
+#include "vmm/sys/eventfd.h"
 
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "vmm/cli.h"
+#include "vmm/config/cli.h"
 
 using embervm::vmm::BootProtocol;
 using embervm::vmm::CliError;

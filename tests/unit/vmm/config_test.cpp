@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-#include "vmm/config.h"
+#include "vmm/config/config.h"
 
 using embervm::vmm::BootSourceConfig;
 using embervm::vmm::ConfigError;

@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "tests/unit/vmm/test_support.h"
-#include "vmm/config.h"
+#include "vmm/config/config.h"
 
 namespace vmm = embervm::vmm;
 

@@ -7,8 +7,8 @@
 
 #include <boost/asio/io_context.hpp>
 
-#include "vmm/eventfd.h"
-#include "vmm/fd_watch.h"
+#include "vmm/sys/eventfd.h"
+#include "vmm/sys/fd_watch.h"
 
 namespace vmm = embervm::vmm;
 

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "memory/guest_memory.h"
-#include "vmm/insn_emulator.h"
-#include "vmm/kvm.h"
+#include "vmm/kvm/insn_emulator.h"
+#include "vmm/kvm/kvm.h"
 
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;

@@ -18,8 +18,8 @@
 
 #include "tests/unit/temp_dir.h"
 #include "tests/unit/vmm/test_support.h"
-#include "vmm/error.h"
-#include "vmm/log.h"
+#include "vmm/sys/error.h"
+#include "vmm/sys/log.h"
 
 namespace elog = embervm::log;
 

@@ -17,9 +17,9 @@
 
 #include "tests/unit/temp_dir.h"
 #include "tests/unit/vmm/test_support.h"
-#include "vmm/cli.h"
-#include "vmm/config.h"
-#include "vmm/log.h"
+#include "vmm/config/cli.h"
+#include "vmm/config/config.h"
+#include "vmm/sys/log.h"
 
 namespace vmm = embervm::vmm;
 namespace elog = embervm::log;

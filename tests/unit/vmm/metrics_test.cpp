@@ -25,9 +25,9 @@
 #include "virtio/block/block_device.h"
 #include "virtio/net/net_device.h"
 #include "tests/unit/temp_dir.h"
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 #include "vmm/metrics.h"
-#include "vmm/vcpu.h"
+#include "vmm/kvm/vcpu.h"
 
 namespace vmm = embervm::vmm;
 using nlohmann::json;

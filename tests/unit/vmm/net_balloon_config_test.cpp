@@ -14,8 +14,8 @@
 #include <fmt/format.h>
 
 #include "tests/unit/vmm/test_support.h"
-#include "vmm/cli.h"
-#include "vmm/config.h"
+#include "vmm/config/cli.h"
+#include "vmm/config/config.h"
 
 namespace vmm = embervm::vmm;
 

@@ -5,8 +5,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "vmm/config.h"
-#include "vmm/log.h"
+#include "vmm/config/config.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::test {
 

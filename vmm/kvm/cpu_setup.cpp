@@ -1,9 +1,9 @@
 // Per-vCPU architectural set-up: CPUID, MSRs, FPU and local APIC LINT pins.
-#include "vmm/cpu_setup.h"
+#include "vmm/kvm/cpu_setup.h"
 
 #include <cstring>
 
-#include "vmm/kvm.h"
+#include "vmm/kvm/kvm.h"
 
 namespace embervm::vmm {
 

@@ -1,9 +1,9 @@
 // Address-range bus.
-#include "vmm/bus.h"
+#include "devices/bus.h"
 
 #include <fmt/format.h>
 
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::vmm {
 

@@ -1,4 +1,4 @@
-#include "vmm/api.h"
+#include "vmm/api/api.h"
 
 #include <algorithm>
 #include <array>
@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "vmm/log.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::vmm {
 

@@ -1,4 +1,4 @@
-#include "vmm/api_server.h"
+#include "vmm/api/api_server.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,8 +20,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "vmm/error.h"
-#include "vmm/log.h"
+#include "vmm/sys/error.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::vmm {
 

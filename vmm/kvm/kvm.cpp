@@ -1,5 +1,5 @@
 // RAII wrappers for the KVM system, VM and vCPU file descriptors.
-#include "vmm/kvm.h"
+#include "vmm/kvm/kvm.h"
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -11,8 +11,8 @@
 
 #include <fmt/format.h>
 
-#include "vmm/error.h"
-#include "vmm/kvm_abi.h"
+#include "vmm/sys/error.h"
+#include "vmm/kvm/kvm_abi.h"
 
 namespace embervm::vmm {
 

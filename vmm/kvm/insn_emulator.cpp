@@ -1,5 +1,5 @@
 // VMM-side emulation of the x86 instructions KVM's instruction emulator gives up on.
-#include "vmm/insn_emulator.h"
+#include "vmm/kvm/insn_emulator.h"
 
 #include <sys/ioctl.h>
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "vmm/config.h"
-#include "vmm/log.h"
+#include "vmm/config/config.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::vmm {
 

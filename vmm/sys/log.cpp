@@ -1,6 +1,6 @@
 // Logging implementation: one write(2) per line so lines from threads never interleave; the
 // output descriptor is swapped under a mutex, which every line takes while it is written.
-#include "vmm/log.h"
+#include "vmm/sys/log.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -15,7 +15,7 @@
 #include <cstring>
 #include <mutex>
 
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::log {
 namespace {

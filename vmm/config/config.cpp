@@ -1,6 +1,6 @@
 // The configuration model's validation and its JSON front door (Firecracker's --config-file
 // schema). Each top-level section is one row in kSections: a parser and a serializer.
-#include "vmm/config.h"
+#include "vmm/config/config.h"
 
 #include <fcntl.h>
 #include <strings.h>
@@ -17,8 +17,8 @@
 
 #include <fmt/format.h>
 
-#include "vmm/fd.h"
-#include "vmm/log.h"
+#include "vmm/sys/fd.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::vmm {
 

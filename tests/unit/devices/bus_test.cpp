@@ -4,8 +4,8 @@
 #include <array>
 #include <memory>
 
-#include "vmm/bus.h"
-#include "vmm/error.h"
+#include "devices/bus.h"
+#include "vmm/sys/error.h"
 
 using embervm::vmm::Bus;
 using embervm::vmm::BusDevice;

@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "vmm/error.h"
+#include "vmm/sys/error.h"
 
 namespace embervm::vmm {
 
@@ -209,7 +209,7 @@ BalloonConfig balloon_from_json(const nlohmann::json& j, const std::string& wher
 LoggerConfig logger_from_json(const nlohmann::json& j, const std::string& where);
 MetricsConfig metrics_from_json(const nlohmann::json& j, const std::string& where);
 
-// Applies `logger` to the process logger (vmm/log.h): opens log_path first (throws
+// Applies `logger` to the process logger (vmm/sys/log.h): opens log_path first (throws
 // ConfigError "<where>.log_path: /x/vmm.log: Permission denied", changing nothing), then sets
 // the output, level and line shape that are given. For the config file at start-up and for
 // PUT /logger.

@@ -14,7 +14,7 @@
 
 #include <fmt/format.h>
 
-#include "vmm/fd.h"
+#include "vmm/sys/fd.h"
 
 namespace embervm::log {
 

@@ -1,12 +1,12 @@
-#include "vmm/fd_watch.h"
+#include "vmm/sys/fd_watch.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
 
-#include "vmm/error.h"
-#include "vmm/log.h"
+#include "vmm/sys/error.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::vmm {
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 
 #include "devices/irq.h"
-#include "vmm/error.h"
-#include "vmm/fd.h"
+#include "vmm/sys/error.h"
+#include "vmm/sys/fd.h"
 
 namespace embervm::vmm {
 

@@ -1,5 +1,5 @@
 // A vCPU thread: runs KVM_RUN in a loop and dispatches exits to the port-I/O and MMIO buses.
-#include "vmm/vcpu.h"
+#include "vmm/kvm/vcpu.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -8,9 +8,9 @@
 
 #include <fmt/format.h>
 
-#include "vmm/error.h"
-#include "vmm/insn_emulator.h"
-#include "vmm/log.h"
+#include "vmm/sys/error.h"
+#include "vmm/kvm/insn_emulator.h"
+#include "vmm/sys/log.h"
 
 namespace embervm::vmm {
 

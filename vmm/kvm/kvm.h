@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "vmm/fd.h"
+#include "vmm/sys/fd.h"
 
 namespace embervm::vmm {
 

@@ -9,9 +9,9 @@
 #include <thread>
 
 #include "memory/guest_memory.h"
-#include "vmm/bus.h"
-#include "vmm/kvm.h"
-#include "vmm/vm_exit.h"
+#include "devices/bus.h"
+#include "vmm/kvm/kvm.h"
+#include "vmm/kvm/vm_exit.h"
 
 namespace embervm::vmm {
 

@@ -1,5 +1,5 @@
 // Command-line parsing and the merge of flags with a config file into one VmConfig.
-#include "vmm/cli.h"
+#include "vmm/config/cli.h"
 
 #include <cctype>
 #include <charconv>

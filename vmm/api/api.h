@@ -1,5 +1,5 @@
 // The API: Firecracker's HTTP endpoints over the shared configuration model and the library's
-// Vm. Independent of HTTP framing (vmm/api_server.h carries the requests here).
+// Vm. Independent of HTTP framing (vmm/api/api_server.h carries the requests here).
 //
 // Before InstanceStart the requests edit a VmConfig (the same model --config-file fills); at
 // InstanceStart that config builds an embervm::Vm; afterwards the run-time requests (pause,
@@ -30,8 +30,8 @@
 #include <optional>
 #include <string>
 
-#include "vmm/api_server.h"
-#include "vmm/config.h"
+#include "vmm/api/api_server.h"
+#include "vmm/config/config.h"
 #include "vmm/embervm.h"
 
 namespace embervm::vmm {
