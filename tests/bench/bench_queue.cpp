@@ -45,8 +45,8 @@
 #include "virtio/device.h"
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
-#include "vmm/eventfd.h"
-#include "vmm/log.h"
+#include "vmm/sys/eventfd.h"
+#include "vmm/sys/log.h"
 
 #ifndef EMBERVM_BENCH_BUILDTYPE
 #define EMBERVM_BENCH_BUILDTYPE "unknown"
