@@ -36,14 +36,13 @@ int run_without_api(const vmm::VmConfig& config, VmOptions options) {
 // Serves the API until the VM ends (or a signal comes). If the configuration has a kernel,
 // the VM starts at once, as Firecracker does with --config-file and an API socket.
 int run_with_api(const vmm::CliOptions& cli, const vmm::VmConfig& config, const VmOptions& options) {
-    // Signals are taken here, by sigtimedwait, in every state (before InstanceStart too): block
-    // them before any thread exists so that every thread inherits the mask.
+    // Signals are taken here, by sigtimedwait, in every state (before InstanceStart too); main()
+    // blocked them before any thread existed, so every thread has them blocked.
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     vmm::ApiControllerOptions controller_options;
     controller_options.vm_options = options;
@@ -85,6 +84,17 @@ int run_with_api(const vmm::CliOptions& cli, const vmm::VmConfig& config, const 
 }  // namespace
 
 int main(int argc, char** argv) {
+    // SIGINT, SIGTERM and SIGHUP are held pending from the first instruction on, so that one that
+    // comes while the VMM starts still ends it cleanly (status 128+N) instead of killing it:
+    // the run loop (Vmm::run) or the API loop (sigtimedwait) takes them. Every thread inherits
+    // the mask.
+    sigset_t termination;
+    sigemptyset(&termination);
+    sigaddset(&termination, SIGINT);
+    sigaddset(&termination, SIGTERM);
+    sigaddset(&termination, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &termination, nullptr);
+
     vmm::CliOptions cli;
     vmm::VmConfig config;
     try {

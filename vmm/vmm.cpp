@@ -472,13 +472,22 @@ VmExit Vmm::run() {
     Vcpu::install_kick_handler();
     // A closed console pipe must surface as a write error, not kill the VMM (and the guest).
     std::signal(SIGPIPE, SIG_IGN);
-    build();
 
+    // Before build(), which can take seconds on a loaded host: a signal that comes meanwhile
+    // waits in the signal set and ends the VM as soon as the loop runs, instead of killing the
+    // process with the default action (no exit status 128+N, no final metrics line).
     asio::signal_set signals(io_);
     if (options_.handle_signals) {
         signals.add(SIGINT);
         signals.add(SIGTERM);
         signals.add(SIGHUP);
+        // embervm's main() holds them pending from its start: one that came before is taken now.
+        sigset_t termination;
+        sigemptyset(&termination);
+        sigaddset(&termination, SIGINT);
+        sigaddset(&termination, SIGTERM);
+        sigaddset(&termination, SIGHUP);
+        pthread_sigmask(SIG_UNBLOCK, &termination, nullptr);
         signals.async_wait([this](const boost::system::error_code& ec, int signo) {
             if (!ec) {
                 log::info("received signal {} ({}), shutting down", signo, strsignal(signo));
@@ -486,6 +495,7 @@ VmExit Vmm::run() {
             }
         });
     }
+    build();
     start_stdin();
     // The loop ends by request_exit() (io_.stop()) only, not when it runs out of watches.
     auto keep_running = asio::make_work_guard(io_);
