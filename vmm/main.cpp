@@ -16,6 +16,7 @@
 
 #include "vmm/api/api.h"
 #include "vmm/api/api_server.h"
+#include "vmm/sys/signals.h"
 #include "vmm/config/cli.h"
 #include "vmm/config/config.h"
 #include "vmm/embervm.h"
@@ -38,11 +39,7 @@ int run_without_api(const vmm::VmConfig& config, VmOptions options) {
 int run_with_api(const vmm::CliOptions& cli, const vmm::VmConfig& config, const VmOptions& options) {
     // Signals are taken here, by sigtimedwait, in every state (before InstanceStart too); main()
     // blocked them before any thread existed, so every thread has them blocked.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGHUP);
+    const sigset_t signals = vmm::termination_signals();
 
     vmm::ApiControllerOptions controller_options;
     controller_options.vm_options = options;
@@ -88,11 +85,7 @@ int main(int argc, char** argv) {
     // comes while the VMM starts still ends it cleanly (status 128+N) instead of killing it:
     // the run loop (Vmm::run) or the API loop (sigtimedwait) takes them. Every thread inherits
     // the mask.
-    sigset_t termination;
-    sigemptyset(&termination);
-    sigaddset(&termination, SIGINT);
-    sigaddset(&termination, SIGTERM);
-    sigaddset(&termination, SIGHUP);
+    const sigset_t termination = vmm::termination_signals();
     pthread_sigmask(SIG_BLOCK, &termination, nullptr);
 
     vmm::CliOptions cli;

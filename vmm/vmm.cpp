@@ -35,6 +35,7 @@
 #include "vmm/sys/eventfd.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/signals.h"
 #include "vmm/metrics.h"
 #include "vmm/terminal.h"
 #include "vmm/kvm/vcpu.h"
@@ -482,11 +483,7 @@ VmExit Vmm::run() {
         signals.add(SIGTERM);
         signals.add(SIGHUP);
         // embervm's main() holds them pending from its start: one that came before is taken now.
-        sigset_t termination;
-        sigemptyset(&termination);
-        sigaddset(&termination, SIGINT);
-        sigaddset(&termination, SIGTERM);
-        sigaddset(&termination, SIGHUP);
+        const sigset_t termination = termination_signals();
         pthread_sigmask(SIG_UNBLOCK, &termination, nullptr);
         signals.async_wait([this](const boost::system::error_code& ec, int signo) {
             if (!ec) {
