@@ -146,7 +146,7 @@ api 204 PATCH /vm '{"state": "Resumed"}'
 sleep 1
 resumed=$(lines)
 note "resumed: 1 s later the console has $resumed lines, last: $(tail -n 1 "$console")"
-note "(the ticker paces itself by the TSC, which ran on while paused: it first catches up on missed ticks)"
+note "(the ticker paces itself by the TSC, which ran on while paused: it skips the ticks it missed)"
 [ "$resumed" -gt "$after" ] || fail "the console did not grow after the VM was resumed"
 
 PRETTY=1 api 200 GET /vm/config
