@@ -14,6 +14,10 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "vmm/config/apply_logger.h"
+#include "vmm/config/from_json.h"
+#include "vmm/config/validate.h"
+
 namespace embervm::vmm {
 
 namespace {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "vmm/config/cli.h"
+#include "vmm/config/from_json.h"
 
 using embervm::vmm::BootProtocol;
 using embervm::vmm::CliError;
