@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "virtio/balloon/balloon_device.h"
+#include "vmm/config/from_json.h"
+#include "vmm/config/validate.h"
 #include "vmm/sys/log.h"
 #include "vmm/vmm.h"
 

@@ -30,6 +30,7 @@
 #include "memory/guest_memory.h"
 #include "devices/bus.h"
 #include "vmm/config/config.h"
+#include "vmm/config/validate.h"
 #include "vmm/kvm/cpu_setup.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/eventfd.h"

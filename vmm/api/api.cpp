@@ -10,6 +10,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "vmm/config/apply_logger.h"
+#include "vmm/config/from_json.h"
+#include "vmm/config/to_json.h"
+#include "vmm/config/validate.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::vmm {

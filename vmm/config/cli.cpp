@@ -1,59 +1,26 @@
-// Command-line parsing and the merge of flags with a config file into one VmConfig.
+// Command-line parsing: the flags defined once with CLI11 (which also writes --help).
+// Also the merge of the flags with a config file into one VmConfig.
 #include "vmm/config/cli.h"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <deque>
+#include <functional>
 #include <map>
+#include <sstream>
 #include <string_view>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+
+#include "vmm/config/apply_logger.h"
+#include "vmm/config/from_json.h"
+#include "vmm/config/validate.h"
 
 namespace embervm::vmm {
 
 namespace {
-
-enum class Flag {
-    Config, Kernel, Initrd, Cmdline, Vcpus, Mem, Drive, Net, Balloon, SerialOut, LogLevel, BootProtocol, Help, Version,
-    ApiSock, NoApi, Id, LogPath, MetricsPath
-};
-
-struct FlagSpec {
-    std::string_view name;
-    Flag flag;
-    bool takes_value;
-};
-
-// Aliases share a Flag, so giving both counts as a duplicate.
-constexpr FlagSpec kFlags[] = {
-    {"--config", Flag::Config, true},
-    {"--config-file", Flag::Config, true},  // Firecracker's name
-    {"--kernel", Flag::Kernel, true},
-    {"--initrd", Flag::Initrd, true},
-    {"--cmdline", Flag::Cmdline, true},
-    {"--vcpus", Flag::Vcpus, true},
-    {"--mem", Flag::Mem, true},
-    {"--drive", Flag::Drive, true},  // repeatable
-    {"--net", Flag::Net, true},      // repeatable
-    {"--balloon", Flag::Balloon, true},
-    {"--serial-out", Flag::SerialOut, true},
-    {"--log-level", Flag::LogLevel, true},
-    {"--log-path", Flag::LogPath, true},
-    {"--metrics-path", Flag::MetricsPath, true},
-    {"--boot-protocol", Flag::BootProtocol, true},
-    {"--help", Flag::Help, false},
-    {"-h", Flag::Help, false},
-    {"--version", Flag::Version, false},
-    {"--api-sock", Flag::ApiSock, true},
-    {"--no-api", Flag::NoApi, false},
-    {"--id", Flag::Id, true},
-};
-
-const FlagSpec* find_flag(std::string_view name) {
-    for (const FlagSpec& spec : kFlags) {
-        if (spec.name == name) return &spec;
-    }
-    return nullptr;
-}
 
 CliError flag_error(std::string_view flag, std::string_view what) {
     return CliError(fmt::format("{}: {}", flag, what));
@@ -207,6 +174,248 @@ BalloonConfig parse_balloon(std::string_view flag, std::string_view text) {
     return b;
 }
 
+// --help: "  --config PATH, --config-file PATH" (every spelling with its value), the description
+// from column 22, then the footer (syntax, overrides, exit statuses).
+class HelpFormatter : public CLI::Formatter {
+public:
+    std::string make_help(const CLI::App* app, std::string, CLI::AppFormatMode) const override {
+        std::string out = fmt::format("Usage: {} [FLAGS]\n{}\n\n", app->get_name(), app->get_description());
+        for (const CLI::Option* opt : app->get_options()) out += make_option(opt, false);
+        return out + "\n" + app->get_footer();
+    }
+
+    std::string make_option(const CLI::Option* opt, bool) const override {
+        const std::string value = opt->get_type_name().empty() ? "" : " " + opt->get_type_name();
+        std::string names;
+        const auto add = [&](std::string_view dashes, const std::string& name) {
+            names += fmt::format("{}{}{}{}", names.empty() ? "" : ", ", dashes, name, value);
+        };
+        for (const std::string& name : opt->get_lnames()) add("--", name);
+        for (const std::string& name : opt->get_snames()) add("-", name);
+        std::ostringstream out;
+        CLI::detail::format_help(out, names, opt->get_description(), 22);
+        return out.str();
+    }
+};
+
+// The flags, defined once: CLI11 reads the arguments and calls each flag's setter as it reads
+// the flag (trigger_on_parse), so errors come in argument order.
+class CommandLine {
+public:
+    CommandLine();
+    CommandLine(const CommandLine&) = delete;
+    CommandLine& operator=(const CommandLine&) = delete;
+
+    CliOptions parse(int argc, const char* const* argv);
+    std::string help() const { return app_.help(); }
+
+private:
+    // `flag` is the spelling given ("--config-file"), for error messages.
+    using Setter = std::function<void(std::string_view flag, const std::string& value)>;
+
+    CLI::Option* add_value(const std::string& names, const std::string& value_name, const std::string& description,
+                           Setter set);
+    void add_switch(const std::string& names, const std::string& description, std::function<void()> set);
+    std::vector<std::string> prepare(int argc, const char* const* argv, std::optional<CliError>& stop);
+
+    CLI::App app_;
+    CliOptions options_;
+    std::deque<std::string> spellings_;  // of the flags CLI11 has yet to read, in order
+};
+
+CLI::Option* CommandLine::add_value(const std::string& names, const std::string& value_name,
+                                    const std::string& description, Setter set) {
+    const CLI::callback_t on_value = [this, set = std::move(set)](const CLI::results_t& values) {
+        const std::string flag = std::move(spellings_.front());
+        spellings_.pop_front();
+        set(flag, values.front());
+        return true;
+    };
+    return app_.add_option(names, on_value, description)->type_name(value_name)->trigger_on_parse();
+}
+
+void CommandLine::add_switch(const std::string& names, const std::string& description, std::function<void()> set) {
+    const auto on_switch = [this, set = std::move(set)] {
+        spellings_.pop_front();
+        set();
+    };
+    app_.add_flag_callback(names, on_switch, description)->trigger_on_parse();
+}
+
+CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reboots.", "embervm") {
+    app_.set_help_flag();  // --help is an ordinary flag here: main() prints help() and exits 0
+    app_.formatter(std::make_shared<HelpFormatter>());
+    CliOptions& o = options_;
+    const auto path = [](std::optional<std::string>& field) {
+        return [&field](std::string_view flag, const std::string& v) { field = non_empty(flag, v); };
+    };
+
+    add_value("--config,--config-file", "PATH",
+              "Firecracker-style JSON config (boot-source, machine-config,\n"
+              "drives, network-interfaces, balloon, logger, metrics)",
+              path(o.config_path));
+    add_value("--kernel", "PATH", "guest kernel image", path(o.kernel));
+    add_value("--initrd", "PATH", "initial ramdisk", path(o.initrd));
+    add_value("--cmdline", "STRING", "kernel command line", [&o](std::string_view flag, const std::string& v) {
+        if (v.size() > kMaxBootArgsBytes) {
+            throw flag_error(flag, fmt::format("{} bytes is longer than the limit of {}", v.size(), kMaxBootArgsBytes));
+        }
+        o.cmdline = v;
+    });
+    add_value("--vcpus", "N", fmt::format("number of vCPUs, {}..{} (default 1)", kMinVcpus, kMaxVcpus),
+              [&o](std::string_view flag, const std::string& v) {
+                  o.vcpus = static_cast<uint32_t>(parse_uint(flag, v, kMinVcpus, kMaxVcpus));
+              });
+    add_value("--mem", "MIB", fmt::format("guest memory in MiB, {}..{} (default 128)", kMinMemSizeMib, kMaxMemSizeMib),
+              [&o](std::string_view flag, const std::string& v) {
+                  o.mem_mib = parse_uint(flag, v, kMinMemSizeMib, kMaxMemSizeMib);
+              });
+    add_value("--drive", "SPEC",
+              "a virtio-blk drive (repeatable), SPEC = comma-separated\n"
+              "id=ID,path=FILE[,root][,ro][,partuuid=UUID]\n"
+              "[,cache=unsafe|writeback][,io_engine=sync|async]",
+              [&o](std::string_view flag, const std::string& v) { o.drives.push_back(parse_drive(flag, v)); })
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    add_value("--net", "SPEC",
+              "a virtio-net device on an existing TAP device (repeatable),\n"
+              "SPEC = id=ID,tap=TAPDEV[,mac=aa:bb:cc:dd:ee:ff][,mtu=N]",
+              [&o](std::string_view flag, const std::string& v) {
+                  o.network_interfaces.push_back(parse_net(flag, v));
+              })
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    add_value("--balloon", "SPEC",
+              "a virtio-balloon device, SPEC = amount_mib=N[,deflate_on_oom]\n"
+              "[,stats_interval=SECONDS][,free_page_reporting]",
+              [&o](std::string_view flag, const std::string& v) { o.balloon = parse_balloon(flag, v); });
+    add_value("--serial-out", "PATH", "write the guest console to PATH instead of stdout", path(o.serial_out));
+    add_value("--log-level", "LEVEL", "off, error, warn, info, debug or trace (default info)",
+              [&o](std::string_view flag, const std::string& v) {
+                  log::Level level{};
+                  if (!log::parse_level(v, &level)) {
+                      throw flag_error(flag, fmt::format("unknown level '{}' (expected off, error, warn, info, debug "
+                                                         "or trace)", v));
+                  }
+                  o.log_level = level;
+              });
+    add_value("--log-path", "PATH",
+              "append log lines to PATH (a file, created 0600 if missing, or a\n"
+              "named pipe with a reader) instead of stderr",
+              path(o.log_path));
+    add_value("--metrics-path", "PATH",
+              "append a JSON metrics line to PATH every 60 s (metrics.interval_s\n"
+              "in the config file) and when the VM ends (sets metrics.metrics_path)",
+              path(o.metrics_path));
+    add_value("--boot-protocol", "P",
+              "auto, linux64 or pvh: entry point of an ELF kernel that has a\n"
+              "PVH note (default auto = PVH)",
+              [&o](std::string_view flag, const std::string& v) {
+                  if (v == "auto") o.boot_protocol = BootProtocol::Auto;
+                  else if (v == "linux64") o.boot_protocol = BootProtocol::Linux64;
+                  else if (v == "pvh") o.boot_protocol = BootProtocol::Pvh;
+                  else throw flag_error(flag, fmt::format("unknown protocol '{}' (expected auto, linux64 or pvh)", v));
+              });
+    add_value("--api-sock", "PATH",
+              "serve the HTTP API (Firecracker's endpoints) on a Unix socket\n"
+              "at PATH; without a kernel the VM is configured and started\n"
+              "through it (PUT /boot-source, ..., PUT /actions InstanceStart)",
+              path(o.api_sock));
+    add_switch("--no-api", "no API: boot from the config file and flags alone (the default)",
+               [&o] { o.no_api = true; });
+    add_value("--id", "ID", "instance id reported by GET / (default anonymous-instance)",
+              [&o](std::string_view flag, const std::string& v) {
+                  const std::string id = non_empty(flag, v);
+                  if (id.size() > kMaxInstanceIdBytes) {
+                      throw flag_error(flag, fmt::format("longer than {} bytes", kMaxInstanceIdBytes));
+                  }
+                  for (const char c : id) {
+                      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+                          throw flag_error(flag, fmt::format("'{}' may hold only letters, digits, '-' and '_'", id));
+                      }
+                  }
+                  o.instance_id = id;
+              });
+    add_switch("--help,-h", "print this help and exit", [&o] { o.help = true; });
+    add_switch("--version", "print the version and exit", [&o] { o.version = true; });
+
+    app_.footer(R"(Flags take "--flag VALUE" or "--flag=VALUE". With --config, --kernel, --initrd,
+--cmdline, --vcpus, --mem, --balloon, --log-level, --log-path and --metrics-path
+override the file's fields, --drive and --net add devices;
+without it, --kernel is required (unless --api-sock is given).
+
+Exit status:
+  0        the guest rebooted or powered off
+  N        the status a test guest wrote to the debug-exit port
+  1        VMM error
+  2        bad configuration or command line
+  128+N    the VMM was killed by signal N
+)");
+}
+
+// The arguments as CLI11 is to read them, up to the first that breaks embervm's rules of syntax
+// (then `stop` holds its error, thrown once CLI11 has read those before it). CLI11 alone would
+// read some of them otherwise: it takes the next argument as a value even if it is a flag
+// ("--kernel --vcpus 2"; here: --kernel is missing its value), it takes the next argument for an
+// empty "--flag=" value, it reads "-hx" as -h -x, and it collects unknown flags and stray
+// arguments to report them after all the others. Only the repeatable flags may be given twice.
+std::vector<std::string> CommandLine::prepare(int argc, const char* const* argv, std::optional<CliError>& stop) {
+    std::vector<std::string> args;
+    std::map<const CLI::Option*, std::string_view> seen;  // flag -> the spelling first used
+    for (int i = 1; i < argc && !stop; ++i) {
+        const std::string_view arg = argv[i];
+        if (!arg.starts_with("-")) {
+            stop = CliError(fmt::format("unexpected argument '{}' (embervm takes only flags; see --help)", arg));
+            break;
+        }
+        std::string_view name = arg;
+        std::optional<std::string_view> value;
+        if (const auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
+            name = arg.substr(0, eq);
+            value = arg.substr(eq + 1);
+        }
+        const CLI::Option* opt = app_.get_option_no_throw(std::string(name));
+        if (opt == nullptr) {
+            stop = flag_error(name, "unknown flag (see --help)");
+            break;
+        }
+        const bool repeatable = opt->get_multi_option_policy() == CLI::MultiOptionPolicy::TakeAll;
+        if (const auto [it, inserted] = seen.emplace(opt, name); !inserted && !repeatable) {
+            stop = it->second == name ? flag_error(name, "given more than once")
+                                      : flag_error(name, fmt::format("given more than once (also as {})", it->second));
+            break;
+        }
+        const bool takes_value = opt->get_items_expected_max() > 0;
+        if (!takes_value && value) {
+            stop = flag_error(name, "takes no value");
+            break;
+        }
+        if (takes_value && !value) {
+            if (i + 1 >= argc || std::string_view(argv[i + 1]).starts_with("--")) {
+                stop = flag_error(name, "missing value");
+                break;
+            }
+            value = argv[++i];
+        }
+        spellings_.emplace_back(name);
+        args.emplace_back(name);
+        if (value) args.emplace_back(*value);  // CLI11 takes the argument after a flag as it is
+    }
+    return args;
+}
+
+CliOptions CommandLine::parse(int argc, const char* const* argv) {
+    std::optional<CliError> stop;
+    std::vector<std::string> args = prepare(argc, argv, stop);
+    std::reverse(args.begin(), args.end());  // CLI11 reads from the back
+    try {
+        app_.parse(args);
+    } catch (const CLI::Error& e) {
+        throw CliError(e.what());  // not expected: prepare() settled the syntax
+    }
+    if (stop) throw *stop;
+    if (options_.api_sock && options_.no_api) throw CliError("--no-api: cannot be combined with --api-sock");
+    return std::move(options_);
+}
+
 }  // namespace
 
 const char* boot_protocol_name(BootProtocol protocol) {
@@ -218,91 +427,7 @@ const char* boot_protocol_name(BootProtocol protocol) {
     return "?";
 }
 
-CliOptions parse_cli(int argc, const char* const* argv) {
-    CliOptions o;
-    std::map<Flag, std::string_view> seen;  // flag -> the spelling first used
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view arg = argv[i];
-        if (!arg.starts_with("-")) {
-            throw CliError(fmt::format("unexpected argument '{}' (embervm takes only flags; see --help)", arg));
-        }
-        std::string_view name = arg;
-        std::optional<std::string_view> value;
-        if (const auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
-            name = arg.substr(0, eq);
-            value = arg.substr(eq + 1);
-        }
-        const FlagSpec* spec = find_flag(name);
-        if (spec == nullptr) throw flag_error(name, "unknown flag (see --help)");
-        if (const auto [it, inserted] = seen.emplace(spec->flag, spec->name); !inserted && spec->flag != Flag::Drive &&
-                                                                       spec->flag != Flag::Net) {
-            if (it->second == spec->name) throw flag_error(name, "given more than once");
-            throw flag_error(name, fmt::format("given more than once (also as {})", it->second));
-        }
-        if (!spec->takes_value && value) throw flag_error(name, "takes no value");
-        if (spec->takes_value && !value) {
-            if (i + 1 >= argc || std::string_view(argv[i + 1]).starts_with("--")) {
-                throw flag_error(name, "missing value");
-            }
-            value = argv[++i];
-        }
-
-        switch (spec->flag) {
-            case Flag::Config: o.config_path = non_empty(name, *value); break;
-            case Flag::Kernel: o.kernel = non_empty(name, *value); break;
-            case Flag::Initrd: o.initrd = non_empty(name, *value); break;
-            case Flag::Drive: o.drives.push_back(parse_drive(name, *value)); break;
-            case Flag::Net: o.network_interfaces.push_back(parse_net(name, *value)); break;
-            case Flag::Balloon: o.balloon = parse_balloon(name, *value); break;
-            case Flag::SerialOut: o.serial_out = non_empty(name, *value); break;
-            case Flag::LogPath: o.log_path = non_empty(name, *value); break;
-            case Flag::MetricsPath: o.metrics_path = non_empty(name, *value); break;
-            case Flag::Cmdline:
-                if (value->size() > kMaxBootArgsBytes) {
-                    throw flag_error(name, fmt::format("{} bytes is longer than the limit of {}", value->size(),
-                                                       kMaxBootArgsBytes));
-                }
-                o.cmdline = std::string(*value);
-                break;
-            case Flag::Vcpus: o.vcpus = static_cast<uint32_t>(parse_uint(name, *value, kMinVcpus, kMaxVcpus)); break;
-            case Flag::Mem: o.mem_mib = parse_uint(name, *value, kMinMemSizeMib, kMaxMemSizeMib); break;
-            case Flag::LogLevel: {
-                log::Level level{};
-                if (!log::parse_level(*value, &level)) {
-                    throw flag_error(name, fmt::format("unknown level '{}' (expected off, error, warn, info, debug or "
-                                                       "trace)", *value));
-                }
-                o.log_level = level;
-                break;
-            }
-            case Flag::BootProtocol:
-                if (*value == "auto") o.boot_protocol = BootProtocol::Auto;
-                else if (*value == "linux64") o.boot_protocol = BootProtocol::Linux64;
-                else if (*value == "pvh") o.boot_protocol = BootProtocol::Pvh;
-                else throw flag_error(name, fmt::format("unknown protocol '{}' (expected auto, linux64 or pvh)", *value));
-                break;
-            case Flag::Help: o.help = true; break;
-            case Flag::Version: o.version = true; break;
-            case Flag::ApiSock: o.api_sock = non_empty(name, *value); break;
-            case Flag::NoApi: o.no_api = true; break;
-            case Flag::Id: {
-                const std::string id = non_empty(name, *value);
-                if (id.size() > kMaxInstanceIdBytes) {
-                    throw flag_error(name, fmt::format("longer than {} bytes", kMaxInstanceIdBytes));
-                }
-                for (const char c : id) {
-                    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
-                        throw flag_error(name, fmt::format("'{}' may hold only letters, digits, '-' and '_'", id));
-                    }
-                }
-                o.instance_id = id;
-                break;
-            }
-        }
-    }
-    if (o.api_sock && o.no_api) throw CliError("--no-api: cannot be combined with --api-sock");
-    return o;
-}
+CliOptions parse_cli(int argc, const char* const* argv) { return CommandLine().parse(argc, argv); }
 
 VmConfig resolve_config(const CliOptions& o) {
     VmConfig config;
@@ -384,55 +509,6 @@ void apply_cli_logging(const CliOptions& o, const VmConfig& config) {
     if (o.log_level) log::set_level(*o.log_level);
 }
 
-std::string usage_text() {
-    return fmt::format(
-        R"(Usage: embervm [FLAGS]
-Runs one KVM guest until it powers off or reboots.
-
-  --config PATH, --config-file PATH
-                      Firecracker-style JSON config (boot-source, machine-config,
-                      drives, network-interfaces, balloon, logger, metrics)
-  --kernel PATH       guest kernel image
-  --initrd PATH       initial ramdisk
-  --cmdline STRING    kernel command line
-  --vcpus N           number of vCPUs, {}..{} (default 1)
-  --mem MIB           guest memory in MiB, {}..{} (default 128)
-  --drive SPEC        a virtio-blk drive (repeatable), SPEC = comma-separated
-                      id=ID,path=FILE[,root][,ro][,partuuid=UUID]
-                      [,cache=unsafe|writeback][,io_engine=sync|async]
-  --net SPEC          a virtio-net device on an existing TAP device (repeatable),
-                      SPEC = id=ID,tap=TAPDEV[,mac=aa:bb:cc:dd:ee:ff][,mtu=N]
-  --balloon SPEC      a virtio-balloon device, SPEC = amount_mib=N[,deflate_on_oom]
-                      [,stats_interval=SECONDS][,free_page_reporting]
-  --serial-out PATH   write the guest console to PATH instead of stdout
-  --log-level LEVEL   off, error, warn, info, debug or trace (default info)
-  --log-path PATH     append log lines to PATH (a file, created 0600 if missing, or a
-                      named pipe with a reader) instead of stderr
-  --metrics-path PATH append a JSON metrics line to PATH every 60 s (metrics.interval_s
-                      in the config file) and when the VM ends (sets metrics.metrics_path)
-  --boot-protocol P   auto, linux64 or pvh: entry point of an ELF kernel that has a
-                      PVH note (default auto = PVH)
-  --api-sock PATH     serve the HTTP API (Firecracker's endpoints) on a Unix socket
-                      at PATH; without a kernel the VM is configured and started
-                      through it (PUT /boot-source, ..., PUT /actions InstanceStart)
-  --no-api            no API: boot from the config file and flags alone (the default)
-  --id ID             instance id reported by GET / (default anonymous-instance)
-  --help, -h          print this help and exit
-  --version           print the version and exit
-
-Flags take "--flag VALUE" or "--flag=VALUE". With --config, --kernel, --initrd,
---cmdline, --vcpus, --mem, --balloon, --log-level, --log-path and --metrics-path
-override the file's fields, --drive and --net add devices;
-without it, --kernel is required (unless --api-sock is given).
-
-Exit status:
-  0        the guest rebooted or powered off
-  N        the status a test guest wrote to the debug-exit port
-  1        VMM error
-  2        bad configuration or command line
-  128+N    the VMM was killed by signal N
-)",
-        kMinVcpus, kMaxVcpus, kMinMemSizeMib, kMaxMemSizeMib);
-}
+std::string usage_text() { return CommandLine().help(); }
 
 }  // namespace embervm::vmm

@@ -1,5 +1,7 @@
 // The VM configuration model: plain structs filled in by the JSON config file, the command
-// line and (later) the HTTP API, plus the validation that every front door shares.
+// line and the HTTP API. Beside it: validate.h (the checks every front door shares),
+// from_json.h / to_json.h (the JSON schema both ways), json_reader.h (the strict JSON reader),
+// apply_logger.h (the logger section applied to the process logger).
 //
 // Field names and section keys follow Firecracker ("boot-source", "machine-config", ...), so a
 // Firecracker --config-file works unchanged for the sections embervm implements. Errors are
@@ -15,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+// Not used by the model: kept for the files that still get nlohmann::json through this header
+// (vmm/virtio_devices.h, vmm/metrics.cpp, vmm/vmm.cpp, vmm/api/api.h).
 #include <nlohmann/json.hpp>
 
 #include "vmm/sys/error.h"
@@ -151,112 +155,5 @@ struct VmConfig {
 
     bool operator==(const VmConfig&) const = default;
 };
-
-// ---- Validation --------------------------------------------------------------------------
-// Structural checks (ranges, lengths, empty strings, NUL bytes, refused features); no
-// filesystem access. `where` prefixes the field paths in error messages.
-void validate(const BootSourceConfig& boot_source, std::string_view where = "boot-source");
-void validate(const MachineConfig& machine_config, std::string_view where = "machine-config");
-void validate(const DriveConfig& drive, std::string_view where);
-// Also checks across drives: unique drive_id, at most one root device, at most kMaxDrives.
-void validate_drives(const std::vector<DriveConfig>& drives, std::string_view where = "drives");
-void validate(const NetworkInterfaceConfig& iface, std::string_view where);
-// Also checks across interfaces: unique iface_id, host_dev_name and guest_mac, at most
-// kMaxNetworkInterfaces.
-void validate_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces,
-                                 std::string_view where = "network-interfaces");
-void validate(const BalloonConfig& balloon, std::string_view where = "balloon");
-void validate(const LoggerConfig& logger, std::string_view where = "logger");
-void validate(const MetricsConfig& metrics, std::string_view where = "metrics");
-void validate(const VmConfig& config);
-
-// Filesystem checks: every path names a file that exists and can be opened for reading.
-// Error: "boot-source.kernel_image_path: /x/vmlinux: No such file or directory".
-void validate_files(const BootSourceConfig& boot_source, std::string_view where = "boot-source");
-// A drive's image must be a regular file or block device, readable, and writable unless
-// is_read_only.
-void validate_files(const DriveConfig& drive, std::string_view where);
-void validate_files(const VmConfig& config);
-
-// Opens `path` read-only and closes it again; throws "<field>: <path>: <strerror>" on failure
-// (a directory fails with "Is a directory").
-void check_readable_file(std::string_view field, const std::string& path);
-
-// ---- JSON front door ---------------------------------------------------------------------
-// Parses a Firecracker-style config document and runs the structural validation; does not
-// touch the filesystem (call validate_files for that, once all overrides are applied).
-// Throws ConfigError, e.g. "config: JSON syntax error at byte 57 (line 3, column 5): ...".
-VmConfig parse_config_json(std::string_view text);
-
-// Parses one JSON document (duplicate keys refused). Throws ConfigError "<what>: JSON syntax
-// error at byte N (line L, column C): ...".
-nlohmann::json parse_json_document(std::string_view text, std::string_view what);
-
-// Reads and parses a config file. Errors are prefixed by the file:
-// "config file /x/vm.json: No such file or directory",
-// "config file /x/vm.json: machine-config.vcpus: unknown key".
-VmConfig load_config_file(const std::string& path);
-
-// Per-section parsers, shared with the HTTP API (PUT /boot-source, PUT /machine-config).
-// `where` prefixes error paths ("boot-source"). They run validate() on the section but do
-// not touch the filesystem.
-BootSourceConfig boot_source_from_json(const nlohmann::json& j, const std::string& where);
-MachineConfig machine_config_from_json(const nlohmann::json& j, const std::string& where);
-DriveConfig drive_from_json(const nlohmann::json& j, const std::string& where);
-NetworkInterfaceConfig network_interface_from_json(const nlohmann::json& j, const std::string& where);
-BalloonConfig balloon_from_json(const nlohmann::json& j, const std::string& where);
-// "level" is matched case-insensitively ("info", "Warning"; "warn" is accepted too).
-LoggerConfig logger_from_json(const nlohmann::json& j, const std::string& where);
-MetricsConfig metrics_from_json(const nlohmann::json& j, const std::string& where);
-
-// Applies `logger` to the process logger (vmm/sys/log.h): opens log_path first (throws
-// ConfigError "<where>.log_path: /x/vmm.log: Permission denied", changing nothing), then sets
-// the output, level and line shape that are given. For the config file at start-up and for
-// PUT /logger.
-void apply_logger_config(const LoggerConfig& logger, std::string_view where = "logger");
-
-// The config document that parse_config_json accepts (for GET /vm/config); absent optional
-// fields and an unset boot source are omitted.
-nlohmann::json to_json(const BootSourceConfig& boot_source);
-nlohmann::json to_json(const MachineConfig& machine_config);
-nlohmann::json to_json(const DriveConfig& drive);
-nlohmann::json to_json(const NetworkInterfaceConfig& iface);
-nlohmann::json to_json(const BalloonConfig& balloon);
-nlohmann::json to_json(const LoggerConfig& logger);
-nlohmann::json to_json(const MetricsConfig& metrics);
-nlohmann::json to_json(const VmConfig& config);
-
-// Reads the fields of one JSON object with typed, range-checked accessors. Unknown keys are
-// refused on construction, so a typo is reported as such rather than as a missing field.
-// Optional accessors treat an absent key like JSON null only where noted.
-class JsonFields {
-public:
-    // Throws "<where>: expected an object, got <type>" or "<where>.<key>: unknown key (...)".
-    JsonFields(const nlohmann::json& object, std::string where, const std::vector<std::string_view>& known_keys);
-
-    // "<where>.<key>", or "<key>" at the top level (where == "").
-    std::string path(std::string_view key) const;
-    // The raw value, or nullptr if the key is absent.
-    const nlohmann::json* find(std::string_view key) const;
-
-    std::string required_string(std::string_view key) const;
-    // Absent or null -> nullopt (Firecracker's Option<String>).
-    std::optional<std::string> optional_string(std::string_view key) const;
-    uint64_t required_uint(std::string_view key, uint64_t min, uint64_t max) const;
-    // Absent -> nullopt; null is refused.
-    std::optional<uint64_t> optional_uint(std::string_view key, uint64_t min, uint64_t max) const;
-    // Absent -> nullopt; null is refused.
-    std::optional<bool> optional_bool(std::string_view key) const;
-    bool required_bool(std::string_view key) const;
-    // A string that must be one of `choices`; absent -> nullopt; null is refused.
-    std::optional<std::string> optional_choice(std::string_view key, const std::vector<std::string_view>& choices) const;
-
-private:
-    const nlohmann::json& object_;
-    std::string where_;
-};
-
-// Describes a JSON value for "got ..." in error messages: "string", "null", "-1", "2.5".
-std::string describe_json_value(const nlohmann::json& value);
 
 }  // namespace embervm::vmm

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "vmm/config/cli.h"
+#include "vmm/config/from_json.h"
 
 using embervm::vmm::BootProtocol;
 using embervm::vmm::CliError;
@@ -158,6 +159,39 @@ TEST_CASE("cli: duplicate flags, including aliases", "[cli]") {
     CHECK(cli_error({"--help", "-h"}) == "-h: given more than once (also as --help)");
 }
 
+TEST_CASE("cli: the first bad argument is the one reported", "[cli]") {
+    CHECK(cli_error({"--frobnicate", "--vcpus", "x"}) == "--frobnicate: unknown flag (see --help)");
+    CHECK(cli_error({"--vcpus", "x", "--frobnicate"}) == "--vcpus: expected an unsigned integer, got 'x'");
+    CHECK(cli_error({"--vcpus", "x", "stray"}) == "--vcpus: expected an unsigned integer, got 'x'");
+    CHECK(cli_error({"--vcpus", "1", "--vcpus"}) == "--vcpus: given more than once");
+    CHECK(cli_error({"--help", "--help=yes"}) == "--help: given more than once");
+    CHECK(cli_error({"--kernel", "/k", "--"}) == "--: unknown flag (see --help)");
+    CHECK(cli_error({"-hx"}) == "-hx: unknown flag (see --help)");
+    CHECK(cli_error({"-h=1"}) == "-h=1: unknown flag (see --help)");
+    CHECK(cli_error({"---kernel", "/k"}) == "---kernel: unknown flag (see --help)");
+    CHECK(cli_error({"--no-api", "--api-sock", "/s"}) == "--no-api: cannot be combined with --api-sock");
+}
+
+TEST_CASE("cli: values that look like flags, and repeated flags", "[cli]") {
+    const CliOptions o = parse({"--cmdline", "-h", "--kernel=--odd", "--serial-out", "-"});
+    CHECK(o.cmdline == "-h");
+    CHECK_FALSE(o.help);
+    CHECK(o.kernel == "--odd");
+    CHECK(o.serial_out == "-");
+    CHECK(cli_error({"--kernel=", "--vcpus", "2"}) == "--kernel: empty value");
+    CHECK(cli_error({"--kernel", "--", "x"}) == "--kernel: missing value");
+
+    const CliOptions d = parse({"--drive", "id=a,path=/a", "--net=id=eth0,tap=tap0", "--drive=id=b,path=/b,ro",
+                                "--net", "id=eth1,tap=tap1"});
+    REQUIRE(d.drives.size() == 2);
+    CHECK(d.drives[0].drive_id == "a");
+    CHECK(d.drives[1].path_on_host == "/b");
+    CHECK(d.drives[1].is_read_only);
+    REQUIRE(d.network_interfaces.size() == 2);
+    CHECK(d.network_interfaces[1].host_dev_name == "tap1");
+    CHECK(cli_error({"--balloon", "amount_mib=1", "--balloon=amount_mib=2"}) == "--balloon: given more than once");
+}
+
 TEST_CASE("cli: resolve_config from flags alone", "[cli]") {
     TempDir dir;
     const std::string kernel = dir.write("vmlinux", "k");
@@ -235,7 +269,9 @@ TEST_CASE("cli: usage text lists every flag and the exit statuses", "[cli]") {
     const std::string u = vmm::usage_text();
     for (const char* flag : {"--config PATH", "--config-file PATH", "--kernel PATH", "--initrd PATH", "--cmdline STRING",
                              "--vcpus N", "--mem MIB", "--serial-out PATH", "--log-level LEVEL", "--boot-protocol",
-                             "--help", "--version", "auto, linux64 or pvh"}) {
+                             "--help", "--version", "auto, linux64 or pvh", "--drive SPEC", "--net SPEC",
+                             "--balloon SPEC", "--api-sock PATH", "--no-api", "--id ID", "--help, -h",
+                             "Usage: embervm [FLAGS]"}) {
         CHECK_THAT(u, Catch::Contains(flag));
     }
     CHECK_THAT(u, Catch::Contains("1..32"));

@@ -10,6 +10,9 @@
 #include <string>
 
 #include "vmm/config/config.h"
+#include "vmm/config/from_json.h"
+#include "vmm/config/to_json.h"
+#include "vmm/config/validate.h"
 
 using embervm::vmm::BootSourceConfig;
 using embervm::vmm::ConfigError;

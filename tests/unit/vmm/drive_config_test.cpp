@@ -14,6 +14,8 @@
 
 #include "tests/unit/vmm/test_support.h"
 #include "vmm/config/config.h"
+#include "vmm/config/to_json.h"
+#include "vmm/config/validate.h"
 
 namespace vmm = embervm::vmm;
 

@@ -17,8 +17,11 @@
 
 #include "tests/unit/temp_dir.h"
 #include "tests/unit/vmm/test_support.h"
+#include "vmm/config/apply_logger.h"
 #include "vmm/config/cli.h"
 #include "vmm/config/config.h"
+#include "vmm/config/to_json.h"
+#include "vmm/config/validate.h"
 #include "vmm/sys/log.h"
 
 namespace vmm = embervm::vmm;

@@ -16,6 +16,7 @@
 #include "tests/unit/vmm/test_support.h"
 #include "vmm/config/cli.h"
 #include "vmm/config/config.h"
+#include "vmm/config/to_json.h"
 
 namespace vmm = embervm::vmm;
 

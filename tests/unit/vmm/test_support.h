@@ -5,7 +5,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "vmm/config/config.h"
+#include "vmm/config/from_json.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::test {
