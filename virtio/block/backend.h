@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
-namespace embervm::virtio::block {
+#include "virtio/block/io_engine.h"
 
-enum class IoEngine { Sync, Async };
+namespace embervm::virtio::block {
 
 struct IoRequest {
     enum class Op { Read, Write, Flush, Discard, WriteZeroes };

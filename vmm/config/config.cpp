@@ -90,7 +90,6 @@ void validate(const MachineConfig& mc, std::string_view where) {
 }
 
 const char* to_string(CacheType type) { return type == CacheType::Writeback ? "Writeback" : "Unsafe"; }
-const char* to_string(IoEngineKind engine) { return engine == IoEngineKind::Async ? "Async" : "Sync"; }
 
 void validate(const DriveConfig& d, std::string_view where) {
     const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
@@ -422,8 +421,8 @@ DriveConfig drive_from_json(const json& j, const std::string& where) {
     if (f.optional_choice("cache_type", {"Unsafe", "Writeback"}).value_or("Unsafe") == "Writeback") {
         d.cache_type = CacheType::Writeback;
     }
-    if (f.optional_choice("io_engine", {"Sync", "Async"}).value_or("Sync") == "Async") {
-        d.io_engine = IoEngineKind::Async;
+    if (const auto engine = f.optional_choice("io_engine", virtio::block::io_engine_names())) {
+        d.io_engine = *virtio::block::io_engine_from_string(*engine);
     }
     validate(d, where);
     return d;
