@@ -1,7 +1,6 @@
 // 16550A UART: register model, interrupt identification, RX buffering and output sinks.
 #include "devices/serial.h"
 
-#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/write_all.h"
 
 namespace embervm::devices {
 
@@ -346,30 +346,13 @@ void write_to_fd(FdSinkState& state, std::span<const uint8_t> bytes) {
     if (state.broken.load(std::memory_order_relaxed)) {
         return;
     }
-    while (!bytes.empty()) {
-        const ssize_t n = ::write(state.fd, bytes.data(), bytes.size());
-        if (n > 0) {
-            bytes = bytes.subspan(static_cast<size_t>(n));
-            continue;
-        }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            pollfd pfd{state.fd, POLLOUT, 0};
-            if (::poll(&pfd, 1, -1) < 0 && errno != EINTR) {
-                log::error("serial output: poll on fd {}: {}", state.fd, std::strerror(errno));
-                state.broken = true;
-                return;
-            }
-            continue;
-        }
-        const int err = n < 0 ? errno : EIO;
-        log::error("serial output: write to fd {} failed: {} (errno {}); guest output is dropped from now on",
-                   state.fd, std::strerror(err), err);
-        state.broken = true;
+    if (write_all(state.fd, bytes, WhenFull::Wait)) {
         return;
     }
+    const int err = errno;
+    log::error("serial output: write to fd {} failed: {} (errno {}); guest output is dropped from now on", state.fd,
+               std::strerror(err), err);
+    state.broken = true;
 }
 
 Serial::OutputSink make_fd_sink(std::shared_ptr<FdSinkState> state) {

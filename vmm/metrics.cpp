@@ -10,6 +10,7 @@
 #include "virtio/net/net_device.h"
 #include "virtio/watchdog.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/write_all.h"
 #include "vmm/kvm/vcpu.h"
 
 namespace embervm::vmm {
@@ -158,7 +159,7 @@ void MetricsWriter::stop() { timer_.stop(); }
 bool MetricsWriter::write_line() {
     std::lock_guard lock(write_mutex_);
     const std::string line = produce_() + '\n';
-    if (log::write_fully(fd_.get(), line)) {
+    if (write_all(fd_.get(), line, WhenFull::FinishLine)) {
         written_.fetch_add(1);
         return true;
     }

@@ -121,9 +121,7 @@ void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
     for (const DriveConfig* d : order) {
         std::unique_ptr<virtio::block::BlockBackend> backend;
         try {
-            backend = virtio::block::open_block_backend(
-                d->path_on_host, d->is_read_only,
-                d->io_engine == IoEngineKind::Async ? virtio::block::IoEngine::Async : virtio::block::IoEngine::Sync);
+            backend = virtio::block::open_block_backend(d->path_on_host, d->is_read_only, d->io_engine);
         } catch (const std::exception& e) {
             throw ConfigError(fmt::format("drive {}: {}", d->drive_id, e.what()));
         }
@@ -132,7 +130,7 @@ void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
         opts.read_only = d->is_read_only;
         opts.flush = d->cache_type == CacheType::Writeback;
         log::info("drive {}: {} ({}, io_engine {}, cache_type {}{})", d->drive_id, d->path_on_host,
-                  d->is_read_only ? "read-only" : "read-write", d->io_engine == IoEngineKind::Async ? "Async" : "Sync",
+                  d->is_read_only ? "read-only" : "read-write", to_string(d->io_engine),
                   opts.flush ? "Writeback" : "Unsafe", d->is_root_device ? ", root" : "");
         attach(std::make_shared<virtio::block::BlockDevice>(std::move(backend), opts));
         slots_.back()->metrics_key = "block_" + d->drive_id;
@@ -170,11 +168,9 @@ void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
         throw Error(fmt::format("{}: not a virtio-blk device", where));
     }
     const std::string field = where + ".path_on_host";
-    const auto engine =
-        drive.io_engine == IoEngineKind::Async ? virtio::block::IoEngine::Async : virtio::block::IoEngine::Sync;
     const auto open = [&]() -> std::unique_ptr<virtio::block::BlockBackend> {
         try {
-            return virtio::block::open_block_backend(drive.path_on_host, drive.is_read_only, engine);
+            return virtio::block::open_block_backend(drive.path_on_host, drive.is_read_only, drive.io_engine);
         } catch (const std::exception& e) {
             throw ConfigError(fmt::format("{}: {}", field, e.what()));
         }

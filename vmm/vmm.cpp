@@ -37,6 +37,7 @@
 #include "vmm/kvm/kvm.h"
 #include "vmm/sys/log.h"
 #include "vmm/sys/signals.h"
+#include "vmm/sys/write_all.h"
 #include "vmm/metrics.h"
 #include "vmm/terminal.h"
 #include "vmm/kvm/vcpu.h"
@@ -51,24 +52,6 @@ constexpr uint64_t kTssAddr = 0xfffbd000;
 constexpr uint64_t kIdentityMapAddr = 0xfffbc000;
 constexpr uint8_t kConsoleEscape = 0x01;  // Ctrl-A, then 'x' quits
 constexpr const char* kDefaultCmdline = "console=ttyS0 reboot=k panic=1";
-
-// Writes all bytes to fd, retrying on EINTR and partial writes; a non-blocking terminal that
-// is full is waited on so console output is never dropped.
-void write_all(int fd, std::span<const uint8_t> data) {
-    size_t off = 0;
-    while (off < data.size()) {
-        const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-        if (n > 0) {
-            off += static_cast<size_t>(n);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && errno == EAGAIN) {
-            ::usleep(1000);
-        } else {
-            return;  // EOF/EPIPE on the console: drop, the guest must not stall on it
-        }
-    }
-}
 }  // namespace
 
 struct Vmm::StdinState {
@@ -141,7 +124,8 @@ void Vmm::create_devices() {
     }
     const int out_fd = serial_out_fd_;
     serial_ = std::make_shared<devices::Serial>(com1_irq, [out_fd](std::span<const uint8_t> bytes) {
-        write_all(out_fd, bytes);
+        // A full terminal is waited on; EOF/EPIPE drops the bytes: the guest must not stall on it.
+        write_all(out_fd, bytes, WhenFull::Wait);
     });
     pio_bus_->insert(serial_, boot::layout::kCom1Port, 8);
 

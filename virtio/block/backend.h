@@ -1,10 +1,6 @@
 // Block backends: where virtio-blk requests turn into file I/O on a raw image. Two engines
-// with one interface, so the device model never knows which one it drives:
-//
-//   Sync   preadv/pwritev/fdatasync/fallocate inside submit(); the completion is queued at once
-//          and the completion eventfd is signalled.
-//   Async  io_uring (liburing): submit() queues an SQE, flush_submissions() submits the batch,
-//          the kernel signals the completion eventfd (registered with the ring) when CQEs arrive.
+// with one interface, so the device model never knows which one it drives: Sync
+// (sync_engine.h) and Async, io_uring (uring_engine.h); the image itself is image_file.h.
 //
 // Both report completions through reap_completions() with the result of the whole request:
 // bytes transferred (reads and writes are completed in full, short transfers are continued) or
@@ -20,9 +16,9 @@
 #include <string>
 #include <vector>
 
-namespace embervm::virtio::block {
+#include "virtio/block/io_engine.h"
 
-enum class IoEngine { Sync, Async };
+namespace embervm::virtio::block {
 
 struct IoRequest {
     enum class Op { Read, Write, Flush, Discard, WriteZeroes };

@@ -205,7 +205,7 @@ bool BlockDevice::swap_backend_locked(std::unique_ptr<BlockBackend> backend) {
     }
     old.reset();  // closes the old image and releases its lock
     log::info("{}: backend replaced ({} -> {} sectors, io_engine {})", name(), old_capacity, capacity_,
-              backend_->engine() == IoEngine::Async ? "Async" : "Sync");
+              to_string(backend_->engine()));
     if (interrupt_ == nullptr) {
         return false;
     }

@@ -106,8 +106,8 @@ DriveConfig parse_drive(std::string_view flag, std::string_view text) {
             else throw flag_error(flag, fmt::format("cache: expected unsafe or writeback, got '{}'", c));
         } else if (key == "io_engine") {
             const std::string_view e = need();
-            if (e == "sync" || e == "Sync") d.io_engine = IoEngineKind::Sync;
-            else if (e == "async" || e == "Async") d.io_engine = IoEngineKind::Async;
+            if (e == "sync" || e == "Sync") d.io_engine = IoEngine::Sync;
+            else if (e == "async" || e == "Async") d.io_engine = IoEngine::Async;
             else throw flag_error(flag, fmt::format("io_engine: expected sync or async, got '{}'", e));
         } else {
             throw flag_error(flag, fmt::format("unknown field '{}' (expected id, path, ro, root, partuuid, cache, "

@@ -8,7 +8,6 @@
 namespace embervm::vmm {
 
 const char* to_string(CacheType type) { return type == CacheType::Writeback ? "Writeback" : "Unsafe"; }
-const char* to_string(IoEngineKind engine) { return engine == IoEngineKind::Async ? "Async" : "Sync"; }
 
 const char* to_string(LogLevel level) {
     switch (level) {

@@ -21,6 +21,7 @@
 // (vmm/virtio_devices.h, vmm/metrics.cpp, vmm/vmm.cpp, vmm/api/api.h).
 #include <nlohmann/json.hpp>
 
+#include "virtio/block/io_engine.h"
 #include "vmm/sys/error.h"
 
 namespace embervm::vmm {
@@ -58,7 +59,7 @@ struct MachineConfig {
 
 // "drives": virtio-blk devices backed by raw image files (Firecracker's schema).
 enum class CacheType { Unsafe, Writeback };  // Writeback: FLUSH is offered and made durable
-enum class IoEngineKind { Sync, Async };     // Async: io_uring
+using virtio::block::IoEngine;               // Sync or Async (io_uring); names in io_engine.h
 
 inline constexpr size_t kMaxDrives = 16;
 inline constexpr size_t kMaxDriveIdBytes = 64;
@@ -70,13 +71,12 @@ struct DriveConfig {
     bool is_read_only = false;
     std::optional<std::string> partuuid;  // root device: root=PARTUUID=... instead of /dev/vda
     CacheType cache_type = CacheType::Unsafe;
-    IoEngineKind io_engine = IoEngineKind::Sync;
+    IoEngine io_engine = IoEngine::Sync;
 
     bool operator==(const DriveConfig&) const = default;
 };
 
 const char* to_string(CacheType type);
-const char* to_string(IoEngineKind engine);
 
 // "network-interfaces": virtio-net devices backed by existing host TAP devices (Firecracker's
 // schema; `mtu` is an embervm extension: offered to the guest as VIRTIO_NET_F_MTU).

@@ -114,8 +114,8 @@ DriveConfig drive_from_json(const json& j, const std::string& where) {
     if (f.optional_choice("cache_type", {"Unsafe", "Writeback"}).value_or("Unsafe") == "Writeback") {
         d.cache_type = CacheType::Writeback;
     }
-    if (f.optional_choice("io_engine", {"Sync", "Async"}).value_or("Sync") == "Async") {
-        d.io_engine = IoEngineKind::Async;
+    if (const auto engine = f.optional_choice("io_engine", virtio::block::io_engine_names())) {
+        d.io_engine = *virtio::block::io_engine_from_string(*engine);
     }
     validate(d, where);
     return d;

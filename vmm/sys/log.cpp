@@ -3,7 +3,6 @@
 #include "vmm/sys/log.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -16,10 +15,10 @@
 #include <mutex>
 
 #include "vmm/sys/error.h"
+#include "vmm/sys/write_all.h"
 
 namespace embervm::log {
 namespace {
-constexpr int kPartialLineWaitMs = 100;
 std::atomic<Level> g_level{Level::Info};
 std::atomic<bool> g_show_level{true};
 std::atomic<bool> g_show_origin{false};
@@ -63,7 +62,7 @@ void emit(Level l, std::string_view message, const std::source_location* origin)
     line += '\n';
     std::lock_guard lock(g_output_mutex);
     const int fd = g_output_file ? g_output_file.get() : STDERR_FILENO;
-    if (!write_fully(fd, line)) g_dropped.fetch_add(1, std::memory_order_relaxed);
+    if (!write_all(fd, line, WhenFull::FinishLine)) g_dropped.fetch_add(1, std::memory_order_relaxed);
 }
 }  // namespace
 
@@ -128,25 +127,6 @@ FileDescriptor open_output_file(const std::string& path) {
         }
     }
     return fd;
-}
-
-bool write_fully(int fd, std::string_view data) {
-    size_t off = 0;
-    while (off < data.size()) {
-        const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN && off > 0) {
-            // A full pipe took part of a line longer than PIPE_BUF: give the reader a moment
-            // for the rest rather than leave half a line in the stream.
-            pollfd pfd{fd, POLLOUT, 0};
-            if (::poll(&pfd, 1, kPartialLineWaitMs) > 0) continue;
-            errno = EAGAIN;
-            return false;
-        }
-        if (n <= 0) return false;
-        off += static_cast<size_t>(n);
-    }
-    return true;
 }
 
 void set_output_path(const std::string& path) {

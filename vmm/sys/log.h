@@ -54,10 +54,6 @@ bool show_origin();
 // and a full pipe makes writes fail with EAGAIN rather than stall the writer); anything else
 // is left blocking. Throws embervm::Error "<path>: <strerror>".
 FileDescriptor open_output_file(const std::string& path);
-// Writes all of `data` to `fd` (retrying partial writes and EINTR); false if it could not
-// (EAGAIN on a full pipe, ENOSPC, EPIPE, ...), with errno set. A non-blocking pipe that took
-// the start of `data` is given up to 100 ms for the rest, so a reader sees whole lines.
-bool write_fully(int fd, std::string_view data);
 
 void write(Level level, std::string_view message);
 void write(Level level, std::string_view message, const std::source_location& origin);

@@ -112,7 +112,7 @@ struct Harness {
 
 TEST_CASE("virtio-blk counters: requests by type, bytes, IOERR and UNSUPP", "[virtio][blk][metrics]") {
     const IoEngine engine = GENERATE(IoEngine::Sync, IoEngine::Async);
-    INFO((engine == IoEngine::Sync ? "Sync" : "Async"));
+    INFO(to_string(engine));
     TempImage image;
     Harness h(image.path(), engine, 2);  // depth 2: the async backend is full most of the time
     CHECK(h.dev->counters().read_requests == 0);

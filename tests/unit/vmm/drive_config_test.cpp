@@ -43,10 +43,10 @@ TEST_CASE("drives: Firecracker's drive objects are accepted with their defaults"
     CHECK(config.drives[0].is_root_device);
     CHECK_FALSE(config.drives[0].is_read_only);
     CHECK(config.drives[0].cache_type == vmm::CacheType::Unsafe);
-    CHECK(config.drives[0].io_engine == vmm::IoEngineKind::Sync);
+    CHECK(config.drives[0].io_engine == vmm::IoEngine::Sync);
     CHECK(config.drives[1].is_read_only);
     CHECK(config.drives[1].cache_type == vmm::CacheType::Writeback);
-    CHECK(config.drives[1].io_engine == vmm::IoEngineKind::Async);
+    CHECK(config.drives[1].io_engine == vmm::IoEngine::Async);
 }
 
 TEST_CASE("drives: to_json round trip", "[config][drives]") {
