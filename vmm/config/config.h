@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -151,6 +152,18 @@ struct VmConfig {
 
     bool operator==(const VmConfig&) const = default;
 };
+
+// The drive `drive_id` of `config`: the one "no such drive" lookup (the Vmm's run-time
+// configuration, the API). Throws ConfigError "drives.<id>: no such drive".
+inline const DriveConfig& find_drive(const VmConfig& config, std::string_view drive_id) {
+    for (const DriveConfig& d : config.drives) {
+        if (d.drive_id == drive_id) return d;
+    }
+    throw ConfigError(std::string("drives.").append(drive_id).append(": no such drive"));
+}
+inline DriveConfig& find_drive(VmConfig& config, std::string_view drive_id) {
+    return const_cast<DriveConfig&>(find_drive(std::as_const(config), drive_id));
+}
 
 // ---- Validation --------------------------------------------------------------------------
 // Structural checks (ranges, lengths, empty strings, NUL bytes, refused features); no
