@@ -1,3 +1,4 @@
+// The library API (vmm/embervm.h): a Vmm run on a thread of its own.
 #include "vmm/embervm.h"
 
 #include <condition_variable>
@@ -28,7 +29,6 @@ const char* to_string(VmState state) {
 }
 
 struct Vm::Impl {
-    vmm::VmConfig config;
     std::unique_ptr<vmm::Vmm> vmm;
     std::thread thread;
     mutable std::mutex mutex;
@@ -47,7 +47,6 @@ Vm::Vm(vmm::VmConfig config, VmOptions options) : impl_(std::make_unique<Impl>()
     if (!config.boot_source) throw vmm::ConfigError("boot-source: required (the guest kernel)");
     vmm::validate(config);
     vmm::validate_files(config);
-    impl_->config = config;
     vmm::RunOptions run;
     run.serial_out = options.console ? options.serial_out : options.serial_out.value_or("/dev/null");
     run.prefer_pvh = options.prefer_pvh;
@@ -157,6 +156,6 @@ std::optional<std::string> Vm::balloon_statistics_json() const {
 
 bool Vm::set_balloon_stats_interval(uint32_t seconds) { return impl_->vmm->set_balloon_stats_interval(seconds); }
 
-const vmm::VmConfig& Vm::config() const { return impl_->config; }
+vmm::VmConfig Vm::config() const { return impl_->vmm->config(); }
 
 }  // namespace embervm

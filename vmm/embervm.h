@@ -67,12 +67,10 @@ public:
 
     // The balloon's target in MiB; false without a balloon device or above the guest's memory.
     bool set_balloon_target_mib(uint64_t mib);
-    // Puts drive `drive_id` on another image while the guest runs (Firecracker's PATCH
-    // /drives/{id} with path_on_host; also the same image after it was resized): requests in
-    // flight finish on the old image, the guest is told the new capacity. Any thread; returns
-    // once done. Throws vmm::ConfigError naming "drives.<id>" or "drives.<id>.path_on_host"
-    // (unknown drive, missing / unreadable / locked image, read-only image for a writable
-    // drive), Error if the VM is not running.
+    // Puts drive `drive_id` on another image while the guest runs, or on the same image after
+    // it was resized (the drive swap, described at Vmm::update_drive in vmm/vmm.h). Any thread;
+    // returns once done. Throws vmm::ConfigError naming "drives.<id>" or
+    // "drives.<id>.path_on_host", Error if the VM is not running.
     void update_drive(const std::string& drive_id, const std::string& path_on_host);
     // The guest's last balloon statistics as a JSON object (Firecracker's GET /balloon/statistics
     // field names, bytes), or nullopt without a balloon or statistics.
@@ -93,7 +91,9 @@ public:
     // the line (a full pipe).
     bool flush_metrics();
 
-    const vmm::VmConfig& config() const;
+    // The configuration as it stands now: the one given, with the run-time changes (a drive's
+    // new image, the balloon's target and statistics interval). Any thread.
+    vmm::VmConfig config() const;
 
 private:
     struct Impl;

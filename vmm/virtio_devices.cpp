@@ -36,11 +36,10 @@ struct VirtioMmioDevices::Slot {
     // virtio-net: the TAP watch that the device pauses and resumes (null once tearing down).
     std::shared_ptr<FdWatch*> rx_watch;
     std::string metrics_key;  // "block_<drive_id>", "net_<iface_id>", "balloon"
-    // virtio-blk: the backend's completion watch (replaced with the backend at run time), the
-    // drive and the image it uses now.
+    // virtio-blk: the backend's completion watch (replaced with the backend at run time) and
+    // the drive (its image is in the run-time configuration, vmm/runtime_config.h).
     std::unique_ptr<FdWatch> completion_watch;
     std::string drive_id;
-    std::string image_path;
     std::unique_ptr<virtio::StallWatchdog> watchdog;
 };
 
@@ -135,7 +134,6 @@ void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
         attach(std::make_shared<virtio::block::BlockDevice>(std::move(backend), opts));
         slots_.back()->metrics_key = "block_" + d->drive_id;
         slots_.back()->drive_id = d->drive_id;
-        slots_.back()->image_path = d->path_on_host;
         if (d->is_root_device) {
             extra_args_.push_back(d->partuuid ? fmt::format("root=PARTUUID={}", *d->partuuid) : "root=/dev/vda");
             extra_args_.push_back(d->is_read_only ? "ro" : "rw");
@@ -154,23 +152,20 @@ bool same_file(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
+void VirtioMmioDevices::update_drive(const DriveConfig& drive, const std::string& path_on_host) {
     const std::string where = fmt::format("drives.{}", drive.drive_id);
     const auto it = std::find_if(slots_.begin(), slots_.end(), [&](const std::unique_ptr<Slot>& s) {
         return !s->drive_id.empty() && s->drive_id == drive.drive_id;
     });
-    if (it == slots_.end()) {
-        throw ConfigError(fmt::format("{}: no such drive", where));
+    auto* blk = it == slots_.end() ? nullptr : dynamic_cast<virtio::block::BlockDevice*>(&(*it)->transport->device());
+    if (blk == nullptr) {
+        throw Error(fmt::format("{}: no virtio-blk device serves this drive", where));
     }
     Slot& slot = **it;
-    auto* blk = dynamic_cast<virtio::block::BlockDevice*>(&slot.transport->device());
-    if (blk == nullptr) {
-        throw Error(fmt::format("{}: not a virtio-blk device", where));
-    }
     const std::string field = where + ".path_on_host";
     const auto open = [&]() -> std::unique_ptr<virtio::block::BlockBackend> {
         try {
-            return virtio::block::open_block_backend(drive.path_on_host, drive.is_read_only, drive.io_engine);
+            return virtio::block::open_block_backend(path_on_host, drive.is_read_only, drive.io_engine);
         } catch (const std::exception& e) {
             throw ConfigError(fmt::format("{}: {}", field, e.what()));
         }
@@ -179,7 +174,7 @@ void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
     try {
         // The current backend holds the image's lock: opening the same image again needs it
         // released first (reopen_backend takes it back if the open fails).
-        notified = same_file(drive.path_on_host, slot.image_path) ? blk->reopen_backend(open)
+        notified = same_file(path_on_host, drive.path_on_host) ? blk->reopen_backend(open)
                                                                    : blk->replace_backend(open());
     } catch (const ConfigError&) {
         throw;
@@ -192,7 +187,6 @@ void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
     if (!notified && slot.transport->status() != 0) {
         slot.transport->signal_config_change();
     }
-    slot.image_path = drive.path_on_host;
     try {
         slot.completion_watch = std::make_unique<FdWatch>(io_, blk->backend_completion_fd(),
                                                           [blk] { blk->process_completions(); });
@@ -201,7 +195,7 @@ void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
         slot.transport->device_error(fmt::format("cannot watch the new backend's completions: {}", e.what()));
         throw;
     }
-    log::info("drive {}: now {} ({} sectors)", drive.drive_id, drive.path_on_host, blk->capacity_sectors());
+    log::info("drive {}: now {} ({} sectors)", drive.drive_id, path_on_host, blk->capacity_sectors());
 }
 
 void VirtioMmioDevices::attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces) {

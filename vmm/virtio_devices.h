@@ -48,14 +48,11 @@ public:
     // A virtio-blk device per drive (the root device first, so it is /dev/vda), and the
     // root= argument for the command line if one is the root device.
     void attach_drives(const std::vector<DriveConfig>& drives);
-    // Run-time drive update (event-loop thread only): opens `drive.path_on_host` (flock'ed as
-    // at boot, read-only as the drive is), puts it behind the virtio-blk device of
-    // `drive.drive_id` (BlockDevice::replace_backend: requests in flight finish, capacity and
-    // config generation change, config interrupt) and watches the new backend's completions.
-    // The old image is closed (and unlocked). The same image again (a resized file) works too.
-    // Throws ConfigError naming "drives.<id>.path_on_host" (or "drives.<id>" for an unknown
-    // drive); the drive keeps its old image then.
-    void update_drive(const DriveConfig& drive);
+    // The device side of the drive swap (Vmm::update_drive, vmm/vmm.h), on the event-loop
+    // thread: puts the virtio-blk device of `drive` (as it is configured now) on the image at
+    // `path_on_host` and watches the new backend's completions. Throws ConfigError naming
+    // "drives.<id>.path_on_host"; the drive keeps its old image then.
+    void update_drive(const DriveConfig& drive, const std::string& path_on_host);
 
     // A virtio-net device per interface, on its (existing) TAP device. Throws ConfigError
     // naming the interface if the TAP cannot be used.

@@ -1,5 +1,6 @@
 // The virtual machine monitor: builds a VM from a VmConfig, boots it and serves it from one
-// Boost.Asio event loop (epoll) on the calling thread, with one thread per vCPU.
+// Boost.Asio event loop (epoll) on the calling thread, with one thread per vCPU; the owner of
+// the VM's run-time configuration (RuntimeConfig) and of the requests that change it.
 #pragma once
 
 #include <atomic>
@@ -14,14 +15,11 @@
 
 #include "vmm/config/config.h"
 #include "vmm/kvm/vm_exit.h"
+#include "vmm/runtime_config.h"
+#include "vmm/sys/loop_call.h"
 
 namespace embervm::memory {
 class GuestMemory;
-}
-namespace embervm::devices {
-class Serial;
-class BootTimer;
-class I8042;
 }
 namespace embervm::virtio::balloon {
 class BalloonDevice;
@@ -34,7 +32,9 @@ class KvmSystem;
 class KvmVm;
 class Vcpu;
 class Bus;
-class EventFdIrq;
+class ConsoleOutput;
+class LegacyDevices;
+class StdinConsole;
 class VirtioMmioDevices;
 class EventLoopProbe;
 class MetricsWriter;
@@ -66,6 +66,9 @@ public:
     void request_exit(VmExit exit);
     // The kernel command line the guest was given (after build).
     const std::string& kernel_cmdline() const { return cmdline_; }
+    // The configuration as it stands now, with the run-time changes (drive images, balloon
+    // target and statistics interval). Any thread.
+    VmConfig config() const { return config_.snapshot(); }
 
     // Stops every vCPU (out of KVM_RUN, waiting without using CPU) / lets them run again.
     // Device state is untouched. false if the VM is not running (not started yet or ended).
@@ -90,13 +93,23 @@ public:
     // or when the VM is not running.
     bool set_balloon_stats_interval(uint32_t seconds);
 
-    // Run-time drive update (Firecracker's PATCH /drives/{id} with path_on_host; any thread):
-    // the drive's virtio-blk device continues on the image at `path_on_host` (flock'ed like at
-    // boot, read-only as the drive is; the old image is closed and unlocked), the guest sees
-    // the new capacity. Blocks until the event loop did it.
-    // Throws ConfigError naming "drives.<id>" (unknown drive) or "drives.<id>.path_on_host"
+    // Run-time drive update, the drive swap (Firecracker's PATCH /drives/{id} with path_on_host;
+    // Vm::update_drive in the library). This is where the swap is described; the API, the
+    // library, the device manager and the README refer here.
+    // - The drive's virtio-blk device continues on the image at `path_on_host`: requests in
+    //   flight finish on the old image, queued ones go to the new one (BlockDevice::
+    //   replace_backend). The same image again works too (a file that was resized).
+    // - The new image is locked like at boot (flock: exclusive for a writable drive, shared for
+    //   a read-only one) and opened as the drive is; the old one is closed and unlocked.
+    // - The guest is told the new capacity with a configuration-change interrupt (Linux logs
+    //   "[vda] new size: ..."); a driver that is not there yet reads it when it comes.
+    // - The new path is recorded in the run-time configuration (config()), which the library's
+    //   Vm::config() and the API's GET /vm/config show.
+    // The swap runs on the event-loop thread (the one serving the device's completions); the
+    // caller waits for it there (any thread; from a loop handler it runs at once).
+    // Throws ConfigError naming "drives.<id>" (no such drive) or "drives.<id>.path_on_host"
     // (missing, unreadable, read-only for a writable drive, locked, ...), Error when the VM is
-    // not running; the drive keeps its old image then.
+    // not running or ends before the swap ran; the drive keeps its old image then.
     void update_drive(const std::string& drive_id, const std::string& path_on_host);
 
     // Metrics (vmm/metrics.h): the current metrics document as one line of JSON. Any thread;
@@ -107,37 +120,32 @@ public:
     bool flush_metrics();
 
 private:
+    // Building the VM (vmm/vm_build.cpp), from the configuration at the start.
     void build();
-    void create_memory();
-    void create_devices();
-    void load_guest();
-    void create_vcpus();
-    void start_stdin();
-    void read_stdin();
-    void handle_console_input(const uint8_t* data, size_t len);
+    void create_memory(const VmConfig& config);
+    void create_devices(const VmConfig& config);
+    void create_vcpus(const VmConfig& config);
+    void load_guest(const VmConfig& config);
+
     void shutdown_vcpus();
     void poll_balloon_stats();
     // The metrics document; `new_window` starts a new event-loop latency window (a line
     // written to the metrics output).
     std::string metrics_document(bool new_window);
 
-    VmConfig config_;
-    // Guards config_.drives: update_drive changes a path on the event-loop thread while another
-    // caller looks its drive up.
-    mutable std::mutex config_mutex_;
+    RuntimeConfig config_;
     RunOptions options_;
     std::string cmdline_;
 
     boost::asio::io_context io_;
+    LoopCaller loop_calls_;  // other threads' requests that run on the loop (the drive swap)
     std::unique_ptr<KvmSystem> kvm_;
     std::unique_ptr<KvmVm> vm_;
     std::unique_ptr<memory::GuestMemory> memory_;
+    std::unique_ptr<ConsoleOutput> console_out_;
     std::unique_ptr<Bus> pio_bus_;
     std::unique_ptr<Bus> mmio_bus_;
-    std::shared_ptr<devices::Serial> serial_;
-    std::shared_ptr<devices::BootTimer> boot_timer_;
-    std::shared_ptr<devices::I8042> i8042_;
-    std::vector<std::shared_ptr<EventFdIrq>> irqs_;
+    std::unique_ptr<LegacyDevices> legacy_;
     std::unique_ptr<VirtioMmioDevices> virtio_;  // before vcpus_: destroyed after them
     std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
     std::unique_ptr<boost::asio::steady_timer> balloon_stats_timer_;
@@ -153,10 +161,7 @@ private:
     std::mutex pause_mutex_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
 
-    struct StdinState;
-    std::unique_ptr<StdinState> stdin_;
-    int serial_out_fd_ = -1;
-    bool escape_pending_ = false;
+    std::unique_ptr<StdinConsole> stdin_;
 
     std::mutex exit_mutex_;
     std::optional<VmExit> exit_;

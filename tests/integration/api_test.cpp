@@ -558,8 +558,20 @@ TEST_CASE("API: a guest booted, paused, resumed and ended through the API", "[ap
     CHECK(r.fault() == "drives.nosuch: no such drive");
     CHECK(api.call("PATCH", "/drives/data", json{{"drive_id", "data"}, {"path_on_host", img2}}).status == 204);
     CHECK(api.call("GET", "/vm/config").j()["drives"][0]["path_on_host"] == img2);
+    // One run-time configuration: the library's Vm shows the API's swap, the API shows a swap
+    // and a balloon target set through the library.
+    auto running = api.controller->vm();
+    REQUIRE(running);
+    CHECK(running->config().drives[0].path_on_host == img2);
+    running->update_drive("data", img1);
+    CHECK(running->config().drives[0].path_on_host == img1);
+    CHECK(api.call("GET", "/vm/config").j()["drives"][0]["path_on_host"] == img1);
+    CHECK(api.call("PATCH", "/drives/data", json{{"drive_id", "data"}}).status == 204);  // nothing to change
+    REQUIRE(running->set_balloon_target_mib(4));
+    CHECK(api.call("GET", "/balloon").j()["amount_mib"] == 4);
     CHECK(api.call("PATCH", "/balloon", json{{"amount_mib", 8}}).status == 204);
     CHECK(api.call("GET", "/balloon").j()["amount_mib"] == 8);
+    CHECK(running->config().balloon->amount_mib == 8);
     r = api.call("PATCH", "/balloon", json{{"amount_mib", 33}});
     CHECK(r.status == 400);
     CHECK(r.fault().starts_with("balloon.amount_mib"));
@@ -611,4 +623,7 @@ TEST_CASE("API: a guest booted, paused, resumed and ended through the API", "[ap
     CHECK(api.call("GET", "/").j()["state"] == "Halted");
     r = api.call("PATCH", "/vm", json{{"state", "Paused"}});
     CHECK(r.status == 400);
+    // No drive swap once the VM ended; the configuration keeps the image the VM ended with.
+    CHECK_THROWS_WITH(vm->update_drive("data", img2), Catch::Contains("drives.data: the VM is not running"));
+    CHECK(api.call("GET", "/vm/config").j()["drives"][0]["path_on_host"] == img1);
 }

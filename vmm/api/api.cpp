@@ -1,3 +1,4 @@
+// The API's endpoints: requests routed to the configuration before InstanceStart and to the Vm after.
 #include "vmm/api/api.h"
 
 #include <algorithm>
@@ -85,7 +86,7 @@ const char* state_name(VmState state) {
 }  // namespace
 
 ApiController::ApiController(VmConfig initial, ApiControllerOptions options)
-    : options_(std::move(options)), config_(std::move(initial)) {}
+    : options_(std::move(options)), draft_(std::move(initial)) {}
 
 ApiController::~ApiController() = default;
 
@@ -96,8 +97,10 @@ std::shared_ptr<Vm> ApiController::vm() const {
 
 VmConfig ApiController::config() const {
     std::lock_guard lock(mutex_);
-    return config_;
+    return current_config();
 }
+
+VmConfig ApiController::current_config() const { return vm_ ? vm_->config() : draft_; }
 
 bool ApiController::started() const { return vm_ != nullptr; }
 
@@ -114,9 +117,9 @@ std::optional<ApiResponse> ApiController::refuse_unless(bool pre_boot, std::stri
 void ApiController::start_instance() {
     std::lock_guard lock(mutex_);
     if (vm_) throw ConfigError("InstanceStart: the microVM was started already");
-    if (!config_.boot_source) throw ConfigError("boot-source: required before InstanceStart (PUT /boot-source)");
+    if (!draft_.boot_source) throw ConfigError("boot-source: required before InstanceStart (PUT /boot-source)");
     // Vm's constructor validates the whole configuration and its files; start() builds the VM.
-    auto vm = std::make_shared<Vm>(config_, options_.vm_options);
+    auto vm = std::make_shared<Vm>(draft_, options_.vm_options);
     vm->start();
     vm_ = std::move(vm);
     log::info("API: the microVM started");
@@ -159,7 +162,7 @@ ApiResponse ApiController::route(const ApiRequest& request) {
     }
     if (path == "/machine-config") {
         if (auto r = allow({"GET", "PUT", "PATCH"})) return *r;
-        if (method == "GET") return ok_json(to_json(config_.machine_config));
+        if (method == "GET") return ok_json(to_json(current_config().machine_config));
         return put_machine_config(body("machine-config"), method == "PATCH");
     }
     if (auto id = path_id(path, "/drives/")) {
@@ -196,7 +199,7 @@ ApiResponse ApiController::route(const ApiRequest& request) {
     }
     if (path == "/vm/config") {
         if (auto r = allow({"GET"})) return *r;
-        return ok_json(to_json(config_));
+        return ok_json(to_json(current_config()));
     }
     if (path == "/logger") {
         if (auto r = allow({"PUT"})) return *r;
@@ -227,7 +230,7 @@ ApiResponse ApiController::put_boot_source(const json& body) {
     BootSourceConfig bs = boot_source_from_json(body, "boot-source");
     validate_files(bs);
     std::lock_guard lock(mutex_);
-    config_.boot_source = std::move(bs);
+    draft_.boot_source = std::move(bs);
     return no_content();
 }
 
@@ -235,15 +238,15 @@ ApiResponse ApiController::put_machine_config(const json& body, bool patch) {
     if (auto r = refuse_unless(true, patch ? "PATCH /machine-config" : "PUT /machine-config")) return *r;
     json merged = body;
     if (patch) {
-        merged = to_json(config_.machine_config);
+        merged = to_json(draft_.machine_config);
         for (const auto& [key, value] : body.items()) merged[key] = value;
     }
     MachineConfig mc = machine_config_from_json(merged, "machine-config");
-    VmConfig next = config_;
+    VmConfig next = draft_;
     next.machine_config = mc;
     validate(next);  // e.g. a balloon larger than the new memory size
     std::lock_guard lock(mutex_);
-    config_ = std::move(next);
+    draft_ = std::move(next);
     return no_content();
 }
 
@@ -252,12 +255,12 @@ ApiResponse ApiController::put_drive(const std::string& id, const json& body) {
     if (auto r = refuse_unless(true, "PUT /drives")) return *r;
     check_body_id(body, "drive_id", id, where);
     DriveConfig drive = drive_from_json(body, where);
-    VmConfig next = config_;
+    VmConfig next = draft_;
     upsert(next.drives, drive, [](const DriveConfig& d) { return d.drive_id; });
     validate_drives(next.drives);
     validate_files(drive, where);
     std::lock_guard lock(mutex_);
-    config_ = std::move(next);
+    draft_ = std::move(next);
     return no_content();
 }
 
@@ -269,14 +272,10 @@ ApiResponse ApiController::patch_drive(const std::string& id, const json& body) 
     f.required_string("drive_id");
     if (f.find("rate_limiter")) throw ConfigError(fmt::format("{}.rate_limiter: rate limiters are not supported", where));
     const auto path = f.optional_string("path_on_host");
-    auto it = std::find_if(config_.drives.begin(), config_.drives.end(),
-                           [&](const DriveConfig& d) { return d.drive_id == id; });
-    if (it == config_.drives.end()) throw ConfigError(fmt::format("{}: no such drive", where));
+    find_drive(vm_->config(), id);  // "drives.<id>: no such drive", with or without a path
     if (!path) return no_content();  // nothing to change
     if (path->empty()) throw ConfigError(fmt::format("{}.path_on_host: empty", where));
-    vm_->update_drive(id, *path);
-    std::lock_guard lock(mutex_);
-    it->path_on_host = *path;
+    vm_->update_drive(id, *path);  // the drive swap, recorded in the VM's configuration
     return no_content();
 }
 
@@ -285,45 +284,50 @@ ApiResponse ApiController::put_network_interface(const std::string& id, const js
     if (auto r = refuse_unless(true, "PUT /network-interfaces")) return *r;
     check_body_id(body, "iface_id", id, where);
     NetworkInterfaceConfig iface = network_interface_from_json(body, where);
-    VmConfig next = config_;
+    VmConfig next = draft_;
     upsert(next.network_interfaces, iface, [](const NetworkInterfaceConfig& n) { return n.iface_id; });
     validate_network_interfaces(next.network_interfaces);
     std::lock_guard lock(mutex_);
-    config_ = std::move(next);
+    draft_ = std::move(next);
     return no_content();
 }
 
 ApiResponse ApiController::get_balloon() const {
-    if (!config_.balloon) return bad_request("balloon: no balloon device is configured");
-    return ok_json(to_json(*config_.balloon));
+    const VmConfig config = current_config();
+    if (!config.balloon) return bad_request("balloon: no balloon device is configured");
+    return ok_json(to_json(*config.balloon));
 }
 
 ApiResponse ApiController::put_balloon(const json& body) {
     if (auto r = refuse_unless(true, "PUT /balloon")) return *r;
     BalloonConfig b = balloon_from_json(body, "balloon");
-    VmConfig next = config_;
+    VmConfig next = draft_;
     next.balloon = b;
     validate(next);
     std::lock_guard lock(mutex_);
-    config_ = std::move(next);
+    draft_ = std::move(next);
     return no_content();
 }
 
 ApiResponse ApiController::patch_balloon(const json& body) {
-    if (!config_.balloon) return bad_request("balloon: no balloon device is configured (PUT /balloon before boot)");
+    const VmConfig config = current_config();
+    if (!config.balloon) return bad_request("balloon: no balloon device is configured (PUT /balloon before boot)");
     const JsonFields f(body, "balloon", {"amount_mib"});
-    const uint64_t mib = f.required_uint("amount_mib", 0, config_.machine_config.mem_size_mib);
-    if (vm_ && !vm_->set_balloon_target_mib(mib)) {
-        return bad_request("balloon.amount_mib: the microVM is not running");
+    const uint64_t mib = f.required_uint("amount_mib", 0, config.machine_config.mem_size_mib);
+    if (vm_) {
+        // The VM records the new target in its configuration.
+        if (!vm_->set_balloon_target_mib(mib)) return bad_request("balloon.amount_mib: the microVM is not running");
+        return no_content();
     }
     std::lock_guard lock(mutex_);
-    config_.balloon->amount_mib = mib;
+    draft_.balloon->amount_mib = mib;
     return no_content();
 }
 
 ApiResponse ApiController::get_balloon_statistics() const {
-    if (!config_.balloon) return bad_request("balloon: no balloon device is configured");
-    if (config_.balloon->stats_polling_interval_s == 0) {
+    const VmConfig config = current_config();
+    if (!config.balloon) return bad_request("balloon: no balloon device is configured");
+    if (config.balloon->stats_polling_interval_s == 0) {
         return bad_request("balloon: statistics are not enabled (stats_polling_interval_s is 0)");
     }
     if (auto r = refuse_unless(false, "GET /balloon/statistics")) return *r;
@@ -333,11 +337,12 @@ ApiResponse ApiController::get_balloon_statistics() const {
 }
 
 ApiResponse ApiController::patch_balloon_statistics(const json& body) {
-    if (!config_.balloon) return bad_request("balloon: no balloon device is configured");
+    const VmConfig config = current_config();
+    if (!config.balloon) return bad_request("balloon: no balloon device is configured");
     if (auto r = refuse_unless(false, "PATCH /balloon/statistics")) return *r;
     const JsonFields f(body, "balloon", {"stats_polling_interval_s"});
     const auto s = static_cast<uint32_t>(f.required_uint("stats_polling_interval_s", 0, kMaxStatsPollingIntervalS));
-    const uint32_t now = config_.balloon->stats_polling_interval_s;
+    const uint32_t now = config.balloon->stats_polling_interval_s;
     // The statistics queue exists only if it was negotiated at boot.
     if (now == 0 && s != 0) {
         return bad_request("balloon.stats_polling_interval_s: statistics were not enabled at boot and cannot be now");
@@ -345,9 +350,8 @@ ApiResponse ApiController::patch_balloon_statistics(const json& body) {
     if (now != 0 && s == 0) {
         return bad_request("balloon.stats_polling_interval_s: statistics cannot be disabled after boot");
     }
+    // The VM records the new interval in its configuration.
     if (!vm_->set_balloon_stats_interval(s)) return bad_request("balloon: the microVM is not running");
-    std::lock_guard lock(mutex_);
-    config_.balloon->stats_polling_interval_s = s;
     return no_content();
 }
 
@@ -372,7 +376,7 @@ ApiResponse ApiController::put_action(const json& body) {
         return no_content();
     }
     // FlushMetrics
-    if (!config_.metrics) return bad_request("FlushMetrics: metrics are not configured (PUT /metrics first)");
+    if (!current_config().metrics) return bad_request("FlushMetrics: metrics are not configured (PUT /metrics first)");
     if (auto r = refuse_unless(false, "FlushMetrics")) return *r;
     if (!vm_->flush_metrics()) return bad_request("FlushMetrics: the microVM is not running");
     return no_content();
@@ -393,7 +397,7 @@ ApiResponse ApiController::put_logger(const json& body) {
     LoggerConfig logger = logger_from_json(body, "logger");
     apply_logger_config(logger, "logger");
     std::lock_guard lock(mutex_);
-    config_.logger = std::move(logger);
+    draft_.logger = std::move(logger);
     return no_content();
 }
 
@@ -401,7 +405,7 @@ ApiResponse ApiController::put_metrics(const json& body) {
     if (auto r = refuse_unless(true, "PUT /metrics")) return *r;
     MetricsConfig metrics = metrics_from_json(body, "metrics");
     std::lock_guard lock(mutex_);
-    config_.metrics = std::move(metrics);
+    draft_.metrics = std::move(metrics);
     return no_content();
 }
 

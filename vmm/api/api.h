@@ -4,8 +4,9 @@
 // Before InstanceStart the requests edit a VmConfig (the same model --config-file fills); at
 // InstanceStart that config builds an embervm::Vm; afterwards the run-time requests (pause,
 // resume, balloon target, drive swap, Ctrl-Alt-Del, metrics) go to the Vm, which hands them to
-// the VMM's event loop. Pre-boot-only requests after the start, and run-time-only requests before
-// it, are refused with 400, never ignored.
+// the VMM's event loop, and the configuration the API shows (GET /vm/config, /machine-config,
+// /balloon) is the VM's own (Vm::config()), with its run-time changes. Pre-boot-only requests
+// after the start, and run-time-only requests before it, are refused with 400, never ignored.
 //
 // Endpoints (Firecracker's paths, bodies and status codes; 204 with no body on success of PUT
 // and PATCH):
@@ -13,7 +14,8 @@
 //   GET  /version                  {"firecracker_version": <embervm version>, "app_name": "embervm"}
 //   PUT  /boot-source              pre-boot
 //   GET  /machine-config; PUT|PATCH /machine-config (pre-boot)
-//   PUT  /drives/{id} (pre-boot); PATCH /drives/{id} (run time: path_on_host)
+//   PUT  /drives/{id} (pre-boot); PATCH /drives/{id} (run time: path_on_host, the drive swap
+//                                  of Vmm::update_drive in vmm/vmm.h)
 //   PUT  /network-interfaces/{id}  pre-boot
 //   GET|PUT|PATCH /balloon         PUT pre-boot; PATCH amount_mib any time
 //   GET|PATCH /balloon/statistics  run time
@@ -57,7 +59,8 @@ public:
     // The VM once InstanceStart succeeded, else null. The VM outlives the controller's use of it.
     std::shared_ptr<Vm> vm() const;
 
-    // The configuration as it stands (with run-time changes: drive paths, balloon target).
+    // The configuration as it stands: the one being edited before InstanceStart, the VM's
+    // (with its run-time changes: drive images, balloon target) after. Any thread.
     VmConfig config() const;
 
 private:
@@ -82,10 +85,12 @@ private:
     // The 400 for a request that is only allowed before (pre_boot) or after the start.
     std::optional<ApiResponse> refuse_unless(bool pre_boot, std::string_view what) const;
     bool started() const;
+    // config() without the lock (the API thread).
+    VmConfig current_config() const;
 
     ApiControllerOptions options_;
-    mutable std::mutex mutex_;  // config_ and vm_ (handle() runs on the API thread, vm() anywhere)
-    VmConfig config_;
+    mutable std::mutex mutex_;  // draft_ and vm_ (handle() runs on the API thread, vm() anywhere)
+    VmConfig draft_;            // the configuration before InstanceStart; not used after it
     std::shared_ptr<Vm> vm_;
 };
 

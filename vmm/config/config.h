@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 // Not used by the model: kept for the files that still get nlohmann::json through this header
@@ -155,5 +156,17 @@ struct VmConfig {
 
     bool operator==(const VmConfig&) const = default;
 };
+
+// The drive `drive_id` of `config`: the one "no such drive" lookup (the Vmm's run-time
+// configuration, the API). Throws ConfigError "drives.<id>: no such drive".
+inline const DriveConfig& find_drive(const VmConfig& config, std::string_view drive_id) {
+    for (const DriveConfig& d : config.drives) {
+        if (d.drive_id == drive_id) return d;
+    }
+    throw ConfigError(std::string("drives.").append(drive_id).append(": no such drive"));
+}
+inline DriveConfig& find_drive(VmConfig& config, std::string_view drive_id) {
+    return const_cast<DriveConfig&>(find_drive(std::as_const(config), drive_id));
+}
 
 }  // namespace embervm::vmm

@@ -1,0 +1,74 @@
+// The host side of the guest's serial console: where the guest's output goes (a file or the
+// process's stdout), and the process's stdin fed to the guest's UART on the event loop, with
+// the terminal in raw mode and the Ctrl-A x escape that ends the VM.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "vmm/terminal.h"
+
+namespace embervm::devices {
+class Serial;
+}
+
+namespace embervm::vmm {
+
+// The guest console's output: the file `path` (created or truncated), or stdout without one.
+class ConsoleOutput {
+public:
+    // Throws ConfigError "--serial-out: cannot open <path>: <strerror>".
+    explicit ConsoleOutput(const std::optional<std::string>& path);
+    ~ConsoleOutput();
+    ConsoleOutput(const ConsoleOutput&) = delete;
+    ConsoleOutput& operator=(const ConsoleOutput&) = delete;
+
+    // Writes all of `bytes`, waiting on a full non-blocking terminal so that no output is
+    // dropped; a console that is gone (EOF, EPIPE) drops them: the guest must not stall on it.
+    void write(std::span<const uint8_t> bytes) const;
+
+private:
+    int fd_ = -1;
+};
+
+// The process's stdin feeding the guest's serial port. Ctrl-A x calls `quit`; Ctrl-A Ctrl-A
+// sends one Ctrl-A (the escape works on a terminal only: from a pipe every byte goes through).
+// While the UART's input buffer is full, the bytes wait here (no byte is dropped).
+class StdinConsole {
+public:
+    // Null when stdin cannot be watched on the event loop (a regular file, /dev/null, closed).
+    // Throws Error if stdin cannot be duplicated. Starts reading at once.
+    static std::unique_ptr<StdinConsole> attach(boost::asio::io_context& io, devices::Serial& serial,
+                                                std::function<void()> quit);
+    StdinConsole(const StdinConsole&) = delete;
+    StdinConsole& operator=(const StdinConsole&) = delete;
+
+    // Puts the terminal back as it was (at the end of the run; also on destruction).
+    void restore_terminal() { terminal_.restore(); }
+
+private:
+    StdinConsole(boost::asio::io_context& io, int fd, devices::Serial& serial, std::function<void()> quit);
+    void read();
+    void take_input(std::span<const uint8_t> bytes);
+
+    boost::asio::posix::stream_descriptor descriptor_;
+    boost::asio::steady_timer retry_;
+    RawTerminal terminal_;
+    devices::Serial& serial_;
+    std::function<void()> quit_;
+    std::array<uint8_t, 512> buffer_{};
+    std::vector<uint8_t> pending_;  // read from the host but not yet accepted by the UART
+    bool escape_pending_ = false;
+};
+
+}  // namespace embervm::vmm

@@ -1,0 +1,153 @@
+// Builds the VM from its configuration: the KVM VM, guest memory, devices, vCPUs and the kernel.
+#include <optional>
+
+#include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
+
+#include "boot/boot.h"
+#include "boot/layout.h"
+#include "devices/bus.h"
+#include "memory/guest_memory.h"
+#include "virtio/balloon/balloon_device.h"
+#include "vmm/console.h"
+#include "vmm/kvm/cpu_setup.h"
+#include "vmm/kvm/kvm.h"
+#include "vmm/kvm/vcpu.h"
+#include "vmm/legacy_devices.h"
+#include "vmm/metrics.h"
+#include "vmm/sys/error.h"
+#include "vmm/sys/log.h"
+#include "vmm/virtio_devices.h"
+#include "vmm/vmm.h"
+
+namespace embervm::vmm {
+
+namespace {
+constexpr uint64_t kTssAddr = 0xfffbd000;
+constexpr uint64_t kIdentityMapAddr = 0xfffbc000;
+constexpr const char* kDefaultCmdline = "console=ttyS0 reboot=k panic=1";
+}  // namespace
+
+void Vmm::build() {
+    const VmConfig config = config_.snapshot();
+    if (!config.boot_source) {
+        throw Error("no boot source configured");
+    }
+    kvm_ = std::make_unique<KvmSystem>();
+    vm_ = std::make_unique<KvmVm>(*kvm_);
+    vm_->set_tss_addr(kTssAddr);
+    vm_->set_identity_map_addr(kIdentityMapAddr);
+    vm_->create_irqchip();
+    vm_->create_pit2();
+    if (vm_->check_extension(KVM_CAP_EXIT_ON_EMULATION_FAILURE) != 0) {
+        vm_->enable_cap(KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1);
+    } else {
+        log::warn("KVM_CAP_EXIT_ON_EMULATION_FAILURE is not available: instructions KVM cannot emulate stop the VM");
+    }
+    log::debug("KVM VM created at {} us", log::micros_since_start());
+    create_memory(config);
+    create_devices(config);
+    log::debug("memory and devices ready at {} us", log::micros_since_start());
+    create_vcpus(config);
+    log::debug("{} vCPUs created at {} us", vcpus_.size(), log::micros_since_start());
+    load_guest(config);
+    log::debug("guest loaded at {} us", log::micros_since_start());
+    loop_probe_ = std::make_unique<EventLoopProbe>(io_);
+    if (config.metrics) {
+        try {
+            metrics_ = std::make_unique<MetricsWriter>(io_, config.metrics->metrics_path,
+                                                       std::chrono::seconds(config.metrics->interval_s),
+                                                       [this] { return metrics_document(true); });
+        } catch (const Error& e) {
+            throw ConfigError(fmt::format("metrics.metrics_path: {}", e.what()));
+        }
+    }
+}
+
+void Vmm::create_memory(const VmConfig& config) {
+    const uint64_t bytes = config.machine_config.mem_size_mib << 20;
+    memory_ = std::make_unique<memory::GuestMemory>(boot::guest_memory_ranges(bytes));
+    uint32_t slot = 0;
+    for (const auto& region : memory_->regions()) {
+        vm_->set_user_memory_region(slot++, region.start().value, region.size(), region.host_base());
+    }
+}
+
+void Vmm::create_devices(const VmConfig& config) {
+    pio_bus_ = std::make_unique<Bus>("pio");
+    mmio_bus_ = std::make_unique<Bus>("mmio");
+
+    console_out_ = std::make_unique<ConsoleOutput>(options_.serial_out);
+    legacy_ = std::make_unique<LegacyDevices>(
+        *vm_, *pio_bus_, *mmio_bus_, [out = console_out_.get()](std::span<const uint8_t> bytes) { out->write(bytes); },
+        [this](VmExit e) { request_exit(std::move(e)); });
+
+    virtio_ = std::make_unique<VirtioMmioDevices>(*vm_, *mmio_bus_, io_, *memory_);
+    virtio_->attach_drives(config.drives);
+    virtio_->attach_network_interfaces(config.network_interfaces);
+    if (config.balloon) {
+        balloon_ = virtio_->attach_balloon(*config.balloon);
+        if (config.balloon->stats_polling_interval_s > 0) {
+            balloon_stats_interval_s_ = config.balloon->stats_polling_interval_s;
+            balloon_stats_timer_ = std::make_unique<boost::asio::steady_timer>(io_);
+            poll_balloon_stats();
+        }
+    }
+}
+
+void Vmm::create_vcpus(const VmConfig& config) {
+    const auto supported = kvm_->supported_cpuid();
+    const uint32_t count = config.machine_config.vcpu_count;
+    for (uint32_t i = 0; i < count; i++) {
+        auto kvcpu = std::make_unique<KvmVcpu>(*kvm_, *vm_, i);
+        configure_vcpu(*kvcpu, supported, count);
+        vcpus_.push_back(std::make_unique<Vcpu>(std::move(kvcpu), *pio_bus_, *mmio_bus_, *memory_,
+                                                [this](VmExit e) { request_exit(std::move(e)); }));
+    }
+}
+
+void Vmm::load_guest(const VmConfig& config) {
+    const auto& source = *config.boot_source;
+    const boot::FileImage kernel(source.kernel_image_path, "kernel image");
+    std::optional<boot::FileImage> initrd;
+    if (source.initrd_path) {
+        initrd.emplace(*source.initrd_path, "initrd");
+    }
+    cmdline_ = source.boot_args.value_or(kDefaultCmdline);
+    if (const std::string extra = virtio_->kernel_cmdline_args(); !extra.empty()) {
+        cmdline_ += (cmdline_.empty() ? "" : " ") + extra;
+    }
+
+    log::debug("kernel and initrd read ({} + {} bytes) at {} us", kernel.bytes().size(), initrd ? initrd->bytes().size() : 0,
+               log::micros_since_start());
+    boot::BootOptions opts;
+    opts.kernel = kernel.bytes();
+    if (initrd) {
+        opts.initrd = initrd->bytes();
+    }
+    opts.cmdline = cmdline_;
+    opts.vcpu_count = config.machine_config.vcpu_count;
+    opts.prefer_pvh = options_.prefer_pvh;
+    // Everything setup_boot() rejects (not a kernel, truncated or corrupt image, an initrd or
+    // command line that does not fit) is bad user input: reported as a configuration error.
+    boot::BootSetup setup;
+    try {
+        setup = boot::setup_boot(*memory_, opts);
+    } catch (const ConfigError&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw ConfigError(e.what());
+    }
+    log::info("kernel {} loaded ({}), entry {:#x}, command line \"{}\"", source.kernel_image_path,
+              setup.protocol == boot::EntryProtocol::Pvh ? "PVH entry" : "64-bit Linux boot protocol", setup.entry,
+              cmdline_);
+
+    KvmVcpu& bsp = vcpus_.front()->kvm();
+    kvm_regs regs{};
+    kvm_sregs sregs = bsp.get_sregs();
+    boot::setup_boot_registers(setup, regs, sregs);
+    bsp.set_sregs(sregs);
+    bsp.set_regs(regs);
+}
+
+}  // namespace embervm::vmm
