@@ -226,4 +226,16 @@ kvm_mp_state KvmVcpu::get_mp_state() const {
     return s;
 }
 
+std::optional<uint64_t> KvmVcpu::translate(uint64_t linear) const {
+    kvm_translation tr{};
+    tr.linear_address = linear;
+    if (::ioctl(fd(), KVM_TRANSLATE, &tr) < 0) {
+        throw sys_error(fmt::format("KVM_TRANSLATE of {:#x} on vCPU {}", linear, id_));
+    }
+    if (tr.valid == 0) {
+        return std::nullopt;
+    }
+    return static_cast<uint64_t>(tr.physical_address);
+}
+
 }  // namespace embervm::vmm

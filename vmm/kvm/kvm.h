@@ -77,6 +77,9 @@ public:
     kvm_vcpu_events get_vcpu_events() const;
     void set_vcpu_events(const kvm_vcpu_events& events);
     kvm_mp_state get_mp_state() const;
+    // KVM_TRANSLATE: the guest-physical address `linear` maps to in the vCPU's current paging
+    // mode, or nullopt if its page is not mapped. Throws when the ioctl itself fails.
+    std::optional<uint64_t> translate(uint64_t linear) const;
 
 private:
     uint32_t id_;
