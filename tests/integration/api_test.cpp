@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/unit/temp_dir.h"
 #include "vmm/api/api.h"
 #include "vmm/api/api_server.h"
 #include "vmm/sys/error.h"
@@ -33,6 +34,7 @@ using namespace embervm;
 using namespace embervm::vmm;
 using nlohmann::json;
 namespace fs = std::filesystem;
+using embervm::test::TempDir;
 
 namespace {
 
@@ -134,33 +136,11 @@ private:
     bool eof_ = false;
 };
 
-// A temporary directory with the socket, images and console files.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        // $TMPDIR (else /tmp): it must be a file system that takes Unix sockets (not 9p).
-        const char* base = std::getenv("TMPDIR");
-        std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/embervm-api-test.XXXXXX";
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name, size_t size = 0) const {
-        const fs::path p = path / name;
-        std::ofstream(p).close();
-        fs::resize_file(p, size);
-        return p.string();
-    }
-};
-
 // The controller behind a real server on a socket in a temporary directory.
 struct Api {
     TempDir dir;
-    std::string sock = (dir.path / "api.sock").string();
-    std::string console = (dir.path / "console.txt").string();
+    std::string sock = dir.file("api.sock");
+    std::string console = dir.file("console.txt");
     std::unique_ptr<ApiController> controller;
     std::unique_ptr<ApiServer> server;
 
@@ -338,7 +318,7 @@ TEST_CASE("API: boot source and machine configuration", "[api]") {
     r = api.call("PUT", "/boot-source", json{{"kernel_path", "x"}});
     CHECK(r.status == 400);
     CHECK(r.fault().starts_with("boot-source.kernel_path: unknown key"));
-    const std::string kernel = api.dir.file("vmlinux", 4096);
+    const std::string kernel = api.dir.make_file("vmlinux", 4096);
     r = api.call("PUT", "/boot-source", json{{"kernel_image_path", kernel}, {"boot_args", "console=ttyS0"}});
     CHECK(r.status == 204);
     CHECK(r.body.empty());
@@ -370,12 +350,12 @@ TEST_CASE("API: boot source and machine configuration", "[api]") {
 
 TEST_CASE("API: drives, network interfaces and the balloon before boot", "[api]") {
     Api api;
-    const std::string img = api.dir.file("disk.img", 1 << 20);
+    const std::string img = api.dir.make_file("disk.img", 1 << 20);
     auto r = api.call("PUT", "/drives/rootfs",
                       json{{"drive_id", "other"}, {"path_on_host", img}, {"is_root_device", true}, {"is_read_only", false}});
     CHECK(r.status == 400);
     CHECK(r.fault() == "drives.rootfs.drive_id: 'other' does not match the id in the path ('rootfs')");
-    r = api.call("PUT", "/drives/rootfs", json{{"drive_id", "rootfs"}, {"path_on_host", api.dir.path / "missing.img"},
+    r = api.call("PUT", "/drives/rootfs", json{{"drive_id", "rootfs"}, {"path_on_host", api.dir.file("missing.img")},
                                                {"is_root_device", true}, {"is_read_only", false}});
     CHECK(r.status == 400);
     CHECK(r.fault().find("No such file or directory") != std::string::npos);
@@ -383,7 +363,7 @@ TEST_CASE("API: drives, network interfaces and the balloon before boot", "[api]"
                  json{{"drive_id", "rootfs"}, {"path_on_host", img}, {"is_root_device", true}, {"is_read_only", false}});
     CHECK(r.status == 204);
     // A second root device is refused; replacing the same id is not.
-    const std::string img2 = api.dir.file("data.img", 1 << 20);
+    const std::string img2 = api.dir.make_file("data.img", 1 << 20);
     r = api.call("PUT", "/drives/data",
                  json{{"drive_id", "data"}, {"path_on_host", img2}, {"is_root_device", true}, {"is_read_only", true}});
     CHECK(r.status == 400);
@@ -459,7 +439,7 @@ TEST_CASE("API: actions and run-time requests before boot are refused", "[api]")
     CHECK(r.status == 400);
     CHECK(r.fault().starts_with("vm.state"));
     // A kernel that is not one: InstanceStart fails with 400, and the VM can still be configured.
-    const std::string junk = api.dir.file("junk", 8192);
+    const std::string junk = api.dir.make_file("junk", 8192);
     CHECK(api.call("PUT", "/boot-source", json{{"kernel_image_path", junk}}).status == 204);
     r = api.call("PUT", "/actions", json{{"action_type", "InstanceStart"}});
     CHECK(r.status == 400);
@@ -471,7 +451,7 @@ TEST_CASE("API: actions and run-time requests before boot are refused", "[api]")
 TEST_CASE("API: the socket path", "[api]") {
     TempDir dir;
     const auto handler = [](const ApiRequest&) { return ApiResponse{200, "{}"}; };
-    const std::string sock = (dir.path / "s").string();
+    const std::string sock = dir.file("s");
     {
         ApiServer a(sock, handler);
         a.start();
@@ -496,15 +476,15 @@ TEST_CASE("API: the socket path", "[api]") {
         Client c(sock);
         CHECK(c.request("GET", "/").status == 200);
     }
-    const std::string regular = dir.file("regular");
+    const std::string regular = dir.make_file("regular");
     CHECK_THROWS_WITH(ApiServer(regular, handler), Catch::Contains("a file that is not a socket is in the way"));
     CHECK_THROWS_WITH(ApiServer("/tmp/" + std::string(200, 'x'), handler), Catch::Contains("path longer than"));
-    CHECK_THROWS_WITH(ApiServer((dir.path / "no/such/dir/s").string(), handler), Catch::Contains("API socket"));
+    CHECK_THROWS_WITH(ApiServer(dir.file("no/such/dir/s"), handler), Catch::Contains("API socket"));
 }
 
 TEST_CASE("API: a handler that throws gives 500 and the server goes on", "[api]") {
     TempDir dir;
-    const std::string sock = (dir.path / "s").string();
+    const std::string sock = dir.file("s");
     ApiServer s(sock, [](const ApiRequest& r) -> ApiResponse {
         if (r.target == "/boom") throw std::runtime_error("boom");
         return ApiResponse{200, "{}"};
@@ -522,9 +502,9 @@ TEST_CASE("API: a guest booted, paused, resumed and ended through the API", "[ap
     Api api;
     REQUIRE(api.call("PUT", "/boot-source", json{{"kernel_image_path", ticker}}).status == 204);
     REQUIRE(api.call("PUT", "/machine-config", json{{"vcpu_count", 1}, {"mem_size_mib", 32}}).status == 204);
-    const std::string img1 = api.dir.file("one.img", 1 << 20);
-    const std::string img2 = api.dir.file("two.img", 2 << 20);
-    const std::string metrics = (api.dir.path / "metrics.json").string();
+    const std::string img1 = api.dir.make_file("one.img", 1 << 20);
+    const std::string img2 = api.dir.make_file("two.img", 2 << 20);
+    const std::string metrics = api.dir.file("metrics.json");
     REQUIRE(api.call("PUT", "/drives/data", json{{"drive_id", "data"}, {"path_on_host", img1},
                                                  {"is_root_device", false}, {"is_read_only", false}})
                 .status == 204);
@@ -550,7 +530,7 @@ TEST_CASE("API: a guest booted, paused, resumed and ended through the API", "[ap
     CHECK(api.call("PUT", "/metrics", json{{"metrics_path", metrics}}).status == 400);
 
     // Run-time requests: a drive's image swapped, the balloon target and statistics interval.
-    r = api.call("PATCH", "/drives/data", json{{"drive_id", "data"}, {"path_on_host", (api.dir.path / "nope.img").string()}});
+    r = api.call("PATCH", "/drives/data", json{{"drive_id", "data"}, {"path_on_host", api.dir.file("nope.img")}});
     CHECK(r.status == 400);
     CHECK(r.fault().starts_with("drives.data.path_on_host"));
     r = api.call("PATCH", "/drives/nosuch", json{{"drive_id", "nosuch"}, {"path_on_host", img2}});

@@ -1,8 +1,6 @@
 // VMM-side emulation of the x86 instructions KVM's instruction emulator gives up on.
 #include "vmm/kvm/insn_emulator.h"
 
-#include <sys/ioctl.h>
-
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -744,15 +742,15 @@ std::string format_instruction_bytes(std::span<const uint8_t> bytes) {
     return out;
 }
 
-VcpuEmulatorMemory::VcpuEmulatorMemory(int vcpu_fd, const memory::GuestMemory& mem) : vcpu_fd_(vcpu_fd), mem_(mem) {}
+VcpuEmulatorMemory::VcpuEmulatorMemory(LinearTranslator translator, const memory::GuestMemory& mem)
+    : translator_(std::move(translator)), mem_(mem) {}
 
 std::optional<memory::GuestAddress> VcpuEmulatorMemory::translate(uint64_t linear) const {
-    kvm_translation tr{};
-    tr.linear_address = linear & ~(kPageSize - 1);
-    if (::ioctl(vcpu_fd_, KVM_TRANSLATE, &tr) < 0 || tr.valid == 0) {
+    const std::optional<uint64_t> page = translator_(linear & ~(kPageSize - 1));
+    if (!page) {
         return std::nullopt;
     }
-    return memory::GuestAddress(tr.physical_address & ~(kPageSize - 1)).checked_add(linear & (kPageSize - 1));
+    return memory::GuestAddress(*page & ~(kPageSize - 1)).checked_add(linear & (kPageSize - 1));
 }
 
 namespace {

@@ -13,7 +13,7 @@
 // EmulatorMemory.
 //
 // Not modelled: segment limits outside 64-bit mode (only operand-less instructions are
-// emulated there), page-level write/user permissions (KVM_TRANSLATE does not report them),
+// emulated there), page-level write/user permissions (the translation does not report them),
 // pending x87 exceptions for fwait (no FPU state here), RFLAGS.TF single-step traps and the
 // interrupt shadow.
 #pragma once
@@ -21,6 +21,7 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -77,12 +78,17 @@ EmulationResult emulate_instruction(std::span<const uint8_t> bytes, CpuState& cp
 // Hex bytes separated by spaces, e.g. "f3 0f b8 c1"; "(none)" for an empty span.
 std::string format_instruction_bytes(std::span<const uint8_t> bytes);
 
-// EmulatorMemory of a real vCPU: linear addresses are translated to guest-physical ones with
-// KVM_TRANSLATE (page by page; an access that crosses a page boundary is split), and guest
-// RAM is accessed only through the bounds-checked GuestMemory API.
+// Translates a linear address to the guest-physical address it maps to in the vCPU's current
+// paging mode, or nullopt if its page is not mapped. The vCPU supplies it (KvmVcpu::translate),
+// so that this emulator never talks to KVM itself.
+using LinearTranslator = std::function<std::optional<uint64_t>(uint64_t linear)>;
+
+// EmulatorMemory of a vCPU: linear addresses are translated to guest-physical ones page by
+// page (an access that crosses a page boundary is split), and guest RAM is accessed only
+// through the bounds-checked GuestMemory API.
 class VcpuEmulatorMemory : public EmulatorMemory {
 public:
-    VcpuEmulatorMemory(int vcpu_fd, const memory::GuestMemory& mem);
+    VcpuEmulatorMemory(LinearTranslator translator, const memory::GuestMemory& mem);
 
     bool read(uint64_t linear, std::span<uint8_t> out) override;
     bool write(uint64_t linear, std::span<const uint8_t> in) override;
@@ -92,12 +98,11 @@ public:
     std::optional<bool> compare_exchange(uint64_t linear, std::span<uint8_t> expected,
                                          std::span<const uint8_t> desired) override;
 
-    // The guest-physical address of `linear` in the vCPU's current paging mode, or nullopt if
-    // the page is not mapped (or KVM_TRANSLATE fails).
+    // The guest-physical address of `linear`, or nullopt if its page is not mapped.
     std::optional<memory::GuestAddress> translate(uint64_t linear) const;
 
 private:
-    int vcpu_fd_;
+    LinearTranslator translator_;
     const memory::GuestMemory& mem_;
 };
 

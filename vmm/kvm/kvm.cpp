@@ -174,7 +174,35 @@ kvm_sregs KvmVcpu::get_sregs() const {
     return s;
 }
 void KvmVcpu::set_sregs(const kvm_sregs& sregs) { checked_ioctl(fd(), KVM_SET_SREGS, &sregs, "KVM_SET_SREGS"); }
+kvm_fpu KvmVcpu::get_fpu() const {
+    kvm_fpu f{};
+    checked_ioctl(fd(), KVM_GET_FPU, &f, "KVM_GET_FPU");
+    return f;
+}
 void KvmVcpu::set_fpu(const kvm_fpu& fpu) { checked_ioctl(fd(), KVM_SET_FPU, &fpu, "KVM_SET_FPU"); }
+
+std::vector<kvm_cpuid_entry2> KvmVcpu::get_cpuid() const {
+    // Not every kernel writes nent back (6.1 leaves it as it was, on success and on E2BIG):
+    // the entries are pre-filled with a pattern no real entry has (its padding is zero), and
+    // the table ends at the first entry the kernel left untouched.
+    kvm_cpuid_entry2 unused;
+    std::memset(&unused, 0xff, sizeof(unused));
+    for (uint32_t n = 128;; n *= 2) {
+        kvm_abi::FlexBuffer<kvm_abi::Cpuid2Header, kvm_cpuid_entry2> buf(n);
+        buf.header()->nent = n;
+        std::fill(buf.entries().begin(), buf.entries().end(), unused);
+        if (::ioctl(fd(), kvm_abi::kGetCpuid2, buf.data()) == 0) {
+            const auto entries = buf.entries().first(std::min<size_t>(buf.header()->nent, n));
+            const auto end = std::find_if(entries.begin(), entries.end(), [&](const kvm_cpuid_entry2& e) {
+                return std::memcmp(&e, &unused, sizeof(e)) == 0;
+            });
+            return std::vector<kvm_cpuid_entry2>(entries.begin(), end);
+        }
+        if (errno != E2BIG || n > 4096) {
+            throw sys_error(fmt::format("KVM_GET_CPUID2 on vCPU {}", id_));
+        }
+    }
+}
 
 void KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
     kvm_abi::FlexBuffer<kvm_abi::Cpuid2Header, kvm_cpuid_entry2> buf(entries.size());
@@ -224,6 +252,18 @@ kvm_mp_state KvmVcpu::get_mp_state() const {
     kvm_mp_state s{};
     checked_ioctl(fd(), KVM_GET_MP_STATE, &s, "KVM_GET_MP_STATE");
     return s;
+}
+
+std::optional<uint64_t> KvmVcpu::translate(uint64_t linear) const {
+    kvm_translation tr{};
+    tr.linear_address = linear;
+    if (::ioctl(fd(), KVM_TRANSLATE, &tr) < 0) {
+        throw sys_error(fmt::format("KVM_TRANSLATE of {:#x} on vCPU {}", linear, id_));
+    }
+    if (tr.valid == 0) {
+        return std::nullopt;
+    }
+    return static_cast<uint64_t>(tr.physical_address);
 }
 
 }  // namespace embervm::vmm

@@ -68,7 +68,10 @@ public:
     void set_regs(const kvm_regs& regs);
     kvm_sregs get_sregs() const;
     void set_sregs(const kvm_sregs& sregs);
+    // KVM_GET_FPU / KVM_SET_FPU: x87 and XMM registers; KVM_GET_FPU does not report MXCSR.
+    kvm_fpu get_fpu() const;
     void set_fpu(const kvm_fpu& fpu);
+    std::vector<kvm_cpuid_entry2> get_cpuid() const;
     void set_cpuid(const std::vector<kvm_cpuid_entry2>& entries);
     uint64_t get_msr(uint32_t index) const;
     void set_msrs(const std::vector<std::pair<uint32_t, uint64_t>>& msrs);
@@ -77,6 +80,9 @@ public:
     kvm_vcpu_events get_vcpu_events() const;
     void set_vcpu_events(const kvm_vcpu_events& events);
     kvm_mp_state get_mp_state() const;
+    // KVM_TRANSLATE: the guest-physical address `linear` maps to in the vCPU's current paging
+    // mode, or nullopt if its page is not mapped. Throws when the ioctl itself fails.
+    std::optional<uint64_t> translate(uint64_t linear) const;
 
 private:
     uint32_t id_;

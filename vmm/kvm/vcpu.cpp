@@ -264,7 +264,7 @@ bool Vcpu::handle_internal_error() {
         return false;
     }
 
-    VcpuEmulatorMemory guest(vcpu_->fd(), mem_);
+    VcpuEmulatorMemory guest([this](uint64_t linear) { return vcpu_->translate(linear); }, mem_);
     std::vector<uint8_t> bytes;
     if ((run->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) != 0) {
         const size_t n = std::min<size_t>(run->emulation_failure.insn_size, sizeof(run->emulation_failure.insn_bytes));

@@ -1,4 +1,5 @@
-// Tests for devices/serial: 16550A registers, interrupts, RX buffering and fd sinks.
+// Tests for devices/serial: 16550A registers, interrupts, RX buffering and the fd output sinks
+// (every byte written, even to a full pipe; a hard error logged once, then output dropped).
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -8,14 +9,19 @@
 #include <array>
 #include <cerrno>
 #include <csignal>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "devices/serial.h"
 #include "tests/unit/devices/fakes.h"
+#include "tests/unit/temp_dir.h"
+#include "vmm/sys/log.h"
 
 using embervm::devices::Serial;
 using embervm::devices::testing::CountingIrq;
@@ -336,17 +342,46 @@ TEST_CASE("serial: fd sink writes everything, even to a full non-blocking pipe",
     CHECK(got == data);
 }
 
-TEST_CASE("serial: a broken fd sink drops output without failing", "[devices][serial]") {
-    std::array<int, 2> fds{};
-    REQUIRE(::pipe(fds.data()) == 0);
-    ::close(fds[0]);
-    embervm::FileDescriptor wr(fds[1]);
-    auto sink = embervm::devices::fd_output_sink(wr.get());
+TEST_CASE("serial: an fd sink gives up at the first hard error, logging it once", "[devices][serial]") {
+    embervm::test::TempDir dir;
+    const std::string log_path = dir.file("log");
+    embervm::log::set_output_path(log_path);
+    struct RestoreLog {
+        ~RestoreLog() { embervm::log::set_output_stderr(); }
+    } restore_log;
+
+    // The sink's descriptor first names a pipe whose reader is gone (EPIPE; SIGPIPE is ignored
+    // for the test), then, through dup2, a healthy pipe.
+    std::array<int, 2> dead{}, live{};
+    REQUIRE(::pipe(dead.data()) == 0);
+    REQUIRE(::pipe(live.data()) == 0);
+    ::close(dead[0]);
+    embervm::FileDescriptor out(dead[1]), live_rd(live[0]), live_wr(live[1]);
+    REQUIRE(::fcntl(live_rd.get(), F_SETFL, O_NONBLOCK) == 0);
+    auto sink = embervm::devices::fd_output_sink(out.get());
     const std::array<uint8_t, 3> bytes{1, 2, 3};
-    // The reader is gone: EPIPE (SIGPIPE is ignored for the test).
     auto old = ::signal(SIGPIPE, SIG_IGN);
-    sink(bytes);
-    sink(bytes);
+    CHECK_NOTHROW(sink(bytes));
     ::signal(SIGPIPE, old);
-    SUCCEED();
+
+    REQUIRE(::dup2(live_wr.get(), out.get()) == out.get());
+    CHECK_NOTHROW(sink(bytes));
+    CHECK_NOTHROW(sink(bytes));
+    std::array<uint8_t, 16> buf{};
+    CHECK(::read(live_rd.get(), buf.data(), buf.size()) == -1);  // nothing was written
+    CHECK(errno == EAGAIN);
+    // A new sink on the same descriptor does write: the read above could have seen bytes.
+    auto fresh = embervm::devices::fd_output_sink(out.get());
+    fresh(bytes);
+    REQUIRE(::read(live_rd.get(), buf.data(), buf.size()) == 3);
+    CHECK(std::equal(bytes.begin(), bytes.end(), buf.begin()));
+
+    embervm::log::set_output_stderr();  // flushes and closes the log file
+    std::ifstream in(log_path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    REQUIRE(lines.size() == 1);
+    CHECK_THAT(lines[0], Catch::Contains(fmt::format("serial output: write to fd {} failed: Broken pipe (errno {}); "
+                                                     "guest output is dropped from now on",
+                                                     out.get(), EPIPE)));
 }

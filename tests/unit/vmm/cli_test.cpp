@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/temp_dir.h"
 #include "vmm/config/cli.h"
 #include "vmm/config/from_json.h"
 
@@ -21,6 +22,8 @@ namespace vmm = embervm::vmm;
 using embervm::log::Level;
 
 namespace {
+
+using embervm::test::TempDir;
 
 CliOptions parse(std::vector<const char*> args) {
     args.insert(args.begin(), "embervm");
@@ -46,25 +49,6 @@ std::string resolve_error(const CliOptions& o) {
     FAIL("resolve_config accepted the options");
     return {};
 }
-
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/embervm-cli-test-XXXXXX";
-        REQUIRE(mkdtemp(tmpl) != nullptr);
-        path_ = tmpl;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    std::string write(const std::string& name, const std::string& content) const {
-        const std::string p = path_ + "/" + name;
-        std::ofstream(p) << content;
-        return p;
-    }
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <string>
 
+#include "tests/unit/temp_dir.h"
 #include "vmm/config/config.h"
 #include "vmm/config/from_json.h"
 #include "vmm/config/to_json.h"
@@ -22,25 +23,7 @@ namespace vmm = embervm::vmm;
 
 namespace {
 
-// A private directory under /tmp, removed with everything in it.
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/embervm-config-test-XXXXXX";
-        REQUIRE(mkdtemp(tmpl) != nullptr);
-        path_ = tmpl;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    std::string write(const std::string& name, const std::string& content) const {
-        const std::string p = path_ + "/" + name;
-        std::ofstream(p) << content;
-        return p;
-    }
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
+using embervm::test::TempDir;
 
 std::string parse_error(std::string_view text) {
     try {

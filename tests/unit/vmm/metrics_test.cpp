@@ -18,7 +18,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
 #include "virtio/balloon/balloon_device.h"
@@ -161,16 +160,16 @@ TEST_CASE("metrics: event-loop probe sees a blocked loop", "[metrics]") {
     boost::asio::io_context io;
     vmm::EventLoopProbe probe(io, 10ms);
     probe.start();
-    boost::asio::steady_timer block(io), end(io);
-    // 25 ms in: one handler holds the loop for 60 ms, so the probe fires at least ~45 ms late.
-    block.expires_after(25ms);
-    block.async_wait([](const boost::system::error_code&) { std::this_thread::sleep_for(60ms); });
-    end.expires_after(150ms);
-    end.async_wait([&](const boost::system::error_code&) { probe.stop(); });
-    io.run();
+    // The first handler holds the loop for 60 ms: the probe's first firing, due 10 ms after
+    // start(), runs at least 50 ms late however slow the host is.
+    boost::asio::post(io, [] { std::this_thread::sleep_for(60ms); });
+    const auto samples = [&] { return probe.window_json(false)["samples"].get<uint64_t>(); };
+    while (samples() < 3) REQUIRE(io.run_one() == 1);
+    probe.stop();
+    io.run();  // only the cancelled wait is left: stop() drops even a firing already queued
     const json w = probe.window_json(true);
-    CHECK(w["samples"].get<uint64_t>() >= 5);
-    CHECK(w["lateness_max_us"].get<uint64_t>() >= 40'000);
+    CHECK(w["samples"] == 3);
+    CHECK(w["lateness_max_us"].get<uint64_t>() >= 50'000);
     CHECK(w["lateness_mean_us"].get<uint64_t>() < w["lateness_max_us"].get<uint64_t>());
 }
 
@@ -181,31 +180,30 @@ TEST_CASE("metrics: writer appends one JSON line per interval and on request", "
         std::ofstream(path) << R"({"earlier": "line"})" << '\n';  // appended to, not truncated
     }
     boost::asio::io_context io;
+    const std::thread::id loop_thread = std::this_thread::get_id();
     std::atomic<int> produced{0};
-    vmm::MetricsWriter writer(io, path, 20ms, [&] {
+    std::atomic<int> periodic{0};  // lines produced on the loop thread, i.e. by the timer
+    vmm::MetricsWriter writer(io, path, 5ms, [&] {
+        if (std::this_thread::get_id() == loop_thread) ++periodic;
         const int n = ++produced;
         return json{{"utc_timestamp_ms", vmm::utc_timestamp_ms()}, {"n", n}}.dump();
     });
     writer.start();
-    boost::asio::steady_timer end(io);
-    end.expires_after(110ms);
-    end.async_wait([&](const boost::system::error_code&) { writer.stop(); });
-    // Lines requested from other threads while the timer writes its own.
+    // Lines requested from another thread while the timer writes its own.
     std::thread other([&] {
-        for (int i = 0; i < 20; i++) {
-            CHECK(writer.write_line());
-            std::this_thread::sleep_for(2ms);
-        }
+        for (int i = 0; i < 20; i++) CHECK(writer.write_line());
     });
-    io.run();
+    // The loop runs until the timer has written three lines; after stop() no fourth follows.
+    while (periodic < 3) REQUIRE(io.run_one() == 1);
+    writer.stop();
     other.join();
+    io.run();  // only the cancelled wait is left: stop() drops even a firing already queued
+    CHECK(periodic.load() == 3);
 
     const auto lines = read_json_lines(path);
-    REQUIRE(lines.size() == 1 + writer.lines_written());
+    CHECK(writer.lines_written() == 3 + 20);
+    REQUIRE(lines.size() == 1 + 3 + 20);
     CHECK(lines[0] == json{{"earlier", "line"}});
-    const uint64_t periodic = writer.lines_written() - 20;
-    CHECK(periodic >= 3);
-    CHECK(periodic <= 6);
     CHECK(writer.lines_dropped() == 0);
     // Whole lines, in the order they were produced.
     for (size_t i = 1; i < lines.size(); i++) CHECK(lines[i]["n"] == static_cast<int>(i));
@@ -220,7 +218,7 @@ TEST_CASE("metrics: writer without an interval writes only on request", "[metric
     boost::asio::io_context io;
     vmm::MetricsWriter writer(io, path, 0ms, [] { return std::string(R"({"x":1})"); });
     writer.start();
-    io.run_for(50ms);
+    CHECK(io.run() == 0);  // no timer armed
     CHECK(writer.lines_written() == 0);
     CHECK(writer.write_line());
     CHECK(read_json_lines(path).size() == 1);

@@ -86,7 +86,7 @@ TEST_CASE("log: show_level and show_log_origin shape the line", "[log]") {
     const auto lines = read_lines(path);
     REQUIRE(lines.size() == 3);
     CHECK(std::regex_match(lines[0], std::regex(R"(\[ *\d+\.\d{6}\] main: no level)")));
-    CHECK(lines[1].ends_with(" main tests/unit/vmm/log_test.cpp:" + std::to_string(line) + ": with origin"));
+    CHECK(lines[1].ends_with(" main tests/unit/vmm/sys/log_test.cpp:" + std::to_string(line) + ": with origin"));
     CHECK(lines[1].find("INFO") == std::string::npos);
     CHECK(std::regex_match(lines[2], std::regex(R"(\[ *\d+\.\d{6}\] INFO  main: written without a call site)")));
 }
