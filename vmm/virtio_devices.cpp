@@ -1,3 +1,4 @@
+// The virtio-mmio device manager: windows, GSIs, ioeventfds and irqfds for each device.
 #include "vmm/virtio_devices.h"
 
 #include <sys/stat.h>
@@ -19,7 +20,6 @@
 #include "devices/bus.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/eventfd.h"
-#include "vmm/sys/fd_watch.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/sys/log.h"
 #include "vmm/metrics.h"
@@ -31,14 +31,10 @@ struct VirtioMmioDevices::Slot {
     uint32_t gsi = 0;
     std::shared_ptr<EventFdIrq> irq;
     std::shared_ptr<virtio::MmioTransport> transport;
-    std::vector<std::unique_ptr<EventFd>> notify;
-    std::vector<std::unique_ptr<FdWatch>> watches;
-    // virtio-net: the TAP watch that the device pauses and resumes (null once tearing down).
-    std::shared_ptr<FdWatch*> rx_watch;
     std::string metrics_key;  // "block_<drive_id>", "net_<iface_id>", "balloon"
-    // virtio-blk: the backend's completion watch (replaced with the backend at run time), the
-    // drive and the image it uses now.
-    std::unique_ptr<FdWatch> completion_watch;
+    // virtio-blk: the device (created here, so its type is known), the drive and the image it
+    // uses now.
+    std::shared_ptr<virtio::block::BlockDevice> block;
     std::string drive_id;
     std::string image_path;
     std::unique_ptr<virtio::StallWatchdog> watchdog;
@@ -48,19 +44,11 @@ VirtioMmioDevices::VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_c
                                      const memory::GuestMemory& mem)
     : vm_(vm),
       mmio_bus_(mmio_bus),
-      io_(io),
+      loop_(io),
       mem_(mem),
       watchdog_timer_(io, [this](std::chrono::nanoseconds) { check_progress(); }) {}
 
-VirtioMmioDevices::~VirtioMmioDevices() {
-    watchdog_timer_.stop();
-    // Watches first: no handler may run into a transport being destroyed.
-    for (auto& slot : slots_) {
-        if (slot->rx_watch) *slot->rx_watch = nullptr;
-        slot->watches.clear();
-        slot->completion_watch.reset();
-    }
-}
+VirtioMmioDevices::~VirtioMmioDevices() { watchdog_timer_.stop(); }
 
 virtio::MmioTransport& VirtioMmioDevices::attach(std::shared_ptr<virtio::VirtioDevice> device) {
     const size_t index = slots_.size();
@@ -75,40 +63,15 @@ virtio::MmioTransport& VirtioMmioDevices::attach(std::shared_ptr<virtio::VirtioD
     slot->gsi = gsi;
     slot->irq = std::make_shared<EventFdIrq>();
     vm_.register_irqfd(slot->irq->fd(), gsi);
-    slot->transport = std::make_shared<virtio::MmioTransport>(mem_, device, slot->irq);
+    slot->transport = std::make_shared<virtio::MmioTransport>(mem_, device, slot->irq, &loop_);
     slot->watchdog = std::make_unique<virtio::StallWatchdog>(device->name());
+    std::vector<EventFd> queue_events(slot->transport->num_queues());
+    for (uint16_t q = 0; q < queue_events.size(); q++) {
+        vm_.register_ioeventfd(queue_events[q].fd(), base + virtio::mmio::kQueueNotify, 4, false, q);
+    }
+    slot->transport->set_queue_events(std::move(queue_events));
     mmio_bus_.insert(slot->transport, base, boot::layout::kVirtioMmioSize);
-
     virtio::MmioTransport* transport = slot->transport.get();
-    for (uint16_t q = 0; q < transport->num_queues(); q++) {
-        auto event = std::make_unique<EventFd>();
-        vm_.register_ioeventfd(event->fd(), base + virtio::mmio::kQueueNotify, 4, false, q);
-        EventFd* ev = event.get();
-        slot->watches.push_back(std::make_unique<FdWatch>(io_, ev->fd(), [ev, transport, q] {
-            if (ev->consume() != 0) {
-                transport->notify_queue(q);
-            }
-        }));
-        slot->notify.push_back(std::move(event));
-    }
-    if (auto* blk = dynamic_cast<virtio::block::BlockDevice*>(device.get())) {
-        slot->completion_watch =
-            std::make_unique<FdWatch>(io_, blk->backend_completion_fd(), [blk] { blk->process_completions(); });
-    }
-    if (auto* net = dynamic_cast<virtio::net::NetDevice*>(device.get())) {
-        // The TAP is watched while the guest has receive buffers; process_rx() returning false
-        // pauses the watch (the frame stays in the TAP), the device's resume hook restarts it.
-        auto holder = std::make_shared<FdWatch*>(nullptr);
-        auto watch = std::make_unique<FdWatch>(io_, net->backend_fd(), [net, holder] {
-            if (!net->process_rx() && *holder != nullptr) (*holder)->pause();
-        });
-        *holder = watch.get();
-        net->set_rx_resume_hook([holder] {
-            if (*holder != nullptr) (*holder)->resume();
-        });
-        slot->rx_watch = holder;
-        slot->watches.push_back(std::move(watch));
-    }
     log::info("{} at {:#x}, GSI {}", device->name(), base, gsi);
     slots_.push_back(std::move(slot));
     return *transport;
@@ -134,7 +97,9 @@ void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
         log::info("drive {}: {} ({}, io_engine {}, cache_type {}{})", d->drive_id, d->path_on_host,
                   d->is_read_only ? "read-only" : "read-write", d->io_engine == IoEngineKind::Async ? "Async" : "Sync",
                   opts.flush ? "Writeback" : "Unsafe", d->is_root_device ? ", root" : "");
-        attach(std::make_shared<virtio::block::BlockDevice>(std::move(backend), opts));
+        auto device = std::make_shared<virtio::block::BlockDevice>(std::move(backend), opts);
+        attach(device);
+        slots_.back()->block = std::move(device);
         slots_.back()->metrics_key = "block_" + d->drive_id;
         slots_.back()->drive_id = d->drive_id;
         slots_.back()->image_path = d->path_on_host;
@@ -165,10 +130,7 @@ void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
         throw ConfigError(fmt::format("{}: no such drive", where));
     }
     Slot& slot = **it;
-    auto* blk = dynamic_cast<virtio::block::BlockDevice*>(&slot.transport->device());
-    if (blk == nullptr) {
-        throw Error(fmt::format("{}: not a virtio-blk device", where));
-    }
+    virtio::block::BlockDevice* const blk = slot.block.get();
     const std::string field = where + ".path_on_host";
     const auto engine =
         drive.io_engine == IoEngineKind::Async ? virtio::block::IoEngine::Async : virtio::block::IoEngine::Sync;
@@ -197,14 +159,6 @@ void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
         slot.transport->signal_config_change();
     }
     slot.image_path = drive.path_on_host;
-    try {
-        slot.completion_watch = std::make_unique<FdWatch>(io_, blk->backend_completion_fd(),
-                                                          [blk] { blk->process_completions(); });
-    } catch (const std::exception& e) {
-        // The old watch sees nothing of the new backend: the device cannot complete requests.
-        slot.transport->device_error(fmt::format("cannot watch the new backend's completions: {}", e.what()));
-        throw;
-    }
     log::info("drive {}: now {} ({} sectors)", drive.drive_id, drive.path_on_host, blk->capacity_sectors());
 }
 
@@ -271,18 +225,8 @@ void VirtioMmioDevices::check_progress() {
 void VirtioMmioDevices::add_metrics(nlohmann::json& out) const {
     for (const auto& slot : slots_) {
         if (slot->metrics_key.empty()) continue;
-        const auto& dev = slot->transport->device();
-        const uint64_t needs_reset = slot->transport->needs_reset_events();
-        nlohmann::json j;
-        if (const auto* blk = dynamic_cast<const virtio::block::BlockDevice*>(&dev)) {
-            j = device_metrics_json(blk->counters(), needs_reset);
-        } else if (const auto* net = dynamic_cast<const virtio::net::NetDevice*>(&dev)) {
-            j = device_metrics_json(net->counters(), needs_reset);
-        } else if (const auto* balloon = dynamic_cast<const virtio::balloon::BalloonDevice*>(&dev)) {
-            j = device_metrics_json(balloon->counters(), needs_reset);
-        } else {
-            continue;
-        }
+        nlohmann::json j = slot->transport->device().metrics_json();
+        j["needs_reset"] = slot->transport->needs_reset_events();
         virtio::WatchdogReport r;
         {
             std::lock_guard lock(watchdog_mutex_);
@@ -304,26 +248,7 @@ void VirtioMmioDevices::log_counters() const {
                           dev.name(), r.interrupts_reraised, r.driver_stalls, r.slow_request_warnings);
             }
         }
-        if (const auto* blk = dynamic_cast<const virtio::block::BlockDevice*>(&dev)) {
-            const auto c = blk->counters();
-            log::info("{}: {} reads ({} bytes), {} writes ({} bytes), {} flushes, {} discards, {} write-zeroes, {} "
-                      "GET_IDs, {} I/O errors, {} unsupported requests, {} device errors",
-                      blk->name(), c.read_requests, c.read_bytes, c.write_requests, c.write_bytes, c.flush_requests,
-                      c.discard_requests, c.write_zeroes_requests, c.get_id_requests, c.io_errors,
-                      c.unsupported_requests, c.device_errors);
-        } else if (const auto* net = dynamic_cast<const virtio::net::NetDevice*>(&dev)) {
-            const auto c = net->counters();
-            log::info("{}: rx {} frames ({} bytes, {} dropped, {} read errors, waited for buffers {} times), tx {} "
-                      "frames ({} bytes, {} dropped, {} write errors), {} device errors",
-                      net->name(), c.rx_frames, c.rx_bytes, c.rx_dropped, c.rx_errors, c.rx_paused, c.tx_frames,
-                      c.tx_bytes, c.tx_dropped, c.tx_errors, c.device_errors);
-        } else if (const auto* balloon = dynamic_cast<const virtio::balloon::BalloonDevice*>(&dev)) {
-            const auto c = balloon->counters();
-            log::info("{}: inflated {} pages, deflated {}, {} MiB given back to the host, {} invalid PFNs, {} reports, "
-                      "{} statistics updates",
-                      balloon->name(), c.inflated_pages, c.deflated_pages, c.discarded_bytes >> 20, c.invalid_pfns,
-                      c.reported_ranges, c.stats_updates);
-        }
+        dev.log_counters();
     }
 }
 

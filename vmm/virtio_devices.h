@@ -1,7 +1,9 @@
 // Attaches virtio devices to the VM over virtio-mmio: gives each a 4 KiB MMIO window and a GSI,
-// binds one KVM_IOEVENTFD per queue (QueueNotify with datamatch = queue index) and one
-// KVM_IRQFD per device, serves those eventfds on the Asio event loop, and produces the
-// `virtio_mmio.device=4K@0xADDR:GSI` kernel command line entries.
+// binds one KVM_IOEVENTFD per queue (QueueNotify with datamatch = queue index; the eventfds go
+// to the transport, which hands them to the device at activation) and one KVM_IRQFD per
+// device, and produces the `virtio_mmio.device=4K@0xADDR:GSI` kernel command line entries.
+// It knows devices only through virtio::VirtioDevice: each device subscribes its own events on
+// the event loop (virtio/device_base.h).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "vmm/config/config.h"
+#include "vmm/sys/event_loop.h"
 #include "vmm/sys/periodic_timer.h"
 
 namespace embervm::memory {
@@ -31,9 +34,6 @@ namespace embervm::vmm {
 
 class Bus;
 class KvmVm;
-class EventFd;
-class EventFdIrq;
-class FdWatch;
 
 inline constexpr uint32_t kFirstVirtioGsi = 5;
 inline constexpr uint32_t kLastVirtioGsi = 23;  // IOAPIC pins 5..23
@@ -51,7 +51,7 @@ public:
     // Run-time drive update (event-loop thread only): opens `drive.path_on_host` (flock'ed as
     // at boot, read-only as the drive is), puts it behind the virtio-blk device of
     // `drive.drive_id` (BlockDevice::replace_backend: requests in flight finish, capacity and
-    // config generation change, config interrupt) and watches the new backend's completions.
+    // config generation change, config interrupt; the device watches the new backend).
     // The old image is closed (and unlocked). The same image again (a resized file) works too.
     // Throws ConfigError naming "drives.<id>.path_on_host" (or "drives.<id>" for an unknown
     // drive); the drive keeps its old image then.
@@ -89,7 +89,7 @@ private:
     struct Slot;
     KvmVm& vm_;
     Bus& mmio_bus_;
-    boost::asio::io_context& io_;
+    EventLoop loop_;
     const memory::GuestMemory& mem_;
     std::vector<std::unique_ptr<Slot>> slots_;
     std::vector<std::string> extra_args_;

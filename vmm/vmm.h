@@ -116,7 +116,6 @@ private:
     void read_stdin();
     void handle_console_input(const uint8_t* data, size_t len);
     void shutdown_vcpus();
-    void poll_balloon_stats();
     // The metrics document; `new_window` starts a new event-loop latency window (a line
     // written to the metrics output).
     std::string metrics_document(bool new_window);
@@ -140,9 +139,6 @@ private:
     std::vector<std::shared_ptr<EventFdIrq>> irqs_;
     std::unique_ptr<VirtioMmioDevices> virtio_;  // before vcpus_: destroyed after them
     std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
-    std::unique_ptr<boost::asio::steady_timer> balloon_stats_timer_;
-    bool balloon_stats_logged_ = false;
-    std::atomic<uint32_t> balloon_stats_interval_s_{0};
     // Metrics: both set before started_ and kept until the Vmm goes (they hold timers on io_).
     std::unique_ptr<EventLoopProbe> loop_probe_;
     std::unique_ptr<MetricsWriter> metrics_;
