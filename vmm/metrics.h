@@ -41,7 +41,7 @@ uint64_t utc_timestamp_ms();
 nlohmann::json vcpu_metrics_json(const std::vector<const VcpuStats*>& vcpus);
 
 // Device sections come from the devices (VirtioDevice::metrics_json) with the transport's
-// "needs_reset" count added (VirtioMmioDevices::add_metrics).
+// "needs_reset" count added (DeviceManager::add_metrics).
 // Adds the stall watchdog's figures (virtio/watchdog.h) to a device section: "in_flight",
 // "oldest_in_flight_ms" (null when nothing is in flight), "slow_request_warnings",
 // "interrupts_reraised", "driver_stalls", "driver_stalled".

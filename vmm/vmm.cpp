@@ -38,7 +38,7 @@
 #include "vmm/metrics.h"
 #include "vmm/terminal.h"
 #include "vmm/kvm/vcpu.h"
-#include "vmm/virtio_devices.h"
+#include "vmm/device_manager.h"
 
 namespace embervm::vmm {
 
@@ -157,7 +157,7 @@ void Vmm::create_devices() {
     boot_timer_ = std::make_shared<devices::BootTimer>(log::process_start());
     mmio_bus_->insert(boot_timer_, boot::layout::kBootTimerAddr, 0x1000);
 
-    virtio_ = std::make_unique<VirtioMmioDevices>(*vm_, *mmio_bus_, io_, *memory_);
+    virtio_ = std::make_unique<DeviceManager>(*vm_, *mmio_bus_, io_, *memory_);
     virtio_->attach_drives(config_.drives);
     virtio_->attach_network_interfaces(config_.network_interfaces);
     if (config_.balloon) {

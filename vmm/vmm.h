@@ -35,7 +35,7 @@ class KvmVm;
 class Vcpu;
 class Bus;
 class EventFdIrq;
-class VirtioMmioDevices;
+class DeviceManager;
 class EventLoopProbe;
 class MetricsWriter;
 
@@ -137,7 +137,7 @@ private:
     std::shared_ptr<devices::BootTimer> boot_timer_;
     std::shared_ptr<devices::I8042> i8042_;
     std::vector<std::shared_ptr<EventFdIrq>> irqs_;
-    std::unique_ptr<VirtioMmioDevices> virtio_;  // before vcpus_: destroyed after them
+    std::unique_ptr<DeviceManager> virtio_;  // before vcpus_: destroyed after them
     std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
     // Metrics: both set before started_ and kept until the Vmm goes (they hold timers on io_).
     std::unique_ptr<EventLoopProbe> loop_probe_;

@@ -1,5 +1,5 @@
-// The virtio-mmio device manager: windows, GSIs, ioeventfds and irqfds for each device.
-#include "vmm/virtio_devices.h"
+// The virtio device manager: windows, GSIs, ioeventfds and irqfds for each virtio device.
+#include "vmm/device_manager.h"
 
 #include <sys/stat.h>
 
@@ -26,7 +26,7 @@
 
 namespace embervm::vmm {
 
-struct VirtioMmioDevices::Slot {
+struct DeviceManager::Slot {
     uint64_t base = 0;
     uint32_t gsi = 0;
     std::shared_ptr<EventFdIrq> irq;
@@ -40,7 +40,7 @@ struct VirtioMmioDevices::Slot {
     std::unique_ptr<virtio::StallWatchdog> watchdog;
 };
 
-VirtioMmioDevices::VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io,
+DeviceManager::DeviceManager(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io,
                                      const memory::GuestMemory& mem)
     : vm_(vm),
       mmio_bus_(mmio_bus),
@@ -48,9 +48,9 @@ VirtioMmioDevices::VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_c
       mem_(mem),
       watchdog_timer_(io, [this](std::chrono::nanoseconds) { check_progress(); }) {}
 
-VirtioMmioDevices::~VirtioMmioDevices() { watchdog_timer_.stop(); }
+DeviceManager::~DeviceManager() { watchdog_timer_.stop(); }
 
-virtio::MmioTransport& VirtioMmioDevices::attach(std::shared_ptr<virtio::VirtioDevice> device) {
+virtio::MmioTransport& DeviceManager::attach(std::shared_ptr<virtio::VirtioDevice> device) {
     const size_t index = slots_.size();
     const uint32_t gsi = kFirstVirtioGsi + static_cast<uint32_t>(index);
     const uint64_t base = boot::layout::kVirtioMmioStart + index * boot::layout::kVirtioMmioSize;
@@ -77,7 +77,7 @@ virtio::MmioTransport& VirtioMmioDevices::attach(std::shared_ptr<virtio::VirtioD
     return *transport;
 }
 
-void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
+void DeviceManager::attach_drives(const std::vector<DriveConfig>& drives) {
     std::vector<const DriveConfig*> order;
     for (const auto& d : drives) order.push_back(&d);
     std::stable_partition(order.begin(), order.end(), [](const DriveConfig* d) { return d->is_root_device; });
@@ -121,7 +121,7 @@ bool same_file(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
+void DeviceManager::update_drive(const DriveConfig& drive) {
     const std::string where = fmt::format("drives.{}", drive.drive_id);
     const auto it = std::find_if(slots_.begin(), slots_.end(), [&](const std::unique_ptr<Slot>& s) {
         return !s->drive_id.empty() && s->drive_id == drive.drive_id;
@@ -162,7 +162,7 @@ void VirtioMmioDevices::update_drive(const DriveConfig& drive) {
     log::info("drive {}: now {} ({} sectors)", drive.drive_id, drive.path_on_host, blk->capacity_sectors());
 }
 
-void VirtioMmioDevices::attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces) {
+void DeviceManager::attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces) {
     for (const NetworkInterfaceConfig& n : ifaces) {
         std::unique_ptr<virtio::net::Tap> tap;
         try {
@@ -188,7 +188,7 @@ void VirtioMmioDevices::attach_network_interfaces(const std::vector<NetworkInter
     }
 }
 
-std::shared_ptr<virtio::balloon::BalloonDevice> VirtioMmioDevices::attach_balloon(const BalloonConfig& config) {
+std::shared_ptr<virtio::balloon::BalloonDevice> DeviceManager::attach_balloon(const BalloonConfig& config) {
     virtio::balloon::BalloonOptions opts;
     opts.amount_mib = config.amount_mib;
     opts.deflate_on_oom = config.deflate_on_oom;
@@ -200,14 +200,14 @@ std::shared_ptr<virtio::balloon::BalloonDevice> VirtioMmioDevices::attach_balloo
     return balloon;
 }
 
-void VirtioMmioDevices::start_watchdog(std::function<bool()> guest_running, std::chrono::milliseconds interval) {
+void DeviceManager::start_watchdog(std::function<bool()> guest_running, std::chrono::milliseconds interval) {
     guest_running_ = std::move(guest_running);
     watchdog_timer_.start(interval);
 }
 
-void VirtioMmioDevices::stop_watchdog() { watchdog_timer_.stop(); }
+void DeviceManager::stop_watchdog() { watchdog_timer_.stop(); }
 
-void VirtioMmioDevices::check_progress() {
+void DeviceManager::check_progress() {
     const bool running = !guest_running_ || guest_running_();
     const auto now = std::chrono::steady_clock::now();
     for (const auto& slot : slots_) {
@@ -222,7 +222,7 @@ void VirtioMmioDevices::check_progress() {
     }
 }
 
-void VirtioMmioDevices::add_metrics(nlohmann::json& out) const {
+void DeviceManager::add_metrics(nlohmann::json& out) const {
     for (const auto& slot : slots_) {
         if (slot->metrics_key.empty()) continue;
         nlohmann::json j = slot->transport->device().metrics_json();
@@ -237,7 +237,7 @@ void VirtioMmioDevices::add_metrics(nlohmann::json& out) const {
     }
 }
 
-void VirtioMmioDevices::log_counters() const {
+void DeviceManager::log_counters() const {
     for (const auto& slot : slots_) {
         const auto& dev = slot->transport->device();
         {
@@ -252,7 +252,7 @@ void VirtioMmioDevices::log_counters() const {
     }
 }
 
-std::string VirtioMmioDevices::kernel_cmdline_args() const {
+std::string DeviceManager::kernel_cmdline_args() const {
     std::string out;
     for (const auto& slot : slots_) {
         if (!out.empty()) out += ' ';

@@ -1,9 +1,9 @@
-// Attaches virtio devices to the VM over virtio-mmio: gives each a 4 KiB MMIO window and a GSI,
-// binds one KVM_IOEVENTFD per queue (QueueNotify with datamatch = queue index; the eventfds go
-// to the transport, which hands them to the device at activation) and one KVM_IRQFD per
-// device, and produces the `virtio_mmio.device=4K@0xADDR:GSI` kernel command line entries.
-// It knows devices only through virtio::VirtioDevice: each device subscribes its own events on
-// the event loop (virtio/device_base.h).
+// The virtio device manager: attaches virtio devices to the VM over virtio-mmio. Gives each a
+// 4 KiB MMIO window and a GSI, binds one KVM_IOEVENTFD per queue (QueueNotify with datamatch =
+// queue index; the eventfds go to the transport, which hands them to the device at activation)
+// and one KVM_IRQFD per device, and produces the `virtio_mmio.device=4K@0xADDR:GSI` kernel
+// command line entries. It knows devices only through virtio::VirtioDevice: each device
+// subscribes its own events on the event loop (virtio/device_base.h).
 #pragma once
 
 #include <cstdint>
@@ -38,10 +38,10 @@ class KvmVm;
 inline constexpr uint32_t kFirstVirtioGsi = 5;
 inline constexpr uint32_t kLastVirtioGsi = 23;  // IOAPIC pins 5..23
 
-class VirtioMmioDevices {
+class DeviceManager {
 public:
-    VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io, const memory::GuestMemory& mem);
-    ~VirtioMmioDevices();
+    DeviceManager(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io, const memory::GuestMemory& mem);
+    ~DeviceManager();
 
     // Attaches `device`; returns the transport. Throws Error when windows or GSIs run out.
     virtio::MmioTransport& attach(std::shared_ptr<virtio::VirtioDevice> device);
