@@ -51,7 +51,7 @@ void DeviceBase::activate(const Activation& a) {
     acked_features_ = a.acked_features;
     interrupt_ = &a.interrupt;
     queue_events_.assign(a.queue_events.begin(), a.queue_events.end());
-    loop_ = a.loop;
+    loop_ = a.loop != nullptr ? std::make_unique<vmm::EventLoop>(*a.loop) : nullptr;
     active_ = true;
     ++generation_;
     try {
@@ -62,7 +62,7 @@ void DeviceBase::activate(const Activation& a) {
         mem_ = nullptr;
         queues_ = {};
         interrupt_ = nullptr;
-        loop_ = nullptr;
+        loop_.reset();
         throw;
     }
     post_sync_locked();
@@ -80,7 +80,7 @@ void DeviceBase::reset() {
     acked_features_ = 0;
     interrupt_ = nullptr;
     queue_events_.clear();
-    loop_ = nullptr;
+    loop_.reset();
 }
 
 void DeviceBase::queue_notify(uint16_t queue_index) {

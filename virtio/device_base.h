@@ -114,7 +114,7 @@ private:
     uint64_t acked_features_ = 0;
     DeviceInterrupt* interrupt_ = nullptr;
     std::vector<int> queue_events_;
-    vmm::EventLoop* loop_ = nullptr;
+    std::unique_ptr<vmm::EventLoop> loop_;  // a copy of the activation's (its owner may go first)
     // Bumped by activate(), reset() and resubscribe_locked(): subscriptions made for an older
     // value are replaced.
     uint64_t generation_ = 0;

@@ -22,7 +22,9 @@ namespace embervm::vmm {
 class EventLoop {
 public:
     explicit EventLoop(boost::asio::io_context& io) : io_(io) {}
-    EventLoop(const EventLoop&) = delete;
+    // A handle: copies refer to the same loop (a device keeps one while activated, so it does
+    // not depend on the lifetime of whoever handed it over).
+    EventLoop(const EventLoop&) = default;
     EventLoop& operator=(const EventLoop&) = delete;
 
     boost::asio::io_context& io() const { return io_; }
