@@ -8,22 +8,29 @@
 //
 // Life cycle, driven by the transport:
 //   read_config/write_config   any time (the driver reads config during feature negotiation)
-//   activate(...)              once the driver set DRIVER_OK with features accepted and every
+//   activate(Activation)       once the driver set DRIVER_OK with features accepted and every
 //                              ready queue valid (Queue::validate)
-//   queue_notify(i)            the driver kicked queue i (only while activated and not broken)
+//   queue_notify(i)            the driver kicked queue i by a QueueNotify write that reached the
+//                              transport (no ioeventfd); only while activated and not broken
 //   reset()                    the driver wrote status 0 (also before any activation): stop
 //                              using the queues and the interrupt, release backend resources
 //
+// Events: every other way into a device goes through the event loop it gets at activation
+// (Activation::loop). The device subscribes there itself: the queue ioeventfds it is handed,
+// its backend's fds (block completions, TAP readiness) and its timers, and drops them again on
+// reset (virtio/device_base.h does this for every device). One way out: used buffers and
+// errors go to the DeviceInterrupt, which the transport turns into an interrupt.
+//
 // Threading: the transport serialises its calls into the device (one mutex, held during the
 // call), so activate/queue_notify/reset/read_config/write_config never run concurrently with
-// each other. queue_notify normally runs on the event-loop thread; the others on vCPU threads.
-// A device that does work outside those calls (asynchronous backend completions, timers, a
-// TAP fd) must synchronise that work with reset() itself. DeviceInterrupt methods are
-// lock-free and may be called from any thread, with or without the transport's mutex held.
+// each other; they run on vCPU threads. The device's event handlers run on the event-loop
+// thread and synchronise with those calls under the device's own lock. DeviceInterrupt methods
+// are lock-free and may be called from any thread, with or without the transport's mutex held.
 //
-// Errors: guest errors inside a device are reported with DeviceInterrupt::device_error(); a
-// QueueError (or any std::exception) escaping activate() or queue_notify() is caught by the
-// transport and turned into device_error().
+// Errors: guest errors inside a device are reported with DeviceInterrupt::device_error(), which
+// sets the one "needs reset" flag (DeviceInterrupt::needs_reset()); a QueueError (or any
+// std::exception) escaping activate() or queue_notify() is caught by the transport and turned
+// into device_error().
 #pragma once
 
 #include <chrono>
@@ -34,8 +41,14 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "memory/guest_memory.h"
 #include "virtio/queue.h"
+
+namespace embervm::vmm {
+class EventLoop;
+}
 
 namespace embervm::virtio {
 
@@ -53,6 +66,27 @@ public:
     // DEVICE_NEEDS_RESET, raises a config-change interrupt, logs the reason once. The device
     // should stop processing its queues until reset().
     virtual void device_error(std::string_view reason) = 0;
+    // Whether the device is in DEVICE_NEEDS_RESET (device_error() since the last reset): the
+    // one place that state is kept. A device processes no queue while it is set.
+    virtual bool needs_reset() const = 0;
+};
+
+// What a device gets when the driver activates it. Everything stays valid and unchanged until
+// the device's reset().
+struct Activation {
+    const memory::GuestMemory& mem;
+    // Owned by the transport; queues the driver did not set up have ready() == false and must
+    // not be used.
+    std::span<Queue> queues;
+    // What the driver accepted (a subset of the offered features, always with kVersion1).
+    uint64_t acked_features;
+    DeviceInterrupt& interrupt;
+    // One eventfd per queue, readable when the driver kicked it (KVM_IOEVENTFD; owned by the
+    // transport), or -1; empty when kicks only come through queue_notify().
+    std::span<const int> queue_events = {};
+    // Where the device subscribes its event sources; nullptr: none (unit tests drive the
+    // device by hand).
+    vmm::EventLoop* loop = nullptr;
 };
 
 // A read of `out.size()` bytes at `offset` from a device's configuration space `config`;
@@ -92,18 +126,20 @@ public:
     virtual void read_config(uint64_t offset, std::span<uint8_t> data) const = 0;
     virtual void write_config(uint64_t offset, std::span<const uint8_t> data) = 0;
 
-    // DRIVER_OK with valid queues: the device may now use them. `queues` stay owned by the
-    // transport and valid (and unchanged by it) until reset(); queues the driver did not set
-    // up have ready() == false and must not be used. `acked_features` is what the driver
-    // accepted (a subset of the offered features, always with kVersion1). `mem` and
-    // `interrupt` outlive the device's activation. May throw (e.g. a backend that cannot
-    // start): the transport reports it as device_error().
-    virtual void activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked_features,
-                          DeviceInterrupt& interrupt) = 0;
-    // The driver made buffers available on queue `queue_index` (a ready queue).
+    // DRIVER_OK with valid queues: the device may now use them and subscribes its event
+    // sources on `a.loop`. May throw (e.g. a backend that cannot start): the transport reports
+    // it as device_error().
+    virtual void activate(const Activation& a) = 0;
+    // The same without queue events or a loop (unit tests).
+    void activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked_features,
+                  DeviceInterrupt& interrupt) {
+        activate(Activation{mem, queues, acked_features, interrupt});
+    }
+    // The driver made buffers available on queue `queue_index` (a ready queue) and the kick came
+    // through the transport's registers rather than the queue's eventfd.
     virtual void queue_notify(uint16_t queue_index) = 0;
-    // Back to the pre-activate state; release everything taken in activate(). Idempotent:
-    // also called when the device was never activated.
+    // Back to the pre-activate state; release everything taken in activate(), including the
+    // event subscriptions. Idempotent: also called when the device was never activated.
     virtual void reset() = 0;
 
     // For logs: "virtio-blk rootfs".
@@ -111,6 +147,11 @@ public:
     // A snapshot for the watchdog (any thread; the device takes its own lock, so the call
     // may wait for a queue pass, never for I/O). Nothing while not activated.
     virtual DeviceProgress progress() const = 0;
+
+    // The device's counters as a metrics section (vmm/metrics.h; any thread).
+    virtual nlohmann::json metrics_json() const = 0;
+    // One info line with the counters, at the end of a run.
+    virtual void log_counters() const = 0;
 };
 
 }  // namespace embervm::virtio

@@ -24,10 +24,11 @@ uint64_t replace_high(uint64_t old, uint32_t high) { return (old & 0xffffffffULL
 }  // namespace
 
 MmioTransport::MmioTransport(const memory::GuestMemory& mem, std::shared_ptr<VirtioDevice> device,
-                             std::shared_ptr<devices::IrqLine> irq)
+                             std::shared_ptr<devices::IrqLine> irq, vmm::EventLoop* loop)
     : mem_(mem),
       device_(std::move(device)),
       irq_(std::move(irq)),
+      loop_(loop),
       name_(device_->name()),
       offered_features_(device_->available_features() | feature::kVersion1),
       queue_max_sizes_(device_->queue_max_sizes()) {
@@ -49,6 +50,11 @@ MmioTransport::~MmioTransport() {
             log::error("{}: reset on teardown failed: {}", name_, e.what());
         }
     }
+}
+
+void MmioTransport::set_queue_events(std::vector<vmm::EventFd> events) {
+    std::lock_guard lock(mutex_);
+    queue_events_ = std::move(events);
 }
 
 uint32_t MmioTransport::status() const {
@@ -309,8 +315,10 @@ void MmioTransport::activate_locked() {
         return;
     }
     activated_ = true;
+    std::vector<int> events;
+    for (const auto& e : queue_events_) events.push_back(e.fd());
     try {
-        device_->activate(mem_, queues_, driver_features_, *this);
+        device_->activate(Activation{mem_, queues_, driver_features_, *this, events, loop_});
         log::debug("{}: activated with features {:#x}", name_, driver_features_);
     } catch (const std::exception& e) {
         device_error(fmt::format("activation failed: {}", e.what()));
@@ -348,11 +356,6 @@ void MmioTransport::notify_locked(uint32_t queue_index) {
     } catch (const std::exception& e) {
         device_error(fmt::format("queue {}: {}", queue_index, e.what()));
     }
-}
-
-void MmioTransport::notify_queue(uint16_t queue_index) {
-    std::lock_guard lock(mutex_);
-    notify_locked(queue_index);
 }
 
 // ---------------------------------------------------------------------------------------

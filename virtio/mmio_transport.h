@@ -6,16 +6,19 @@
 // releases everything), validates the queues at DRIVER_OK before activating the device, and
 // raises the device's interrupt through an IrqLine (an irqfd-backed EventFdIrq in the VMM).
 //
-// Queue notifications: the VMM registers one KVM_IOEVENTFD per queue at base +
-// mmio::kQueueNotify with datamatch = queue index and calls notify_queue(i) from the event
-// loop when it fires; a QueueNotify write that reaches write() (no ioeventfd) does the same.
+// Queue notifications: the VMM binds one eventfd per queue with KVM_IOEVENTFD at base +
+// mmio::kQueueNotify (datamatch = queue index) and hands them to the transport
+// (set_queue_events), which owns them and passes them to the device at activation with the
+// event loop: the device watches them itself (virtio/device_base.h), the transport is not on
+// that path. A QueueNotify write that reaches write() (no ioeventfd) is forwarded to the
+// device's queue_notify().
 //
-// Locking: one mutex serialises register accesses (vCPU threads), notify_queue (event-loop
-// thread) and every call into the device, which runs with the mutex held. InterruptStatus,
-// InterruptACK, Status and ConfigGeneration reads, and the DeviceInterrupt methods, use atomics
-// only and never take the mutex: a device may call them from inside queue_notify() (mutex
-// held) or from its own threads/handlers without deadlock, and the guest's interrupt handler
-// never waits for a device that is busy processing a queue.
+// Locking: one mutex serialises register accesses (vCPU threads) and every call into the
+// device, which runs with the mutex held. InterruptStatus, InterruptACK, Status and
+// ConfigGeneration reads, and the DeviceInterrupt methods, use atomics only and never take the
+// mutex: a device may call them from inside a transport call (mutex held) or from its event
+// handlers without deadlock, and the guest's interrupt handler never waits for a device that
+// is busy processing a queue.
 #pragma once
 
 #include <atomic>
@@ -29,20 +32,27 @@
 #include <string_view>
 #include <vector>
 
+#include "devices/bus.h"
 #include "devices/irq.h"
 #include "memory/guest_memory.h"
 #include "virtio/device.h"
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
-#include "devices/bus.h"
+#include "vmm/sys/eventfd.h"
+
+namespace embervm::vmm {
+class EventLoop;
+}
 
 namespace embervm::virtio {
 
 class MmioTransport : public vmm::BusDevice, public DeviceInterrupt {
 public:
-    // `mem` must outlive the transport. The device's queue sizes and features are read once.
+    // `mem` (and `loop`) must outlive the transport. The device's queue sizes and features are
+    // read once. `loop` is where the device subscribes its events once activated (nullptr:
+    // nowhere; kicks then come through QueueNotify writes only).
     MmioTransport(const memory::GuestMemory& mem, std::shared_ptr<VirtioDevice> device,
-                  std::shared_ptr<devices::IrqLine> irq);
+                  std::shared_ptr<devices::IrqLine> irq, vmm::EventLoop* loop = nullptr);
     // Resets an activated device so it lets go of the queues owned here.
     ~MmioTransport() override;
     MmioTransport(const MmioTransport&) = delete;
@@ -54,9 +64,9 @@ public:
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
 
-    // The driver kicked queue `queue_index` (its ioeventfd fired): forwards to the device's
-    // queue_notify() if the device is activated, not broken and the queue is ready.
-    void notify_queue(uint16_t queue_index);
+    // The queue notification eventfds, one per queue (bound with KVM_IOEVENTFD by the caller),
+    // handed to the device at each activation. Before the guest runs.
+    void set_queue_events(std::vector<vmm::EventFd> events);
 
     // DeviceInterrupt (lock-free, any thread).
     void signal_used_queue(uint16_t queue_index) override;
@@ -70,6 +80,7 @@ public:
     // only slow, which the spec allows. Returns whether it raised.
     bool raise_used_again();
     void device_error(std::string_view reason) override;
+    bool needs_reset() const override { return needs_reset_.load(); }
 
     // Introspection (for the VMM, metrics and tests).
     VirtioDevice& device() const { return *device_; }
@@ -77,7 +88,6 @@ public:
     uint32_t status() const;  // as the driver reads it, including DEVICE_NEEDS_RESET
     uint32_t interrupt_status() const { return interrupt_status_.load(); }
     uint32_t config_generation() const { return config_generation_.load(); }
-    bool needs_reset() const { return needs_reset_.load(); }
     // Times the device entered DEVICE_NEEDS_RESET since the transport was created.
     uint64_t needs_reset_events() const { return needs_reset_events_.load(std::memory_order_relaxed); }
     bool is_activated() const;
@@ -102,12 +112,14 @@ private:
     const memory::GuestMemory& mem_;
     const std::shared_ptr<VirtioDevice> device_;
     const std::shared_ptr<devices::IrqLine> irq_;
+    vmm::EventLoop* const loop_;
     const std::string name_;
     const uint64_t offered_features_;
     const std::vector<uint16_t> queue_max_sizes_;
 
     mutable std::mutex mutex_;
     std::vector<Queue> queues_;
+    std::vector<vmm::EventFd> queue_events_;
     uint32_t device_features_sel_ = 0;
     uint32_t driver_features_sel_ = 0;
     uint32_t queue_sel_ = 0;

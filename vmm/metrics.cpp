@@ -5,9 +5,6 @@
 #include <cerrno>
 #include <cstring>
 
-#include "virtio/balloon/balloon_device.h"
-#include "virtio/block/block_device.h"
-#include "virtio/net/net_device.h"
 #include "virtio/watchdog.h"
 #include "vmm/sys/log.h"
 #include "vmm/sys/write_all.h"
@@ -68,37 +65,6 @@ json vcpu_metrics_json(const std::vector<const VcpuStats*>& vcpus) {
     if (vcpus.empty()) total = vcpu_json(VcpuStats{});
     total["per_vcpu"] = std::move(per_vcpu);
     return total;
-}
-
-json device_metrics_json(const virtio::block::BlockCounters& c, uint64_t needs_reset) {
-    return {{"read_requests", c.read_requests},
-            {"write_requests", c.write_requests},
-            {"flush_requests", c.flush_requests},
-            {"discard_requests", c.discard_requests},
-            {"write_zeroes_requests", c.write_zeroes_requests},
-            {"get_id_requests", c.get_id_requests},
-            {"read_bytes", c.read_bytes},
-            {"write_bytes", c.write_bytes},
-            {"io_errors", c.io_errors},
-            {"unsupported_requests", c.unsupported_requests},
-            {"needs_reset", needs_reset}};
-}
-
-json device_metrics_json(const virtio::net::NetCounters& c, uint64_t needs_reset) {
-    return {{"rx_frames", c.rx_frames},   {"rx_bytes", c.rx_bytes},     {"rx_dropped", c.rx_dropped},
-            {"rx_errors", c.rx_errors},   {"rx_paused", c.rx_paused},   {"tx_frames", c.tx_frames},
-            {"tx_bytes", c.tx_bytes},     {"tx_dropped", c.tx_dropped}, {"tx_errors", c.tx_errors},
-            {"needs_reset", needs_reset}};
-}
-
-json device_metrics_json(const virtio::balloon::BalloonCounters& c, uint64_t needs_reset) {
-    return {{"inflated_pages", c.inflated_pages},
-            {"deflated_pages", c.deflated_pages},
-            {"discarded_bytes", c.discarded_bytes},
-            {"invalid_pfns", c.invalid_pfns},
-            {"reported_ranges", c.reported_ranges},
-            {"stats_updates", c.stats_updates},
-            {"needs_reset", needs_reset}};
 }
 
 void add_watchdog_metrics(json& section, const virtio::WatchdogReport& r) {

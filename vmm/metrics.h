@@ -25,15 +25,6 @@
 #include "vmm/sys/fd.h"
 #include "vmm/sys/periodic_timer.h"
 
-namespace embervm::virtio::block {
-struct BlockCounters;
-}
-namespace embervm::virtio::net {
-struct NetCounters;
-}
-namespace embervm::virtio::balloon {
-struct BalloonCounters;
-}
 namespace embervm::virtio {
 struct WatchdogReport;
 }
@@ -49,10 +40,8 @@ uint64_t utc_timestamp_ms();
 // and "per_vcpu": the same per vCPU with its "id" (index in `vcpus`).
 nlohmann::json vcpu_metrics_json(const std::vector<const VcpuStats*>& vcpus);
 
-// Device sections; `needs_reset` is the transport's count of DEVICE_NEEDS_RESET events.
-nlohmann::json device_metrics_json(const virtio::block::BlockCounters& c, uint64_t needs_reset);
-nlohmann::json device_metrics_json(const virtio::net::NetCounters& c, uint64_t needs_reset);
-nlohmann::json device_metrics_json(const virtio::balloon::BalloonCounters& c, uint64_t needs_reset);
+// Device sections come from the devices (VirtioDevice::metrics_json) with the transport's
+// "needs_reset" count added (DeviceManager::add_metrics).
 // Adds the stall watchdog's figures (virtio/watchdog.h) to a device section: "in_flight",
 // "oldest_in_flight_ms" (null when nothing is in flight), "slow_request_warnings",
 // "interrupts_reraised", "driver_stalls", "driver_stalled".

@@ -17,7 +17,7 @@
 #include "vmm/metrics.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
-#include "vmm/virtio_devices.h"
+#include "vmm/device_manager.h"
 #include "vmm/vmm.h"
 
 namespace embervm::vmm {
@@ -82,16 +82,11 @@ void Vmm::create_devices(const VmConfig& config) {
         *vm_, *pio_bus_, *mmio_bus_, [out = console_out_.get()](std::span<const uint8_t> bytes) { out->write(bytes); },
         [this](VmExit e) { request_exit(std::move(e)); });
 
-    virtio_ = std::make_unique<VirtioMmioDevices>(*vm_, *mmio_bus_, io_, *memory_);
+    virtio_ = std::make_unique<DeviceManager>(*vm_, *mmio_bus_, io_, *memory_);
     virtio_->attach_drives(config.drives);
     virtio_->attach_network_interfaces(config.network_interfaces);
     if (config.balloon) {
         balloon_ = virtio_->attach_balloon(*config.balloon);
-        if (config.balloon->stats_polling_interval_s > 0) {
-            balloon_stats_interval_s_ = config.balloon->stats_polling_interval_s;
-            balloon_stats_timer_ = std::make_unique<boost::asio::steady_timer>(io_);
-            poll_balloon_stats();
-        }
     }
 }
 

@@ -24,7 +24,7 @@
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
 #include "vmm/sys/signals.h"
-#include "vmm/virtio_devices.h"
+#include "vmm/device_manager.h"
 
 namespace embervm::vmm {
 
@@ -57,25 +57,6 @@ void Vmm::shutdown_vcpus() {
     for (auto& v : vcpus_) {
         v->join();
     }
-}
-
-// Every stats_polling_interval_s: hands the statistics buffer back to the driver, which refills
-// it with fresh numbers.
-void Vmm::poll_balloon_stats() {
-    // expires_after() cancels a pending wait (its handler sees operation_aborted): a new interval
-    // takes effect at once.
-    balloon_stats_timer_->expires_after(std::chrono::seconds(balloon_stats_interval_s_.load()));
-    balloon_stats_timer_->async_wait([this](const boost::system::error_code& ec) {
-        if (ec) return;
-        if (const auto s = balloon_->stats(); s && !balloon_stats_logged_) {
-            balloon_stats_logged_ = true;
-            log::info("virtio-balloon: statistics from the guest: free {} MiB, available {} MiB, total {} MiB",
-                      s->free_memory.value_or(0) >> 20, s->available_memory.value_or(0) >> 20,
-                      s->total_memory.value_or(0) >> 20);
-        }
-        balloon_->request_stats();
-        poll_balloon_stats();
-    });
 }
 
 bool Vmm::pause() {
@@ -128,9 +109,10 @@ std::optional<BalloonSize> Vmm::balloon_size() const {
 }
 
 bool Vmm::set_balloon_stats_interval(uint32_t seconds) {
-    if (!balloon_stats_timer_ || seconds == 0 || !started_ || ended_) return false;
-    balloon_stats_interval_s_ = seconds;
-    asio::post(io_, [this] { poll_balloon_stats(); });
+    if (!balloon_ || balloon_->options().stats_polling_interval_s == 0 || seconds == 0 || !started_ || ended_) {
+        return false;
+    }
+    balloon_->set_stats_interval(seconds);
     config_.set_balloon_stats_interval(seconds);
     return true;
 }

@@ -35,7 +35,7 @@ class Bus;
 class ConsoleOutput;
 class LegacyDevices;
 class StdinConsole;
-class VirtioMmioDevices;
+class DeviceManager;
 class EventLoopProbe;
 class MetricsWriter;
 
@@ -128,7 +128,6 @@ private:
     void load_guest(const VmConfig& config);
 
     void shutdown_vcpus();
-    void poll_balloon_stats();
     // The metrics document; `new_window` starts a new event-loop latency window (a line
     // written to the metrics output).
     std::string metrics_document(bool new_window);
@@ -146,11 +145,8 @@ private:
     std::unique_ptr<Bus> pio_bus_;
     std::unique_ptr<Bus> mmio_bus_;
     std::unique_ptr<LegacyDevices> legacy_;
-    std::unique_ptr<VirtioMmioDevices> virtio_;  // before vcpus_: destroyed after them
+    std::unique_ptr<DeviceManager> virtio_;  // before vcpus_: destroyed after them
     std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
-    std::unique_ptr<boost::asio::steady_timer> balloon_stats_timer_;
-    bool balloon_stats_logged_ = false;
-    std::atomic<uint32_t> balloon_stats_interval_s_{0};
     // Metrics: both set before started_ and kept until the Vmm goes (they hold timers on io_).
     std::unique_ptr<EventLoopProbe> loop_probe_;
     std::unique_ptr<MetricsWriter> metrics_;

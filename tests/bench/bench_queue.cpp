@@ -587,6 +587,7 @@ public:
     void signal_used_queue(uint16_t) override { ++used; }
     void signal_config_change() override {}
     void device_error(std::string_view reason) override { error = reason; }
+    bool needs_reset() const override { return !error.empty(); }
     uint64_t used = 0;
     std::string error;
 };

@@ -1,3 +1,4 @@
+// virtio-balloon: inflate, deflate, statistics and free page reporting queues.
 #include "virtio/balloon/balloon_device.h"
 
 #include <algorithm>
@@ -29,7 +30,7 @@ uint32_t pages_for(uint64_t mib) { return static_cast<uint32_t>(std::min<uint64_
 }  // namespace
 
 BalloonDevice::BalloonDevice(BalloonOptions options)
-    : options_(options), num_pages_(pages_for(options.amount_mib)) {}
+    : options_(options), num_pages_(pages_for(options.amount_mib)), stats_interval_s_(options.stats_polling_interval_s) {}
 
 uint64_t BalloonDevice::available_features() const {
     uint64_t f = feature::kRingEventIdx | feature::kRingIndirectDesc;
@@ -47,7 +48,7 @@ std::vector<uint16_t> BalloonDevice::queue_max_sizes() const {
 }
 
 void BalloonDevice::read_config(uint64_t offset, std::span<uint8_t> data) const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     uint8_t cfg[kConfigSize] = {};
     std::memcpy(cfg + kCfgNumPages, &num_pages_, 4);
     std::memcpy(cfg + kCfgActual, &actual_, 4);
@@ -55,7 +56,7 @@ void BalloonDevice::read_config(uint64_t offset, std::span<uint8_t> data) const 
 }
 
 void BalloonDevice::write_config(uint64_t offset, std::span<const uint8_t> data) {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     // Only `actual` (bytes 4..7) is driver-writable.
     if (offset < kCfgActual || offset + data.size() > kCfgActual + 4) {
         log::debug("{}: ignored config write of {} bytes at offset {:#x}", name(), data.size(), offset);
@@ -76,69 +77,70 @@ void BalloonDevice::write_config(uint64_t offset, std::span<const uint8_t> data)
     }
 }
 
-void BalloonDevice::activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked,
-                             DeviceInterrupt& interrupt) {
-    std::lock_guard lock(mutex_);
+void BalloonDevice::on_activate_locked(const Activation& a) {
     std::vector<Role> roles{Role::Inflate, Role::Deflate};
-    if (acked & balloon_feature::kStatsVq) roles.push_back(Role::Stats);
-    if (acked & balloon_feature::kPageReporting) roles.push_back(Role::Reporting);
-    if (queues.size() < roles.size()) {
-        throw QueueError(fmt::format("{} queues for the accepted features, {} offered", roles.size(), queues.size()));
+    if (a.acked_features & balloon_feature::kStatsVq) roles.push_back(Role::Stats);
+    if (a.acked_features & balloon_feature::kPageReporting) roles.push_back(Role::Reporting);
+    if (a.queues.size() < roles.size()) {
+        throw QueueError(fmt::format("{} queues for the accepted features, {} offered", roles.size(), a.queues.size()));
     }
     for (size_t i = 0; i < roles.size(); i++) {
-        if (!queues[i].ready()) throw QueueError(fmt::format("queue {} was not set up", i));
+        if (!a.queues[i].ready()) throw QueueError(fmt::format("queue {} was not set up", i));
         if (roles[i] == Role::Stats) stats_queue_ = static_cast<uint16_t>(i);
     }
-    mem_ = &mem;
-    queues_ = queues;
     roles_ = std::move(roles);
-    interrupt_ = &interrupt;
-    broken_ = false;
     stats_chain_.reset();
     log::info("{}: activated (target {} MiB{}{}{})", name(), num_pages_ / kPagesPerMib,
-              (acked & balloon_feature::kStatsVq) ? ", statistics" : "",
-              (acked & balloon_feature::kDeflateOnOom) ? ", deflate on OOM" : "",
-              (acked & balloon_feature::kPageReporting) ? ", free page reporting" : "");
+              (a.acked_features & balloon_feature::kStatsVq) ? ", statistics" : "",
+              (a.acked_features & balloon_feature::kDeflateOnOom) ? ", deflate on OOM" : "",
+              (a.acked_features & balloon_feature::kPageReporting) ? ", free page reporting" : "");
     // Linux queues its first statistics buffer and kicks before DRIVER_OK, when the transport
     // does not pass notifications on: look at every queue now.
-    for (size_t i = 0; i < roles_.size() && !broken_; i++) {
+    for (size_t i = 0; i < roles_.size() && !broken(); i++) {
         process_locked(static_cast<uint16_t>(i), roles_[i]);
     }
 }
 
-void BalloonDevice::reset() {
-    std::lock_guard lock(mutex_);
-    mem_ = nullptr;
-    queues_ = {};
+void BalloonDevice::on_reset_locked() {
     roles_.clear();
-    interrupt_ = nullptr;
-    broken_ = false;
     stats_chain_.reset();
     actual_ = 0;  // a fresh driver starts with an empty balloon
 }
 
-void BalloonDevice::fail_locked(std::string_view reason) {
-    broken_ = true;
-    counters_.device_errors++;
-    if (interrupt_ != nullptr) interrupt_->device_error(reason);
+void BalloonDevice::on_queue_locked(uint16_t index) {
+    if (index < roles_.size()) process_locked(index, roles_[index]);
 }
 
-void BalloonDevice::queue_notify(uint16_t index) {
-    std::lock_guard lock(mutex_);
-    if (mem_ == nullptr || broken_ || index >= roles_.size()) return;
-    try {
-        process_locked(index, roles_[index]);
-    } catch (const std::exception& e) {
-        fail_locked(e.what());
+std::optional<std::chrono::nanoseconds> BalloonDevice::timer_interval_locked() const {
+    const bool stats = std::find(roles_.begin(), roles_.end(), Role::Stats) != roles_.end();
+    if (!stats || stats_interval_s_ == 0) return std::nullopt;
+    return std::chrono::seconds(stats_interval_s_);
+}
+
+// Every statistics interval: hands the statistics buffer back to the driver, which refills it
+// with fresh numbers.
+void BalloonDevice::on_timer_locked() {
+    if (stats_ && !stats_logged_) {
+        stats_logged_ = true;
+        log::info("{}: statistics from the guest: free {} MiB, available {} MiB, total {} MiB", name(),
+                  stats_->free_memory.value_or(0) >> 20, stats_->available_memory.value_or(0) >> 20,
+                  stats_->total_memory.value_or(0) >> 20);
     }
+    request_stats_locked();
+}
+
+void BalloonDevice::set_stats_interval(uint32_t seconds) {
+    std::lock_guard lock(mutex());
+    stats_interval_s_ = seconds;
+    resubscribe_locked();
 }
 
 void BalloonDevice::process_locked(uint16_t index, Role role) {
-    Queue& q = queues_[index];
+    Queue& q = queues()[index];
     bool used = false;
     do {
-        q.disable_notification(*mem_);
-        while (auto chain = q.pop_available(*mem_)) {
+        q.disable_notification(mem());
+        while (auto chain = q.pop_available(mem())) {
             switch (role) {
                 case Role::Inflate:
                 case Role::Deflate:
@@ -146,10 +148,10 @@ void BalloonDevice::process_locked(uint16_t index, Role role) {
                     break;
                 case Role::Stats:
                     handle_stats_locked(*chain);
-                    if (!broken_) {
+                    if (!broken()) {
                         // Held until request_stats(); a second buffer replaces the first.
                         if (stats_chain_) {
-                            q.add_used(*mem_, stats_chain_->head_index(), 0);
+                            q.add_used(mem(), stats_chain_->head_index(), 0);
                             used = true;
                         }
                         stats_chain_ = std::move(chain);
@@ -160,12 +162,12 @@ void BalloonDevice::process_locked(uint16_t index, Role role) {
                     handle_report_locked(*chain);
                     break;
             }
-            if (broken_) return;
-            q.add_used(*mem_, chain->head_index(), 0);
+            if (broken()) return;
+            q.add_used(mem(), chain->head_index(), 0);
             used = true;
         }
-    } while (q.enable_notification(*mem_));
-    if (used && q.needs_notification(*mem_)) interrupt_->signal_used_queue(index);
+    } while (q.enable_notification(mem()));
+    if (used && q.needs_notification(mem())) interrupt().signal_used_queue(index);
 }
 
 void BalloonDevice::handle_pfns_locked(const DescriptorChain& chain, bool inflate) {
@@ -180,7 +182,7 @@ void BalloonDevice::handle_pfns_locked(const DescriptorChain& chain, bool inflat
         return;
     }
     std::vector<uint32_t> pfns(len / 4);
-    Reader r = chain.reader(*mem_);
+    Reader r = chain.reader(mem());
     r.read(std::span<uint8_t>(reinterpret_cast<uint8_t*>(pfns.data()), len));
     if (!inflate) {
         counters_.deflated_pages += pfns.size();
@@ -196,12 +198,12 @@ void BalloonDevice::handle_pfns_locked(const DescriptorChain& chain, bool inflat
         while (j < pfns.size() && pfns[j] == pfns[j - 1] + 1) j++;
         const memory::GuestAddress start(uint64_t{pfns[i]} * kBalloonPageSize);
         const uint64_t bytes = (j - i) * kBalloonPageSize;
-        if (mem_->discard(start, bytes)) {
+        if (mem().discard(start, bytes)) {
             counters_.discarded_bytes += bytes;
         } else {
             // Partly outside guest memory: page by page, skipping the invalid ones.
             for (size_t k = i; k < j; k++) {
-                if (mem_->discard(memory::GuestAddress(uint64_t{pfns[k]} * kBalloonPageSize), kBalloonPageSize)) {
+                if (mem().discard(memory::GuestAddress(uint64_t{pfns[k]} * kBalloonPageSize), kBalloonPageSize)) {
                     counters_.discarded_bytes += kBalloonPageSize;
                 } else if (counters_.invalid_pfns++ < 10) {
                     log::warn("{}: inflate: PFN {:#x} is not guest memory; skipped", name(), pfns[k]);
@@ -223,7 +225,7 @@ void BalloonDevice::handle_stats_locked(const DescriptorChain& chain) {
         return;
     }
     std::vector<uint8_t> buf(len);
-    chain.reader(*mem_).read(buf);
+    chain.reader(mem()).read(buf);
     BalloonStats s;
     for (size_t off = 0; off + kStatEntrySize <= len; off += kStatEntrySize) {
         uint16_t tag = 0;
@@ -259,7 +261,7 @@ void BalloonDevice::handle_report_locked(const DescriptorChain& chain) {
     }
     for (const Descriptor& d : chain.writable()) {
         counters_.reported_ranges++;
-        if (mem_->discard(memory::GuestAddress(d.addr), d.len)) {
+        if (mem().discard(memory::GuestAddress(d.addr), d.len)) {
             counters_.discarded_bytes += d.len;
         } else if (counters_.invalid_pfns++ < 10) {
             log::warn("{}: reported range {:#x}+{:#x} is not page-aligned guest memory; skipped", name(), d.addr,
@@ -269,35 +271,39 @@ void BalloonDevice::handle_report_locked(const DescriptorChain& chain) {
 }
 
 void BalloonDevice::set_target_mib(uint64_t mib) {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     num_pages_ = pages_for(mib);
     log::info("{}: target {} MiB ({} pages)", name(), mib, num_pages_);
-    if (interrupt_ != nullptr) interrupt_->signal_config_change();
+    if (active()) interrupt().signal_config_change();
 }
 
 uint64_t BalloonDevice::target_mib() const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     return num_pages_ / kPagesPerMib;
 }
 
 uint32_t BalloonDevice::actual_pages() const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     return actual_;
 }
 
 std::optional<BalloonStats> BalloonDevice::stats() const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     return stats_;
 }
 
 bool BalloonDevice::request_stats() {
-    std::lock_guard lock(mutex_);
-    if (!stats_chain_ || mem_ == nullptr || broken_) return false;
+    std::lock_guard lock(mutex());
+    return request_stats_locked();
+}
+
+bool BalloonDevice::request_stats_locked() {
+    if (!stats_chain_ || !active() || broken()) return false;
     try {
-        Queue& q = queues_[stats_queue_];
-        q.add_used(*mem_, stats_chain_->head_index(), 0);
+        Queue& q = queues()[stats_queue_];
+        q.add_used(mem(), stats_chain_->head_index(), 0);
         stats_chain_.reset();
-        if (q.needs_notification(*mem_)) interrupt_->signal_used_queue(stats_queue_);
+        if (q.needs_notification(mem())) interrupt().signal_used_queue(stats_queue_);
     } catch (const std::exception& e) {
         fail_locked(e.what());
         return false;
@@ -306,11 +312,11 @@ bool BalloonDevice::request_stats() {
 }
 
 DeviceProgress BalloonDevice::progress() const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     DeviceProgress p;
-    if (mem_ == nullptr) return p;
-    for (size_t i = 0; i < queues_.size(); i++) {
-        if (auto s = queues_[i].progress(*mem_)) {
+    if (!active()) return p;
+    for (size_t i = 0; i < queues().size(); i++) {
+        if (auto s = queues()[i].progress(mem())) {
             s->index = static_cast<uint16_t>(i);
             p.queues.push_back(*s);
         }
@@ -319,8 +325,26 @@ DeviceProgress BalloonDevice::progress() const {
 }
 
 BalloonCounters BalloonDevice::counters() const {
-    std::lock_guard lock(mutex_);
-    return counters_;
+    std::lock_guard lock(mutex());
+    BalloonCounters c = counters_;
+    c.device_errors = device_errors();
+    return c;
+}
+
+nlohmann::json BalloonDevice::metrics_json() const { return counters_json(counters()); }
+
+nlohmann::json counters_json(const BalloonCounters& c) {
+    return {{"inflated_pages", c.inflated_pages},   {"deflated_pages", c.deflated_pages},
+            {"discarded_bytes", c.discarded_bytes}, {"invalid_pfns", c.invalid_pfns},
+            {"reported_ranges", c.reported_ranges}, {"stats_updates", c.stats_updates}};
+}
+
+void BalloonDevice::log_counters() const {
+    const BalloonCounters c = counters();
+    log::info("{}: inflated {} pages, deflated {}, {} MiB given back to the host, {} invalid PFNs, {} reports, "
+              "{} statistics updates",
+              name(), c.inflated_pages, c.deflated_pages, c.discarded_bytes >> 20, c.invalid_pfns, c.reported_ranges,
+              c.stats_updates);
 }
 
 }  // namespace embervm::virtio::balloon

@@ -5,7 +5,8 @@
 //             from the guest-memory backing (GuestMemory::discard: the host frees them)
 //   deflate   the pages become usable again: nothing to do for anonymous memory
 //   stats     (VIRTIO_BALLOON_F_STATS_VQ) the driver's buffer of {le16 tag, le64 value} entries
-//             is parsed and held; request_stats() hands it back so the driver refills it
+//             is parsed and held; every statistics interval (a timer on the event loop while the
+//             device is activated) or on request_stats() it goes back so the driver refills it
 //   reporting (VIRTIO_BALLOON_F_PAGE_REPORTING) free page ranges the guest reports: discarded
 //
 // Queue numbering: the driver only sets up the queues of the features it accepted and numbers
@@ -15,8 +16,8 @@
 // descriptors on inflate/deflate/stats, a PFN array whose length is not a multiple of 4)
 // put the device into DEVICE_NEEDS_RESET.
 //
-// Threading: transport calls are serialised; set_target_mib(), request_stats() and the getters
-// may be called from any thread.
+// Threading: everything runs under the device lock (DeviceBase::mutex()); set_target_mib(),
+// set_stats_interval(), request_stats() and the getters may be called from any thread.
 #pragma once
 
 #include <chrono>
@@ -26,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "virtio/device.h"
+#include "virtio/device_base.h"
 
 namespace embervm::virtio::balloon {
 
@@ -65,8 +66,12 @@ struct BalloonCounters {
     uint64_t stats_updates = 0;
     uint64_t device_errors = 0;
 };
+// The counters as a metrics section (vmm/metrics.h), without device_errors (the VMM adds the
+// transport's "needs_reset" count).
+nlohmann::json counters_json(const BalloonCounters& c);
 
-class BalloonDevice : public VirtioDevice {
+
+class BalloonDevice : public DeviceBase {
 public:
     explicit BalloonDevice(BalloonOptions options);
 
@@ -75,12 +80,10 @@ public:
     std::vector<uint16_t> queue_max_sizes() const override;
     void read_config(uint64_t offset, std::span<uint8_t> data) const override;
     void write_config(uint64_t offset, std::span<const uint8_t> data) override;
-    void activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked_features,
-                  DeviceInterrupt& interrupt) override;
-    void queue_notify(uint16_t queue_index) override;
-    void reset() override;
     std::string name() const override { return "virtio-balloon"; }
     DeviceProgress progress() const override;
+    nlohmann::json metrics_json() const override;
+    void log_counters() const override;
 
     // Run-time API.
     void set_target_mib(uint64_t mib);
@@ -89,26 +92,32 @@ public:
     std::optional<BalloonStats> stats() const;
     // Returns the held statistics buffer to the driver (it refills it). false if none is held.
     bool request_stats();
+    // The statistics interval (seconds, > 0; starts as stats_polling_interval_s): from now on,
+    // the first firing one interval from now. Only with a statistics queue configured.
+    void set_stats_interval(uint32_t seconds);
     BalloonCounters counters() const;
     const BalloonOptions& options() const { return options_; }
 
 private:
     enum class Role { Inflate, Deflate, Stats, Reporting };
+    void on_activate_locked(const Activation& a) override;
+    void on_queue_locked(uint16_t queue_index) override;
+    void on_reset_locked() override;
+    std::optional<std::chrono::nanoseconds> timer_interval_locked() const override;
+    void on_timer_locked() override;
+    bool request_stats_locked();
     void process_locked(uint16_t index, Role role);
     void handle_pfns_locked(const DescriptorChain& chain, bool inflate);
     void handle_stats_locked(const DescriptorChain& chain);
     void handle_report_locked(const DescriptorChain& chain);
-    void fail_locked(std::string_view reason);
 
     const BalloonOptions options_;
-    mutable std::mutex mutex_;
+    // The rest under mutex().
     uint32_t num_pages_;  // target
     uint32_t actual_ = 0;
-    const memory::GuestMemory* mem_ = nullptr;
-    std::span<Queue> queues_;
+    uint32_t stats_interval_s_;
+    bool stats_logged_ = false;  // the first statistics are logged once per run
     std::vector<Role> roles_;  // by queue index, for the activated feature set
-    DeviceInterrupt* interrupt_ = nullptr;
-    bool broken_ = false;
     std::optional<DescriptorChain> stats_chain_;
     uint16_t stats_queue_ = 0;
     std::optional<BalloonStats> stats_;

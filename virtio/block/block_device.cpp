@@ -1,3 +1,4 @@
+// virtio-blk: request parsing and validation, handing the I/O to the backend, completions.
 #include "virtio/block/block_device.h"
 
 #include <poll.h>
@@ -71,7 +72,7 @@ BlockDevice::BlockDevice(std::unique_ptr<BlockBackend> backend, BlockDeviceOptio
 }
 
 BlockDevice::~BlockDevice() {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     drain_backend_locked();
 }
 
@@ -98,43 +99,33 @@ void BlockDevice::write_config(uint64_t offset, std::span<const uint8_t> data) {
     log::debug("{}: ignored config write of {} bytes at offset {:#x}", name(), data.size(), offset);
 }
 
-void BlockDevice::activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked_features,
-                           DeviceInterrupt& interrupt) {
-    std::lock_guard lock(mutex_);
-    if (queues.empty() || !queues[0].ready()) {
+void BlockDevice::on_activate_locked(const Activation& a) {
+    if (a.queues.empty() || !a.queues[0].ready()) {
         throw QueueError("the request queue was not set up");
     }
-    mem_ = &mem;
-    queue_ = &queues[0];
-    interrupt_ = &interrupt;
-    acked_features_ = acked_features;
-    broken_ = false;
     backend_full_ = false;
     log::info("{}: activated ({} sectors{}{})", name(), capacity_, options_.read_only ? ", read-only" : "",
-              (acked_features & blk_feature::kFlush) != 0 ? ", flush" : "");
+              (a.acked_features & blk_feature::kFlush) != 0 ? ", flush" : "");
 }
 
-void BlockDevice::queue_notify(uint16_t queue_index) {
-    std::lock_guard lock(mutex_);
-    if (queue_index != 0 || queue_ == nullptr || broken_) {
-        return;
-    }
-    process_queue_locked();
+void BlockDevice::on_queue_locked(uint16_t queue_index) {
+    if (queue_index == 0) process_queue_locked();
 }
 
-void BlockDevice::reset() {
-    std::lock_guard lock(mutex_);
+void BlockDevice::on_reset_locked() {
     // Requests in flight still write into guest memory: wait for them before forgetting the
     // queue, so none completes into a queue the driver is setting up anew.
     drain_backend_locked();
     pending_.clear();
-    mem_ = nullptr;
-    queue_ = nullptr;
-    interrupt_ = nullptr;
-    acked_features_ = 0;
-    broken_ = false;
     backend_full_ = false;
     used_added_ = false;  // else the first pass after re-activation raises a stale interrupt
+}
+
+std::vector<DeviceBase::EventSource> BlockDevice::event_sources_locked() {
+    return {EventSource{backend_->completion_fd(), [this] {
+                            process_completions_locked();
+                            return true;
+                        }}};
 }
 
 void BlockDevice::drain_backend_locked() {
@@ -161,13 +152,13 @@ void BlockDevice::finish_in_flight_locked() {
 }
 
 bool BlockDevice::replace_backend(std::unique_ptr<BlockBackend> backend) {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     check_read_only(*backend);
     return swap_backend_locked(std::move(backend));
 }
 
 bool BlockDevice::reopen_backend(const std::function<std::unique_ptr<BlockBackend>()>& open) {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     backend_->unlock_image();
     std::unique_ptr<BlockBackend> next;
     try {
@@ -206,22 +197,23 @@ bool BlockDevice::swap_backend_locked(std::unique_ptr<BlockBackend> backend) {
     old.reset();  // closes the old image and releases its lock
     log::info("{}: backend replaced ({} -> {} sectors, io_engine {})", name(), old_capacity, capacity_,
               to_string(backend_->engine()));
-    if (interrupt_ == nullptr) {
+    if (!active()) {
         return false;
     }
-    interrupt_->signal_config_change();
+    resubscribe_locked();  // the completion fd is the new backend's
+    interrupt().signal_config_change();
     backend_full_ = false;
-    if (queue_ != nullptr && !broken_) {
+    if (!broken()) {
         process_queue_locked();
     }
     return true;
 }
 
 DeviceProgress BlockDevice::progress() const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     DeviceProgress p;
-    if (queue_ == nullptr) return p;
-    if (auto q = queue_->progress(*mem_)) p.queues.push_back(*q);
+    if (!active()) return p;
+    if (auto q = queue().progress(mem())) p.queues.push_back(*q);
     p.in_flight = pending_.size();
     for (const auto& [tag, pending] : pending_) {
         if (!p.oldest_submitted || pending.submitted < *p.oldest_submitted) p.oldest_submitted = pending.submitted;
@@ -242,22 +234,46 @@ BlockCounters BlockDevice::counters() const {
     c.write_bytes = get(counters_.write_bytes);
     c.io_errors = get(counters_.io_errors);
     c.unsupported_requests = get(counters_.unsupported_requests);
-    c.device_errors = get(counters_.device_errors);
+    c.device_errors = device_errors();
     return c;
 }
 
-void BlockDevice::fail_locked(std::string_view reason) {
-    if (!broken_) counters_.device_errors.fetch_add(1, std::memory_order_relaxed);
-    broken_ = true;
-    if (interrupt_ != nullptr) {
-        interrupt_->device_error(reason);
-    }
+nlohmann::json BlockDevice::metrics_json() const { return counters_json(counters()); }
+
+nlohmann::json counters_json(const BlockCounters& c) {
+    return {{"read_requests", c.read_requests},
+            {"write_requests", c.write_requests},
+            {"flush_requests", c.flush_requests},
+            {"discard_requests", c.discard_requests},
+            {"write_zeroes_requests", c.write_zeroes_requests},
+            {"get_id_requests", c.get_id_requests},
+            {"read_bytes", c.read_bytes},
+            {"write_bytes", c.write_bytes},
+            {"io_errors", c.io_errors},
+            {"unsupported_requests", c.unsupported_requests}};
+}
+
+void BlockDevice::log_counters() const {
+    const BlockCounters c = counters();
+    log::info("{}: {} reads ({} bytes), {} writes ({} bytes), {} flushes, {} discards, {} write-zeroes, {} "
+              "GET_IDs, {} I/O errors, {} unsupported requests, {} device errors",
+              name(), c.read_requests, c.read_bytes, c.write_requests, c.write_bytes, c.flush_requests,
+              c.discard_requests, c.write_zeroes_requests, c.get_id_requests, c.io_errors, c.unsupported_requests,
+              c.device_errors);
 }
 
 void BlockDevice::process_completions() {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
+    if (active() && !broken()) {
+        process_completions_locked();
+    } else {
+        reap_locked();
+    }
+}
+
+void BlockDevice::process_completions_locked() {
     reap_locked();
-    if (backend_full_ && queue_ != nullptr && !broken_) {
+    if (backend_full_ && active() && !broken()) {
         backend_full_ = false;
         process_queue_locked();
     }
@@ -265,7 +281,7 @@ void BlockDevice::process_completions() {
 
 size_t BlockDevice::reap_locked() {
     const auto completions = backend_->reap_completions();
-    if (queue_ == nullptr) {
+    if (!active()) {
         return completions.size();  // reset: nothing to complete into
     }
     for (const IoCompletion& c : completions) {
@@ -282,15 +298,15 @@ size_t BlockDevice::reap_locked() {
         } else if (p.op == IoRequest::Op::Write) {
             counters_.write_bytes.fetch_add(p.length, std::memory_order_relaxed);
         }
-        if (!broken_) {
+        if (!broken()) {
             complete(p.head, p.used_len, p.status, c.result < 0 ? blk_status::kIoErr : blk_status::kOk);
         }
     }
-    if (used_added_ && !broken_) {
+    if (used_added_ && !broken()) {
         used_added_ = false;
         try {
-            if (queue_->needs_notification(*mem_)) {
-                interrupt_->signal_used_queue(0);
+            if (queue().needs_notification(mem())) {
+                interrupt().signal_used_queue(0);
             }
         } catch (const std::exception& e) {
             fail_locked(e.what());
@@ -303,8 +319,8 @@ void BlockDevice::complete(uint16_t head, uint32_t used_len, memory::GuestAddres
     if (value == blk_status::kIoErr) counters_.io_errors.fetch_add(1, std::memory_order_relaxed);
     if (value == blk_status::kUnsupp) counters_.unsupported_requests.fetch_add(1, std::memory_order_relaxed);
     try {
-        mem_->write_obj(status, value);
-        queue_->add_used(*mem_, head, used_len);
+        mem().write_obj(status, value);
+        queue().add_used(mem(), head, used_len);
         used_added_ = true;
     } catch (const std::exception& e) {
         fail_locked(e.what());
@@ -316,20 +332,20 @@ void BlockDevice::process_queue_locked() {
         backend_full_ = false;  // about this pass only
         try {
             for (;;) {
-                queue_->disable_notification(*mem_);
-                while (auto chain = queue_->pop_available(*mem_)) {
+                queue().disable_notification(mem());
+                while (auto chain = queue().pop_available(mem())) {
                     if (!handle_chain(*chain)) {
-                        queue_->undo_pop();
+                        queue().undo_pop();
                         backend_full_ = true;
                         break;
                     }
-                    if (broken_) {
+                    if (broken()) {
                         backend_->flush_submissions();
                         return;
                     }
                 }
                 backend_->flush_submissions();
-                if (backend_full_ || !queue_->enable_notification(*mem_)) {
+                if (backend_full_ || !queue().enable_notification(mem())) {
                     break;
                 }
             }
@@ -340,10 +356,10 @@ void BlockDevice::process_queue_locked() {
         }
         // Requests the sync backend finished inside submit() (and io_uring requests that
         // completed inline in io_uring_submit) are reaped here at once. That consumes the
-        // completion eventfd, so process_completions() will not run for them: if the backend
+        // completion eventfd, so its handler will not run for them: if the backend
         // was full and this freed room, go round again.
         const size_t reaped = reap_locked();
-        if (!backend_full_ || reaped == 0 || broken_ || queue_ == nullptr) {
+        if (!backend_full_ || reaped == 0 || broken() || !active()) {
             return;
         }
     }
@@ -367,8 +383,8 @@ bool BlockDevice::handle_chain(const DescriptorChain& chain) {
         return true;
     }
     const uint16_t head = chain.head_index();
-    Reader reader = chain.reader(*mem_);
-    Writer writer = chain.writer(*mem_);
+    Reader reader = chain.reader(mem());
+    Writer writer = chain.writer(mem());
     std::optional<Writer> data_out = writer.split_tail(1);  // `writer` keeps the data part
     (void)data_out;
 
@@ -430,7 +446,7 @@ bool BlockDevice::handle_chain(const DescriptorChain& chain) {
             break;
         }
         case req::kFlush:
-            if ((acked_features_ & blk_feature::kFlush) == 0) {
+            if ((acked_features() & blk_feature::kFlush) == 0) {
                 complete(head, 1, *status, blk_status::kUnsupp);
                 return true;
             }
@@ -447,7 +463,7 @@ bool BlockDevice::handle_chain(const DescriptorChain& chain) {
         case req::kWriteZeroes: {
             const bool discard = header->type == req::kDiscard;
             const uint64_t feat = discard ? blk_feature::kDiscard : blk_feature::kWriteZeroes;
-            if ((acked_features_ & feat) == 0) {
+            if ((acked_features() & feat) == 0) {
                 complete(head, 1, *status, blk_status::kUnsupp);
                 return true;
             }

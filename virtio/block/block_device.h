@@ -1,7 +1,7 @@
 // virtio-blk device model: parses requests from its one queue, validates them against the
 // disk's capacity and the negotiated features, and hands the I/O to a BlockBackend (sync file
-// I/O or io_uring). Knows nothing of the transport (virtio-mmio) or the event loop: the VMM
-// watches backend_completion_fd() and calls process_completions() when it is readable.
+// I/O or io_uring). Knows nothing of the transport (virtio-mmio). Once activated it watches its
+// queue's eventfd and the backend's completion fd on the event loop (virtio/device_base.h).
 #pragma once
 
 #include <atomic>
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "virtio/block/backend.h"
-#include "virtio/device.h"
+#include "virtio/device_base.h"
 
 namespace embervm::virtio::block {
 
@@ -58,6 +58,10 @@ struct BlockCounters {
     uint64_t unsupported_requests = 0;  // completed with VIRTIO_BLK_S_UNSUPP (unknown type, feature not acked)
     uint64_t device_errors = 0;         // guest errors that put the device in DEVICE_NEEDS_RESET
 };
+// The counters as a metrics section (vmm/metrics.h), without device_errors (the VMM adds the
+// transport's "needs_reset" count).
+nlohmann::json counters_json(const BlockCounters& c);
+
 
 struct BlockDeviceOptions {
     std::string id;          // drive_id: the GET_ID serial (truncated to 20 bytes)
@@ -65,7 +69,7 @@ struct BlockDeviceOptions {
     bool flush = false;      // offer VIRTIO_BLK_F_FLUSH (cache_type Writeback)
 };
 
-class BlockDevice : public VirtioDevice {
+class BlockDevice : public DeviceBase {
 public:
     BlockDevice(std::unique_ptr<BlockBackend> backend, BlockDeviceOptions options);
     ~BlockDevice() override;
@@ -75,14 +79,13 @@ public:
     std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize}; }
     void read_config(uint64_t offset, std::span<uint8_t> data) const override;
     void write_config(uint64_t offset, std::span<const uint8_t> data) override;
-    void activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked_features,
-                  DeviceInterrupt& interrupt) override;
-    void queue_notify(uint16_t queue_index) override;
-    void reset() override;
     std::string name() const override { return "virtio-blk " + options_.id; }
     DeviceProgress progress() const override;
+    nlohmann::json metrics_json() const override;
+    void log_counters() const override;
 
-    // The backend's completion eventfd and its handler (event-loop thread).
+    // The backend's completion fd, and what its handler on the event loop does: for tests that
+    // drive the device by hand.
     int backend_completion_fd() const { return backend_->completion_fd(); }
     void process_completions();
 
@@ -98,8 +101,8 @@ public:
     // `backend` in place of the current one. Requests in flight on the old backend complete
     // first (into the guest's used ring); requests still queued continue on the new one. The
     // capacity becomes the new size / 512 and the driver is told with a config-change
-    // interrupt (config generation bump) if the device is activated. The completion fd changes:
-    // whoever watches backend_completion_fd() must watch the new one.
+    // interrupt (config generation bump) if the device is activated. The device watches the
+    // new backend's completion fd from then on.
     // Throws Error, leaving the device as it was, if the new image's read-only flag differs from
     // the device's VIRTIO_BLK_F_RO. Returns whether the driver was told (false: not activated).
     bool replace_backend(std::unique_ptr<BlockBackend> backend);
@@ -121,8 +124,14 @@ private:
         std::atomic<uint64_t> read_requests{0}, write_requests{0}, flush_requests{0};
         std::atomic<uint64_t> discard_requests{0}, write_zeroes_requests{0}, get_id_requests{0};
         std::atomic<uint64_t> read_bytes{0}, write_bytes{0};
-        std::atomic<uint64_t> io_errors{0}, unsupported_requests{0}, device_errors{0};
+        std::atomic<uint64_t> io_errors{0}, unsupported_requests{0};
     };
+
+    void on_activate_locked(const Activation& a) override;
+    void on_queue_locked(uint16_t queue_index) override;
+    void on_reset_locked() override;
+    std::vector<EventSource> event_sources_locked() override;
+    Queue& queue() const { return queues()[0]; }
 
     // Pops and starts requests until the queue is empty or the backend is full. Called with
     // mutex_ held.
@@ -131,7 +140,7 @@ private:
     bool handle_chain(const DescriptorChain& chain);
     void complete(uint16_t head, uint32_t used_len, memory::GuestAddress status, uint8_t value);
     size_t reap_locked();  // returns the number of completions taken from the backend
-    void fail_locked(std::string_view reason);
+    void process_completions_locked();
     void drain_backend_locked();
     // Waits for the backend's requests in flight and completes them into the used ring.
     void finish_in_flight_locked();
@@ -141,19 +150,14 @@ private:
 
     std::unique_ptr<BlockBackend> backend_;
     BlockDeviceOptions options_;
-    // capacity_ and config_ change at run time (replace_backend): written with both mutex_ and
+    // capacity_ and config_ change at run time (replace_backend): written with both mutex() and
     // config_mutex_ held, read under either (read_config from vCPU threads takes config_mutex_
     // only, so it never waits for the queue).
     mutable std::mutex config_mutex_;
     uint64_t capacity_;  // sectors
     std::vector<uint8_t> config_;
 
-    mutable std::mutex mutex_;
-    const memory::GuestMemory* mem_ = nullptr;
-    Queue* queue_ = nullptr;
-    DeviceInterrupt* interrupt_ = nullptr;
-    uint64_t acked_features_ = 0;
-    bool broken_ = false;
+    // The rest under mutex().
     bool backend_full_ = false;
     uint64_t next_tag_ = 1;
     std::unordered_map<uint64_t, Pending> pending_;

@@ -1,3 +1,4 @@
+// virtio-net: transmit and receive between the guest's queues and the backend (TAP).
 #include "virtio/net/net_device.h"
 
 #include <algorithm>
@@ -68,67 +69,62 @@ void NetDevice::write_config(uint64_t offset, std::span<const uint8_t> data) {
     log::debug("{}: ignored config write of {} bytes at offset {:#x}", name(), data.size(), offset);
 }
 
-void NetDevice::activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked,
-                         DeviceInterrupt& interrupt) {
-    std::function<void()> resume;
-    {
-        std::lock_guard lock(mutex_);
-        if (queues.size() < 2 || !queues[0].ready() || !queues[1].ready()) {
-            throw QueueError("the receive and transmit queues must both be set up");
-        }
-        backend_->set_offloads(acked);
-        mem_ = &mem;
-        rxq_ = &queues[0];
-        txq_ = &queues[1];
-        interrupt_ = &interrupt;
-        acked_ = acked;
-        mrg_rxbuf_ = (acked & net_feature::kMrgRxbuf) != 0;
-        broken_ = false;
-        rx_waiting_ = false;
-        rx_frame_len_ = 0;
-        rx_chains_.clear();
-        rx_chains_capacity_ = 0;
-        resume = rx_resume_;
-        log::info("{}: activated on {} (features {:#x}{})", name(), backend_->name(), acked,
-                  mrg_rxbuf_ ? ", mergeable rx buffers" : "");
-        // Frames the driver queued before DRIVER_OK (the transport drops kicks until then).
-        try {
-            process_tx_locked();
-        } catch (const std::exception& e) {
-            fail_locked(e.what());
-        }
+void NetDevice::on_activate_locked(const Activation& a) {
+    if (a.queues.size() < 2 || !a.queues[0].ready() || !a.queues[1].ready()) {
+        throw QueueError("the receive and transmit queues must both be set up");
     }
-    if (resume) resume();  // frames may have queued up in the TAP meanwhile
+    backend_->set_offloads(a.acked_features);
+    rxq_ = &a.queues[0];
+    txq_ = &a.queues[1];
+    mrg_rxbuf_ = (a.acked_features & net_feature::kMrgRxbuf) != 0;
+    rx_waiting_ = false;
+    rx_frame_len_ = 0;
+    rx_chains_.clear();
+    rx_chains_capacity_ = 0;
+    log::info("{}: activated on {} (features {:#x}{})", name(), backend_->name(), a.acked_features,
+              mrg_rxbuf_ ? ", mergeable rx buffers" : "");
+    // Frames the driver queued before DRIVER_OK (the transport drops kicks until then).
+    try {
+        process_tx_locked();
+    } catch (const std::exception& e) {
+        fail_locked(e.what());
+    }
+    // The TAP is watched afresh for this activation: frames may have queued up meanwhile.
+    if (rx_resume_) rx_resume_();
 }
 
-void NetDevice::reset() {
-    std::lock_guard lock(mutex_);
+void NetDevice::on_reset_locked() {
     if (rx_frame_len_ != 0) counters_.rx_dropped++;  // read from the TAP, waiting for buffers
-    mem_ = nullptr;
     rxq_ = nullptr;
     txq_ = nullptr;
-    interrupt_ = nullptr;
-    acked_ = 0;
-    broken_ = false;
     rx_waiting_ = false;
     rx_frame_len_ = 0;
     rx_chains_.clear();
     rx_chains_capacity_ = 0;
 }
 
+std::vector<DeviceBase::EventSource> NetDevice::event_sources_locked() {
+    return {EventSource{backend_->fd(), [this] { return rx_ready_locked(); }}};
+}
+
 void NetDevice::set_rx_resume_hook(std::function<void()> hook) {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     rx_resume_ = std::move(hook);
 }
 
+void NetDevice::rx_resumed_locked() {
+    resume_source_locked(0);
+    if (rx_resume_) rx_resume_();
+}
+
 DeviceProgress NetDevice::progress() const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(mutex());
     DeviceProgress p;
-    if (mem_ == nullptr) return p;
+    if (!active()) return p;
     uint16_t index = 0;
     for (const Queue* q : {rxq_, txq_}) {
         if (q != nullptr) {
-            if (auto s = q->progress(*mem_)) {
+            if (auto s = q->progress(mem())) {
                 s->index = index;
                 p.queues.push_back(*s);
             }
@@ -139,49 +135,55 @@ DeviceProgress NetDevice::progress() const {
 }
 
 NetCounters NetDevice::counters() const {
-    std::lock_guard lock(mutex_);
-    return counters_;
+    std::lock_guard lock(mutex());
+    NetCounters c = counters_;
+    c.device_errors = device_errors();
+    return c;
 }
 
-void NetDevice::fail_locked(std::string_view reason) {
-    broken_ = true;
-    counters_.device_errors++;
-    if (interrupt_ != nullptr) interrupt_->device_error(reason);
+nlohmann::json NetDevice::metrics_json() const { return counters_json(counters()); }
+
+nlohmann::json counters_json(const NetCounters& c) {
+    return {{"rx_frames", c.rx_frames}, {"rx_bytes", c.rx_bytes},   {"rx_dropped", c.rx_dropped},
+            {"rx_errors", c.rx_errors}, {"rx_paused", c.rx_paused}, {"tx_frames", c.tx_frames},
+            {"tx_bytes", c.tx_bytes},   {"tx_dropped", c.tx_dropped}, {"tx_errors", c.tx_errors}};
+}
+
+void NetDevice::log_counters() const {
+    const NetCounters c = counters();
+    log::info("{}: rx {} frames ({} bytes, {} dropped, {} read errors, waited for buffers {} times), tx {} "
+              "frames ({} bytes, {} dropped, {} write errors), {} device errors",
+              name(), c.rx_frames, c.rx_bytes, c.rx_dropped, c.rx_errors, c.rx_paused, c.tx_frames, c.tx_bytes,
+              c.tx_dropped, c.tx_errors, c.device_errors);
 }
 
 void NetDevice::signal_locked(uint16_t queue) {
     Queue* q = queue == 0 ? rxq_ : txq_;
-    if (q->needs_notification(*mem_)) interrupt_->signal_used_queue(queue);
+    if (q->needs_notification(mem())) interrupt().signal_used_queue(queue);
 }
 
-void NetDevice::queue_notify(uint16_t queue_index) {
-    std::function<void()> resume;
-    {
-        std::lock_guard lock(mutex_);
-        if (mem_ == nullptr || broken_) return;
-        try {
-            if (queue_index == 1) {
-                process_tx_locked();
-            } else if (queue_index == 0 && rx_waiting_) {
-                // Buffers arrived: finish a frame that waited for them, then let the caller watch
-                // the backend again (it stopped when process_rx() returned false).
-                if (process_rx_locked()) {
-                    rx_waiting_ = false;
-                    resume = rx_resume_;
-                }
-            }
-        } catch (const std::exception& e) {
-            fail_locked(e.what());
+void NetDevice::on_queue_locked(uint16_t queue_index) {
+    if (queue_index == 1) {
+        process_tx_locked();
+    } else if (queue_index == 0 && rx_waiting_) {
+        // Buffers arrived: finish a frame that waited for them, then watch the backend again
+        // (the watch paused when the guest ran out of buffers).
+        if (process_rx_locked()) {
+            rx_waiting_ = false;
+            rx_resumed_locked();
         }
     }
-    if (resume) resume();
 }
 
 bool NetDevice::process_rx() {
-    std::lock_guard lock(mutex_);
-    if (mem_ == nullptr || broken_) {
-        return false;  // resumed by activate()
+    std::lock_guard lock(mutex());
+    if (!active() || broken()) {
+        return false;  // watched again at the next activation
     }
+    return rx_ready_locked();
+}
+
+bool NetDevice::rx_ready_locked() {
     try {
         const bool more = process_rx_locked();
         rx_waiting_ = !more;
@@ -212,21 +214,21 @@ bool NetDevice::process_rx_locked() {
                 more = true;
                 go = false;
                 break;
-            case RxStep::kStopped:  // guest error (broken_) or backend read error
+            case RxStep::kStopped:  // guest error (broken()) or backend read error
                 go = false;
                 break;
         }
     }
-    if (delivered && !broken_) signal_locked(0);
+    if (delivered && !broken()) signal_locked(0);
     return more;
 }
 
 std::optional<DescriptorChain> NetDevice::pop_rx_chain_locked() {
     Queue& q = *rxq_;
-    q.disable_notification(*mem_);
+    q.disable_notification(mem());
     for (;;) {
-        if (auto chain = q.pop_available(*mem_)) return chain;
-        if (!q.enable_notification(*mem_)) return std::nullopt;  // kicks on: wait for the driver
+        if (auto chain = q.pop_available(mem())) return chain;
+        if (!q.enable_notification(mem())) return std::nullopt;  // kicks on: wait for the driver
     }
 }
 
@@ -251,7 +253,7 @@ NetDevice::RxStep NetDevice::receive_frame_locked() {
         std::vector<std::span<uint8_t>> slices;
         rx_iov_.clear();
         if (direct) {
-            Writer w = chain->writer(*mem_);
+            Writer w = chain->writer(mem());
             slices = w.take_slices(cap);
             for (const auto& s : slices) rx_iov_.push_back({s.data(), s.size()});
         } else {
@@ -283,7 +285,7 @@ NetDevice::RxStep NetDevice::receive_frame_locked() {
             // num_buffers = 1 (the TAP leaves those two header bytes alone).
             const uint16_t one = 1;
             write_at(slices, kNumBuffersOffset, std::span(reinterpret_cast<const uint8_t*>(&one), sizeof(one)));
-            q.add_used(*mem_, chain->head_index(), static_cast<uint32_t>(len));
+            q.add_used(mem(), chain->head_index(), static_cast<uint32_t>(len));
             counters_.rx_frames++;
             counters_.rx_bytes += len - kNetHdrSize;
             return RxStep::kDelivered;
@@ -315,14 +317,14 @@ void NetDevice::deliver_frame_locked() {
     rx_used_.clear();
     size_t pos = 0;
     for (RxChain& c : rx_chains_) {
-        Writer w = c.chain->writer(*mem_);
+        Writer w = c.chain->writer(mem());
         const size_t n = std::min<size_t>(c.capacity, rx_frame_len_ - pos);
         w.write(std::span<const uint8_t>(rx_frame_.data() + pos, n));
         rx_used_.push_back({c.chain->head_index(), static_cast<uint32_t>(n)});
         pos += n;
     }
     // All buffers of the frame at once: the driver reads num_buffers and takes the rest.
-    rxq_->add_used_batch(*mem_, rx_used_);
+    rxq_->add_used_batch(mem(), rx_used_);
     counters_.rx_frames++;
     counters_.rx_bytes += rx_frame_len_ - kNetHdrSize;
     rx_frame_len_ = 0;
@@ -334,8 +336,8 @@ void NetDevice::process_tx_locked() {
     Queue& q = *txq_;
     bool returned = false;
     do {
-        q.disable_notification(*mem_);
-        while (auto chain = q.pop_available(*mem_)) {
+        q.disable_notification(mem());
+        while (auto chain = q.pop_available(mem())) {
             if (!chain->writable().empty()) {
                 fail_locked("transmit buffer with a device-writable descriptor");
                 return;
@@ -350,7 +352,7 @@ void NetDevice::process_tx_locked() {
                 fail_locked(fmt::format("transmit chain of {} bytes is longer than the largest frame", len));
                 return;
             }
-            Reader r = chain->reader(*mem_);
+            Reader r = chain->reader(mem());
             tx_iov_.clear();
             for (const auto& s : r.take_slices(len)) {
                 tx_iov_.push_back({const_cast<uint8_t*>(s.data()), s.size()});
@@ -366,10 +368,10 @@ void NetDevice::process_tx_locked() {
                 counters_.tx_frames++;
                 counters_.tx_bytes += len - kNetHdrSize;
             }
-            q.add_used(*mem_, chain->head_index(), 0);
+            q.add_used(mem(), chain->head_index(), 0);
             returned = true;
         }
-    } while (q.enable_notification(*mem_));
+    } while (q.enable_notification(mem()));
     if (returned) signal_locked(1);
 }
 

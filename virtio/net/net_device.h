@@ -1,30 +1,29 @@
 // virtio-net device model (virtio 1.2, 5.1): one receive queue (0) and one transmit queue (1),
-// frames to and from a NetBackend (TAP). Knows nothing of the transport or the event loop:
+// frames to and from a NetBackend (TAP). Knows nothing of the transport; once activated it
+// watches its queue eventfds and the backend's fd on the event loop (virtio/device_base.h):
 //
-//   TX   queue_notify(1): each chain (virtio_net_hdr_v1 + packet, device-readable only) is
+//   TX   a kick of queue 1: each chain (virtio_net_hdr_v1 + packet, device-readable only) is
 //        written to the backend with one writev straight from guest memory; dropped frames
 //        (backend full or down, bad offload header) are counted, the chain is returned either
 //        way (used length 0).
-//   RX   process_rx() when the backend fd is readable. A frame is only read once a receive
-//        chain is in hand. Without MRG_RXBUF, a chain big enough for any frame (the driver's
-//        "big packets" with GUEST_TSO) is read into directly (zero copy); a smaller one goes
-//        through a bounce buffer, and a frame that does not fit it is dropped (the chain is
-//        kept). With MRG_RXBUF the frame is read into the bounce buffer and copied across as
-//        many chains as it needs (num_buffers in the first header).
+//   RX   the backend fd is readable. A frame is only read once a receive chain is in hand.
+//        Without MRG_RXBUF, a chain big enough for any frame (the driver's "big packets" with
+//        GUEST_TSO) is read into directly (zero copy); a smaller one goes through a bounce
+//        buffer, and a frame that does not fit it is dropped (the chain is kept). With
+//        MRG_RXBUF the frame is read into the bounce buffer and copied across as many chains as
+//        it needs (num_buffers in the first header).
 //
-// RX pause/resume contract with the caller (the VMM's event loop):
-//   - process_rx() returns true when the backend is drained (-EAGAIN): keep watching its fd.
-//   - It returns false when the guest has no receive buffers left, or the backend read failed:
-//     the caller stops watching the fd (level-triggered, it would fire forever). Nothing is
-//     lost: the next frame stays in the TAP; a frame already read (MRG_RXBUF, chains ran out
-//     halfway) waits inside the device with the chains gathered so far.
-//   - The next kick of the receive queue (queue_notify(0)) retries; once the backend is
-//     drained again the device calls the rx-resume hook (set_rx_resume_hook), and the caller
-//     watches the fd again. activate() calls the hook too (frames may wait from before).
-//   The hook runs without the device's lock held, on the thread that called into the device.
+// RX back-pressure, inside the device:
+//   - The backend is read until it is drained (-EAGAIN) and its fd stays watched.
+//   - When the guest has no receive buffers left, or the backend read failed, the device stops
+//     watching the fd (level-triggered, it would fire forever). Nothing is lost: the next frame
+//     stays in the TAP; a frame already read (MRG_RXBUF, chains ran out halfway) waits inside
+//     the device with the chains gathered so far.
+//   - The next kick of the receive queue retries; once the backend is drained again the device
+//     watches the fd again (and calls the rx-resume hook, if one is set: an observer for tests).
+//     A new activation watches it afresh (frames may wait from before).
 //
-// Threading: the transport serialises activate/reset/queue_notify/config calls; process_rx()
-// and counters() may run on other threads: the device's mutex covers the queues and state.
+// Threading: everything runs under the device lock (DeviceBase::mutex()).
 #pragma once
 
 #include <array>
@@ -36,7 +35,7 @@
 #include <string>
 #include <vector>
 
-#include "virtio/device.h"
+#include "virtio/device_base.h"
 #include "virtio/net/backend.h"
 
 namespace embervm::virtio::net {
@@ -97,8 +96,12 @@ struct NetCounters {
     uint64_t tx_errors = 0;   // the backend failed the write otherwise (frame dropped too)
     uint64_t device_errors = 0;  // guest errors: the device went to NEEDS_RESET
 };
+// The counters as a metrics section (vmm/metrics.h), without device_errors (the VMM adds the
+// transport's "needs_reset" count).
+nlohmann::json counters_json(const NetCounters& c);
 
-class NetDevice : public VirtioDevice {
+
+class NetDevice : public DeviceBase {
 public:
     NetDevice(std::unique_ptr<NetBackend> backend, NetDeviceOptions options);
     ~NetDevice() override;
@@ -108,18 +111,17 @@ public:
     std::vector<uint16_t> queue_max_sizes() const override { return {kNetQueueSize, kNetQueueSize}; }
     void read_config(uint64_t offset, std::span<uint8_t> data) const override;
     void write_config(uint64_t offset, std::span<const uint8_t> data) override;
-    void activate(const memory::GuestMemory& mem, std::span<Queue> queues, uint64_t acked_features,
-                  DeviceInterrupt& interrupt) override;
-    void queue_notify(uint16_t queue_index) override;
-    void reset() override;
     std::string name() const override { return "virtio-net " + options_.id; }
     DeviceProgress progress() const override;
+    nlohmann::json metrics_json() const override;
+    void log_counters() const override;
 
-    int backend_fd() const { return backend_->fd(); }
-    // The backend fd is readable: moves frames to the guest. false: the guest has no receive
-    // buffers (or the device is not active); stop watching the fd until the rx-resume hook runs.
+    // What the backend fd's handler does, for tests that drive the device by hand: moves
+    // frames to the guest. false: the guest has no receive buffers (or the device is not
+    // active); the fd is not watched until RX resumes.
     bool process_rx();
-    // Called (from queue_notify or activate) when RX can go on after process_rx() returned false.
+    // Called (under the device lock, from a receive-queue kick or activation) when RX goes on
+    // after process_rx() returned false: an observer, the device resumes its watch itself.
     void set_rx_resume_hook(std::function<void()> hook);
 
     NetCounters counters() const;
@@ -133,6 +135,13 @@ private:
     // What one receive step did.
     enum class RxStep { kDelivered, kDropped, kNoBuffers, kDrained, kStopped };
 
+    void on_activate_locked(const Activation& a) override;
+    void on_queue_locked(uint16_t queue_index) override;
+    void on_reset_locked() override;
+    std::vector<EventSource> event_sources_locked() override;
+    bool rx_ready_locked();  // the TAP's handler
+    void rx_resumed_locked();
+
     bool process_rx_locked();
     RxStep receive_frame_locked();
     // The next receive chain, with kicks re-enabled (and re-checked) when there is none.
@@ -140,21 +149,16 @@ private:
     // Copies the frame in rx_frame_ into the chains in rx_chains_ and returns them, all at once.
     void deliver_frame_locked();
     void process_tx_locked();
-    void fail_locked(std::string_view reason);
     void signal_locked(uint16_t queue);
 
     std::unique_ptr<NetBackend> backend_;
     NetDeviceOptions options_;
     std::vector<uint8_t> config_;
 
-    mutable std::mutex mutex_;
-    const memory::GuestMemory* mem_ = nullptr;
+    // The rest under mutex().
     Queue* rxq_ = nullptr;
     Queue* txq_ = nullptr;
-    DeviceInterrupt* interrupt_ = nullptr;
-    uint64_t acked_ = 0;
     bool mrg_rxbuf_ = false;
-    bool broken_ = false;
     bool rx_waiting_ = false;  // process_rx() returned false; resume on the next RX kick
     std::function<void()> rx_resume_;
 

@@ -19,7 +19,7 @@
 #include <vector>
 
 // Not used by the model: kept for the files that still get nlohmann::json through this header
-// (vmm/virtio_devices.h, vmm/metrics.cpp, vmm/vmm.cpp, vmm/api/api.h).
+// (vmm/device_manager.h, vmm/metrics.cpp, vmm/vmm.cpp, vmm/api/api.h).
 #include <nlohmann/json.hpp>
 
 #include "virtio/block/io_engine.h"

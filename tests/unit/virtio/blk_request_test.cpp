@@ -131,7 +131,13 @@ class FakeInterrupt : public DeviceInterrupt {
 public:
     void signal_used_queue(uint16_t) override { ++used; }
     void signal_config_change() override { ++config; }
-    void device_error(std::string_view reason) override { errors.emplace_back(reason); }
+    void device_error(std::string_view reason) override {
+        errors.emplace_back(reason);
+        broken = true;
+    }
+    // DEVICE_NEEDS_RESET, as the transport keeps it (tests that reset the device clear it).
+    bool needs_reset() const override { return broken; }
+    bool broken = false;
     int used = 0, config = 0;
     std::vector<std::string> errors;
 };

@@ -986,6 +986,7 @@ TEST_CASE("virtio-blk device: after a device error the queue is left alone until
     // Reset and a fresh activation: requests work again, and the first kick on an empty
     // queue raises no interrupt left over from before the reset.
     h.dev->reset();
+    h.irq.broken = false;  // what the transport does on reset
     h.irq.used.clear();
     h.activate();
     h.notify();

@@ -54,15 +54,17 @@ public:
         }
     }
     DeviceProgress progress() const override { return {}; }
-    void activate(const GuestMemory& m, std::span<Queue> q, uint64_t acked, DeviceInterrupt& irq) override {
+    nlohmann::json metrics_json() const override { return {}; }
+    void log_counters() const override {}
+    void activate(const Activation& a) override {
         ++activations;
         if (throw_on_activate) {
             throw std::runtime_error("backend failed to start");
         }
-        mem = &m;
-        queues = q;
-        acked_features = acked;
-        interrupt = &irq;
+        mem = &a.mem;
+        queues = a.queues;
+        acked_features = a.acked_features;
+        interrupt = &a.interrupt;
     }
     void queue_notify(uint16_t index) override {
         notifications.push_back(index);
@@ -355,7 +357,7 @@ TEST_CASE("virtio-mmio activation with an invalid queue sets DEVICE_NEEDS_RESET"
     CHECK(f.irq->count() == 1);
     CHECK(f.dev->activations == 0);
     CHECK_FALSE(f.t.is_activated());
-    f.t.notify_queue(0);
+    f.w32(mmio::kQueueNotify, 0);
     CHECK(f.dev->notifications.empty());
     // Reported once, and counted once.
     f.t.device_error("again");
@@ -384,7 +386,7 @@ TEST_CASE("virtio-mmio: a device that fails to activate needs reset", "[virtio]"
     f.bring_up();
     CHECK((f.status() & status::kDeviceNeedsReset) != 0);
     CHECK(f.irq->count() == 1);
-    f.t.notify_queue(0);
+    f.w32(mmio::kQueueNotify, 0);
     CHECK(f.dev->notifications.empty());
 }
 
@@ -405,7 +407,7 @@ TEST_CASE("virtio-mmio reset (status 0) releases everything", "[virtio]") {
     CHECK(q.size() == 16);
     CHECK(q.desc_table().value == 0);
     CHECK(q.used_ring().value == 0);
-    f.t.notify_queue(0);
+    f.w32(mmio::kQueueNotify, 0);
     CHECK(f.dev->notifications.empty());
 }
 
@@ -501,28 +503,28 @@ TEST_CASE("virtio-mmio registers take 32-bit aligned accesses only", "[virtio]")
     CHECK(f.status() == kAck);
 }
 
-TEST_CASE("virtio-mmio queue notifications via MMIO write and via notify_queue", "[virtio]") {
+TEST_CASE("virtio-mmio queue notifications via MMIO writes", "[virtio]") {
     Fixture f;
-    f.t.notify_queue(0);  // before activation: ignored
+    f.w32(mmio::kQueueNotify, 0);  // before activation: ignored
     f.w32(mmio::kQueueNotify, 0);
     CHECK(f.dev->notifications.empty());
 
     f.bring_up();
     f.w32(mmio::kQueueNotify, 0);
-    f.t.notify_queue(0);
+    f.w32(mmio::kQueueNotify, 0);
     CHECK(f.dev->notifications == std::vector<uint16_t>{0, 0});
-    f.t.notify_queue(1);  // not ready
-    f.t.notify_queue(9);  // no such queue
+    f.w32(mmio::kQueueNotify, 1);  // not ready
+    f.w32(mmio::kQueueNotify, 9);  // no such queue
     f.w32(mmio::kQueueNotify, 0x10000);
     CHECK(f.dev->notifications.size() == 2);
 
     // A device error escaping queue_notify breaks the device, not the VMM.
     f.dev->throw_on_notify = true;
-    f.t.notify_queue(0);
+    f.w32(mmio::kQueueNotify, 0);
     CHECK((f.status() & status::kDeviceNeedsReset) != 0);
     CHECK(f.r32(mmio::kInterruptStatus) == interrupt::kConfigChange);
     CHECK(f.irq->count() == 1);
-    f.t.notify_queue(0);
+    f.w32(mmio::kQueueNotify, 0);
     CHECK(f.dev->notifications.size() == 3);
 }
 

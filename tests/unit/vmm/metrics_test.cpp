@@ -103,7 +103,7 @@ TEST_CASE("metrics: device sections", "[metrics]") {
     b.write_bytes = 1024;
     b.io_errors = 7;
     b.unsupported_requests = 8;
-    CHECK(vmm::device_metrics_json(b, 9) == json{{"read_requests", 1},
+    CHECK(embervm::virtio::block::counters_json(b) == json{{"read_requests", 1},
                                                  {"write_requests", 2},
                                                  {"flush_requests", 3},
                                                  {"discard_requests", 4},
@@ -112,8 +112,7 @@ TEST_CASE("metrics: device sections", "[metrics]") {
                                                  {"read_bytes", 512},
                                                  {"write_bytes", 1024},
                                                  {"io_errors", 7},
-                                                 {"unsupported_requests", 8},
-                                                 {"needs_reset", 9}});
+                                                 {"unsupported_requests", 8}});
 
     embervm::virtio::net::NetCounters n;
     n.rx_frames = 1;
@@ -121,23 +120,21 @@ TEST_CASE("metrics: device sections", "[metrics]") {
     n.tx_frames = 2;
     n.tx_bytes = 120;
     n.tx_dropped = 3;
-    const json nj = vmm::device_metrics_json(n, 0);
+    const json nj = embervm::virtio::net::counters_json(n);
     CHECK(nj["rx_frames"] == 1);
     CHECK(nj["rx_bytes"] == 60);
     CHECK(nj["tx_frames"] == 2);
     CHECK(nj["tx_bytes"] == 120);
     CHECK(nj["tx_dropped"] == 3);
-    CHECK(nj["needs_reset"] == 0);
-    CHECK(keys(nj).size() == 10);
+    CHECK(keys(nj).size() == 9);
 
     embervm::virtio::balloon::BalloonCounters bl;
     bl.inflated_pages = 16;
     bl.discarded_bytes = 65536;
-    const json bj = vmm::device_metrics_json(bl, 1);
+    const json bj = embervm::virtio::balloon::counters_json(bl);
     CHECK(bj["inflated_pages"] == 16);
     CHECK(bj["discarded_bytes"] == 65536);
-    CHECK(bj["needs_reset"] == 1);
-    CHECK(keys(bj).size() == 7);
+    CHECK(keys(bj).size() == 6);
 }
 
 TEST_CASE("metrics: event-loop probe window", "[metrics]") {

@@ -1,4 +1,5 @@
-#include "vmm/virtio_devices.h"
+// The virtio device manager: windows, GSIs, ioeventfds and irqfds for each virtio device.
+#include "vmm/device_manager.h"
 
 #include <sys/stat.h>
 
@@ -19,49 +20,36 @@
 #include "devices/bus.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/eventfd.h"
-#include "vmm/sys/fd_watch.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/sys/log.h"
 #include "vmm/metrics.h"
 
 namespace embervm::vmm {
 
-struct VirtioMmioDevices::Slot {
+struct DeviceManager::Slot {
     uint64_t base = 0;
     uint32_t gsi = 0;
     std::shared_ptr<EventFdIrq> irq;
     std::shared_ptr<virtio::MmioTransport> transport;
-    std::vector<std::unique_ptr<EventFd>> notify;
-    std::vector<std::unique_ptr<FdWatch>> watches;
-    // virtio-net: the TAP watch that the device pauses and resumes (null once tearing down).
-    std::shared_ptr<FdWatch*> rx_watch;
     std::string metrics_key;  // "block_<drive_id>", "net_<iface_id>", "balloon"
-    // virtio-blk: the backend's completion watch (replaced with the backend at run time) and
-    // the drive (its image is in the run-time configuration, vmm/runtime_config.h).
-    std::unique_ptr<FdWatch> completion_watch;
+    // virtio-blk: the device (created here, so its type is known), the drive and the image it
+    // uses now.
+    std::shared_ptr<virtio::block::BlockDevice> block;
     std::string drive_id;
     std::unique_ptr<virtio::StallWatchdog> watchdog;
 };
 
-VirtioMmioDevices::VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io,
+DeviceManager::DeviceManager(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io,
                                      const memory::GuestMemory& mem)
     : vm_(vm),
       mmio_bus_(mmio_bus),
-      io_(io),
+      loop_(io),
       mem_(mem),
       watchdog_timer_(io, [this](std::chrono::nanoseconds) { check_progress(); }) {}
 
-VirtioMmioDevices::~VirtioMmioDevices() {
-    watchdog_timer_.stop();
-    // Watches first: no handler may run into a transport being destroyed.
-    for (auto& slot : slots_) {
-        if (slot->rx_watch) *slot->rx_watch = nullptr;
-        slot->watches.clear();
-        slot->completion_watch.reset();
-    }
-}
+DeviceManager::~DeviceManager() { watchdog_timer_.stop(); }
 
-virtio::MmioTransport& VirtioMmioDevices::attach(std::shared_ptr<virtio::VirtioDevice> device) {
+virtio::MmioTransport& DeviceManager::attach(std::shared_ptr<virtio::VirtioDevice> device) {
     const size_t index = slots_.size();
     const uint32_t gsi = kFirstVirtioGsi + static_cast<uint32_t>(index);
     const uint64_t base = boot::layout::kVirtioMmioStart + index * boot::layout::kVirtioMmioSize;
@@ -74,46 +62,21 @@ virtio::MmioTransport& VirtioMmioDevices::attach(std::shared_ptr<virtio::VirtioD
     slot->gsi = gsi;
     slot->irq = std::make_shared<EventFdIrq>();
     vm_.register_irqfd(slot->irq->fd(), gsi);
-    slot->transport = std::make_shared<virtio::MmioTransport>(mem_, device, slot->irq);
+    slot->transport = std::make_shared<virtio::MmioTransport>(mem_, device, slot->irq, &loop_);
     slot->watchdog = std::make_unique<virtio::StallWatchdog>(device->name());
+    std::vector<EventFd> queue_events(slot->transport->num_queues());
+    for (uint16_t q = 0; q < queue_events.size(); q++) {
+        vm_.register_ioeventfd(queue_events[q].fd(), base + virtio::mmio::kQueueNotify, 4, false, q);
+    }
+    slot->transport->set_queue_events(std::move(queue_events));
     mmio_bus_.insert(slot->transport, base, boot::layout::kVirtioMmioSize);
-
     virtio::MmioTransport* transport = slot->transport.get();
-    for (uint16_t q = 0; q < transport->num_queues(); q++) {
-        auto event = std::make_unique<EventFd>();
-        vm_.register_ioeventfd(event->fd(), base + virtio::mmio::kQueueNotify, 4, false, q);
-        EventFd* ev = event.get();
-        slot->watches.push_back(std::make_unique<FdWatch>(io_, ev->fd(), [ev, transport, q] {
-            if (ev->consume() != 0) {
-                transport->notify_queue(q);
-            }
-        }));
-        slot->notify.push_back(std::move(event));
-    }
-    if (auto* blk = dynamic_cast<virtio::block::BlockDevice*>(device.get())) {
-        slot->completion_watch =
-            std::make_unique<FdWatch>(io_, blk->backend_completion_fd(), [blk] { blk->process_completions(); });
-    }
-    if (auto* net = dynamic_cast<virtio::net::NetDevice*>(device.get())) {
-        // The TAP is watched while the guest has receive buffers; process_rx() returning false
-        // pauses the watch (the frame stays in the TAP), the device's resume hook restarts it.
-        auto holder = std::make_shared<FdWatch*>(nullptr);
-        auto watch = std::make_unique<FdWatch>(io_, net->backend_fd(), [net, holder] {
-            if (!net->process_rx() && *holder != nullptr) (*holder)->pause();
-        });
-        *holder = watch.get();
-        net->set_rx_resume_hook([holder] {
-            if (*holder != nullptr) (*holder)->resume();
-        });
-        slot->rx_watch = holder;
-        slot->watches.push_back(std::move(watch));
-    }
     log::info("{} at {:#x}, GSI {}", device->name(), base, gsi);
     slots_.push_back(std::move(slot));
     return *transport;
 }
 
-void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
+void DeviceManager::attach_drives(const std::vector<DriveConfig>& drives) {
     std::vector<const DriveConfig*> order;
     for (const auto& d : drives) order.push_back(&d);
     std::stable_partition(order.begin(), order.end(), [](const DriveConfig* d) { return d->is_root_device; });
@@ -131,7 +94,9 @@ void VirtioMmioDevices::attach_drives(const std::vector<DriveConfig>& drives) {
         log::info("drive {}: {} ({}, io_engine {}, cache_type {}{})", d->drive_id, d->path_on_host,
                   d->is_read_only ? "read-only" : "read-write", to_string(d->io_engine),
                   opts.flush ? "Writeback" : "Unsafe", d->is_root_device ? ", root" : "");
-        attach(std::make_shared<virtio::block::BlockDevice>(std::move(backend), opts));
+        auto device = std::make_shared<virtio::block::BlockDevice>(std::move(backend), opts);
+        attach(device);
+        slots_.back()->block = std::move(device);
         slots_.back()->metrics_key = "block_" + d->drive_id;
         slots_.back()->drive_id = d->drive_id;
         if (d->is_root_device) {
@@ -152,16 +117,16 @@ bool same_file(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-void VirtioMmioDevices::update_drive(const DriveConfig& drive, const std::string& path_on_host) {
+void DeviceManager::update_drive(const DriveConfig& drive, const std::string& path_on_host) {
     const std::string where = fmt::format("drives.{}", drive.drive_id);
     const auto it = std::find_if(slots_.begin(), slots_.end(), [&](const std::unique_ptr<Slot>& s) {
         return !s->drive_id.empty() && s->drive_id == drive.drive_id;
     });
-    auto* blk = it == slots_.end() ? nullptr : dynamic_cast<virtio::block::BlockDevice*>(&(*it)->transport->device());
-    if (blk == nullptr) {
+    if (it == slots_.end() || (*it)->block == nullptr) {
         throw Error(fmt::format("{}: no virtio-blk device serves this drive", where));
     }
     Slot& slot = **it;
+    virtio::block::BlockDevice* const blk = slot.block.get();
     const std::string field = where + ".path_on_host";
     const auto open = [&]() -> std::unique_ptr<virtio::block::BlockBackend> {
         try {
@@ -187,18 +152,10 @@ void VirtioMmioDevices::update_drive(const DriveConfig& drive, const std::string
     if (!notified && slot.transport->status() != 0) {
         slot.transport->signal_config_change();
     }
-    try {
-        slot.completion_watch = std::make_unique<FdWatch>(io_, blk->backend_completion_fd(),
-                                                          [blk] { blk->process_completions(); });
-    } catch (const std::exception& e) {
-        // The old watch sees nothing of the new backend: the device cannot complete requests.
-        slot.transport->device_error(fmt::format("cannot watch the new backend's completions: {}", e.what()));
-        throw;
-    }
     log::info("drive {}: now {} ({} sectors)", drive.drive_id, path_on_host, blk->capacity_sectors());
 }
 
-void VirtioMmioDevices::attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces) {
+void DeviceManager::attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces) {
     for (const NetworkInterfaceConfig& n : ifaces) {
         std::unique_ptr<virtio::net::Tap> tap;
         try {
@@ -224,7 +181,7 @@ void VirtioMmioDevices::attach_network_interfaces(const std::vector<NetworkInter
     }
 }
 
-std::shared_ptr<virtio::balloon::BalloonDevice> VirtioMmioDevices::attach_balloon(const BalloonConfig& config) {
+std::shared_ptr<virtio::balloon::BalloonDevice> DeviceManager::attach_balloon(const BalloonConfig& config) {
     virtio::balloon::BalloonOptions opts;
     opts.amount_mib = config.amount_mib;
     opts.deflate_on_oom = config.deflate_on_oom;
@@ -236,14 +193,14 @@ std::shared_ptr<virtio::balloon::BalloonDevice> VirtioMmioDevices::attach_balloo
     return balloon;
 }
 
-void VirtioMmioDevices::start_watchdog(std::function<bool()> guest_running, std::chrono::milliseconds interval) {
+void DeviceManager::start_watchdog(std::function<bool()> guest_running, std::chrono::milliseconds interval) {
     guest_running_ = std::move(guest_running);
     watchdog_timer_.start(interval);
 }
 
-void VirtioMmioDevices::stop_watchdog() { watchdog_timer_.stop(); }
+void DeviceManager::stop_watchdog() { watchdog_timer_.stop(); }
 
-void VirtioMmioDevices::check_progress() {
+void DeviceManager::check_progress() {
     const bool running = !guest_running_ || guest_running_();
     const auto now = std::chrono::steady_clock::now();
     for (const auto& slot : slots_) {
@@ -258,21 +215,11 @@ void VirtioMmioDevices::check_progress() {
     }
 }
 
-void VirtioMmioDevices::add_metrics(nlohmann::json& out) const {
+void DeviceManager::add_metrics(nlohmann::json& out) const {
     for (const auto& slot : slots_) {
         if (slot->metrics_key.empty()) continue;
-        const auto& dev = slot->transport->device();
-        const uint64_t needs_reset = slot->transport->needs_reset_events();
-        nlohmann::json j;
-        if (const auto* blk = dynamic_cast<const virtio::block::BlockDevice*>(&dev)) {
-            j = device_metrics_json(blk->counters(), needs_reset);
-        } else if (const auto* net = dynamic_cast<const virtio::net::NetDevice*>(&dev)) {
-            j = device_metrics_json(net->counters(), needs_reset);
-        } else if (const auto* balloon = dynamic_cast<const virtio::balloon::BalloonDevice*>(&dev)) {
-            j = device_metrics_json(balloon->counters(), needs_reset);
-        } else {
-            continue;
-        }
+        nlohmann::json j = slot->transport->device().metrics_json();
+        j["needs_reset"] = slot->transport->needs_reset_events();
         virtio::WatchdogReport r;
         {
             std::lock_guard lock(watchdog_mutex_);
@@ -283,7 +230,7 @@ void VirtioMmioDevices::add_metrics(nlohmann::json& out) const {
     }
 }
 
-void VirtioMmioDevices::log_counters() const {
+void DeviceManager::log_counters() const {
     for (const auto& slot : slots_) {
         const auto& dev = slot->transport->device();
         {
@@ -294,30 +241,11 @@ void VirtioMmioDevices::log_counters() const {
                           dev.name(), r.interrupts_reraised, r.driver_stalls, r.slow_request_warnings);
             }
         }
-        if (const auto* blk = dynamic_cast<const virtio::block::BlockDevice*>(&dev)) {
-            const auto c = blk->counters();
-            log::info("{}: {} reads ({} bytes), {} writes ({} bytes), {} flushes, {} discards, {} write-zeroes, {} "
-                      "GET_IDs, {} I/O errors, {} unsupported requests, {} device errors",
-                      blk->name(), c.read_requests, c.read_bytes, c.write_requests, c.write_bytes, c.flush_requests,
-                      c.discard_requests, c.write_zeroes_requests, c.get_id_requests, c.io_errors,
-                      c.unsupported_requests, c.device_errors);
-        } else if (const auto* net = dynamic_cast<const virtio::net::NetDevice*>(&dev)) {
-            const auto c = net->counters();
-            log::info("{}: rx {} frames ({} bytes, {} dropped, {} read errors, waited for buffers {} times), tx {} "
-                      "frames ({} bytes, {} dropped, {} write errors), {} device errors",
-                      net->name(), c.rx_frames, c.rx_bytes, c.rx_dropped, c.rx_errors, c.rx_paused, c.tx_frames,
-                      c.tx_bytes, c.tx_dropped, c.tx_errors, c.device_errors);
-        } else if (const auto* balloon = dynamic_cast<const virtio::balloon::BalloonDevice*>(&dev)) {
-            const auto c = balloon->counters();
-            log::info("{}: inflated {} pages, deflated {}, {} MiB given back to the host, {} invalid PFNs, {} reports, "
-                      "{} statistics updates",
-                      balloon->name(), c.inflated_pages, c.deflated_pages, c.discarded_bytes >> 20, c.invalid_pfns,
-                      c.reported_ranges, c.stats_updates);
-        }
+        dev.log_counters();
     }
 }
 
-std::string VirtioMmioDevices::kernel_cmdline_args() const {
+std::string DeviceManager::kernel_cmdline_args() const {
     std::string out;
     for (const auto& slot : slots_) {
         if (!out.empty()) out += ' ';

@@ -1,7 +1,9 @@
-// Attaches virtio devices to the VM over virtio-mmio: gives each a 4 KiB MMIO window and a GSI,
-// binds one KVM_IOEVENTFD per queue (QueueNotify with datamatch = queue index) and one
-// KVM_IRQFD per device, serves those eventfds on the Asio event loop, and produces the
-// `virtio_mmio.device=4K@0xADDR:GSI` kernel command line entries.
+// The virtio device manager: attaches virtio devices to the VM over virtio-mmio. Gives each a
+// 4 KiB MMIO window and a GSI, binds one KVM_IOEVENTFD per queue (QueueNotify with datamatch =
+// queue index; the eventfds go to the transport, which hands them to the device at activation)
+// and one KVM_IRQFD per device, and produces the `virtio_mmio.device=4K@0xADDR:GSI` kernel
+// command line entries. It knows devices only through virtio::VirtioDevice: each device
+// subscribes its own events on the event loop (virtio/device_base.h).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "vmm/config/config.h"
+#include "vmm/sys/event_loop.h"
 #include "vmm/sys/periodic_timer.h"
 
 namespace embervm::memory {
@@ -31,17 +34,14 @@ namespace embervm::vmm {
 
 class Bus;
 class KvmVm;
-class EventFd;
-class EventFdIrq;
-class FdWatch;
 
 inline constexpr uint32_t kFirstVirtioGsi = 5;
 inline constexpr uint32_t kLastVirtioGsi = 23;  // IOAPIC pins 5..23
 
-class VirtioMmioDevices {
+class DeviceManager {
 public:
-    VirtioMmioDevices(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io, const memory::GuestMemory& mem);
-    ~VirtioMmioDevices();
+    DeviceManager(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io, const memory::GuestMemory& mem);
+    ~DeviceManager();
 
     // Attaches `device`; returns the transport. Throws Error when windows or GSIs run out.
     virtio::MmioTransport& attach(std::shared_ptr<virtio::VirtioDevice> device);
@@ -50,7 +50,7 @@ public:
     void attach_drives(const std::vector<DriveConfig>& drives);
     // The device side of the drive swap (Vmm::update_drive, vmm/vmm.h), on the event-loop
     // thread: puts the virtio-blk device of `drive` (as it is configured now) on the image at
-    // `path_on_host` and watches the new backend's completions. Throws ConfigError naming
+    // `path_on_host` and the device watches the new backend's completions. Throws ConfigError naming
     // "drives.<id>.path_on_host"; the drive keeps its old image then.
     void update_drive(const DriveConfig& drive, const std::string& path_on_host);
 
@@ -86,7 +86,7 @@ private:
     struct Slot;
     KvmVm& vm_;
     Bus& mmio_bus_;
-    boost::asio::io_context& io_;
+    EventLoop loop_;
     const memory::GuestMemory& mem_;
     std::vector<std::unique_ptr<Slot>> slots_;
     std::vector<std::string> extra_args_;

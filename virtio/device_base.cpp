@@ -1,0 +1,207 @@
+// The activation life cycle, the "needs reset" state and the event-loop subscriptions that
+// every virtio device shares (virtio/device_base.h).
+#include "virtio/device_base.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <exception>
+
+#include <fmt/format.h>
+
+#include "vmm/sys/error.h"
+#include "vmm/sys/event_loop.h"
+#include "vmm/sys/fd.h"
+#include "vmm/sys/fd_watch.h"
+#include "vmm/sys/periodic_timer.h"
+
+namespace embervm::virtio {
+
+// Shared with the handlers on the loop: they take the lock and find the device (nullptr once
+// it is destroyed).
+struct DeviceBase::Link {
+    std::mutex mutex;
+    DeviceBase* device = nullptr;
+};
+
+// What is watched for one activation (generation). Made and dropped on the loop thread.
+struct DeviceBase::Subscriptions {
+    uint64_t generation = 0;
+    std::vector<FileDescriptor> queue_fds;  // duplicates of the queue eventfds
+    std::vector<std::unique_ptr<vmm::FdWatch>> queue_watches;
+    std::vector<std::function<bool()>> source_handlers;
+    std::vector<std::unique_ptr<vmm::FdWatch>> source_watches;
+    std::unique_ptr<vmm::PeriodicTimer> timer;
+};
+
+DeviceBase::DeviceBase() : link_(std::make_shared<Link>()) { link_->device = this; }
+
+DeviceBase::~DeviceBase() {
+    std::lock_guard lock(link_->mutex);
+    link_->device = nullptr;
+    subscriptions_.reset();
+}
+
+std::mutex& DeviceBase::mutex() const { return link_->mutex; }
+
+void DeviceBase::activate(const Activation& a) {
+    std::lock_guard lock(mutex());
+    mem_ = &a.mem;
+    queues_ = a.queues;
+    acked_features_ = a.acked_features;
+    interrupt_ = &a.interrupt;
+    queue_events_.assign(a.queue_events.begin(), a.queue_events.end());
+    loop_ = a.loop != nullptr ? std::make_unique<vmm::EventLoop>(*a.loop) : nullptr;
+    active_ = true;
+    ++generation_;
+    try {
+        on_activate_locked(a);
+    } catch (...) {
+        on_reset_locked();
+        active_ = false;
+        mem_ = nullptr;
+        queues_ = {};
+        interrupt_ = nullptr;
+        loop_.reset();
+        throw;
+    }
+    post_sync_locked();
+}
+
+void DeviceBase::reset() {
+    std::lock_guard lock(mutex());
+    on_reset_locked();
+    const bool was_subscribed = active_ && loop_ != nullptr;
+    active_ = false;
+    ++generation_;
+    if (was_subscribed) post_sync_locked();
+    mem_ = nullptr;
+    queues_ = {};
+    acked_features_ = 0;
+    interrupt_ = nullptr;
+    queue_events_.clear();
+    loop_.reset();
+}
+
+void DeviceBase::queue_notify(uint16_t queue_index) {
+    std::lock_guard lock(mutex());
+    on_queue_event_locked(queue_index);
+}
+
+void DeviceBase::on_queue_event_locked(uint16_t queue_index) {
+    if (!active_ || broken() || queue_index >= queues_.size() || !queues_[queue_index].ready()) return;
+    try {
+        on_queue_locked(queue_index);
+    } catch (const std::exception& e) {
+        fail_locked(fmt::format("queue {}: {}", queue_index, e.what()));
+    }
+}
+
+void DeviceBase::fail_locked(std::string_view reason) {
+    if (interrupt_ == nullptr) return;
+    if (!interrupt_->needs_reset()) device_errors_.fetch_add(1, std::memory_order_relaxed);
+    interrupt_->device_error(reason);
+}
+
+void DeviceBase::resubscribe_locked() {
+    if (!active_ || loop_ == nullptr) return;
+    ++generation_;
+    post_sync_locked();
+}
+
+void DeviceBase::resume_source_locked(size_t index) {
+    if (subscriptions_ && subscriptions_->generation == generation_ && index < subscriptions_->source_watches.size()) {
+        subscriptions_->source_watches[index]->resume();  // posts to the loop
+    }
+}
+
+void DeviceBase::post_sync_locked() {
+    if (loop_ == nullptr) return;
+    loop_->post([link = link_] { sync(link); });
+}
+
+void DeviceBase::sync(const std::shared_ptr<Link>& link) {
+    std::lock_guard lock(link->mutex);
+    if (link->device != nullptr) link->device->sync_locked(link);
+}
+
+void DeviceBase::sync_locked(const std::shared_ptr<Link>& link) {
+    if (subscriptions_ && subscriptions_->generation == generation_) return;
+    subscriptions_.reset();
+    if (!active_ || loop_ == nullptr) return;
+    auto subs = std::make_unique<Subscriptions>();
+    subs->generation = generation_;
+    const std::weak_ptr<Link> weak = link;
+    try {
+        for (size_t q = 0; q < queue_events_.size() && q < queues_.size(); q++) {
+            if (queue_events_[q] < 0 || !queues_[q].ready()) continue;
+            FileDescriptor fd(::fcntl(queue_events_[q], F_DUPFD_CLOEXEC, 3));
+            if (!fd) throw sys_error(fmt::format("dup of the eventfd of queue {}", q));
+            const int raw = fd.get();
+            subs->queue_fds.push_back(std::move(fd));
+            subs->queue_watches.push_back(loop_->watch(raw, [weak, raw, q = static_cast<uint16_t>(q)] {
+                uint64_t count = 0;
+                if (::read(raw, &count, sizeof(count)) != sizeof(count)) return;  // taken already
+                const auto l = weak.lock();
+                if (!l) return;
+                std::lock_guard lock(l->mutex);
+                if (l->device != nullptr) l->device->on_queue_event_locked(q);
+            }));
+        }
+        std::vector<EventSource> sources = event_sources_locked();
+        subs->source_handlers.reserve(sources.size());
+        subs->source_watches.reserve(sources.size());  // `slot` below stays put
+        for (EventSource& source : sources) {
+            const size_t index = subs->source_handlers.size();
+            subs->source_handlers.push_back(std::move(source.on_readable));
+            const uint64_t generation = generation_;
+            // The watch is in `subs` once its handler can run (the handler runs on this thread,
+            // after sync_locked returned).
+            auto* const slot = &subs->source_watches.emplace_back();
+            *slot = loop_->watch(source.fd, [weak, index, generation, slot] {
+                const auto l = weak.lock();
+                if (!l) return;
+                std::lock_guard lock(l->mutex);
+                if (l->device != nullptr) {
+                    l->device->on_source_event_locked(index, generation, slot->get());
+                }
+            });
+        }
+        if (const auto interval = timer_interval_locked()) {
+            const uint64_t generation = generation_;
+            subs->timer = loop_->timer([weak, generation](std::chrono::nanoseconds) {
+                const auto l = weak.lock();
+                if (!l) return;
+                std::lock_guard lock(l->mutex);
+                DeviceBase* d = l->device;
+                if (d == nullptr || !d->active_ || d->broken() || d->generation_ != generation) return;
+                try {
+                    d->on_timer_locked();
+                } catch (const std::exception& e) {
+                    d->fail_locked(e.what());
+                }
+            });
+            subs->timer->start(*interval);
+        }
+    } catch (const std::exception& e) {
+        fail_locked(fmt::format("cannot subscribe to the event loop: {}", e.what()));
+    }
+    subscriptions_ = std::move(subs);
+}
+
+void DeviceBase::on_source_event_locked(size_t index, uint64_t generation, vmm::FdWatch* watch) {
+    bool keep_watching = false;
+    if (active_ && !broken() && generation == generation_ && subscriptions_ &&
+        subscriptions_->generation == generation) {
+        try {
+            keep_watching = subscriptions_->source_handlers.at(index)();
+        } catch (const std::exception& e) {
+            fail_locked(e.what());
+        }
+    }
+    // Level-triggered: a source nobody reads now would fire again at once. A stale watch is
+    // replaced by the sync already posted; a broken device is resubscribed after its reset.
+    if (!keep_watching && watch != nullptr) watch->pause();
+}
+
+}  // namespace embervm::virtio

@@ -1,0 +1,125 @@
+// DeviceBase: the activation life cycle every virtio device shares, so a device only implements
+// its request processing. It keeps
+//   - the activation (memory, queues, features, interrupt) between activate() and reset(),
+//   - "broken": the transport's DEVICE_NEEDS_RESET (DeviceInterrupt::needs_reset), nothing of
+//     its own; fail_locked() reports a guest error there and counts it,
+//   - the device's event subscriptions on the event loop, the model being one subscriber per
+//     device: the queue ioeventfds, the extra sources the device names (event_sources_locked:
+//     a backend's completion fd, a TAP fd) and its timer (timer_interval_locked). They exist
+//     while the device is activated and are dropped on reset.
+//
+// Every entry into the device (transport calls, event handlers, the device's own run-time
+// methods) takes the one device lock, mutex(). The per-device hooks run with it held, and only
+// while the device is activated and not broken (on_activate_locked and on_reset_locked aside).
+//
+// Threading: activate() and reset() run on vCPU threads; the subscriptions are created and
+// destroyed on the loop thread (posted from there; FdWatch is not synchronised). A handler
+// checks, under the lock, that the device still exists and is activated, so none runs into a
+// reset or destroyed device; an event that fired while nothing watched is not lost (the fds
+// are level-triggered: a queue eventfd written before its watch exists is seen once watched),
+// and a queue kick that a stale watch consumes goes to the current activation. Destroy a
+// device on the loop thread or while the loop does not run.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "virtio/device.h"
+
+namespace embervm::vmm {
+class FdWatch;
+class PeriodicTimer;
+}
+
+namespace embervm::virtio {
+
+class DeviceBase : public VirtioDevice {
+public:
+    DeviceBase();
+    ~DeviceBase() override;
+
+    void activate(const Activation& a) final;
+    using VirtioDevice::activate;
+    void queue_notify(uint16_t queue_index) final;
+    void reset() final;
+
+    // Guest errors that put the device in DEVICE_NEEDS_RESET since it was created.
+    uint64_t device_errors() const { return device_errors_.load(std::memory_order_relaxed); }
+
+protected:
+    // An fd the device watches while activated, and what to do when it is readable (lock
+    // held). The handler returns false to stop watching until resume_source_locked(index) (a
+    // source that must not be read now, e.g. a TAP while the guest has no receive buffers).
+    struct EventSource {
+        int fd;
+        std::function<bool()> on_readable;
+    };
+
+    // The device lock: every hook below runs with it held.
+    std::mutex& mutex() const;
+
+    // Per-device hooks.
+    // Takes what it needs from `a` (check the queues its features need: throw QueueError);
+    // may process queues the driver filled before DRIVER_OK. active() is already true.
+    virtual void on_activate_locked(const Activation& a) = 0;
+    // A kick of ready queue `queue_index` (from its eventfd or from the transport).
+    virtual void on_queue_locked(uint16_t queue_index) = 0;
+    // Back to the pre-activate state (the base clears the activation afterwards).
+    virtual void on_reset_locked() = 0;
+    // The sources besides the queue eventfds, asked each time the subscriptions are made.
+    virtual std::vector<EventSource> event_sources_locked() { return {}; }
+    // A periodic timer while activated (nullopt: none) and its handler.
+    virtual std::optional<std::chrono::nanoseconds> timer_interval_locked() const { return std::nullopt; }
+    virtual void on_timer_locked() {}
+
+    // State of the activation (lock held).
+    bool active() const { return active_; }
+    bool broken() const { return interrupt_ != nullptr && interrupt_->needs_reset(); }
+    const memory::GuestMemory& mem() const { return *mem_; }
+    std::span<Queue> queues() const { return queues_; }
+    uint64_t acked_features() const { return acked_features_; }
+    DeviceInterrupt& interrupt() const { return *interrupt_; }
+
+    // A guest error (or an irrecoverable backend failure): the device needs a reset; counted
+    // once per breakage. Lock held.
+    void fail_locked(std::string_view reason);
+    // Asks for the subscriptions to be made anew (the backend's fd changed). Lock held.
+    void resubscribe_locked();
+    // Watches event source `index` (of event_sources_locked) again after its handler returned
+    // false. Lock held; any thread.
+    void resume_source_locked(size_t index);
+
+private:
+    struct Link;
+    struct Subscriptions;
+    // Loop thread: makes the subscriptions match the activation (none while not activated).
+    static void sync(const std::shared_ptr<Link>& link);
+    void sync_locked(const std::shared_ptr<Link>& link);
+    void post_sync_locked();
+    void on_queue_event_locked(uint16_t queue_index);
+    void on_source_event_locked(size_t index, uint64_t generation, vmm::FdWatch* watch);
+
+    std::shared_ptr<Link> link_;  // the lock, and the way handlers find the device
+    bool active_ = false;
+    const memory::GuestMemory* mem_ = nullptr;
+    std::span<Queue> queues_;
+    uint64_t acked_features_ = 0;
+    DeviceInterrupt* interrupt_ = nullptr;
+    std::vector<int> queue_events_;
+    std::unique_ptr<vmm::EventLoop> loop_;  // a copy of the activation's (its owner may go first)
+    // Bumped by activate(), reset() and resubscribe_locked(): subscriptions made for an older
+    // value are replaced.
+    uint64_t generation_ = 0;
+    std::unique_ptr<Subscriptions> subscriptions_;  // loop thread (under the lock)
+    std::atomic<uint64_t> device_errors_{0};
+};
+
+}  // namespace embervm::virtio
