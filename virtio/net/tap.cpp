@@ -1,3 +1,4 @@
+// The TAP backend of virtio-net: opening the device, frames in and out with a vnet header.
 #include "virtio/net/tap.h"
 
 #include <fcntl.h>

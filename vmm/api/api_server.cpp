@@ -1,3 +1,4 @@
+// The API's HTTP/1.1 server on a Unix socket (Boost.Beast): connections, framing, limits.
 #include "vmm/api/api_server.h"
 
 #include <sys/socket.h>

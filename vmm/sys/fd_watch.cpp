@@ -1,3 +1,4 @@
+// FdWatch: a readable file descriptor calls its handler on the event loop.
 #include "vmm/sys/fd_watch.h"
 
 #include <fcntl.h>
