@@ -1,4 +1,4 @@
-// virtio-blk: request parsing and validation, handing the I/O to the backend, completions.
+// virtio-blk device: config space, dispatching parsed requests to the backend, completions.
 #include "virtio/block/block_device.h"
 
 #include <poll.h>
@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <utility>
+#include <variant>
 
 #include <fmt/format.h>
 
@@ -18,22 +19,6 @@ namespace embervm::virtio::block {
 namespace log = embervm::log;
 
 namespace {
-
-struct RequestHeader {
-    uint32_t type;
-    uint32_t reserved;
-    uint64_t sector;
-};
-static_assert(sizeof(RequestHeader) == 16);
-
-struct DiscardSegment {
-    uint64_t sector;
-    uint32_t num_sectors;
-    uint32_t flags;  // bit 0: unmap (write-zeroes only)
-};
-static_assert(sizeof(DiscardSegment) == 16);
-
-constexpr uint32_t kSegmentFlagUnmap = 1;
 
 // struct virtio_blk_config offsets.
 constexpr size_t kCfgCapacity = 0;
@@ -365,149 +350,42 @@ void BlockDevice::process_queue_locked() {
     }
 }
 
+std::atomic<uint64_t>* BlockDevice::type_counter(uint32_t type) {
+    switch (type) {
+        case req::kIn: return &counters_.read_requests;
+        case req::kOut: return &counters_.write_requests;
+        case req::kFlush: return &counters_.flush_requests;
+        case req::kGetId: return &counters_.get_id_requests;
+        case req::kDiscard: return &counters_.discard_requests;
+        case req::kWriteZeroes: return &counters_.write_zeroes_requests;
+        default: return nullptr;  // counted as unsupported when completed
+    }
+}
+
 bool BlockDevice::handle_chain(const DescriptorChain& chain) {
-    if (chain.has_write_before_read()) {
-        fail_locked("request with a device-writable descriptor before a device-readable one");
+    const RequestLimits limits{capacity_, acked_features(), options_.read_only, options_.id};
+    ParsedRequest parsed = parse_request(chain, mem(), limits);
+    if (const auto* error = std::get_if<GuestError>(&parsed)) {
+        fail_locked(error->what);
         return true;
     }
-    // The status byte: the last byte of the last non-empty writable buffer.
-    std::optional<memory::GuestAddress> status;
-    for (auto it = chain.writable().rbegin(); it != chain.writable().rend(); ++it) {
-        if (it->len > 0) {
-            status = memory::GuestAddress(it->addr + it->len - 1);
-            break;
+    if (const auto* now = std::get_if<CompleteNow>(&parsed)) {
+        if (now->type) {
+            if (auto* counter = type_counter(*now->type)) counter->fetch_add(1, std::memory_order_relaxed);
         }
-    }
-    if (!status) {
-        fail_locked("request without a status byte");
+        complete(now->reply.head, now->reply.used_len, now->reply.status, now->status);
         return true;
     }
-    const uint16_t head = chain.head_index();
-    Reader reader = chain.reader(mem());
-    Writer writer = chain.writer(mem());
-    std::optional<Writer> data_out = writer.split_tail(1);  // `writer` keeps the data part
-    (void)data_out;
-
-    const auto header = reader.read_obj<RequestHeader>();
-    if (!header) {
-        complete(head, 1, *status, blk_status::kIoErr);
-        return true;
+    SubmitIo& submit = std::get<SubmitIo>(parsed);
+    const IoRequest::Op op = submit.io.op;
+    const uint64_t length = submit.io.length;
+    submit.io.user_data = next_tag_;
+    if (!backend_->submit(std::move(submit.io))) {
+        return false;  // the chain comes again: not counted yet
     }
-    // Counted here, and taken back below if the backend is full (the chain comes again).
-    std::atomic<uint64_t>* const type_counter = [&]() -> std::atomic<uint64_t>* {
-        switch (header->type) {
-            case req::kIn: return &counters_.read_requests;
-            case req::kOut: return &counters_.write_requests;
-            case req::kFlush: return &counters_.flush_requests;
-            case req::kGetId: return &counters_.get_id_requests;
-            case req::kDiscard: return &counters_.discard_requests;
-            case req::kWriteZeroes: return &counters_.write_zeroes_requests;
-            default: return nullptr;  // counted as unsupported
-        }
-    }();
-    if (type_counter != nullptr) type_counter->fetch_add(1, std::memory_order_relaxed);
-
-    const bool ro = options_.read_only;
-    const auto in_range = [&](uint64_t sector, uint64_t sectors) {
-        return sector <= capacity_ && sectors <= capacity_ - sector;
-    };
-    IoRequest io;
-    io.user_data = next_tag_;
-    uint32_t used_len = 1;
-
-    switch (header->type) {
-        case req::kIn:
-        case req::kOut: {
-            const bool is_read = header->type == req::kIn;
-            const uint64_t len = is_read ? writer.available() : reader.available();
-            if (!is_read && ro) {
-                complete(head, 1, *status, blk_status::kIoErr);
-                return true;
-            }
-            if (len % kSectorSize != 0 || !in_range(header->sector, len / kSectorSize)) {
-                complete(head, 1, *status, blk_status::kIoErr);
-                return true;
-            }
-            io.op = is_read ? IoRequest::Op::Read : IoRequest::Op::Write;
-            io.offset = header->sector * kSectorSize;
-            if (is_read) {
-                for (const auto& s : writer.take_slices(len)) io.iov.push_back({s.data(), s.size()});
-                used_len = static_cast<uint32_t>(len) + 1;
-            } else {
-                for (const auto& s : reader.take_slices(len)) {
-                    io.iov.push_back({const_cast<uint8_t*>(s.data()), s.size()});
-                }
-            }
-            io.length = len;
-            if (len == 0) {
-                complete(head, used_len, *status, blk_status::kOk);
-                return true;
-            }
-            break;
-        }
-        case req::kFlush:
-            if ((acked_features() & blk_feature::kFlush) == 0) {
-                complete(head, 1, *status, blk_status::kUnsupp);
-                return true;
-            }
-            io.op = IoRequest::Op::Flush;
-            break;
-        case req::kGetId: {
-            uint8_t id[kIdBytes] = {};
-            std::memcpy(id, options_.id.data(), std::min(options_.id.size(), kIdBytes));
-            const size_t n = writer.write(std::span<const uint8_t>(id, std::min<uint64_t>(kIdBytes, writer.available())));
-            complete(head, static_cast<uint32_t>(n) + 1, *status, blk_status::kOk);
-            return true;
-        }
-        case req::kDiscard:
-        case req::kWriteZeroes: {
-            const bool discard = header->type == req::kDiscard;
-            const uint64_t feat = discard ? blk_feature::kDiscard : blk_feature::kWriteZeroes;
-            if ((acked_features() & feat) == 0) {
-                complete(head, 1, *status, blk_status::kUnsupp);
-                return true;
-            }
-            if (ro) {
-                complete(head, 1, *status, blk_status::kIoErr);
-                return true;
-            }
-            // One segment (max_discard_seg = max_write_zeroes_seg = 1).
-            const auto seg = reader.read_obj<DiscardSegment>();
-            if (!seg || reader.available() != 0) {
-                complete(head, 1, *status, seg ? blk_status::kUnsupp : blk_status::kIoErr);
-                return true;
-            }
-            const uint32_t allowed_flags = discard ? 0 : kSegmentFlagUnmap;
-            if ((seg->flags & ~allowed_flags) != 0) {
-                complete(head, 1, *status, blk_status::kUnsupp);
-                return true;
-            }
-            if (seg->num_sectors > kMaxDiscardSectors || !in_range(seg->sector, seg->num_sectors)) {
-                complete(head, 1, *status, blk_status::kIoErr);
-                return true;
-            }
-            io.op = discard ? IoRequest::Op::Discard : IoRequest::Op::WriteZeroes;
-            io.offset = seg->sector * kSectorSize;
-            io.length = uint64_t{seg->num_sectors} * kSectorSize;
-            io.unmap = (seg->flags & kSegmentFlagUnmap) != 0;
-            if (io.length == 0) {
-                complete(head, 1, *status, blk_status::kOk);
-                return true;
-            }
-            break;
-        }
-        default:
-            complete(head, 1, *status, blk_status::kUnsupp);
-            return true;
-    }
-
-    const IoRequest::Op op = io.op;
-    const uint64_t length = io.length;
-    if (!backend_->submit(std::move(io))) {
-        if (type_counter != nullptr) type_counter->fetch_sub(1, std::memory_order_relaxed);
-        return false;
-    }
-    pending_.emplace(next_tag_++, Pending{head, used_len, *status, op, length, std::chrono::steady_clock::now()});
+    if (auto* counter = type_counter(submit.type)) counter->fetch_add(1, std::memory_order_relaxed);
+    pending_.emplace(next_tag_++, Pending{submit.reply.head, submit.reply.used_len, submit.reply.status, op, length,
+                                          std::chrono::steady_clock::now()});
     return true;
 }
 

@@ -1,7 +1,8 @@
-// virtio-blk device model: parses requests from its one queue, validates them against the
-// disk's capacity and the negotiated features, and hands the I/O to a BlockBackend (sync file
-// I/O or io_uring). Knows nothing of the transport (virtio-mmio). Once activated it watches its
-// queue's eventfd and the backend's completion fd on the event loop (virtio/device_base.h).
+// virtio-blk device model: takes requests from its one queue, has them parsed and validated
+// against the disk's capacity and the negotiated features (request.h), and hands the I/O to a
+// BlockBackend (sync file I/O or io_uring). Knows nothing of the transport (virtio-mmio).
+// Once activated it watches its queue's eventfd and the backend's completion fd on the event
+// loop (virtio/device_base.h).
 #pragma once
 
 #include <atomic>
@@ -15,38 +16,12 @@
 #include <vector>
 
 #include "virtio/block/backend.h"
+#include "virtio/block/request.h"
 #include "virtio/device_base.h"
 
 namespace embervm::virtio::block {
 
-// Request types, statuses and feature bits (virtio 1.2, section 5.2).
-namespace req {
-inline constexpr uint32_t kIn = 0;
-inline constexpr uint32_t kOut = 1;
-inline constexpr uint32_t kFlush = 4;
-inline constexpr uint32_t kGetId = 8;
-inline constexpr uint32_t kDiscard = 11;
-inline constexpr uint32_t kWriteZeroes = 13;
-}  // namespace req
-namespace blk_status {
-inline constexpr uint8_t kOk = 0;
-inline constexpr uint8_t kIoErr = 1;
-inline constexpr uint8_t kUnsupp = 2;
-}  // namespace blk_status
-namespace blk_feature {
-inline constexpr uint64_t kSegMax = feature_bit(2);
-inline constexpr uint64_t kRo = feature_bit(5);
-inline constexpr uint64_t kBlkSize = feature_bit(6);
-inline constexpr uint64_t kFlush = feature_bit(9);
-inline constexpr uint64_t kDiscard = feature_bit(13);
-inline constexpr uint64_t kWriteZeroes = feature_bit(14);
-}  // namespace blk_feature
-
-inline constexpr uint64_t kSectorSize = 512;
 inline constexpr uint16_t kQueueSize = 256;
-inline constexpr size_t kIdBytes = 20;  // VIRTIO_BLK_ID_BYTES
-// Largest discard / write-zeroes request, in sectors (one segment each).
-inline constexpr uint32_t kMaxDiscardSectors = 1u << 22;  // 2 GiB
 
 // What the device did, cumulative since it was created (for metrics). Requests are counted
 // once each, when the device takes them from the queue; bytes when the backend completed them.
@@ -138,6 +113,8 @@ private:
     void process_queue_locked();
     // Starts one request; false if the backend was full (the chain is put back).
     bool handle_chain(const DescriptorChain& chain);
+    // The counter of requests of `type`; nullptr for types the device does not know.
+    std::atomic<uint64_t>* type_counter(uint32_t type);
     void complete(uint16_t head, uint32_t used_len, memory::GuestAddress status, uint8_t value);
     size_t reap_locked();  // returns the number of completions taken from the backend
     void process_completions_locked();
