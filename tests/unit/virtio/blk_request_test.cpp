@@ -23,10 +23,13 @@
 #include "virtio/virtio_defs.h"
 #include "vmm/sys/eventfd.h"
 
+#include "fake_block_backend.h"
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
+using embervm::virtio::testing::FakeBlockBackend;
 
 namespace {
 
@@ -40,92 +43,6 @@ constexpr uint16_t kQueueSz = 16;
 
 constexpr uint16_t R = 0;
 constexpr uint16_t W = desc_flags::kWrite;
-
-// A disk in memory. Requests complete at submit() (like the sync engine) unless `hold` is set;
-// at most `depth` may be unreaped (then submit() reports the backend full).
-class FakeBackend : public BlockBackend {
-public:
-    explicit FakeBackend(bool ro = false) : disk(kDiskSectors * kSectorSize), ro_(ro) {
-        std::iota(disk.begin(), disk.end(), uint8_t{7});
-    }
-    uint64_t size_bytes() const override { return disk.size(); }
-    bool read_only() const override { return ro_; }
-    IoEngine engine() const override { return IoEngine::Sync; }
-    bool submit(IoRequest r) override {
-        if (in_flight() >= depth) {
-            ++refused;
-            return false;
-        }
-        ops.push_back(r.op);
-        offsets.push_back(r.offset);
-        lengths.push_back(r.length);
-        unmaps.push_back(r.unmap);
-        if (hold) {
-            held.push_back(std::move(r));
-        } else {
-            ready.push_back({r.user_data, execute(r)});
-        }
-        return true;
-    }
-    void flush_submissions() override {
-        if (!ready.empty()) event.signal();
-    }
-    int completion_fd() const override { return event.fd(); }
-    std::vector<IoCompletion> reap_completions() override {
-        event.consume();
-        std::vector<IoCompletion> out(ready.begin(), ready.end());
-        ready.clear();
-        return out;
-    }
-    size_t in_flight() const override { return held.size() + ready.size(); }
-
-    // Completes the held requests (as a backend thread or the kernel would).
-    void release_held() {
-        for (auto& r : held) ready.push_back({r.user_data, execute(r)});
-        held.clear();
-        event.signal();
-    }
-
-    std::vector<uint8_t> disk;
-    std::vector<IoRequest::Op> ops;
-    std::vector<uint64_t> offsets, lengths;
-    std::vector<bool> unmaps;
-    std::deque<IoRequest> held;
-    std::deque<IoCompletion> ready;
-    bool hold = false;
-    int64_t fail_with = 0;  // < 0: every request completes with this error
-    size_t depth = 1000;
-    int refused = 0;
-    embervm::vmm::EventFd event;
-
-private:
-    int64_t execute(IoRequest& r) {
-        if (fail_with < 0) return fail_with;
-        uint64_t off = r.offset;
-        switch (r.op) {
-            case IoRequest::Op::Read:
-            case IoRequest::Op::Write: {
-                uint64_t total = 0;
-                for (const iovec& v : r.iov) {
-                    if (off + v.iov_len > disk.size()) return -EIO;
-                    auto* p = static_cast<uint8_t*>(v.iov_base);
-                    if (r.op == IoRequest::Op::Read) std::memcpy(p, disk.data() + off, v.iov_len);
-                    else std::memcpy(disk.data() + off, p, v.iov_len);
-                    off += v.iov_len;
-                    total += v.iov_len;
-                }
-                return static_cast<int64_t>(total);
-            }
-            case IoRequest::Op::Discard:
-            case IoRequest::Op::WriteZeroes:
-                std::fill_n(disk.begin() + static_cast<long>(r.offset), r.length, 0);
-                return 0;
-            case IoRequest::Op::Flush: return 0;
-        }
-        return -EINVAL;
-    }
-    bool ro_;
-};
 
 class FakeInterrupt : public DeviceInterrupt {
 public:
@@ -159,7 +76,7 @@ struct Harness {
     GuestMemory mem{{{GuestAddress(0), kMemSize}}};
     Queue queue{kQueueSize};
     FakeInterrupt irq;
-    FakeBackend* backend;
+    FakeBlockBackend* backend;
     std::unique_ptr<BlockDevice> dev;
     uint16_t next_desc = 0;
     uint16_t avail_idx = 0;
@@ -167,7 +84,7 @@ struct Harness {
 
     explicit Harness(BlockDeviceOptions opts = {"disk0", false, true}, bool ro_backend = false,
                      uint64_t features = ~uint64_t{0}) {
-        auto b = std::make_unique<FakeBackend>(ro_backend);
+        auto b = std::make_unique<FakeBlockBackend>(kDiskSectors * kSectorSize, ro_backend);
         backend = b.get();
         dev = std::make_unique<BlockDevice>(std::move(b), opts);
         queue.set_size(kQueueSz);
@@ -257,7 +174,7 @@ struct Harness {
     }
 };
 
-std::vector<uint8_t> disk_bytes(const FakeBackend& b, uint64_t offset, size_t n) {
+std::vector<uint8_t> disk_bytes(const FakeBlockBackend& b, uint64_t offset, size_t n) {
     return {b.disk.begin() + static_cast<long>(offset), b.disk.begin() + static_cast<long>(offset + n)};
 }
 
@@ -321,7 +238,7 @@ TEST_CASE("blk: IN and OUT round trip over several descriptors", "[virtio][blk]"
     REQUIRE(h.used_idx() == 1);
     CHECK(h.used(0).second == 1);  // OUT: only the status byte was written
     CHECK(disk_bytes(*h.backend, 2 * 512, 3 * 512) == h.bytes(kData, 3 * 512));
-    CHECK(h.backend->offsets.back() == 2 * 512);
+    CHECK(h.backend->log.back().offset == 2 * 512);
 
     // Read them back into two other buffers.
     const uint64_t st_r = h.request(req::kIn, 2, {{kData + 0x4000, 1, W}, {kData + 0x5000, 3 * 512 - 1, W}});
@@ -372,26 +289,26 @@ TEST_CASE("blk: sector ranges are checked against the capacity", "[virtio][blk]"
         const uint64_t st = h.request(req::kIn, kDiskSectors - 1, {{kData, 1024, W}});
         h.notify();
         CHECK(h.status_at(st) == blk_status::kIoErr);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
         CHECK(h.used(0).second == 1);
     }
     SECTION("sector + length overflowing 64 bits") {
         const uint64_t st = h.request(req::kOut, ~uint64_t{0}, {{kData, 512, R}});
         h.notify();
         CHECK(h.status_at(st) == blk_status::kIoErr);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
     }
     SECTION("a length that is not a multiple of 512") {
         const uint64_t st = h.request(req::kOut, 0, {{kData, 513, R}});
         h.notify();
         CHECK(h.status_at(st) == blk_status::kIoErr);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
     }
     SECTION("zero-length IN completes OK without I/O") {
         const uint64_t st = h.request(req::kIn, 3, {});
         h.notify();
         CHECK(h.status_at(st) == blk_status::kOk);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
     }
     CHECK(h.irq.errors.empty());
 }
@@ -402,15 +319,15 @@ TEST_CASE("blk: FLUSH, GET_ID and unknown types", "[virtio][blk]") {
         const uint64_t st = h.request(req::kFlush, 0, {});
         h.notify();
         CHECK(h.status_at(st) == blk_status::kOk);
-        REQUIRE(h.backend->ops.size() == 1);
-        CHECK(h.backend->ops[0] == IoRequest::Op::Flush);
+        REQUIRE(h.backend->log.size() == 1);
+        CHECK(h.backend->log[0].op == IoRequest::Op::Flush);
     }
     SECTION("FLUSH not negotiated: UNSUPP") {
         Harness h({"disk0", false, false});
         const uint64_t st = h.request(req::kFlush, 0, {});
         h.notify();
         CHECK(h.status_at(st) == blk_status::kUnsupp);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
     }
     SECTION("GET_ID: 20 bytes, NUL-padded; a shorter buffer gets a prefix") {
         Harness h({"rootfs", false, true});
@@ -444,7 +361,7 @@ TEST_CASE("blk: FLUSH, GET_ID and unknown types", "[virtio][blk]") {
             h.notify();
             CHECK(h.status_at(st) == blk_status::kUnsupp);
         }
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
         CHECK(h.irq.errors.empty());
     }
 }
@@ -461,11 +378,11 @@ TEST_CASE("blk: DISCARD and WRITE_ZEROES segments", "[virtio][blk]") {
         const uint64_t st = h.request(req::kWriteZeroes, 0, {{kData, 16, R}});
         h.notify();
         CHECK(h.status_at(st) == blk_status::kOk);
-        REQUIRE(h.backend->ops.size() == 1);
-        CHECK(h.backend->ops[0] == IoRequest::Op::WriteZeroes);
-        CHECK(h.backend->offsets[0] == 4 * 512);
-        CHECK(h.backend->lengths[0] == 3 * 512);
-        CHECK(h.backend->unmaps[0]);
+        REQUIRE(h.backend->log.size() == 1);
+        CHECK(h.backend->log[0].op == IoRequest::Op::WriteZeroes);
+        CHECK(h.backend->log[0].offset == 4 * 512);
+        CHECK(h.backend->log[0].length == 3 * 512);
+        CHECK(h.backend->log[0].unmap);
         CHECK(disk_bytes(*h.backend, 4 * 512, 3 * 512) == std::vector<uint8_t>(3 * 512, 0));
         CHECK(h.backend->disk[7 * 512] != 0);  // the sector after is untouched
     }
@@ -474,9 +391,9 @@ TEST_CASE("blk: DISCARD and WRITE_ZEROES segments", "[virtio][blk]") {
         const uint64_t st = h.request(req::kDiscard, 0, {{kData, 16, R}});
         h.notify();
         CHECK(h.status_at(st) == blk_status::kOk);
-        REQUIRE(h.backend->ops.size() == 1);
-        CHECK(h.backend->ops[0] == IoRequest::Op::Discard);
-        CHECK_FALSE(h.backend->unmaps[0]);
+        REQUIRE(h.backend->log.size() == 1);
+        CHECK(h.backend->log[0].op == IoRequest::Op::Discard);
+        CHECK_FALSE(h.backend->log[0].unmap);
     }
     SECTION("DISCARD with the unmap flag or unknown flags: UNSUPP") {
         segment(kData, 0, 2, 1);
@@ -486,7 +403,7 @@ TEST_CASE("blk: DISCARD and WRITE_ZEROES segments", "[virtio][blk]") {
         h.notify();
         CHECK(h.status_at(st) == blk_status::kUnsupp);
         CHECK(h.status_at(st2) == blk_status::kUnsupp);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
     }
     SECTION("two segments (max_discard_seg is 1): UNSUPP; a short segment: IOERR") {
         segment(kData, 0, 1, 0);
@@ -496,7 +413,7 @@ TEST_CASE("blk: DISCARD and WRITE_ZEROES segments", "[virtio][blk]") {
         h.notify();
         CHECK(h.status_at(st) == blk_status::kUnsupp);
         CHECK(h.status_at(st2) == blk_status::kIoErr);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
     }
     SECTION("out of range or too large: IOERR") {
         segment(kData, kDiskSectors - 1, 2, 0);
@@ -506,7 +423,7 @@ TEST_CASE("blk: DISCARD and WRITE_ZEROES segments", "[virtio][blk]") {
         h.notify();
         CHECK(h.status_at(st) == blk_status::kIoErr);
         CHECK(h.status_at(st2) == blk_status::kIoErr);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
     }
     SECTION("not negotiated: UNSUPP") {
         Harness n({"disk0", false, true}, false, ~(blk_feature::kDiscard | blk_feature::kWriteZeroes));
@@ -578,7 +495,7 @@ TEST_CASE("blk: malformed requests", "[virtio][blk]") {
         h.notify();
         CHECK(h.status_at(st) == blk_status::kOk);
         CHECK(h.used(0).second == 1);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
         CHECK(h.irq.errors.empty());
     }
     SECTION("descriptor outside guest memory: device error, no used element") {
@@ -587,7 +504,7 @@ TEST_CASE("blk: malformed requests", "[virtio][blk]") {
         h.notify();
         CHECK(h.irq.errors.size() == 1);
         CHECK(h.used_idx() == 0);
-        CHECK(h.backend->ops.empty());
+        CHECK(h.backend->log.empty());
     }
     SECTION("after a device error the queue is left alone until reset") {
         h.add_chain({{h.header(req::kIn, 0), 16, R}, {kData, 512, R}});
@@ -607,7 +524,7 @@ TEST_CASE("blk: a full backend is retried after completions, in order", "[virtio
     std::vector<uint64_t> st;
     for (int i = 0; i < 5; i++) st.push_back(h.request(req::kIn, static_cast<uint64_t>(i), {{kData + 0x1000ULL * i, 512, W}}));
     h.notify();
-    CHECK(h.backend->held.size() == 2);
+    CHECK(h.backend->held() == 2);
     CHECK(h.backend->refused >= 1);
     CHECK(h.used_idx() == 0);
     for (int round = 0; round < 3 && h.used_idx() < 5; round++) h.complete_async();
@@ -616,7 +533,7 @@ TEST_CASE("blk: a full backend is retried after completions, in order", "[virtio
         CHECK(h.status_at(st[static_cast<size_t>(i)]) == blk_status::kOk);
         CHECK(h.bytes(kData + 0x1000ULL * i, 512) == disk_bytes(*h.backend, 512ULL * i, 512));
     }
-    CHECK(h.backend->offsets == std::vector<uint64_t>{0, 512, 1024, 1536, 2048});
+    CHECK(h.backend->offsets() == std::vector<uint64_t>{0, 512, 1024, 1536, 2048});
     CHECK(h.irq.errors.empty());
 }
 
@@ -625,7 +542,7 @@ TEST_CASE("blk: reset with requests in flight waits for them and writes nothing 
     h.backend->hold = true;
     const uint64_t st = h.request(req::kIn, 1, {{kData, 512, W}});
     h.notify();
-    REQUIRE(h.backend->held.size() == 1);
+    REQUIRE(h.backend->held() == 1);
     // Complete the request "in the background" (as io_uring would) while reset() waits.
     h.backend->release_held();
     h.dev->reset();

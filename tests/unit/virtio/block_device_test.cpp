@@ -35,12 +35,15 @@
 #include "virtio/virtio_defs.h"
 #include "vmm/sys/eventfd.h"
 
+#include "fake_block_backend.h"
 #include "ring_driver.h"
 
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
+using embervm::virtio::testing::FakeBlockBackend;
+using embervm::virtio::testing::Submitted;
 
 namespace {
 
@@ -55,131 +58,6 @@ constexpr uint8_t kPoison = 0xee;
 
 constexpr uint64_t kSectors = 64;  // default fake disk: 32 KiB
 constexpr uint16_t kRing = 64;     // queue size the driver picks
-constexpr uint64_t kFakeDiskMax = 4 << 20;  // the fake keeps at most this many bytes
-
-// ---------------------------------------------------------------------------------------------
-// Fake backend: a disk in a vector. Requests complete inside submit() unless `hold` is set;
-// at most `depth` may be submitted and not yet reaped. Thread-safe, so a test thread can
-// complete held requests while the device waits for them (reset, destructor).
-
-struct Submitted {
-    IoRequest::Op op;
-    uint64_t offset;
-    uint64_t length;
-    bool unmap;
-    size_t iov_count;
-    uint64_t iov_bytes;
-    uint64_t user_data;
-};
-
-class FakeBackend final : public BlockBackend {
-public:
-    FakeBackend(uint64_t size_bytes, bool ro)
-        : disk(static_cast<size_t>(std::min(size_bytes, kFakeDiskMax))), size_(size_bytes), ro_(ro) {
-        for (size_t i = 0; i < disk.size(); i++) disk[i] = static_cast<uint8_t>(i * 13 + (i >> 9) + 1);
-    }
-
-    uint64_t size_bytes() const override { return size_; }
-    bool read_only() const override { return ro_; }
-    IoEngine engine() const override { return IoEngine::Sync; }
-
-    bool submit(IoRequest r) override {
-        std::lock_guard lock(mu_);
-        if (held_.size() + ready_.size() >= depth) {
-            ++refused;
-            return false;
-        }
-        uint64_t bytes = 0;
-        for (const iovec& v : r.iov) bytes += v.iov_len;
-        log.push_back({r.op, r.offset, r.length, r.unmap, r.iov.size(), bytes, r.user_data});
-        if (hold) {
-            held_.push_back(std::move(r));
-        } else {
-            ready_.push_back({r.user_data, execute(r)});
-        }
-        return true;
-    }
-    void flush_submissions() override {
-        std::lock_guard lock(mu_);
-        ++flushes;
-        if (!ready_.empty()) event_.signal();
-    }
-    int completion_fd() const override { return event_.fd(); }
-    std::vector<IoCompletion> reap_completions() override {
-        std::lock_guard lock(mu_);
-        event_.consume();
-        std::vector<IoCompletion> out(ready_.begin(), ready_.end());
-        ready_.clear();
-        reaped += out.size();
-        return out;
-    }
-    size_t in_flight() const override {
-        std::lock_guard lock(mu_);
-        return held_.size() + ready_.size();
-    }
-
-    // Completes the held requests, as the kernel or a worker thread would.
-    void release_held() {
-        std::lock_guard lock(mu_);
-        for (IoRequest& r : held_) ready_.push_back({r.user_data, execute(r)});
-        held_.clear();
-        event_.signal();
-    }
-    size_t held() const {
-        std::lock_guard lock(mu_);
-        return held_.size();
-    }
-    std::vector<uint8_t> bytes(uint64_t offset, size_t n) const {
-        return {disk.begin() + static_cast<long>(offset), disk.begin() + static_cast<long>(offset + n)};
-    }
-
-    std::vector<uint8_t> disk;
-    std::vector<Submitted> log;
-    bool hold = false;
-    size_t depth = 1000;
-    int64_t fail_with = 0;  // < 0: every request completes with this
-    int refused = 0;
-    int flushes = 0;
-    size_t reaped = 0;
-
-private:
-    int64_t execute(IoRequest& r) {
-        if (fail_with < 0) return fail_with;
-        switch (r.op) {
-            case IoRequest::Op::Read:
-            case IoRequest::Op::Write: {
-                uint64_t off = r.offset;
-                for (const iovec& v : r.iov) {
-                    if (off + v.iov_len > disk.size()) return -EIO;
-                    auto* p = static_cast<uint8_t*>(v.iov_base);
-                    if (r.op == IoRequest::Op::Read) {
-                        std::memcpy(p, disk.data() + off, v.iov_len);
-                    } else {
-                        std::memcpy(disk.data() + off, p, v.iov_len);
-                    }
-                    off += v.iov_len;
-                }
-                return static_cast<int64_t>(off - r.offset);
-            }
-            case IoRequest::Op::Discard:
-            case IoRequest::Op::WriteZeroes: {
-                const uint64_t end = std::min<uint64_t>(r.offset + r.length, disk.size());
-                if (r.offset < end) std::fill(disk.begin() + static_cast<long>(r.offset), disk.begin() + static_cast<long>(end), 0);
-                return 0;
-            }
-            case IoRequest::Op::Flush:
-                return 0;
-        }
-        return -EINVAL;
-    }
-
-    uint64_t size_;
-    bool ro_;
-    mutable std::mutex mu_;
-    std::deque<IoRequest> held_;
-    std::deque<IoCompletion> ready_;
-    embervm::vmm::EventFd event_;
-};
 
 // ---------------------------------------------------------------------------------------------
 // The driver side of the split ring (like ring_driver.h's RingDriver, plus INDIRECT chains and
@@ -223,7 +101,7 @@ struct Harness {
     GuestMemory mem{{{GuestAddress(0), kMemSize}}};
     Queue queue{kQueueSize};
     testing::FakeInterrupt irq;
-    FakeBackend* backend = nullptr;
+    FakeBlockBackend* backend = nullptr;
     std::unique_ptr<BlockDevice> dev;
     uint64_t acked = 0;
     uint16_t next_desc = 0;
@@ -232,7 +110,7 @@ struct Harness {
     unsigned tables = 0;
 
     explicit Harness(BlockDeviceOptions opts = {"blk0", false, true}, Options o = {}) {
-        auto b = std::make_unique<FakeBackend>(o.disk_bytes, o.ro_backend);
+        auto b = std::make_unique<FakeBlockBackend>(o.disk_bytes, o.ro_backend);
         backend = b.get();
         dev = std::make_unique<BlockDevice>(std::move(b), std::move(opts));
         acked = ((dev->available_features() | feature::kVersion1) & o.ack_mask) | o.ack_force;
@@ -459,7 +337,7 @@ TEST_CASE("virtio-blk device: OUT then IN round trip over odd-sized descriptors"
     CHECK(h.backend->log[0].iov_bytes == 2048);
     CHECK(h.backend->bytes(5 * 512, 2048) == data);
     // Sectors around it are untouched.
-    FakeBackend pristine(kSectors * 512, false);
+    FakeBlockBackend pristine(kSectors * 512, false);
     CHECK(h.backend->bytes(4 * 512, 512) == pristine.bytes(4 * 512, 512));
     CHECK(h.backend->bytes(9 * 512, 512) == pristine.bytes(9 * 512, 512));
 
@@ -522,7 +400,7 @@ TEST_CASE("virtio-blk device: several requests in one kick complete in order wit
     for (uint64_t i = 0; i < 5; i++) reqs.push_back(h.request(req::kIn, i * 3, {W(kData + 0x1000 * i, 512 * (i + 1))}));
     h.notify();
     REQUIRE(h.used_idx() == 5);
-    FakeBackend pristine(kSectors * 512, false);
+    FakeBlockBackend pristine(kSectors * 512, false);
     std::set<uint64_t> tags;
     for (uint16_t i = 0; i < 5; i++) {
         INFO("request " << i);
@@ -734,7 +612,7 @@ TEST_CASE("virtio-blk device: unknown request types are UNSUPP", "[virtio][blk][
 
 TEST_CASE("virtio-blk device: DISCARD and WRITE_ZEROES segments", "[virtio][blk][block_device]") {
     Harness h;
-    FakeBackend pristine(kSectors * 512, false);
+    FakeBlockBackend pristine(kSectors * 512, false);
     constexpr uint64_t kSeg = kData + 0x20000;
 
     SECTION("WRITE_ZEROES: range zeroed, unmap flag passed through") {
@@ -1118,8 +996,8 @@ TEST_CASE("virtio-blk device: reset with requests in flight waits for them, then
 }
 
 TEST_CASE("virtio-blk device: after reset the old guest memory is never touched", "[virtio][blk][block_device]") {
-    auto backend = std::make_unique<FakeBackend>(kSectors * 512, false);
-    FakeBackend* fake = backend.get();
+    auto backend = std::make_unique<FakeBlockBackend>(kSectors * 512, false);
+    FakeBlockBackend* fake = backend.get();
     BlockDevice dev(std::move(backend), {"gone", false, true});
     testing::FakeInterrupt irq;
     {
@@ -1155,8 +1033,8 @@ TEST_CASE("virtio-blk device: destruction waits for requests in flight", "[virti
     Queue q(kQueueSize);
     testing::RingDriver ring(mem, q, kDesc, kRing);
     testing::FakeInterrupt irq;
-    auto backend = std::make_unique<FakeBackend>(kSectors * 512, false);
-    FakeBackend* fake = backend.get();
+    auto backend = std::make_unique<FakeBlockBackend>(kSectors * 512, false);
+    FakeBlockBackend* fake = backend.get();
     fake->hold = true;
     auto dev = std::make_unique<BlockDevice>(std::move(backend), BlockDeviceOptions{"d", false, true});
     dev->activate(mem, std::span<Queue>(&q, 1), dev->available_features() | feature::kVersion1, irq);
@@ -1425,8 +1303,8 @@ TEST_CASE("virtio-blk device: real backends with a tiny queue depth", "[virtio][
 namespace {
 
 // A fake disk of `sectors` sectors whose bytes differ from the default fake's.
-std::unique_ptr<FakeBackend> other_disk(uint64_t sectors, bool ro = false) {
-    auto b = std::make_unique<FakeBackend>(sectors * kSectorSize, ro);
+std::unique_ptr<FakeBlockBackend> other_disk(uint64_t sectors, bool ro = false) {
+    auto b = std::make_unique<FakeBlockBackend>(sectors * kSectorSize, ro);
     for (size_t i = 0; i < b->disk.size(); i++) b->disk[i] = static_cast<uint8_t>(0xa5 ^ (i * 7 + (i >> 9)));
     return b;
 }
@@ -1450,7 +1328,7 @@ public:
 TEST_CASE("virtio-blk device: replace_backend finishes requests in flight, queued ones go to the new backend",
           "[virtio][blk][block_device][replace_backend]") {
     Harness h;
-    FakeBackend* old_backend = h.backend;
+    FakeBlockBackend* old_backend = h.backend;
     old_backend->hold = true;
     old_backend->depth = 2;
     h.mem.fill(GuestAddress(kData), 0x4000, 0);
@@ -1461,7 +1339,7 @@ TEST_CASE("virtio-blk device: replace_backend finishes requests in flight, queue
     REQUIRE(h.used_idx() == 0);
 
     auto next = other_disk(2 * kSectors);
-    FakeBackend* new_backend = next.get();
+    FakeBlockBackend* new_backend = next.get();
     std::vector<std::vector<uint8_t>> old_sectors, new_sectors;
     for (uint64_t s = 0; s < 4; s++) {
         old_sectors.push_back(old_backend->bytes(s * 512, 512));
@@ -1522,7 +1400,7 @@ TEST_CASE("virtio-blk device: replace_backend on a smaller disk and on a device 
     Harness h;
     // Shrinking: a sector that was valid is out of range afterwards.
     auto small = other_disk(8);
-    FakeBackend* small_backend = small.get();
+    FakeBlockBackend* small_backend = small.get();
     CHECK(h.dev->replace_backend(std::move(small)));
     h.backend = small_backend;
     CHECK(h.irq.config == 1);
@@ -1538,7 +1416,7 @@ TEST_CASE("virtio-blk device: replace_backend on a smaller disk and on a device 
     // no interrupt, but the capacity is the new one when the driver comes back.
     h.dev->reset();
     auto bigger = other_disk(3 * kSectors);
-    FakeBackend* bigger_backend = bigger.get();
+    FakeBlockBackend* bigger_backend = bigger.get();
     CHECK_FALSE(h.dev->replace_backend(std::move(bigger)));
     h.backend = bigger_backend;
     CHECK(h.irq.config == 1);
@@ -1576,7 +1454,7 @@ TEST_CASE("virtio-blk device: replace_backend behind the MMIO transport bumps th
           "[virtio][blk][block_device][replace_backend]") {
     GuestMemory mem{{{GuestAddress(0), kMemSize}}};
     auto irq = std::make_shared<CountingIrqLine>();
-    auto dev = std::make_shared<BlockDevice>(std::make_unique<FakeBackend>(kSectors * kSectorSize, false),
+    auto dev = std::make_shared<BlockDevice>(std::make_unique<FakeBlockBackend>(kSectors * kSectorSize, false),
                                              BlockDeviceOptions{"cfg", false, true});
     MmioTransport t(mem, dev, irq);
     const auto r32 = [&](uint64_t offset) {
