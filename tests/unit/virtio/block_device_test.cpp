@@ -973,8 +973,9 @@ TEST_CASE("virtio-blk device: reset with requests in flight waits for them, then
 
     // The backend finishes while reset() is already waiting.
     std::atomic<bool> released{false};
-    std::thread worker([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    const uint64_t asked = h.backend->in_flight_queries();
+    std::thread worker([&, asked] {
+        h.backend->wait_for_in_flight_query(asked);
         released = true;
         h.backend->release_held();
     });
@@ -1010,8 +1011,9 @@ TEST_CASE("virtio-blk device: after reset the old guest memory is never touched"
         ring.add({{kHeaders, 16, false}, {kData, 512, true}, {kStatus, 1, true}});
         dev.queue_notify(0);
         REQUIRE(fake->held() == 1);
-        std::thread worker([&] {
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        const uint64_t asked = fake->in_flight_queries();
+        std::thread worker([&, asked] {
+            fake->wait_for_in_flight_query(asked);
             fake->release_held();
         });
         dev.reset();
@@ -1044,8 +1046,9 @@ TEST_CASE("virtio-blk device: destruction waits for requests in flight", "[virti
     dev->queue_notify(0);
     REQUIRE(fake->held() == 1);
     std::atomic<bool> released{false};
-    std::thread worker([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const uint64_t asked = fake->in_flight_queries();
+    std::thread worker([&, asked] {
+        fake->wait_for_in_flight_query(asked);
         released = true;
         fake->release_held();
     });
@@ -1349,8 +1352,9 @@ TEST_CASE("virtio-blk device: replace_backend finishes requests in flight, queue
 
     // The old backend finishes while replace_backend() waits for it.
     std::atomic<bool> released{false};
-    std::thread worker([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    const uint64_t asked = old_backend->in_flight_queries();
+    std::thread worker([&, asked] {
+        old_backend->wait_for_in_flight_query(asked);
         released = true;
         old_backend->release_held();
     });
