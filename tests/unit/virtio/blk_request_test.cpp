@@ -537,23 +537,6 @@ TEST_CASE("blk: a full backend is retried after completions, in order", "[virtio
     CHECK(h.irq.errors.empty());
 }
 
-TEST_CASE("blk: reset with requests in flight waits for them and writes nothing afterwards", "[virtio][blk]") {
-    Harness h;
-    h.backend->hold = true;
-    const uint64_t st = h.request(req::kIn, 1, {{kData, 512, W}});
-    h.notify();
-    REQUIRE(h.backend->held() == 1);
-    // Complete the request "in the background" (as io_uring would) while reset() waits.
-    h.backend->release_held();
-    h.dev->reset();
-    CHECK(h.backend->in_flight() == 0);
-    CHECK(h.used_idx() == 0);           // nothing completed into the old queue
-    CHECK(h.status_at(st) == 0xee);
-    h.dev->process_completions();      // a late wake-up after reset is harmless
-    CHECK(h.used_idx() == 0);
-    h.dev->reset();                    // idempotent
-}
-
 TEST_CASE("blk: EVENT_IDX suppresses interrupts the driver did not ask for", "[virtio][blk]") {
     Harness h;
     REQUIRE(h.queue.event_idx_enabled());
