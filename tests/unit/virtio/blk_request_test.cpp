@@ -141,10 +141,6 @@ struct Harness {
         return st;
     }
     void notify() { dev->queue_notify(0); }
-    void complete_async() {
-        backend->release_held();
-        dev->process_completions();
-    }
 
     uint8_t status_at(uint64_t addr) const { return mem.read_obj<uint8_t>(GuestAddress(addr)); }
     uint16_t used_idx() const { return mem.read_obj<uint16_t>(GuestAddress(kUsed + 2)); }
@@ -515,26 +511,6 @@ TEST_CASE("blk: malformed requests", "[virtio][blk]") {
         CHECK(h.status_at(st) == 0xee);
         CHECK(h.irq.errors.size() == 1);
     }
-}
-
-TEST_CASE("blk: a full backend is retried after completions, in order", "[virtio][blk]") {
-    Harness h;
-    h.backend->hold = true;
-    h.backend->depth = 2;
-    std::vector<uint64_t> st;
-    for (int i = 0; i < 5; i++) st.push_back(h.request(req::kIn, static_cast<uint64_t>(i), {{kData + 0x1000ULL * i, 512, W}}));
-    h.notify();
-    CHECK(h.backend->held() == 2);
-    CHECK(h.backend->refused >= 1);
-    CHECK(h.used_idx() == 0);
-    for (int round = 0; round < 3 && h.used_idx() < 5; round++) h.complete_async();
-    REQUIRE(h.used_idx() == 5);
-    for (int i = 0; i < 5; i++) {
-        CHECK(h.status_at(st[static_cast<size_t>(i)]) == blk_status::kOk);
-        CHECK(h.bytes(kData + 0x1000ULL * i, 512) == disk_bytes(*h.backend, 512ULL * i, 512));
-    }
-    CHECK(h.backend->offsets() == std::vector<uint64_t>{0, 512, 1024, 1536, 2048});
-    CHECK(h.irq.errors.empty());
 }
 
 TEST_CASE("blk: EVENT_IDX suppresses interrupts the driver did not ask for", "[virtio][blk]") {
