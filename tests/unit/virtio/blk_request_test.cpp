@@ -451,16 +451,6 @@ TEST_CASE("blk: a read-only drive refuses writes, discards and write-zeroes with
     CHECK(h.bytes(kData + 0x2000, 512) == disk_bytes(*h.backend, 0, 512));
 }
 
-TEST_CASE("blk: backend errors become IOERR", "[virtio][blk]") {
-    Harness h;
-    h.backend->fail_with = -EIO;
-    const uint64_t st = h.request(req::kIn, 0, {{kData, 512, W}});
-    h.notify();
-    CHECK(h.status_at(st) == blk_status::kIoErr);
-    CHECK(h.used(0).second == 513);
-    CHECK(h.irq.errors.empty());
-}
-
 TEST_CASE("blk: malformed requests", "[virtio][blk]") {
     Harness h;
     SECTION("no writable descriptor (no status byte): device error") {
