@@ -274,41 +274,6 @@ TEST_CASE("blk: header and data may share descriptors", "[virtio][blk]") {
     CHECK(h.used(1).second == 513);
 }
 
-TEST_CASE("blk: sector ranges are checked against the capacity", "[virtio][blk]") {
-    Harness h;
-    SECTION("last sector is fine") {
-        const uint64_t st = h.request(req::kIn, kDiskSectors - 1, {{kData, 512, W}});
-        h.notify();
-        CHECK(h.status_at(st) == blk_status::kOk);
-    }
-    SECTION("one past the end: IOERR, nothing submitted") {
-        const uint64_t st = h.request(req::kIn, kDiskSectors - 1, {{kData, 1024, W}});
-        h.notify();
-        CHECK(h.status_at(st) == blk_status::kIoErr);
-        CHECK(h.backend->log.empty());
-        CHECK(h.used(0).second == 1);
-    }
-    SECTION("sector + length overflowing 64 bits") {
-        const uint64_t st = h.request(req::kOut, ~uint64_t{0}, {{kData, 512, R}});
-        h.notify();
-        CHECK(h.status_at(st) == blk_status::kIoErr);
-        CHECK(h.backend->log.empty());
-    }
-    SECTION("a length that is not a multiple of 512") {
-        const uint64_t st = h.request(req::kOut, 0, {{kData, 513, R}});
-        h.notify();
-        CHECK(h.status_at(st) == blk_status::kIoErr);
-        CHECK(h.backend->log.empty());
-    }
-    SECTION("zero-length IN completes OK without I/O") {
-        const uint64_t st = h.request(req::kIn, 3, {});
-        h.notify();
-        CHECK(h.status_at(st) == blk_status::kOk);
-        CHECK(h.backend->log.empty());
-    }
-    CHECK(h.irq.errors.empty());
-}
-
 TEST_CASE("blk: FLUSH, GET_ID and unknown types", "[virtio][blk]") {
     SECTION("FLUSH with the feature goes to the backend") {
         Harness h({"disk0", false, true});

@@ -446,6 +446,7 @@ TEST_CASE("virtio-blk device: sector ranges against the capacity", "[virtio][blk
         CHECK(h.status(r) == blk_status::kIoErr);
         CHECK(h.used(0).second == 1);
         CHECK(h.bytes(kData, 1024) == std::vector<uint8_t>(1024, 0x33));
+        CHECK(h.backend->log.empty());
     }
     SECTION("a write starting at the capacity") {
         const Request r = h.request(req::kOut, kSectors, {R(kData, 512)});
@@ -460,6 +461,7 @@ TEST_CASE("virtio-blk device: sector ranges against the capacity", "[virtio][blk
         CHECK(h.status(a) == blk_status::kIoErr);
         CHECK(h.status(b) == blk_status::kIoErr);
         CHECK(h.status(c) == blk_status::kIoErr);
+        CHECK(h.backend->log.empty());
     }
     SECTION("a data length that is not a multiple of 512") {
         const Request a = h.request(req::kOut, 0, {R(kData, 511)});
@@ -467,6 +469,7 @@ TEST_CASE("virtio-blk device: sector ranges against the capacity", "[virtio][blk
         h.notify();
         CHECK(h.status(a) == blk_status::kIoErr);
         CHECK(h.status(b) == blk_status::kIoErr);
+        CHECK(h.backend->log.empty());
     }
     SECTION("no data at the capacity (or below): OK without I/O") {
         const Request a = h.request(req::kIn, kSectors, {});
@@ -475,6 +478,7 @@ TEST_CASE("virtio-blk device: sector ranges against the capacity", "[virtio][blk
         CHECK(h.status(a) == blk_status::kOk);
         CHECK(h.status(b) == blk_status::kOk);
         CHECK(h.used(0).second == 1);
+        CHECK(h.backend->log.empty());
     }
     for (const Submitted& s : h.backend->log) CHECK(s.offset + s.length <= kSectors * 512);
     CHECK(h.backend->disk == before);  // nothing out of range was written
