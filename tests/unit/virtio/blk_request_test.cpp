@@ -399,23 +399,6 @@ TEST_CASE("blk: DISCARD and WRITE_ZEROES segments", "[virtio][blk]") {
     CHECK(h.irq.errors.empty());
 }
 
-TEST_CASE("blk: a read-only drive refuses writes, discards and write-zeroes with IOERR", "[virtio][blk]") {
-    Harness h({"ro", true, true});
-    const auto before = h.backend->disk;
-    const uint64_t st_w = h.request(req::kOut, 0, {{kData, 512, R}});
-    h.mem.write_obj(GuestAddress(kData + 0x1000), uint64_t{0});
-    h.mem.write_obj(GuestAddress(kData + 0x1008), uint64_t{1});
-    // DISCARD / WRITE_ZEROES are not offered to a read-only drive: UNSUPP when not negotiated.
-    const uint64_t st_d = h.request(req::kDiscard, 0, {{kData + 0x1000, 16, R}});
-    const uint64_t st_r = h.request(req::kIn, 0, {{kData + 0x2000, 512, W}});
-    h.notify();
-    CHECK(h.status_at(st_w) == blk_status::kIoErr);
-    CHECK(h.status_at(st_d) == blk_status::kUnsupp);
-    CHECK(h.status_at(st_r) == blk_status::kOk);
-    CHECK(h.backend->disk == before);
-    CHECK(h.bytes(kData + 0x2000, 512) == disk_bytes(*h.backend, 0, 512));
-}
-
 TEST_CASE("blk: malformed requests", "[virtio][blk]") {
     Harness h;
     SECTION("no writable descriptor (no status byte): device error") {
