@@ -1,7 +1,7 @@
 // Tests for virtio/block/block_device: request parsing and validation, statuses, used lengths,
-// features and configuration space, backend back-pressure and reset, against hand-built rings
-// in a test guest memory and a fake backend that keeps its "disk" in a vector (plus a few cases
-// on the real sync backend over a temporary file).
+// features and configuration space, against hand-built rings in a test guest memory and the
+// fake backend (fake_block_backend.h), plus a few cases on the real sync backend over a
+// temporary file. Cases block_device_test.cpp covers have moved there.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
