@@ -98,6 +98,29 @@ expect_fault() {
 }
 
 lines() { wc -l <"$console" | tr -d ' '; }
+# Waits (up to $2 s, scaled like the tests' timeouts) until the console has more than $1 lines.
+scale=${EMBERVM_TEST_TIMEOUT_MULTIPLIER:-1}
+wait_lines_above() {
+  local i
+  for ((i = 0; i < $2 * scale * 10; i++)); do
+    [ "$(lines)" -gt "$1" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# Waits (up to 10 s, scaled) until the console stops growing for 0.5 s: the ticker prints every
+# few ms while it runs, so a quiet half second means the output that was on its way has landed.
+wait_quiet() {
+  local i last now quiet=0
+  last=$(lines)
+  for ((i = 0; i < 100 * scale; i++)); do
+    sleep 0.1
+    now=$(lines)
+    if [ "$now" = "$last" ]; then quiet=$((quiet + 1)); [ $quiet -ge 5 ] && return 0; else quiet=0; fi
+    last=$now
+  done
+  return 1
+}
 note() { printf '  # %s\n' "$*"; }
 
 echo "# embervm --api-sock $sock --id session-vm --serial-out console.txt"
@@ -127,15 +150,14 @@ api 204 PUT /actions '{"action_type": "InstanceStart"}'
 api 200 GET /
 expect_field state "Running"
 
-sleep 1
+wait_lines_above 1 10 || fail "the guest printed nothing in $((10 * scale)) s"
 running=$(lines)
-note "after 1 s: console has $running lines, last: $(tail -n 1 "$console")"
-[ "$running" -gt 1 ] || fail "the guest printed nothing in 1 s"
+note "running: console has $running lines, last: $(tail -n 1 "$console")"
 
 api 204 PATCH /vm '{"state": "Paused"}'
 api 200 GET /
 expect_field state "Paused"
-sleep 0.2  # output the VMM had already taken from the guest may still be on its way to the file
+wait_quiet || fail "the console still grows $((10 * scale)) s after the VM was paused"
 before=$(lines)
 sleep 1
 after=$(lines)
@@ -143,11 +165,10 @@ note "paused: console has $before lines, 1 s later $after lines"
 [ "$before" = "$after" ] || fail "the console grew while the VM was paused ($before -> $after lines)"
 
 api 204 PATCH /vm '{"state": "Resumed"}'
-sleep 1
+wait_lines_above "$after" 10 || fail "the console did not grow within $((10 * scale)) s after the VM was resumed"
 resumed=$(lines)
-note "resumed: 1 s later the console has $resumed lines, last: $(tail -n 1 "$console")"
+note "resumed: the console has $resumed lines, last: $(tail -n 1 "$console")"
 note "(the ticker paces itself by the TSC, which ran on while paused: it skips the ticks it missed)"
-[ "$resumed" -gt "$after" ] || fail "the console did not grow after the VM was resumed"
 
 PRETTY=1 api 200 GET /vm/config
 
