@@ -1,5 +1,4 @@
-// bench-queue's driver side of a split ring (see bench_queue.cpp): chains written once into the
-// descriptor table, made available in batches and taken back from the used ring, checked.
+// bench-queue: the driver side of a split ring, chains published in batches and reaped.
 #pragma once
 
 #include <algorithm>

@@ -1,5 +1,4 @@
-// bench-queue's blk cases: 4 KiB reads through BlockDevice::queue_notify with an in-memory disk
-// as backend, beside the backend's memcpy alone.
+// bench-queue: the blk cases, 4 KiB reads through BlockDevice and an in-memory disk.
 #include <sys/uio.h>
 
 #include <cerrno>

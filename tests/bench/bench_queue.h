@@ -1,5 +1,4 @@
-// bench-queue's shared parts (see bench_queue.cpp): the guest memory layout, what a case measured
-// and how it is timed (the slices alternating with memcpy), the settings and the case functions.
+// bench-queue: the memory layout, the timing, the settings and the cases (bench_queue.cpp).
 #pragma once
 
 #include <algorithm>

@@ -1,5 +1,4 @@
-// bench-queue's queue cases (chains of 1, 3 and 17 descriptors through a bare virtqueue) and the
-// helpers every case uses: the guest memory, the host view of its buffers, the memcpy round.
+// bench-queue: the queue cases and the helpers every case uses (bench_queue.cpp).
 #include <time.h>
 
 #include <cstring>

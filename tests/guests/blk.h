@@ -1,5 +1,4 @@
-// The blk test guest's parts (blk.c: options and main; blk_pattern.c: the pattern and its I/O;
-// blk_checks.c: the full and burst modes' checks; blk_bench.c: the bench mode): what they share.
+// blk test guest: what its parts share (blk.c, blk_pattern.c, blk_checks.c, blk_bench.c).
 #pragma once
 
 #include <stddef.h>

@@ -1,5 +1,4 @@
-// The blk test guest's bench mode (blk.mode=bench): timed phases of random and sequential requests
-// at a fixed queue depth on one drive, waiting for completions by interrupt or by polling (see blk.c).
+// blk test guest: blk.mode=bench, timed phases of requests at a fixed queue depth (blk.c).
 #include "blk.h"
 
 #include "io.h"

@@ -1,5 +1,4 @@
-// The blk test guest's checks of one drive: blk.mode=full (GET_ID, the pattern, FLUSH, DISCARD /
-// WRITE_ZEROES, error statuses, interrupt suppression, read-only drives) and blk.mode=burst.
+// blk test guest: the checks of blk.mode=full and blk.mode=burst on one drive (blk.c).
 #include "blk.h"
 
 #include "io.h"

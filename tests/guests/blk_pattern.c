@@ -1,5 +1,4 @@
-// The blk test guest's data pattern and the passes that write it over a drive or read and check it
-// with several requests in flight, in rotating descriptor shapes (see blk.c).
+// blk test guest: the data pattern, written over a drive or read back and checked (blk.c).
 #include "blk.h"
 
 #include "str.h"

@@ -1,6 +1,4 @@
-// The data pattern of the blk test guest (blk.c, blk_stress.c) and of tests/guests/run-blk-test,
-// which computes the same on the host: word j of a 512-byte sector is derived from a seed, the
-// sector number and j by these odd constants (blk.c and blk_stress.c say how).
+// The blk guests' data pattern constants (blk.c, blk_stress.c; run-blk-test computes the same).
 #pragma once
 
 #include "virtio_blk.h"

@@ -1,5 +1,4 @@
-// The blk stress guest's data: the per-generation pattern, the checks of what reads return, and
-// the pool of data buffers requests take their pages from (see blk_stress.c).
+// blk stress guest: the data, the checks of what reads return, the buffer pool (blk_stress.c).
 #include "blk_stress_int.h"
 
 #include "str.h"

@@ -1,6 +1,4 @@
-// The stress mode of the blk test guest split by topic (blk_stress.c: requests and phases;
-// blk_stress_data.c: the data, its checks and the buffer pool; blk_stress_wait.c: waiting for
-// completions, diagnosis): what the parts share. See blk_stress.c for what the stress does.
+// blk stress guest: what its parts share (blk_stress.c, blk_stress_data.c, blk_stress_wait.c).
 #pragma once
 
 #include <stddef.h>

@@ -1,5 +1,4 @@
-// The blk stress guest's waits for completions (asleep until the interrupt, or polling) and how it
-// notices and reports what went wrong: late wake-ups, lost interrupts, stalled requests.
+// blk stress guest: waits for completions and the diagnosis when one never comes (blk_stress.c).
 #include "blk_stress_int.h"
 
 #include "io.h"

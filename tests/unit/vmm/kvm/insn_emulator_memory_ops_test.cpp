@@ -1,5 +1,4 @@
-// Tests for vmm/insn_emulator's instructions with memory operands: popcnt (register and memory
-// forms, every addressing form, faults) and cmpxchg8b / cmpxchg16b.
+// Tests for vmm/insn_emulator's instructions with memory operands: popcnt, cmpxchg8b/16b.
 #include <catch2/catch.hpp>
 
 #include <cstdint>

@@ -1,5 +1,4 @@
-// What the insn_emulator tests share: a sparse fake guest memory, CPU states in each mode and
-// checks of an instruction that is a no-op, that faults, or that is not emulated.
+// What the insn_emulator tests share: a fake guest memory, CPU states, common checks.
 #pragma once
 
 #include <catch2/catch.hpp>

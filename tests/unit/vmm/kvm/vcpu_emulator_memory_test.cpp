@@ -1,5 +1,4 @@
-// Tests for vmm/insn_emulator's VcpuEmulatorMemory over a translator: page-by-page translation,
-// accesses split at page boundaries, atomic compare-exchange.
+// Tests for vmm/insn_emulator's VcpuEmulatorMemory: translation, page splits, compare-exchange.
 #include <catch2/catch.hpp>
 
 #include <array>
