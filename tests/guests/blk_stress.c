@@ -50,60 +50,16 @@
 // missed_wakeups=... late_irqs=...".
 #include "blk_stress.h"
 
-#include "guest.h"
+#include "blk_stress_int.h"
 #include "io.h"
 #include "irq.h"
 #include "str.h"
-#include "virtio.h"
 
-#define MAX_SLOTS VIRTQ_MAX_SIZE
-#define MAX_SECTORS (1u << 20)  // the used area: at most 512 MiB
-#define POOL_PAGE 4096u
-#define POOL_PAGES 4096u  // 16 MiB of data buffers
-#define MAX_PIECES 64     // data descriptors of one request
-#define TABLE_ENTRIES (MAX_PIECES + 2)
-#define MAX_IO_SECTORS 512      // 256 KiB
-#define MAX_RANGE_SECTORS 4096  // DISCARD / WRITE_ZEROES: 2 MiB
-#define VERIFY_SECTORS 256
-#define VERIFY_QD 8
-#define STALL_CYCLES (1ull << 36)     // a request in flight this long has been lost
-#define LOST_IRQ_CYCLES (1ull << 35)  // completions waited for, there, and no interrupt
-#define PROGRESS_CYCLES (1ull << 33)
-#define HEALTH_CYCLES (1ull << 24)  // how often a polling wait checks the deadlines and Status
-#define MISSED_WAKEUP_CYCLES (1ull << 22)
-#define LATE_IRQ_CYCLES (1ull << 28)
+const char* const kind_names[NUM_KINDS] = {"read",         "write",  "flush",          "discard",
+                                           "write-zeroes", "get-id", "read-beyond-end"};
+const char* const shape_names[NUM_SHAPES] = {"one", "split", "indirect", "mixed", "inline"};
 
-#define K_SEED 0x9e3779b97f4a7c15ull
-#define K_SECTOR 0xd6e8feb86659fd93ull
-#define K_GEN 0xbf58476d1ce4e5b9ull
-#define K_WORD 0x2545f4914f6cdd1dull
-#define WORDS_PER_SECTOR (VIRTIO_BLK_SECTOR_SIZE / 8)
-
-enum kind { K_READ, K_WRITE, K_FLUSH, K_DISCARD, K_WRITE_ZEROES, K_GET_ID, K_BAD_READ, NUM_KINDS };
-static const char* const kind_names[NUM_KINDS] = {"read",         "write",  "flush",          "discard",
-                                                  "write-zeroes", "get-id", "read-beyond-end"};
-enum shape { SH_ONE, SH_SPLIT, SH_INDIRECT, SH_MIXED, SH_INLINE, NUM_SHAPES };
-static const char* const shape_names[NUM_SHAPES] = {"one", "split", "indirect", "mixed", "inline"};
-
-struct req {
-    int busy;
-    enum kind kind;
-    enum shape shape;
-    uint16_t head;
-    uint16_t pieces;  // data descriptors
-    uint64_t sector;
-    uint32_t nsect;
-    uint32_t gen;  // writes: the generation written
-    int page;      // first pool page, or -1
-    uint32_t pages;
-    uint8_t* data;
-    uint32_t data_len;
-    volatile uint8_t* status;
-    uint64_t number;     // 1-based, in submission order
-    uint64_t submitted;  // TSC
-};
-
-static struct req reqs[MAX_SLOTS];
+struct req reqs[MAX_SLOTS];
 static uint16_t free_slot[MAX_SLOTS];
 static unsigned nfree_slots;
 static uint16_t head_slot[VIRTQ_MAX_SIZE];
@@ -111,51 +67,9 @@ static struct virtio_blk_req_hdr hdrs[MAX_SLOTS] __attribute__((aligned(16)));
 static struct virtio_blk_discard_segment segs[MAX_SLOTS] __attribute__((aligned(16)));
 static volatile uint8_t statuses[MAX_SLOTS];
 static struct virtq_desc tables[MAX_SLOTS][TABLE_ENTRIES] __attribute__((section(".noinit"), aligned(16)));
-static uint8_t pool[POOL_PAGES * POOL_PAGE] __attribute__((section(".noinit"), aligned(4096)));
-static uint64_t pool_used[POOL_PAGES / 64];
-static uint32_t gen_of[MAX_SECTORS] __attribute__((section(".noinit")));
+uint32_t gen_of[MAX_SECTORS] __attribute__((section(".noinit")));
 
-static struct {
-    struct blk_dev* b;
-    struct virtq* q;
-    uint64_t area;  // sectors in use
-    uint64_t pseed;
-    uint64_t rng;
-    uint32_t next_gen;
-    uint64_t goal, issued, done;
-    unsigned inflight, max_inflight;
-    uint64_t count[NUM_KINDS];
-    uint64_t shapes[NUM_SHAPES];
-    uint64_t sleeps, polls, no_wait;
-    uint64_t missed_wakeups, max_missed_wakeup, late_irqs, max_late_irq;  // see note_wakeup
-    uint64_t irqs0, ticks0, tsc0;
-    uint64_t next_sector;  // behind the previous request
-    // the epoch
-    uint64_t epoch_end;
-    unsigned target_qd, max_sectors, pause_pct, poll_pct, kick_pct, take_pct;
-    int compact;  // only SH_INDIRECT
-    // progress lines
-    uint64_t next_progress, last_line;
-    int verifying;
-} st;
-
-#define STRESS_FAIL(...)                               \
-    do {                                               \
-        printf("blk: FAIL: stress: " __VA_ARGS__);     \
-        dump_state();                                  \
-    } while (0)
-
-// ---- random numbers (xorshift64*) ----
-
-static uint64_t rnd(void) {
-    st.rng ^= st.rng >> 12;
-    st.rng ^= st.rng << 25;
-    st.rng ^= st.rng >> 27;
-    return st.rng * 0x2545f4914f6cdd1dull;
-}
-static uint32_t below(uint32_t n) { return n ? (uint32_t)(rnd() % n) : 0; }
-static int percent(unsigned p) { return below(100) < p; }
-static unsigned min_u(unsigned a, unsigned b) { return a < b ? a : b; }
+struct stress_state st;
 
 static void random_pause(void) {
     const uint32_t r = below(1000);
@@ -165,162 +79,8 @@ static void random_pause(void) {
     while (rdtsc() - t0 < cycles) cpu_pause();
 }
 
-// ---- diagnosis ----
-
-static void dump_state(void) {
-    struct virtq* q = st.q;
-    const uint64_t now = rdtsc();
-    // (printf takes at most 255 characters a call.)
-    printf("stress: state: %lu of %lu requests done, %u in flight, %lu issued%s\n", st.done, st.goal, st.inflight,
-           st.issued, st.verifying ? " (verify phase)" : "");
-    printf("stress: ring: avail.idx %u, used.idx %u, last_used %u, used_event %u, avail_event %u, avail.flags 0x%x, "
-           "used.flags 0x%x, free descriptors %u\n",
-           q->avail->idx, q->used->idx, q->last_used, *virtq_used_event(q), *virtq_avail_event(q), q->avail->flags,
-           q->used->flags, q->num_free);
-    printf("stress: device: InterruptStatus 0x%x, Status 0x%x; notifications %u (%u suppressed), irqs %lu, ticks %lu\n",
-           virtio_read32(&st.b->v, VIRTIO_MMIO_INTERRUPT_STATUS), virtio_status(&st.b->v), q->notifications,
-           q->suppressed, irq_count - st.irqs0, irq_timer_count - st.ticks0);
-    // The oldest requests in flight, oldest first.
-    uint64_t after = 0;
-    for (unsigned shown = 0; shown < 8; shown++) {
-        const struct req* best = NULL;
-        for (unsigned i = 0; i < MAX_SLOTS; i++) {
-            const struct req* r = &reqs[i];
-            if (r->busy && r->number > after && (!best || r->number < best->number)) best = r;
-        }
-        if (!best) break;
-        int used = 0;  // its completion is in the used ring, not taken yet
-        for (uint16_t i = q->last_used; i != q->used->idx && !used; i++)
-            used = q->used->ring[i % q->size].id == best->head;
-        printf("stress: in flight: #%lu %s of sectors %lu+%u, shape %s (%u data descriptors), head %u, status byte "
-               "0x%x, for %lu cycles%s\n",
-               best->number, kind_names[best->kind], best->sector, best->nsect, shape_names[best->shape], best->pieces,
-               best->head, *best->status, now - best->submitted, used ? " (completed, in the used ring)" : "");
-        after = best->number;
-    }
-}
-
-// Returns 0, or -1 (after FAIL) if the oldest request has been in flight for STALL_CYCLES or the
-// device wants a reset.
-static int check_health(uint64_t now) {
-    const struct req* oldest = NULL;
-    for (unsigned i = 0; i < MAX_SLOTS; i++) {
-        if (reqs[i].busy && (!oldest || reqs[i].number < oldest->number)) oldest = &reqs[i];
-    }
-    if (oldest && now - oldest->submitted >= STALL_CYCLES) {
-        STRESS_FAIL("request #%lu (%s of sectors %lu+%u) saw no completion for %lu TSC cycles; %lu requests done, "
-                    "%u in flight\n",
-                    oldest->number, kind_names[oldest->kind], oldest->sector, oldest->nsect, now - oldest->submitted,
-                    st.done, st.inflight);
-        return -1;
-    }
-    if (virtio_status(&st.b->v) & VIRTIO_STATUS_DEVICE_NEEDS_RESET) {
-        STRESS_FAIL("DEVICE_NEEDS_RESET after %lu requests done, %u in flight\n", st.done, st.inflight);
-        return -1;
-    }
-    return 0;
-}
-
-// ---- data ----
-
-static uint64_t word0(uint64_t sector, uint32_t gen) { return st.pseed * K_SEED + sector * K_SECTOR + gen * K_GEN; }
-
-static void fill(uint8_t* buf, uint64_t sector, uint32_t nsect, uint32_t gen) {
-    uint64_t* p = (uint64_t*)buf;
-    for (uint32_t s = 0; s < nsect; s++, p += WORDS_PER_SECTOR) {
-        uint64_t v = word0(sector + s, gen);
-        for (unsigned j = 0; j < WORDS_PER_SECTOR; j++, v += K_WORD) p[j] = v;
-    }
-}
-
-// Returns 0 if the sector at `p` holds what generation `gen` of `sector` should, else the first
-// differing word + 1.
-static unsigned sector_differs(const uint64_t* p, uint64_t sector, uint32_t gen) {
-    uint64_t acc = 0;
-    if (gen == 0) {
-        for (unsigned j = 0; j < WORDS_PER_SECTOR; j++) acc |= p[j];
-    } else {
-        uint64_t v = word0(sector, gen);
-        for (unsigned j = 0; j < WORDS_PER_SECTOR; j++, v += K_WORD) acc |= p[j] ^ v;
-    }
-    if (acc == 0) return 0;
-    const uint64_t base = gen ? word0(sector, gen) : 0;
-    for (unsigned j = 0; j < WORDS_PER_SECTOR; j++) {
-        if (p[j] != (gen ? base + j * K_WORD : 0)) return j + 1;
-    }
-    return 0;
-}
-
-// What a wrong sector holds instead: zeros, another generation of the same sector, or neither.
-static void describe_content(const uint64_t* p, uint64_t sector, char* out, size_t size) {
-    if (sector_differs(p, sector, 0) == 0) {
-        snprintf(out, size, "zeros");
-        return;
-    }
-    uint64_t inv = K_GEN;  // K_GEN^-1 mod 2^64 by Newton's iteration (K_GEN is odd)
-    for (int i = 0; i < 6; i++) inv *= 2 - K_GEN * inv;
-    const uint64_t g = (p[0] - word0(sector, 0)) * inv;
-    if (g > 0 && g < st.next_gen && sector_differs(p, sector, (uint32_t)g) == 0) {
-        snprintf(out, size, "generation %lu of this sector (a %s write)", g,
-                 g < gen_of[sector] ? "stale" : "newer");
-        return;
-    }
-    snprintf(out, size, "other data (first word 0x%lx)", p[0]);
-}
-
-static int verify_read(const struct req* r) {
-    for (uint32_t s = 0; s < r->nsect; s++) {
-        const uint64_t sector = r->sector + s;
-        const uint64_t* p = (const uint64_t*)(r->data + (size_t)s * VIRTIO_BLK_SECTOR_SIZE);
-        const uint32_t gen = gen_of[sector];
-        const unsigned j = sector_differs(p, sector, gen);
-        if (j == 0) continue;
-        char what[96];
-        describe_content(p, sector, what, sizeof(what));
-        const uint64_t want = gen ? word0(sector, gen) + (j - 1) * K_WORD : 0;
-        printf("blk: FAIL: stress: read #%lu of sectors %lu+%u (shape %s, %u data descriptors): sector %lu byte %u "
-               "reads 0x%lx, expected 0x%lx; %lu requests done, %u in flight\n",
-               r->number, r->sector, r->nsect, shape_names[r->shape], r->pieces, sector, (j - 1) * 8, p[j - 1], want,
-               st.done, st.inflight);
-        printf("stress: sector %lu should hold %s %u, and holds %s\n", sector, gen ? "generation" : "zeros, generation",
-               gen, what);
-        dump_state();
-        return -1;
-    }
-    return 0;
-}
-
-// ---- buffers ----
-
-static int pool_alloc(uint32_t pages) {
-    uint32_t run = 0;
-    for (uint32_t i = 0; i < POOL_PAGES; i++) {
-        if ((i & 63) == 0 && pool_used[i / 64] == ~0ull) {
-            run = 0;
-            i += 63;
-            continue;
-        }
-        if (pool_used[i / 64] & (1ull << (i & 63))) {
-            run = 0;
-            continue;
-        }
-        if (++run == pages) {
-            const uint32_t first = i + 1 - pages;
-            for (uint32_t k = first; k <= i; k++) pool_used[k / 64] |= 1ull << (k & 63);
-            return (int)first;
-        }
-    }
-    return -1;
-}
-
-static void pool_free(int first, uint32_t pages) {
-    for (uint32_t k = (uint32_t)first; k < (uint32_t)first + pages; k++) pool_used[k / 64] &= ~(1ull << (k & 63));
-}
-
 // ---- requests ----
 
-static int writes_data(enum kind k) { return k == K_WRITE || k == K_DISCARD || k == K_WRITE_ZEROES; }
-static int has_range(enum kind k) { return k == K_READ || writes_data(k); }
 
 // 1 if [sector, sector + nsect) may not be touched by a `k` request now: an in-flight request
 // that writes overlaps it, or `k` writes and any in-flight request overlaps it.
@@ -613,107 +373,6 @@ static int complete(const struct virtq_used_elem* e) {
     return 0;
 }
 
-// One late wake-up more of a kind (see note_wakeup); the first three are printed.
-static void count_late_wakeup(uint64_t* n, uint64_t* longest, uint64_t cycles, const char* what) {
-    (*n)++;
-    if (cycles > *longest) *longest = cycles;
-    if (*n <= 3) printf("stress: %s: %lu TSC cycles (%lu requests done)\n", what, cycles, st.done);
-}
-
-// Called after a sleep in which the device's interrupt was taken (irq_count was `irqs`, the tick
-// count `ticks`; `ready_since`: when a tick found the completions there without their interrupt,
-// or 0). Counts two ways of waking up late that the tick recovers from:
-//   missed wake-up  the interrupt was taken, yet the CPU stayed halted until the tick: it came
-//                   inside the interrupt shadow of `sti`, right before `hlt` (the nested-SVM bug
-//                   behind issue 13, README); the handler ran, the HLT did not end
-//   late interrupt  it came LATE_IRQ_CYCLES or more after a tick saw the completions there (an
-//                   interrupt lost on its way in and raised again by the VMM's watchdog)
-static void note_wakeup(uint64_t irqs, uint64_t ticks, uint64_t ready_since) {
-    const uint64_t irq_at = irq_last_tsc, tick_at = irq_timer_last_tsc;
-    if (irq_at != 0 && irq_count == irqs + 1 && irq_timer_count != ticks && tick_at > irq_at &&
-        tick_at - irq_at >= MISSED_WAKEUP_CYCLES) {
-        count_late_wakeup(&st.missed_wakeups, &st.max_missed_wakeup, tick_at - irq_at,
-                          "missed wake-up (the device's interrupt taken, the CPU halted on until the tick)");
-    }
-    if (irq_at != 0 && ready_since && irq_at > ready_since && irq_at - ready_since >= LATE_IRQ_CYCLES) {
-        count_late_wakeup(&st.late_irqs, &st.max_late_irq, irq_at - ready_since,
-                          "late interrupt (after the completions were in the used ring)");
-    }
-}
-
-// A driver runs with interrupts on: takes an interrupt that came while the guest did not sleep and
-// acknowledges it as a handler would (left unacknowledged, the VMM's watchdog would raise it
-// again after 200 ms, as if it had been lost). Done after the waits that did not sleep in a share
-// of them that each epoch draws: in the others an interrupt stays pending until the next `sti;
-// hlt`, which is what lets the nested-SVM bug (note_wakeup) strike.
-static void take_pending_interrupt(struct virtio_dev* d) {
-    const uint64_t irqs = irq_count;
-    irq_take_pending();
-    if (irq_count != irqs) virtio_isr_ack(d, virtio_isr_read(d));
-}
-
-// Waits until at least `want` used elements are there: spinning on the used ring (interrupts
-// suppressed) if `poll`, else asleep until the device's interrupt. Returns 0 or -1 (after FAIL).
-static int wait_for(unsigned want, int poll) {
-    struct virtq* q = st.q;
-    struct virtio_dev* d = &st.b->v;
-    uint64_t checked = rdtsc();
-    if (poll) {
-        st.polls++;
-        if (q->event_idx) *virtq_used_event(q) = (uint16_t)(q->last_used + 0x8000);
-        else q->avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
-        while (virtq_used_pending(q) < want) {
-            cpu_pause();
-            const uint64_t now = rdtsc();
-            if (now - checked >= HEALTH_CYCLES) {
-                if (check_health(now)) return -1;
-                checked = now;
-            }
-        }
-        if (percent(st.take_pct)) take_pending_interrupt(d);
-        return 0;
-    }
-    // Ask for an interrupt once `want` elements are there ...
-    if (q->event_idx) *virtq_used_event(q) = (uint16_t)(q->last_used + want - 1);
-    else q->avail->flags = 0;
-    // ... and make that store visible before the used index is read: otherwise the device could
-    // publish, read the old used_event and skip the interrupt while we read the old index and
-    // sleep (see bench_wait_irq in blk.c).
-    mb();
-    if (virtq_used_pending(q) >= want) {
-        st.no_wait++;
-        if (percent(st.take_pct)) take_pending_interrupt(d);
-        return 0;
-    }
-    st.sleeps++;
-    uint64_t ready_since = 0;
-    for (;;) {
-        const uint64_t irqs = irq_count, ticks = irq_timer_count;
-        irq_wait();  // the device's interrupt, or the tick
-        const uint64_t now = rdtsc();
-        if (irq_count != irqs) {
-            note_wakeup(irqs, ticks, ready_since);
-            virtio_isr_ack(d, virtio_isr_read(d));
-            if (virtq_used_pending(q) >= want) return 0;
-            ready_since = 0;
-        } else if (virtq_used_pending(q) >= want) {
-            // Woken by the tick: what we wait for is there, but its interrupt has not come (yet).
-            if (!ready_since) {
-                ready_since = now;
-            } else if (now - ready_since >= LOST_IRQ_CYCLES) {
-                STRESS_FAIL("lost interrupt: the %u completion(s) waited for sat in the used ring (used.idx %u, "
-                            "used_event %u) for %lu TSC cycles, no interrupt; %lu requests done, %u in flight\n",
-                            want, q->used->idx, *virtq_used_event(q), now - ready_since, st.done, st.inflight);
-                return -1;
-            }
-        }
-        if (now - checked >= HEALTH_CYCLES) {
-            if (check_health(now)) return -1;
-            checked = now;
-        }
-    }
-}
-
 static void progress(void) {
     const uint64_t now = rdtsc();
     if (st.done < st.next_progress && now - st.last_line < PROGRESS_CYCLES) return;
@@ -780,7 +439,7 @@ int blk_stress(struct blk_dev* b, const struct blk_stress_options* o) {
     st.rng = o->rng_seed * K_SEED + K_WORD;  // never 0
     for (unsigned i = 0; i < MAX_SLOTS; i++) free_slot[i] = (uint16_t)(MAX_SLOTS - 1 - i);
     nfree_slots = MAX_SLOTS;
-    memset(pool_used, 0, sizeof(pool_used));
+    pool_reset();
     memset(gen_of, 0, st.area * sizeof(gen_of[0]));
     printf("stress: drive %s, %lu of %lu sectors used, queue size %u, %s, %s, %s%s%s; %lu requests, seed %lu, "
            "tick %u ms\n",
