@@ -38,7 +38,7 @@ public:
     void write(uint64_t offset, std::span<const uint8_t> data) override;
 
     // Host input (event-loop thread). Queues as many bytes as fit and returns that count;
-    // the caller keeps the rest and retries once wants_input() is true again.
+    // the caller keeps the rest and offers it again when the input-ready callback comes.
     size_t enqueue_input(std::span<const uint8_t> bytes);
     // True while the RX buffer has room.
     bool wants_input() const;
