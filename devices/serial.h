@@ -38,16 +38,19 @@ public:
     void write(uint64_t offset, std::span<const uint8_t> data) override;
 
     // Host input (event-loop thread). Queues as many bytes as fit and returns that count;
-    // the caller keeps the rest and retries once wants_input() is true again.
+    // the caller keeps the rest and offers it again when the input-ready callback comes.
     size_t enqueue_input(std::span<const uint8_t> bytes);
     // True while the RX buffer has room.
     bool wants_input() const;
     // Free space in the RX buffer, in bytes.
     size_t input_space() const;
-    // Called (from a vCPU thread, without the device lock held) once after enqueue_input()
-    // turned bytes away, as soon as the guest has drained the RX buffer to half capacity.
-    // It must be cheap and thread-safe (post to the event loop, write an eventfd). Set it
-    // before the vCPUs start.
+    // Called once after enqueue_input() turned bytes away, as soon as the guest has drained
+    // the RX buffer to half capacity (RBR reads, or an FCR that clears it): on the vCPU thread
+    // of that access, after the device lock is released (it may call back into the device).
+    // Not called while nothing was turned away. It must be cheap and thread-safe (post to the
+    // event loop, write an eventfd). Any thread; a call already under way on another thread
+    // may still run the previous callback, so whatever it reaches must outlive that (a
+    // shared_ptr, an io_context that stays).
     void set_input_ready_callback(std::function<void()> callback);
 
 private:

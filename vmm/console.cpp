@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
 #include "devices/serial.h"
@@ -45,22 +46,52 @@ void ConsoleOutput::write(std::span<const uint8_t> bytes) const {
     write_all(fd_, bytes, WhenFull::Wait);
 }
 
+// Shared by the console and the UART's input-ready callback. `console` is read and cleared on
+// the loop thread only, so a wake-up posted before the console went is dropped there.
+struct StdinConsole::Wakeup {
+    explicit Wakeup(asio::io_context& io) : io(io) {}
+    asio::io_context& io;
+    StdinConsole* console = nullptr;
+};
+
 std::unique_ptr<StdinConsole> StdinConsole::attach(asio::io_context& io, devices::Serial& serial,
-                                                   std::function<void()> quit) {
+                                                   std::function<void()> quit, int input_fd) {
     struct stat st{};
-    if (::fstat(STDIN_FILENO, &st) < 0) return nullptr;
+    if (::fstat(input_fd, &st) < 0) return nullptr;
     // epoll cannot watch regular files (or /dev/null); only terminals, pipes and sockets feed the guest.
-    const bool pollable = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || ::isatty(STDIN_FILENO) != 0;
+    const bool pollable = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || ::isatty(input_fd) != 0;
     if (!pollable) return nullptr;
-    const int fd = ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
-    if (fd < 0) throw sys_error("dup of stdin");
-    std::unique_ptr<StdinConsole> console(new StdinConsole(io, fd, serial, std::move(quit)));
-    console->read();
+    const int fd = ::fcntl(input_fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) throw sys_error("dup of the console input");
+    std::unique_ptr<StdinConsole> console(new StdinConsole(io, fd, input_fd, serial, std::move(quit)));
+    console->feed_guest();
     return console;
 }
 
-StdinConsole::StdinConsole(asio::io_context& io, int fd, devices::Serial& serial, std::function<void()> quit)
-    : descriptor_(io, fd), retry_(io), terminal_(STDIN_FILENO), serial_(serial), quit_(std::move(quit)) {}
+StdinConsole::StdinConsole(asio::io_context& io, int fd, int terminal_fd, devices::Serial& serial,
+                           std::function<void()> quit)
+    : descriptor_(io, fd),
+      terminal_(terminal_fd),
+      serial_(serial),
+      quit_(std::move(quit)),
+      wakeup_(std::make_shared<Wakeup>(io)) {
+    wakeup_->console = this;
+    // The UART calls this on a vCPU thread, without its lock held, once the guest has drained
+    // the input buffer after it turned bytes away. It runs at most once per refusal, and a
+    // refusal happens in feed_guest() on the loop, before the handler that got it returns: the
+    // wake-up posted here always finds the bytes that wait (it cannot come too early, and one
+    // that finds nothing to do is harmless).
+    serial_.set_input_ready_callback([wakeup = wakeup_] {
+        asio::post(wakeup->io, [wakeup] {
+            if (wakeup->console != nullptr) wakeup->console->feed_guest();
+        });
+    });
+}
+
+StdinConsole::~StdinConsole() {
+    serial_.set_input_ready_callback(nullptr);
+    wakeup_->console = nullptr;
+}
 
 void StdinConsole::take_input(std::span<const uint8_t> bytes) {
     for (const uint8_t c : bytes) {
@@ -79,27 +110,29 @@ void StdinConsole::take_input(std::span<const uint8_t> bytes) {
     }
 }
 
-void StdinConsole::read() {
-    // Offer what the UART has not taken yet; while its buffer is full, try again shortly
-    // instead of reading more from the host (back-pressure, no bytes dropped).
+void StdinConsole::feed_guest() {
+    // Back-pressure: while the UART has not taken every waiting byte, nothing more is read
+    // from the host. Its input-ready callback calls this again once the guest made room.
     if (!pending_.empty()) {
         const size_t taken = serial_.enqueue_input(pending_);
-        pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(taken));
-        if (!pending_.empty()) {
-            retry_.expires_after(std::chrono::milliseconds(10));
-            retry_.async_wait([this](const boost::system::error_code& ec) {
-                if (!ec) read();
-            });
-            return;
-        }
+        pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(taken));
+        if (!pending_.empty()) return;
     }
-    descriptor_.async_read_some(asio::buffer(buffer_), [this](const boost::system::error_code& ec, size_t n) {
+    if (reading_ || input_closed_) return;
+    reading_ = true;
+    // The handler may run after the console went (cancelled): it then finds no console.
+    descriptor_.async_read_some(asio::buffer(buffer_), [wakeup = wakeup_](const boost::system::error_code& ec,
+                                                                          size_t n) {
+        StdinConsole* const self = wakeup->console;
+        if (self == nullptr) return;
+        self->reading_ = false;
         if (ec) {
-            log::debug("stdin closed: {}", ec.message());
+            self->input_closed_ = true;
+            log::debug("console input closed: {}", ec.message());
             return;
         }
-        take_input(std::span<const uint8_t>(buffer_.data(), n));
-        read();
+        self->take_input(std::span<const uint8_t>(self->buffer_.data(), n));
+        self->feed_guest();
     });
 }
 

@@ -12,9 +12,10 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "vmm/terminal.h"
 
@@ -41,15 +42,24 @@ private:
     int fd_ = -1;
 };
 
-// The process's stdin feeding the guest's serial port. Ctrl-A x calls `quit`; Ctrl-A Ctrl-A
-// sends one Ctrl-A (the escape works on a terminal only: from a pipe every byte goes through).
-// While the UART's input buffer is full, the bytes wait here (no byte is dropped).
+// The process's stdin (or another terminal, pipe or socket) feeding the guest's serial port.
+// Ctrl-A x calls `quit`; Ctrl-A Ctrl-A sends one Ctrl-A (the escape works on a terminal only:
+// from a pipe every byte goes through).
+//
+// Back-pressure without polling: the bytes the UART's full input buffer turns away wait here,
+// and no more is read from the host meanwhile. The UART calls its input-ready callback (on the
+// vCPU thread whose RBR read drained the buffer) once there is room again; the callback posts to
+// the event loop, where the waiting bytes are offered again and reading goes on. Everything but
+// that post runs on the loop thread.
 class StdinConsole {
 public:
-    // Null when stdin cannot be watched on the event loop (a regular file, /dev/null, closed).
-    // Throws Error if stdin cannot be duplicated. Starts reading at once.
+    // Null when `input_fd` cannot be watched on the event loop (a regular file, /dev/null,
+    // closed). Throws Error if it cannot be duplicated. Starts reading at once. `serial` must
+    // outlive the console; its input-ready callback belongs to the console until destruction.
     static std::unique_ptr<StdinConsole> attach(boost::asio::io_context& io, devices::Serial& serial,
-                                                std::function<void()> quit);
+                                                std::function<void()> quit, int input_fd = STDIN_FILENO);
+    // On the loop thread or while the loop does not run.
+    ~StdinConsole();
     StdinConsole(const StdinConsole&) = delete;
     StdinConsole& operator=(const StdinConsole&) = delete;
 
@@ -57,17 +67,24 @@ public:
     void restore_terminal() { terminal_.restore(); }
 
 private:
-    StdinConsole(boost::asio::io_context& io, int fd, devices::Serial& serial, std::function<void()> quit);
-    void read();
+    // What the UART's callback reaches the console through: it may outlive the console.
+    struct Wakeup;
+
+    StdinConsole(boost::asio::io_context& io, int fd, int terminal_fd, devices::Serial& serial,
+                 std::function<void()> quit);
+    // Hands the waiting bytes to the UART, then reads the host once all of them were taken.
+    void feed_guest();
     void take_input(std::span<const uint8_t> bytes);
 
     boost::asio::posix::stream_descriptor descriptor_;
-    boost::asio::steady_timer retry_;
     RawTerminal terminal_;
     devices::Serial& serial_;
     std::function<void()> quit_;
+    std::shared_ptr<Wakeup> wakeup_;
     std::array<uint8_t, 512> buffer_{};
     std::vector<uint8_t> pending_;  // read from the host but not yet accepted by the UART
+    bool reading_ = false;          // an async read of the host is outstanding
+    bool input_closed_ = false;     // EOF or a read error: nothing more to read
     bool escape_pending_ = false;
 };
 

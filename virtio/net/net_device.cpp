@@ -89,8 +89,8 @@ void NetDevice::on_activate_locked(const Activation& a) {
     } catch (const std::exception& e) {
         fail_locked(e.what());
     }
-    // The TAP is watched afresh for this activation: frames may have queued up meanwhile.
-    if (rx_resume_) rx_resume_();
+    // The TAP is watched afresh for this activation (DeviceBase subscribes event_sources_locked):
+    // frames that queued up meanwhile are received once the driver has buffers.
 }
 
 void NetDevice::on_reset_locked() {
@@ -105,16 +105,6 @@ void NetDevice::on_reset_locked() {
 
 std::vector<DeviceBase::EventSource> NetDevice::event_sources_locked() {
     return {EventSource{backend_->fd(), [this] { return rx_ready_locked(); }}};
-}
-
-void NetDevice::set_rx_resume_hook(std::function<void()> hook) {
-    std::lock_guard lock(mutex());
-    rx_resume_ = std::move(hook);
-}
-
-void NetDevice::rx_resumed_locked() {
-    resume_source_locked(0);
-    if (rx_resume_) rx_resume_();
 }
 
 DeviceProgress NetDevice::progress() const {
@@ -170,17 +160,9 @@ void NetDevice::on_queue_locked(uint16_t queue_index) {
         // (the watch paused when the guest ran out of buffers).
         if (process_rx_locked()) {
             rx_waiting_ = false;
-            rx_resumed_locked();
+            resume_source_locked(0);
         }
     }
-}
-
-bool NetDevice::process_rx() {
-    std::lock_guard lock(mutex());
-    if (!active() || broken()) {
-        return false;  // watched again at the next activation
-    }
-    return rx_ready_locked();
 }
 
 bool NetDevice::rx_ready_locked() {

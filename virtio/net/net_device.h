@@ -20,15 +20,13 @@
 //     stays in the TAP; a frame already read (MRG_RXBUF, chains ran out halfway) waits inside
 //     the device with the chains gathered so far.
 //   - The next kick of the receive queue retries; once the backend is drained again the device
-//     watches the fd again (and calls the rx-resume hook, if one is set: an observer for tests).
-//     A new activation watches it afresh (frames may wait from before).
+//     watches the fd again. A new activation watches it afresh (frames may wait from before).
 //
 // Threading: everything runs under the device lock (DeviceBase::mutex()).
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -116,14 +114,6 @@ public:
     nlohmann::json metrics_json() const override;
     void log_counters() const override;
 
-    // What the backend fd's handler does, for tests that drive the device by hand: moves
-    // frames to the guest. false: the guest has no receive buffers (or the device is not
-    // active); the fd is not watched until RX resumes.
-    bool process_rx();
-    // Called (under the device lock, from a receive-queue kick or activation) when RX goes on
-    // after process_rx() returned false: an observer, the device resumes its watch itself.
-    void set_rx_resume_hook(std::function<void()> hook);
-
     NetCounters counters() const;
 
 private:
@@ -139,8 +129,9 @@ private:
     void on_queue_locked(uint16_t queue_index) override;
     void on_reset_locked() override;
     std::vector<EventSource> event_sources_locked() override;
-    bool rx_ready_locked();  // the TAP's handler
-    void rx_resumed_locked();
+    // The backend fd's handler: moves frames to the guest. false: the guest has no receive
+    // buffers left (or the read failed); the fd is not watched until a receive kick resumes it.
+    bool rx_ready_locked();
 
     bool process_rx_locked();
     RxStep receive_frame_locked();
@@ -159,8 +150,7 @@ private:
     Queue* rxq_ = nullptr;
     Queue* txq_ = nullptr;
     bool mrg_rxbuf_ = false;
-    bool rx_waiting_ = false;  // process_rx() returned false; resume on the next RX kick
-    std::function<void()> rx_resume_;
+    bool rx_waiting_ = false;  // rx_ready_locked() returned false; resume on the next RX kick
 
     // The frame being received (header + packet) and the chains gathered for it.
     std::vector<uint8_t> rx_frame_;

@@ -236,6 +236,72 @@ TEST_CASE("serial: back-pressure instead of overrun for host input", "[devices][
     CHECK(ready_calls == 1);
 }
 
+TEST_CASE("serial: the input-ready callback comes only when room frees up after a refusal", "[devices][serial]") {
+    Uart u(4);
+    int ready_calls = 0;
+    u.serial.set_input_ready_callback([&] { ++ready_calls; });
+
+    // Nothing turned away: draining the buffer, even to empty, calls nothing.
+    CHECK(u.feed("abcd") == 4);
+    for (char c : std::string("abcd")) CHECK(u.reg(kData) == c);
+    CHECK(ready_calls == 0);
+
+    // Turned away, then other accesses that free nothing: no call.
+    CHECK(u.feed("efghij") == 4);
+    u.set(kScr, 1);
+    CHECK(u.reg(kLsr) == 0x61);
+    CHECK(u.reg(kIir) == 0x01);
+    u.set(kFcr, 0x00);  // FIFO mode unchanged (off): nothing cleared
+    CHECK(ready_calls == 0);
+    CHECK(u.reg(kData) == 'e');
+    CHECK(ready_calls == 0);  // 3 of 4 bytes left: above half
+    CHECK(u.reg(kData) == 'f');
+    CHECK(ready_calls == 1);  // half: room for the bytes that wait
+    CHECK(u.reg(kData) == 'g');
+    CHECK(u.reg(kData) == 'h');
+    CHECK(u.reg(kData) == 'h');  // an empty RBR read frees nothing
+    CHECK(ready_calls == 1);
+
+    // Clearing the RX FIFO frees the room at once.
+    CHECK(u.feed("klmno") == 4);
+    u.set(kFcr, 0x03);
+    CHECK(ready_calls == 2);
+    CHECK(u.reg(kLsr) == 0x60);
+
+    // A callback that is taken away is not called.
+    CHECK(u.feed("pqrst") == 4);
+    u.serial.set_input_ready_callback(nullptr);
+    u.set(kFcr, 0x03);
+    CHECK(ready_calls == 2);
+}
+
+TEST_CASE("serial: the input-ready callback runs on the reading thread, outside the device lock",
+          "[devices][serial]") {
+    Uart u(2);
+    std::string waiting = "abcd";  // the host's bytes the UART has not taken yet
+    std::vector<std::thread::id> callers;
+    // What a console does once woken: hand over the bytes that wait (this would deadlock if
+    // the device lock were still held).
+    u.serial.set_input_ready_callback([&] {
+        callers.push_back(std::this_thread::get_id());
+        waiting.erase(0, u.feed(waiting));
+    });
+    waiting.erase(0, u.feed(waiting));
+    CHECK(waiting == "cd");
+    std::thread vcpu([&] { CHECK(u.reg(kData) == 'a'); });
+    vcpu.join();
+    REQUIRE(callers.size() == 1);
+    CHECK(callers[0] != std::this_thread::get_id());
+    CHECK(callers[0] != std::thread::id());
+    CHECK(waiting == "d");  // 'b' was still there: one byte of room
+    std::string got;
+    for (int i = 0; i < 3; i++) got += static_cast<char>(u.reg(kData));
+    CHECK(got == "bcd");
+    CHECK(callers.size() == 2);  // once more after the refusal of 'd', not after that
+    CHECK(waiting.empty());
+    CHECK(u.reg(kLsr) == 0x60);
+}
+
 TEST_CASE("serial: loopback mode", "[devices][serial]") {
     Uart u;
     // Linux's 8250 probe: MCR = LOOP | RTS | OUT2 must read back CTS | DCD.

@@ -1,8 +1,10 @@
 // Tests for virtio/net/net_device: features and configuration, transmit (gathering, indirect
 // tables, bad chains, backend errors, EVENT_IDX), receive into one buffer (bounced or zero copy)
 // or several (MRG_RXBUF), receive back-pressure (no buffers: the frame stays in the backend and
-// the resume hook runs once buffers come), drops, read errors, reset; against a fake backend
-// that queues inbound frames and records outbound ones.
+// the backend is watched again once buffers come), drops, read errors, reset; against a fake
+// backend that queues inbound frames and records outbound ones. The device is driven as in the
+// VMM: activated on an event loop, kicked through its queue eventfds, receiving when the
+// backend's fd is readable, with the loop run until it has nothing left to do.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -12,9 +14,12 @@
 #include <numeric>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
+
 #include "memory/guest_memory.h"
 #include "tests/unit/virtio/ring_driver.h"
 #include "virtio/net/net_device.h"
+#include "vmm/sys/event_loop.h"
 #include "vmm/sys/eventfd.h"
 
 using embervm::memory::GuestAddress;
@@ -34,13 +39,17 @@ constexpr uint16_t kRingSize = 32;
 
 class FakeNetBackend : public NetBackend {
 public:
+    // Readable like a TAP: from a frame's arrival until a read finds none waiting.
     int fd() const override { return event.fd(); }
     // Like the kernel's TAP: a frame longer than the buffers is truncated, and its full length
     // is returned.
     ssize_t read_frame(std::span<const iovec> iov) override {
         reads++;
         if (read_error) return read_error;
-        if (inbound.empty()) return -EAGAIN;
+        if (inbound.empty()) {
+            event.consume();
+            return -EAGAIN;
+        }
         const auto f = inbound.front();
         inbound.pop_front();
         reads_iovecs.push_back(iov.size());
@@ -64,11 +73,16 @@ public:
     void set_offloads(uint64_t acked) override { set_offloads_calls.push_back(acked); }
     std::string name() const override { return "fake0"; }
 
+    // A frame arrives (header + packet).
+    void push(std::vector<uint8_t> frame) {
+        inbound.push_back(std::move(frame));
+        event.signal();
+    }
     // A frame as the TAP delivers it: a 12-byte vnet header (num_buffers left 0) + packet.
     void push_frame(size_t packet_len, uint8_t seed) {
         std::vector<uint8_t> f(kNetHdrSize + packet_len, 0);
         std::iota(f.begin() + kNetHdrSize, f.end(), seed);
-        inbound.push_back(f);
+        push(std::move(f));
     }
 
     embervm::vmm::EventFd event;
@@ -84,13 +98,15 @@ public:
 };
 
 struct Harness {
+    boost::asio::io_context io;
+    embervm::vmm::EventLoop loop{io};
     GuestMemory mem{{{GuestAddress(0), kMemSize}}};
     std::vector<Queue> queues;
+    std::vector<embervm::vmm::EventFd> kicks{2};  // the queues' ioeventfds
     std::unique_ptr<RingDriver> rx, tx;
     FakeInterrupt irq;
     FakeNetBackend* backend;
     std::unique_ptr<NetDevice> dev;
-    int resumed = 0;
 
     explicit Harness(bool mrg = false, std::optional<uint16_t> mtu = std::nullopt, uint64_t drop = 0,
                      uint64_t offloads = net_feature::kCsum | net_feature::kGuestCsum) {
@@ -106,15 +122,43 @@ struct Harness {
         o.mac = {0x06, 0x00, 0x0a, 0x00, 0x02, 0x0f};
         o.mtu = mtu;
         dev = std::make_unique<NetDevice>(std::move(b), o);
-        dev->set_rx_resume_hook([this] { resumed++; });
         uint64_t acked = (dev->available_features() | feature::kVersion1) & ~drop;
         if (!mrg) acked &= ~net_feature::kMrgRxbuf;
         for (auto& q : queues) {
             q.set_event_idx_enabled((acked & feature::kRingEventIdx) != 0);
             q.set_indirect_enabled((acked & feature::kRingIndirectDesc) != 0);
         }
-        dev->activate(mem, queues, acked, irq);
-        resumed = 0;  // activation itself resumes RX (frames may be waiting)
+        activate(acked);
+    }
+    // What the transport does at DRIVER_OK: the device subscribes to the loop.
+    void activate(uint64_t acked) {
+        const std::vector<int> fds{kicks[0].fd(), kicks[1].fd()};
+        dev->activate(Activation{mem, queues, acked, irq, fds, &loop});
+        run();
+    }
+    // Runs what is ready on the loop (a kick, a readable backend, posted work) until nothing is.
+    void run() {
+        io.restart();
+        io.poll();
+    }
+    // The driver notifies queue `q` (KVM writes its ioeventfd); the loop runs.
+    void kick(uint16_t q) {
+        kicks[q].signal();
+        run();
+    }
+    // The backend's fd becomes readable: the device receives what fits the guest's buffers.
+    // Returns whether it still watches the backend (false: it waits for receive buffers).
+    bool receive() {
+        run();
+        return backend_watched();
+    }
+    // Whether the device reads the backend when it is readable: a wake-up with no frame
+    // (harmless: the read finds none).
+    bool backend_watched() {
+        const int before = backend->reads;
+        backend->event.signal();
+        run();
+        return backend->reads > before;
     }
     std::vector<uint8_t> bytes(uint64_t addr, size_t n) const {
         std::vector<uint8_t> v(n);
@@ -172,7 +216,7 @@ TEST_CASE("net: transmit gathers a chain into one frame", "[virtio][net]") {
     h.mem.write(GuestAddress(kBufs + 0x1000), std::span<const uint8_t>(p).first(10));
     h.mem.write(GuestAddress(kBufs + 0x2000), std::span<const uint8_t>(p).subspan(10));
     h.tx->add({{kBufs, kNetHdrSize, false}, {kBufs + 0x1000, 10, false}, {kBufs + 0x2000, 990, false}});
-    h.dev->queue_notify(1);
+    h.kick(1);
     REQUIRE(h.backend->outbound.size() == 1);
     std::vector<uint8_t> want = hdr;
     want.insert(want.end(), p.begin(), p.end());
@@ -188,7 +232,7 @@ TEST_CASE("net: transmit gathers a chain into one frame", "[virtio][net]") {
     // The backend refusing a frame drops it; the chain still comes back.
     h.backend->write_error = -ENOBUFS;
     h.tx->add({{kBufs, kNetHdrSize + 64, false}});
-    h.dev->queue_notify(1);
+    h.kick(1);
     CHECK(h.tx->used_idx() == 2);
     CHECK(h.dev->counters().tx_dropped == 1);
     CHECK(h.irq.errors.empty());
@@ -198,30 +242,30 @@ TEST_CASE("net: malformed transmit chains put the device into NEEDS_RESET", "[vi
     SECTION("a device-writable descriptor") {
         Harness h;
         h.tx->add({{kBufs, kNetHdrSize, false}, {kBufs + 0x1000, 64, true}});
-        h.dev->queue_notify(1);
+        h.kick(1);
         REQUIRE(h.irq.errors.size() == 1);
         CHECK(h.irq.errors[0].find("device-writable") != std::string::npos);
     }
     SECTION("shorter than the header") {
         Harness h;
         h.tx->add({{kBufs, kNetHdrSize - 1, false}});
-        h.dev->queue_notify(1);
+        h.kick(1);
         REQUIRE(h.irq.errors.size() == 1);
     }
     SECTION("longer than the largest frame") {
         Harness h;
         h.tx->add({{kBufs, static_cast<uint32_t>(kNetHdrSize + kMaxFrameBytes + 1), false}});
-        h.dev->queue_notify(1);
+        h.kick(1);
         REQUIRE(h.irq.errors.size() == 1);
     }
     SECTION("a buffer outside guest memory") {
         Harness h;
         h.tx->add({{kMemSize - 16, 64, false}});
-        h.dev->queue_notify(1);
+        h.kick(1);
         REQUIRE(h.irq.errors.size() == 1);
         // Broken: further kicks do nothing until reset.
         h.tx->add({{kBufs, 64, false}});
-        h.dev->queue_notify(1);
+        h.kick(1);
         CHECK(h.backend->outbound.empty());
         CHECK(h.irq.errors.size() == 1);
     }
@@ -229,7 +273,7 @@ TEST_CASE("net: malformed transmit chains put the device into NEEDS_RESET", "[vi
         Harness h;
         h.backend->push_frame(60, 1);
         h.rx->add({{kBufs, 2048, false}});
-        CHECK_FALSE(h.dev->process_rx());
+        CHECK_FALSE(h.receive());
         REQUIRE(h.irq.errors.size() == 1);
     }
 }
@@ -240,7 +284,7 @@ TEST_CASE("net: receive into one big buffer", "[virtio][net]") {
     h.rx->add({{kBufs + 0x1000, 100, true}, {kBufs + 0x2000, 1426, true}});
     h.backend->push_frame(1000, 9);
     h.backend->push_frame(300, 77);
-    CHECK_FALSE(h.dev->process_rx());  // both buffers used: wait for more
+    CHECK_FALSE(h.receive());  // both buffers used: wait for more
     REQUIRE(h.rx->used_idx() == 2);
     CHECK(h.rx->used(0).second == kNetHdrSize + 1000);
     CHECK(h.bytes(kBufs + kNetHdrSize, 1000) == packet(1000, 9));
@@ -260,7 +304,7 @@ TEST_CASE("net: receive across several buffers with MRG_RXBUF", "[virtio][net]")
     Harness h(true);
     for (int i = 0; i < 8; i++) h.rx->add({{kBufs + 0x1000ULL * i, 256, true}});
     h.backend->push_frame(1500, 5);  // 1512 bytes: 6 buffers of 256
-    CHECK(h.dev->process_rx());  // backend drained, buffers left
+    CHECK(h.receive());  // backend drained, buffers left
     REQUIRE(h.rx->used_idx() == 6);
     CHECK(h.num_buffers(kBufs) == 6);
     std::vector<uint8_t> got;
@@ -277,16 +321,15 @@ TEST_CASE("net: no receive buffers: the frame waits and RX resumes on the kick",
     SECTION("without MRG_RXBUF") {
         Harness h;
         h.backend->push_frame(200, 1);
-        CHECK_FALSE(h.dev->process_rx());         // pause watching
+        CHECK_FALSE(h.receive());                 // watching paused
         CHECK(h.backend->inbound.size() == 1);    // not read: nothing dropped
-        CHECK(h.resumed == 0);
         h.rx->add({{kBufs, 1526, true}});
-        h.dev->queue_notify(0);                   // delivered, but no buffer left: still paused
+        h.kick(0);                                // delivered, but no buffer left: still paused
         CHECK(h.rx->used_idx() == 1);
-        CHECK(h.resumed == 0);
+        CHECK_FALSE(h.backend_watched());
         h.rx->add({{kBufs + 0x1000, 1526, true}});
-        h.dev->queue_notify(0);                   // buffers to spare: the hook resumes the watch
-        CHECK(h.resumed == 1);
+        h.kick(0);                                // buffers to spare: the watch resumes
+        CHECK(h.backend_watched());
         CHECK(h.backend->inbound.empty());
         CHECK(h.bytes(kBufs + kNetHdrSize, 200) == packet(200, 1));
         CHECK(h.dev->counters().rx_dropped == 0);
@@ -295,18 +338,18 @@ TEST_CASE("net: no receive buffers: the frame waits and RX resumes on the kick",
         Harness h(true);
         h.rx->add({{kBufs, 256, true}});
         h.backend->push_frame(600, 2);            // needs 3 buffers of 256
-        CHECK_FALSE(h.dev->process_rx());
+        CHECK_FALSE(h.receive());
         CHECK(h.rx->used_idx() == 0);             // nothing delivered half
         h.rx->add({{kBufs + 0x1000, 256, true}});
-        h.dev->queue_notify(0);
+        h.kick(0);
         CHECK(h.rx->used_idx() == 0);
-        CHECK(h.resumed == 0);                    // still short of buffers
+        CHECK_FALSE(h.backend_watched());         // still short of buffers
         h.rx->add({{kBufs + 0x2000, 256, true}});
         h.rx->add({{kBufs + 0x3000, 256, true}});
-        h.dev->queue_notify(0);
+        h.kick(0);
         CHECK(h.rx->used_idx() == 3);
         CHECK(h.num_buffers(kBufs) == 3);
-        CHECK(h.resumed == 1);
+        CHECK(h.backend_watched());
         CHECK(h.dev->counters().rx_dropped == 0);
     }
 }
@@ -316,7 +359,7 @@ TEST_CASE("net: a frame too big for the buffer is dropped without MRG_RXBUF", "[
     h.rx->add({{kBufs, 128, true}});
     h.backend->push_frame(1000, 1);
     h.backend->push_frame(50, 2);
-    CHECK_FALSE(h.dev->process_rx());  // the one buffer went to the small frame
+    CHECK_FALSE(h.receive());  // the one buffer went to the small frame
     CHECK(h.dev->counters().rx_dropped == 1);
     REQUIRE(h.rx->used_idx() == 1);  // the buffer was kept for the small frame
     CHECK(h.bytes(kBufs + kNetHdrSize, 50) == packet(50, 2));
@@ -328,13 +371,13 @@ TEST_CASE("net: EVENT_IDX suppresses receive interrupts", "[virtio][net]") {
     for (int i = 0; i < 4; i++) h.rx->add({{kBufs + 0x1000ULL * i, 1526, true}});
     h.rx->set_used_event(2);  // interrupt once the used index passes 2
     h.backend->push_frame(60, 1);
-    CHECK(h.dev->process_rx());
+    CHECK(h.receive());
     CHECK(h.irq.used.size() == 1);  // the first signal is always sent
     h.backend->push_frame(60, 2);
-    CHECK(h.dev->process_rx());
+    CHECK(h.receive());
     CHECK(h.irq.used.size() == 1);  // used idx 2: not past 2
     h.backend->push_frame(60, 3);
-    CHECK(h.dev->process_rx());
+    CHECK(h.receive());
     CHECK(h.irq.used.size() == 2);
 }
 
@@ -342,13 +385,17 @@ TEST_CASE("net: before activation and after reset RX does nothing", "[virtio][ne
     Harness h;
     h.dev->reset();
     h.backend->push_frame(60, 1);
-    CHECK_FALSE(h.dev->process_rx());
+    CHECK_FALSE(h.receive());
     CHECK(h.backend->inbound.size() == 1);
-    h.dev->queue_notify(1);  // ignored
-    // Activation again resumes the watch.
+    CHECK(h.backend->reads == 0);
+    h.dev->queue_notify(1);  // the transport's path: ignored
+    // Activation again watches the backend: the frame that waited is received.
     h.rx = std::make_unique<RingDriver>(h.mem, h.queues[0], kRxRing + 0x4000, kRingSize);
-    h.dev->activate(h.mem, h.queues, h.dev->available_features() | feature::kVersion1, h.irq);
-    CHECK(h.resumed == 1);
+    h.rx->add({{kBufs, 1526, true}});
+    h.activate(h.dev->available_features() | feature::kVersion1);
+    CHECK(h.backend->inbound.empty());
+    REQUIRE(h.rx->used_idx() == 1);
+    CHECK(h.bytes(kBufs + kNetHdrSize, 60) == packet(60, 1));
 }
 
 TEST_CASE("net: offloads are offered only when the backend carries them", "[virtio][net]") {
@@ -389,7 +436,7 @@ TEST_CASE("net: transmit through an indirect descriptor table", "[virtio][net]")
     const uint16_t head = h.tx->add({{table, 32, false}});
     // Turn the head into an INDIRECT descriptor (flags at offset 12).
     h.mem.write_obj<uint16_t>(GuestAddress(kTxRing + 16ULL * head + 12), desc_flags::kIndirect);
-    h.dev->queue_notify(1);
+    h.kick(1);
     REQUIRE(h.irq.errors.empty());
     REQUIRE(h.backend->outbound.size() == 1);
     std::vector<uint8_t> want = hdr;
@@ -405,7 +452,7 @@ TEST_CASE("net: transmit errors other than a full backend are counted apart", "[
     h.backend->write_error = -EIO;  // the host interface is down
     h.tx->add({{kBufs, kNetHdrSize + 60, false}});
     h.tx->add({{kBufs, kNetHdrSize + 60, false}});
-    h.dev->queue_notify(1);
+    h.kick(1);
     CHECK(h.tx->used_idx() == 2);  // both chains returned
     const auto c = h.dev->counters();
     CHECK(c.tx_errors == 2);
@@ -420,7 +467,7 @@ TEST_CASE("net: EVENT_IDX on the transmit queue", "[virtio][net]") {
     h.tx->set_used_event(0);
     h.tx->add({{kBufs, kNetHdrSize + 60, false}});
     h.tx->add({{kBufs, kNetHdrSize + 60, false}});
-    h.dev->queue_notify(1);
+    h.kick(1);
     CHECK(h.backend->outbound.size() == 2);
     // Kicks are asked for again from the next entry on, and the interrupt was wanted (used
     // index passed 0).
@@ -429,7 +476,7 @@ TEST_CASE("net: EVENT_IDX on the transmit queue", "[virtio][net]") {
     // The driver wants no interrupt before entry 10: the next frame is sent silently.
     h.tx->set_used_event(10);
     h.tx->add({{kBufs, kNetHdrSize + 60, false}});
-    h.dev->queue_notify(1);
+    h.kick(1);
     CHECK(h.backend->outbound.size() == 3);
     CHECK(h.irq.used.size() == 1);
     CHECK(h.mem.read_obj<uint16_t>(GuestAddress(avail_event)) == 3);
@@ -444,8 +491,8 @@ TEST_CASE("net: receive straight into a chain that holds any frame", "[virtio][n
     std::vector<uint8_t> f(kNetHdrSize + 5000);
     std::iota(f.begin() + kNetHdrSize, f.end(), uint8_t{4});
     f[10] = f[11] = 0xff;  // the TAP leaves num_buffers alone: the device must set it
-    h.backend->inbound.push_back(f);
-    CHECK_FALSE(h.dev->process_rx());  // the only buffer is used
+    h.backend->push(f);
+    CHECK_FALSE(h.receive());  // the only buffer is used
     REQUIRE(h.rx->used_idx() == 1);
     CHECK(h.rx->used(0).second == kNetHdrSize + 5000);
     // Read with one iovec per guest buffer: no bounce buffer.
@@ -457,10 +504,13 @@ TEST_CASE("net: receive straight into a chain that holds any frame", "[virtio][n
     CHECK(h.dev->counters().rx_bytes == 5000);
 
     // A frame longer than even that chain (the kernel truncated it) is dropped; the buffer stays.
-    h.rx->add(bufs);
     h.backend->push_frame(18 * 0x1000, 1);
     h.backend->push_frame(100, 2);
-    CHECK_FALSE(h.dev->process_rx());
+    CHECK_FALSE(h.receive());  // no buffer: the frames wait
+    CHECK(h.backend->inbound.size() == 2);
+    h.rx->add(bufs);
+    h.kick(0);
+    CHECK_FALSE(h.backend_watched());  // the buffer went to the second frame
     CHECK(h.dev->counters().rx_dropped == 1);
     REQUIRE(h.rx->used_idx() == 2);
     CHECK(h.rx->used(1).second == kNetHdrSize + 100);
@@ -473,7 +523,7 @@ TEST_CASE("net: receive edge cases", "[virtio][net]") {
         for (int i = 0; i < 4; i++) h.rx->add({{kBufs + 0x1000ULL * i, 256, true}});
         h.backend->push_frame(kMaxFrameBytes + 1, 1);
         h.backend->push_frame(100, 2);
-        CHECK(h.dev->process_rx());
+        CHECK(h.receive());
         CHECK(h.dev->counters().rx_dropped == 1);
         REQUIRE(h.rx->used_idx() == 1);
         CHECK(h.num_buffers(kBufs) == 1);
@@ -482,8 +532,8 @@ TEST_CASE("net: receive edge cases", "[virtio][net]") {
     SECTION("a runt (no more than a header) is dropped") {
         Harness h;
         h.rx->add({{kBufs, 1526, true}});
-        h.backend->inbound.push_back(std::vector<uint8_t>(kNetHdrSize, 0));
-        CHECK(h.dev->process_rx());
+        h.backend->push(std::vector<uint8_t>(kNetHdrSize, 0));
+        CHECK(h.receive());
         CHECK(h.dev->counters().rx_dropped == 1);
         CHECK(h.rx->used_idx() == 0);
     }
@@ -491,7 +541,7 @@ TEST_CASE("net: receive edge cases", "[virtio][net]") {
         Harness h(true);
         h.rx->add({{kBufs, kNetHdrSize - 1, true}});
         h.backend->push_frame(60, 1);
-        CHECK_FALSE(h.dev->process_rx());
+        CHECK_FALSE(h.receive());
         REQUIRE(h.irq.errors.size() == 1);
         CHECK(h.irq.errors[0].find("header") != std::string::npos);
         CHECK(h.backend->inbound.size() == 1);  // not read
@@ -502,23 +552,25 @@ TEST_CASE("net: receive edge cases", "[virtio][net]") {
         h.rx->add({{kBufs, 1526, true}});
         h.backend->push_frame(60, 1);
         h.backend->read_error = -EBADFD;
-        CHECK_FALSE(h.dev->process_rx());  // the caller stops watching: no busy loop
+        CHECK_FALSE(h.receive());  // the caller stops watching: no busy loop
         CHECK(h.dev->counters().rx_errors == 1);
         CHECK(h.rx->used_idx() == 0);
         CHECK(h.irq.errors.empty());  // a host problem, not the guest's
         h.backend->read_error = 0;
         h.rx->add({{kBufs + 0x1000, 1526, true}});
-        h.dev->queue_notify(0);
+        h.kick(0);
         CHECK(h.rx->used_idx() == 1);
-        CHECK(h.resumed == 1);
+        CHECK(h.backend_watched());
     }
     SECTION("a receive kick while RX is not waiting does nothing") {
         Harness h;
         h.backend->push_frame(60, 1);
         h.rx->add({{kBufs, 1526, true}});
-        h.dev->queue_notify(0);
+        h.dev->queue_notify(0);  // the kick alone, without the loop seeing the backend readable
         CHECK(h.backend->reads == 0);
-        CHECK(h.resumed == 0);
+        CHECK(h.rx->used_idx() == 0);
+        h.run();  // the readable backend delivers it
+        CHECK(h.rx->used_idx() == 1);
     }
 }
 
@@ -527,22 +579,23 @@ TEST_CASE("net: reset while a frame waits for buffers", "[virtio][net]") {
     h.rx->add({{kBufs, 256, true}});
     h.backend->push_frame(600, 1);  // needs 3 buffers: read, then waits inside the device
     h.backend->push_frame(60, 2);
-    CHECK_FALSE(h.dev->process_rx());
+    CHECK_FALSE(h.receive());
     CHECK(h.backend->inbound.size() == 1);
     h.dev->reset();
     CHECK(h.dev->counters().rx_dropped == 1);  // the half-received frame is gone
-    CHECK_FALSE(h.dev->process_rx());            // not active: nothing read
+    CHECK_FALSE(h.receive());            // not active: nothing read
     CHECK(h.backend->inbound.size() == 1);
 
     // The driver sets the device up again (fresh rings); the TAP is reused.
     for (auto& q : h.queues) q.reset();
     h.rx = std::make_unique<RingDriver>(h.mem, h.queues[0], kRxRing + 0x4000, kRingSize);
     h.tx = std::make_unique<RingDriver>(h.mem, h.queues[1], kTxRing + 0x4000, kRingSize);
-    h.dev->activate(h.mem, h.queues, h.dev->available_features() | feature::kVersion1, h.irq);
-    CHECK(h.resumed == 1);
     h.rx->add({{kBufs + 0x8000, 256, true}});
     h.rx->add({{kBufs + 0x9000, 256, true}});
-    CHECK(h.dev->process_rx());  // drained, one buffer to spare
+    // The backend is watched afresh: the frame that waited is received at once.
+    h.activate(h.dev->available_features() | feature::kVersion1);
+    CHECK(h.backend->inbound.empty());
+    CHECK(h.backend_watched());  // drained, one buffer to spare
     REQUIRE(h.rx->used_idx() == 1);
     CHECK(h.num_buffers(kBufs + 0x8000) == 1);
     CHECK(h.bytes(kBufs + 0x8000 + kNetHdrSize, 60) == packet(60, 2));
