@@ -6,6 +6,8 @@
 
 #include <poll.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -56,6 +59,9 @@ struct SegmentLayout {
     uint32_t flags;
 };
 static_assert(sizeof(SegmentLayout) == 16);
+
+// Request types virtio-blk does not know (or embervm does not implement): UNSUPP.
+inline constexpr std::array<uint32_t, 13> kUnknownTypes{2, 3, 5, 6, 7, 9, 10, 12, 14, 15, 16, 0x80000000u, 0xffffffffu};
 
 // A device-readable (R) or device-writable (W) buffer.
 inline Buf R(uint64_t addr, uint32_t len) { return {addr, len, false}; }
@@ -220,6 +226,49 @@ private:
         activate();
     }
 };
+
+// GET_ID: a drive id, the writable buffers before the status byte, and what lands in them.
+struct GetIdCase {
+    const char* what;
+    std::string id;
+    bool read_only;
+    std::vector<uint32_t> buffers;  // lengths
+    std::string want;               // the bytes written, over the buffers in order
+};
+inline std::vector<GetIdCase> get_id_cases() {
+    return {
+        {"short id: NUL-padded to 20 bytes", "vda", false, {32}, std::string("vda") + std::string(17, '\0')},
+        {"empty id: 20 NULs", "", false, {20}, std::string(20, '\0')},
+        {"exactly 20 bytes: no terminator", "0123456789abcdefghij", false, {32}, "0123456789abcdefghij"},
+        {"a longer id is truncated", "serial-number-that-is-far-too-long", false, {64}, "serial-number-that-i"},
+        {"a shorter buffer gets a prefix", "abcdefgh", false, {5}, "abcde"},
+        {"split over two buffers", "ABCDEFGHIJKLMNOPQRST", false, {7, 13}, "ABCDEFGHIJKLMNOPQRST"},
+        {"no buffer at all", "abc", false, {}, ""},
+        {"a read-only drive", "ro-id", true, {20}, std::string("ro-id") + std::string(15, '\0')},
+    };
+}
+// The case's buffers in guest memory, 0x100 apart from kData on, each poisoned with 0xaa (and
+// the 8 bytes after it).
+inline std::vector<Buf> get_id_buffers(RingHarness& h, const GetIdCase& c) {
+    std::vector<Buf> bufs;
+    for (const uint32_t len : c.buffers) {
+        bufs.push_back(W(kData + 0x100 * bufs.size(), len));
+        h.mem.fill(memory::GuestAddress(bufs.back().addr), len + 8, 0xaa);
+    }
+    return bufs;
+}
+// Each buffer holds its part of c.want and nothing after it (the poison stays).
+inline void check_get_id_buffers(const RingHarness& h, const std::vector<Buf>& bufs, const GetIdCase& c) {
+    size_t off = 0;
+    for (const Buf& b : bufs) {
+        const size_t n = std::min<size_t>(b.len, c.want.size() - off);
+        const auto got = h.bytes(b.addr, b.len + 8);
+        CHECK(std::string(got.begin(), got.begin() + static_cast<long>(n)) == c.want.substr(off, n));
+        CHECK(std::all_of(got.begin() + static_cast<long>(n), got.end(), [](uint8_t v) { return v == 0xaa; }));
+        off += n;
+    }
+    CHECK(off == c.want.size());
+}
 
 // A fake disk of `sectors` sectors whose bytes differ from the default fake's.
 inline std::unique_ptr<FakeBlockBackend> other_disk(uint64_t sectors, bool ro = false) {
