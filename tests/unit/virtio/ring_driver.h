@@ -46,9 +46,23 @@ public:
                            Descriptor{bufs[i].addr, bufs[i].len, flags, static_cast<uint16_t>((idx + 1) % size_)});
         }
         next_ = static_cast<uint16_t>((head + bufs.size()) % size_);
-        mem_.write_obj<uint16_t>(memory::GuestAddress(base_ + 0x1000 + 4 + 2ULL * (avail_ % size_)), head);
-        avail_++;
-        mem_.write_obj<uint16_t>(memory::GuestAddress(base_ + 0x1000 + 2), avail_);
+        publish(head);
+        return head;
+    }
+    // Writes `bufs` as an indirect table at `table` and makes one INDIRECT descriptor pointing
+    // at it available; returns its head.
+    uint16_t add_indirect(uint64_t table, const std::vector<Buf>& bufs) {
+        for (size_t i = 0; i < bufs.size(); i++) {
+            uint16_t flags = bufs[i].device_writes ? desc_flags::kWrite : 0;
+            if (i + 1 < bufs.size()) flags |= desc_flags::kNext;
+            mem_.write_obj(memory::GuestAddress(table + 16ULL * i),
+                           Descriptor{bufs[i].addr, bufs[i].len, flags, static_cast<uint16_t>(i + 1)});
+        }
+        const uint16_t head = next_;
+        mem_.write_obj(memory::GuestAddress(base_ + 16ULL * head),
+                       Descriptor{table, static_cast<uint32_t>(16 * bufs.size()), desc_flags::kIndirect, 0});
+        next_ = static_cast<uint16_t>((head + 1) % size_);
+        publish(head);
         return head;
     }
     uint16_t used_idx() const { return mem_.read_obj<uint16_t>(memory::GuestAddress(base_ + 0x2000 + 2)); }
@@ -60,8 +74,21 @@ public:
     void set_used_event(uint16_t v) {
         mem_.write_obj<uint16_t>(memory::GuestAddress(base_ + 0x1000 + 4 + 2ULL * size_), v);
     }
+    // The available ring's flags (VRING_AVAIL_F_NO_INTERRUPT).
+    void set_avail_flags(uint16_t v) { mem_.write_obj<uint16_t>(memory::GuestAddress(base_ + 0x1000), v); }
+    // The used ring's flags (VRING_USED_F_NO_NOTIFY) and avail_event (EVENT_IDX).
+    uint16_t used_flags() const { return mem_.read_obj<uint16_t>(memory::GuestAddress(base_ + 0x2000)); }
+    uint16_t avail_event() const {
+        return mem_.read_obj<uint16_t>(memory::GuestAddress(base_ + 0x2000 + 4 + 8ULL * size_));
+    }
 
 private:
+    void publish(uint16_t head) {
+        mem_.write_obj<uint16_t>(memory::GuestAddress(base_ + 0x1000 + 4 + 2ULL * (avail_ % size_)), head);
+        avail_++;
+        mem_.write_obj<uint16_t>(memory::GuestAddress(base_ + 0x1000 + 2), avail_);
+    }
+
     const memory::GuestMemory& mem_;
     Queue& queue_;
     uint64_t base_;
