@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -388,6 +389,10 @@ TEST_CASE("device manager: update_drive swaps the image; a failure names drives.
     // The old image was let go: it can be taken back.
     f.dm.update_drive(drive("root", bigger.path(), true), root.path());
     CHECK(f.capacity(window(0)) == 16);
+    // The image in use again, grown (a resize): reopened, its lock handed over.
+    std::filesystem::resize_file(root.path(), 24 * 512);
+    f.dm.update_drive(drive("root", root.path(), true), root.path());
+    CHECK(f.capacity(window(0)) == 24);
 }
 
 TEST_CASE("device manager: a kick written to the queue's ioeventfd reaches the virtio-blk device, and its irqfd fires",
