@@ -36,15 +36,14 @@
 #include "vmm/kvm/event_routing.h"
 #include "vmm/sys/error.h"
 
-using embervm::memory::GuestAddress;
-using embervm::memory::GuestMemory;
-using embervm::test::TempImage;
-using embervm::vmm::DeviceManager;
-using embervm::vmm::DriveConfig;
 namespace layout = embervm::boot::layout;
 namespace mmio = embervm::virtio::mmio;
 namespace virtio = embervm::virtio;
 namespace vmm = embervm::vmm;
+using embervm::memory::GuestAddress;
+using embervm::test::TempImage;
+using vmm::DeviceManager;
+using vmm::DriveConfig;
 
 namespace {
 
@@ -127,7 +126,7 @@ constexpr uint16_t kRingSize = 16;
 constexpr uint64_t kHeader = 0x20000, kData = 0x21000, kStatus = 0x22000;
 
 struct Fixture {
-    GuestMemory mem{{{GuestAddress(0), 0x100000}}};
+    embervm::memory::GuestMemory mem{{{GuestAddress(0), 0x100000}}};
     boost::asio::io_context io;
     vmm::Bus bus{"mmio"};
     RecordingRouting vm;
@@ -144,7 +143,9 @@ struct Fixture {
         REQUIRE(bus.write(addr, b));
     }
     // virtio-blk's config space starts with the capacity in sectors.
-    uint64_t capacity(uint64_t base) const { return r32(base + mmio::kConfig) | uint64_t{r32(base + mmio::kConfig + 4)} << 32; }
+    uint64_t capacity(uint64_t base) const {
+        return r32(base + mmio::kConfig) | uint64_t{r32(base + mmio::kConfig + 4)} << 32;
+    }
     nlohmann::json metrics() const {
         nlohmann::json out = nlohmann::json::object();
         dm.add_metrics(out);
@@ -181,10 +182,18 @@ struct Fixture {
                 (virtio::status::kAcknowledge | virtio::status::kDriver | virtio::status::kFeaturesOk |
                  virtio::status::kDriverOk));
     }
+};
 
-    // Has the brought-up virtio-blk device in the first window serve one read of sector 1
-    // (head 0, into kData), kicked through its queue's ioeventfd.
-    void serve_one_read(virtio::testing::RingDriver& ring) {
+// The root drive on a 16-sector image, brought up, has served one read of sector 1 (head 0, into
+// kData) kicked through its queue's ioeventfd.
+struct ServedRead : Fixture {
+    TempImage image{16 * 512};
+    virtio::Queue scratch{kRingSize};  // RingDriver sets up a queue; the device's is set up over MMIO
+    virtio::testing::RingDriver ring{mem, scratch, kRings, kRingSize};
+
+    ServedRead() {
+        dm.attach_drives({drive("root", image.path(), true)});
+        bring_up(window(0));
         REQUIRE(vm.irqfds.size() == 1);
         mem.write_obj(GuestAddress(kHeader), std::array<uint32_t, 4>{virtio::block::req::kIn, 0, 1, 0});
         mem.write_obj<uint8_t>(GuestAddress(kStatus), 0xee);
@@ -210,7 +219,8 @@ TEST_CASE("device manager: each device gets its own 4 KiB window on the MMIO bus
     virtio::MmioTransport& t = f.dm.attach(plain);
     CHECK(&t.device() == plain.get());
 
-    const std::vector<uint32_t> ids{virtio::device_id::kBlock, virtio::device_id::kBalloon, virtio::device_id::kBalloon};
+    namespace id = virtio::device_id;
+    const std::vector<uint32_t> ids{id::kBlock, id::kBalloon, id::kBalloon};
     for (size_t i = 0; i < ids.size(); i++) {
         INFO("device " << i);
         CHECK(f.r32(window(i) + mmio::kMagicValue) == mmio::kMagic);
@@ -397,19 +407,13 @@ TEST_CASE("device manager: update_drive swaps the image; a failure names drives.
 
 TEST_CASE("device manager: a kick written to the queue's ioeventfd reaches the virtio-blk device, and its irqfd fires",
           "[device_manager]") {
-    Fixture f;
-    TempImage image(16 * 512);
-    f.dm.attach_drives({drive("root", image.path(), true)});
-    f.bring_up(window(0));
-    virtio::Queue scratch(kRingSize);  // RingDriver sets up a queue; the device's is set up over MMIO
-    virtio::testing::RingDriver ring(f.mem, scratch, kRings, kRingSize);
-    f.serve_one_read(ring);
+    ServedRead f;
 
-    CHECK(ring.used(0) == std::pair<uint32_t, uint32_t>{0, 513});
+    CHECK(f.ring.used(0) == std::pair<uint32_t, uint32_t>{0, 513});
     CHECK(f.mem.read_obj<uint8_t>(GuestAddress(kStatus)) == virtio::block::blk_status::kOk);
     std::vector<uint8_t> got(512);
     f.mem.read(GuestAddress(kData), got);
-    CHECK(got == image.original(512, 512));
+    CHECK(got == f.image.original(512, 512));
     CHECK(f.r32(window(0) + mmio::kInterruptStatus) == virtio::interrupt::kUsedBuffer);
     CHECK(consume(f.vm.irqfds[0].eventfd) == 1);
     CHECK(f.metrics()["block_root"]["read_requests"] == 1);
@@ -417,13 +421,7 @@ TEST_CASE("device manager: a kick written to the queue's ioeventfd reaches the v
 
 TEST_CASE("device manager: the watchdog raises a used-buffer interrupt the driver leaves unacknowledged again",
           "[device_manager]") {
-    Fixture f;
-    TempImage image(16 * 512);
-    f.dm.attach_drives({drive("root", image.path(), true)});
-    f.bring_up(window(0));
-    virtio::Queue scratch(kRingSize);
-    virtio::testing::RingDriver ring(f.mem, scratch, kRings, kRingSize);
-    f.serve_one_read(ring);
+    ServedRead f;
     REQUIRE(consume(f.vm.irqfds[0].eventfd) == 1);
 
     // The driver never acknowledges (InterruptACK): after reraise_after, the interrupt comes again.
