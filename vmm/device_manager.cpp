@@ -20,7 +20,7 @@
 #include "devices/bus.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/eventfd.h"
-#include "vmm/kvm/kvm.h"
+#include "vmm/kvm/event_routing.h"
 #include "vmm/sys/log.h"
 #include "vmm/metrics.h"
 
@@ -39,7 +39,7 @@ struct DeviceManager::Slot {
     std::unique_ptr<virtio::StallWatchdog> watchdog;
 };
 
-DeviceManager::DeviceManager(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io,
+DeviceManager::DeviceManager(VmEventRouting& vm, Bus& mmio_bus, boost::asio::io_context& io,
                                      const memory::GuestMemory& mem)
     : vm_(vm),
       mmio_bus_(mmio_bus),

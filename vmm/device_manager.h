@@ -33,14 +33,15 @@ class BalloonDevice;
 namespace embervm::vmm {
 
 class Bus;
-class KvmVm;
+class VmEventRouting;
 
 inline constexpr uint32_t kFirstVirtioGsi = 5;
 inline constexpr uint32_t kLastVirtioGsi = 23;  // IOAPIC pins 5..23
 
 class DeviceManager {
 public:
-    DeviceManager(KvmVm& vm, Bus& mmio_bus, boost::asio::io_context& io, const memory::GuestMemory& mem);
+    // `vm` binds the irqfds and ioeventfds (KvmVm in the VMM, a recorder in tests).
+    DeviceManager(VmEventRouting& vm, Bus& mmio_bus, boost::asio::io_context& io, const memory::GuestMemory& mem);
     ~DeviceManager();
 
     // Attaches `device`; returns the transport. Throws Error when windows or GSIs run out.
@@ -84,7 +85,7 @@ public:
 
 private:
     struct Slot;
-    KvmVm& vm_;
+    VmEventRouting& vm_;
     Bus& mmio_bus_;
     EventLoop loop_;
     const memory::GuestMemory& mem_;

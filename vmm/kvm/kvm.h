@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "vmm/kvm/event_routing.h"
 #include "vmm/sys/fd.h"
 
 namespace embervm::vmm {
@@ -28,7 +29,7 @@ private:
     FileDescriptor fd_;
 };
 
-class KvmVm {
+class KvmVm : public VmEventRouting {
 public:
     explicit KvmVm(const KvmSystem& kvm);
     int fd() const { return fd_.get(); }
@@ -39,11 +40,10 @@ public:
     void create_irqchip();
     void create_pit2();
     void enable_cap(uint32_t cap, uint64_t arg0 = 0);
-    // Binds an eventfd to a GSI: each write to the eventfd raises an edge on the GSI.
-    void register_irqfd(int eventfd, uint32_t gsi);
-    // A guest write of `len` bytes to `addr` (MMIO, or port I/O when pio) signals the eventfd;
-    // with a datamatch only writes of that value do.
-    void register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, std::optional<uint64_t> datamatch);
+    // VmEventRouting (vmm/kvm/event_routing.h): KVM_IRQFD and KVM_IOEVENTFD.
+    void register_irqfd(int eventfd, uint32_t gsi) override;
+    void register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
+                            std::optional<uint64_t> datamatch) override;
 
 private:
     FileDescriptor fd_;

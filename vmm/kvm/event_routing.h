@@ -1,0 +1,28 @@
+// VmEventRouting: what device code needs from the VM to move events in and out of it with eventfds
+// (KVM_IRQFD, KVM_IOEVENTFD), without the rest of KvmVm; KvmVm implements it, tests record it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+namespace embervm::vmm {
+
+class VmEventRouting {
+public:
+    virtual ~VmEventRouting() = default;
+
+    // Binds an eventfd to a GSI: each write to the eventfd raises an edge on the GSI.
+    // Throws Error naming the GSI.
+    virtual void register_irqfd(int eventfd, uint32_t gsi) = 0;
+    // A guest write of `len` bytes to `addr` (MMIO, or port I/O when pio) signals the eventfd;
+    // with a datamatch only writes of that value do. Throws Error naming the address.
+    virtual void register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
+                                    std::optional<uint64_t> datamatch) = 0;
+
+protected:
+    VmEventRouting() = default;
+    VmEventRouting(const VmEventRouting&) = default;
+    VmEventRouting& operator=(const VmEventRouting&) = default;
+};
+
+}  // namespace embervm::vmm
