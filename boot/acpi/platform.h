@@ -1,0 +1,47 @@
+// What embervm's ACPI tables describe: the guest's devices (AcpiLayout), where the tables live
+// in guest memory and the I/O ports of the FADT's sleep and reset registers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "boot/layout.h"
+
+namespace embervm::boot::acpi {
+
+// The ACPI tables sit in the BIOS area [0xe0000, 1 MiB): guest RAM that guest_memory_map()
+// already reports as reserved (with the EBDA, [kEbdaStart, 1 MiB)), and where a guest that is
+// not told the RSDP's address scans for it (every 16 bytes in [0xe0000, 0x100000)).
+inline constexpr uint64_t kAcpiTablesStart = 0xe0000;
+inline constexpr uint64_t kAcpiTablesMaxSize = layout::kHighMemStart - kAcpiTablesStart;
+
+// The FADT's hardware-reduced sleep registers and reset register, one byte each in port I/O
+// space, above the ISA range so they alias no legacy device. `poweroff` writes
+// (SLP_TYP << 2) | SLP_EN to the sleep control register with SLP_TYP = kSleepTypeS5;
+// `reboot` writes kResetValue to the reset register.
+inline constexpr uint16_t kSleepControlPort = 0x600;
+inline constexpr uint16_t kSleepStatusPort = 0x601;
+inline constexpr uint16_t kResetPort = 0x602;
+inline constexpr uint8_t kResetValue = 0x01;
+inline constexpr uint8_t kSleepTypeS5 = 5;  // \_S5's SLP_TYPa and SLP_TYPb
+inline constexpr uint8_t kSleepTypeShift = 2;
+inline constexpr uint8_t kSleepTypeMask = 0x1c;
+inline constexpr uint8_t kSleepEnable = 0x20;  // SLP_EN
+inline constexpr uint8_t kSleepStatusWake = 0x80;  // WAK_STS in the sleep status register
+
+// One virtio-mmio window and the GSI (I/O APIC pin) its interrupt arrives on.
+struct VirtioMmioDeviceInfo {
+    uint64_t addr = 0;
+    uint64_t size = layout::kVirtioMmioSize;
+    uint32_t gsi = 0;
+};
+
+// The guest as the tables describe it.
+struct AcpiLayout {
+    std::vector<VirtioMmioDeviceInfo> virtio;  // in the order of their _UIDs 0, 1, ...
+    uint32_t vcpus = 1;
+    bool com1 = true;   // 16550A at layout::kCom1Port, IRQ 4
+    bool i8042 = true;  // keyboard controller at 0x60/0x64, IRQ 1
+};
+
+}  // namespace embervm::boot::acpi
