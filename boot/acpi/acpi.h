@@ -1,5 +1,6 @@
-// The entry point of the ACPI tables: builds RSDP, XSDT, FADT, MADT and DSDT for a guest as one
-// block of bytes for a guest address, and writes them into guest memory.
+// Entry point of the guest's ACPI tables: builds them as one block and writes it to guest memory.
+//
+// The block holds RSDP, XSDT, FADT, MADT and DSDT, laid out for the guest address it goes to.
 #pragma once
 
 #include <cstdint>

@@ -236,8 +236,8 @@ Bytes device(std::string_view path, std::span<const Bytes> terms) {
     return with_pkg_length({kExtOpPrefix, kDeviceOp}, named_term_list(path, terms));
 }
 
-Bytes method(std::string_view path, unsigned args, MethodSerialization serialization, std::initializer_list<Bytes> terms,
-             unsigned sync_level) {
+Bytes method(std::string_view path, unsigned args, MethodSerialization serialization,
+             std::initializer_list<Bytes> terms, unsigned sync_level) {
     if (args > 7 || sync_level > 15) {
         throw Error(fmt::format("AML method {}: {} arguments (at most 7), sync level {} (at most 15)", path, args,
                                 sync_level));

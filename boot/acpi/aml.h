@@ -1,5 +1,6 @@
-// A small builder of AML (ACPI Machine Language, ACPI 6.5 chapter 20) byte code and of the
-// resource descriptors (chapter 6.4) in _CRS buffers: the terms embervm's DSDT is made of.
+// A small builder of AML byte code and _CRS resource descriptors: what embervm's DSDT is made of.
+//
+// AML is the ACPI Machine Language (ACPI 6.5 chapter 20); resource descriptors are in 6.4.
 //
 // Every function returns the encoded bytes of one term; terms nest by passing the bytes of
 // their children. Invalid input (a bad name, a too long package) throws Error: the tables are
@@ -63,8 +64,8 @@ Bytes device(std::string_view path, std::span<const Bytes> terms);
 enum class MethodSerialization : uint8_t { NotSerialized = 0, Serialized = 1 };
 
 // Method(path, args, serialization, sync_level) { terms }: at most 7 arguments, sync level 0-15.
-Bytes method(std::string_view path, unsigned args, MethodSerialization serialization, std::initializer_list<Bytes> terms,
-             unsigned sync_level = 0);
+Bytes method(std::string_view path, unsigned args, MethodSerialization serialization,
+             std::initializer_list<Bytes> terms, unsigned sync_level = 0);
 
 // Return(value).
 Bytes return_value(const Bytes& value);

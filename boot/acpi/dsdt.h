@@ -1,5 +1,7 @@
-// The DSDT: AML describing the guest's devices that cannot be probed (virtio-mmio windows,
-// COM1, the i8042) and the \_S5 sleep type that `poweroff` writes to the FADT's sleep register.
+// The DSDT: AML naming the guest's devices that cannot be probed, and the \_S5 sleep type.
+//
+// The devices are the virtio-mmio windows, COM1 and the i8042; \_S5 is what `poweroff` writes to
+// the FADT's sleep control register.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,4 @@
-// What embervm's ACPI tables describe: the guest's devices (AcpiLayout), where the tables live
-// in guest memory and the I/O ports of the FADT's sleep and reset registers.
+// What the ACPI tables describe: the guest's devices, the tables' place, the sleep/reset ports.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +27,13 @@ inline constexpr uint8_t kSleepTypeShift = 2;
 inline constexpr uint8_t kSleepTypeMask = 0x1c;
 inline constexpr uint8_t kSleepEnable = 0x20;  // SLP_EN
 inline constexpr uint8_t kSleepStatusWake = 0x80;  // WAK_STS in the sleep status register
+
+// True if `value`, written to the sleep control register, asks for S5 (soft off). Before it
+// ACPICA writes kSleepStatusWake to the sleep status register (to clear WAK_STS), and after it
+// polls that register until WAK_STS is set: reads may return 0, the VM ends at this write.
+constexpr bool is_poweroff_request(uint8_t value) {
+    return (value & kSleepEnable) != 0 && ((value & kSleepTypeMask) >> kSleepTypeShift) == kSleepTypeS5;
+}
 
 // One virtio-mmio window and the GSI (I/O APIC pin) its interrupt arrives on.
 struct VirtioMmioDeviceInfo {

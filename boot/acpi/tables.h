@@ -1,5 +1,6 @@
-// The fixed-layout ACPI tables (ACPI 6.5 chapter 5.2): RSDP, the SDT header, XSDT, FADT and MADT
-// as packed structs, their checksums, and the builders of embervm's XSDT, FADT and MADT.
+// The fixed-layout ACPI tables (RSDP, SDT header, XSDT, FADT, MADT), their checksums and builders.
+//
+// Layouts from ACPI 6.5 chapter 5.2, as packed structs.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,6 @@
-// Helpers for the ACPI unit tests: test guests, finding a table in the block, byte sums, and running ACPICA's iasl and acpiexec
-// (Debian package acpica-tools) on tables written to a temporary directory.
+// Helpers for the ACPI unit tests: test guests, table look-up, byte sums, ACPICA's tools.
+//
+// iasl and acpiexec (Debian package acpica-tools) run on tables written to a temporary directory.
 #pragma once
 
 #include <stdio.h>

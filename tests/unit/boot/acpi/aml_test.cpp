@@ -1,5 +1,6 @@
-// Tests for boot/acpi/aml: PkgLength at every encoding boundary, names, integers, strings and
-// the terms and resource descriptors, byte for byte.
+// Tests for boot/acpi/aml: every term and resource descriptor, byte for byte.
+//
+// PkgLength at every encoding boundary, names, integers, strings, terms and descriptors.
 #include <catch2/catch.hpp>
 
 #include <cstdint>

@@ -1,5 +1,7 @@
-// Checks embervm's ACPI tables with ACPICA's own tools (Debian acpica-tools, required, never
-// skipped): `iasl -d` must disassemble every table without errors or checksum complaints and
+// Checks embervm's ACPI tables with ACPICA's own tools, iasl and acpiexec.
+//
+// acpica-tools is required, these tests are never skipped: `iasl -d` must disassemble every
+// table without errors or checksum complaints and
 // show what was put in, the DSDT's disassembly must compile again cleanly, and `acpiexec`
 // must load the tables and evaluate \_S5 and the devices' _CRS.
 #include <catch2/catch.hpp>
@@ -136,7 +138,7 @@ TEST_CASE("acpiexec loads the tables and evaluates \\_S5 and every device's _CRS
         commands += fmt::format("; Evaluate \\_SB.VR{:02X}._CRS; Evaluate \\_SB.VR{:02X}._HID", i, i);
     }
     const CommandResult r =
-        run_in(dir.path(), std::string("timeout 120 ") + kAcpiExec + " -b \"" + commands + "\" FACP.dat APIC.dat DSDT.dat");
+        run_in(dir.path(), fmt::format("timeout 120 {} -b \"{}\" FACP.dat APIC.dat DSDT.dat", kAcpiExec, commands));
     INFO(r.output);
     CHECK(r.status == 0);
     CHECK_THAT(r.output, !Contains("Error") && !Contains("Exception") && !Contains("Warning"));

@@ -1,6 +1,7 @@
-// Tests for boot/acpi/tables and boot/acpi/acpi: every table's length and checksum, the RSDP's
-// two checksums, the pointers between the tables, the MADT for 1..8 vCPUs and where the block
-// of tables lands in guest memory.
+// Tests for boot/acpi/tables and boot/acpi/acpi: the tables' contents and where they land.
+//
+// Every table's length and checksum, the RSDP's two checksums, the pointers between the tables,
+// the MADT for 1..8 vCPUs and where the block of tables lands in guest memory.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -130,6 +131,10 @@ TEST_CASE("the XSDT points at the FADT and the MADT, the FADT at the DSDT", "[ac
     CHECK(fadt.reset_value == kResetValue);
     // The value Linux writes for \_S5 on a hardware-reduced platform.
     CHECK((((kSleepTypeS5 << kSleepTypeShift) & kSleepTypeMask) | kSleepEnable) == 0x34);
+    CHECK(is_poweroff_request(0x34));
+    CHECK_FALSE(is_poweroff_request(0x14));  // SLP_TYP 5 without SLP_EN
+    CHECK_FALSE(is_poweroff_request(0x2c));  // SLP_EN with SLP_TYP 3
+    CHECK_FALSE(is_poweroff_request(kSleepStatusWake));
 }
 
 TEST_CASE("the FADT's boot flags announce the i8042 only when the guest has one", "[acpi]") {
