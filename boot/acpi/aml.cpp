@@ -1,11 +1,11 @@
 // Encoding AML terms and resource descriptors (ACPI 6.5 sections 20.2 and 6.4).
 #include "boot/acpi/aml.h"
 
-#include <numeric>
 #include <string>
 
 #include <fmt/format.h>
 
+#include "boot/acpi/checksum.h"
 #include "vmm/sys/error.h"
 
 namespace embervm::boot::acpi::aml {
@@ -326,9 +326,8 @@ Bytes resource_template(std::initializer_list<Bytes> descriptors) {
         append(data, d);
     }
     data.push_back(kEndTag);
-    const auto sum = std::accumulate(data.begin(), data.end(), uint8_t{0},
-                                     [](uint8_t a, uint8_t b) { return static_cast<uint8_t>(a + b); });
-    data.push_back(static_cast<uint8_t>(-sum));
+    data.push_back(0);
+    fix_checksum(data, data.size() - 1);
     return buffer(data);
 }
 

@@ -1,9 +1,8 @@
-// Building the RSDP, XSDT, FADT and MADT and the checksums every ACPI table carries.
+// Building the RSDP, XSDT, FADT and MADT.
 #include "boot/acpi/tables.h"
 
 #include <algorithm>
 #include <cstring>
-#include <numeric>
 
 #include <fmt/format.h>
 
@@ -38,17 +37,6 @@ GenericAddress io_port_register(uint16_t port) {
 }
 
 }  // namespace
-
-uint8_t checksum(std::span<const uint8_t> bytes) {
-    const uint8_t sum = std::accumulate(bytes.begin(), bytes.end(), uint8_t{0},
-                                        [](uint8_t a, uint8_t b) { return static_cast<uint8_t>(a + b); });
-    return static_cast<uint8_t>(-sum);
-}
-
-void fix_checksum(std::span<uint8_t> bytes, size_t offset) {
-    bytes[offset] = 0;
-    bytes[offset] = checksum(bytes);
-}
 
 SdtHeader make_sdt_header(std::string_view signature, uint32_t length, uint8_t revision, std::string_view table_id) {
     SdtHeader h{};

@@ -1,4 +1,4 @@
-// The fixed-layout ACPI tables (RSDP, SDT header, XSDT, FADT, MADT), their checksums and builders.
+// The fixed-layout ACPI tables (RSDP, SDT header, XSDT, FADT, MADT) and their builders.
 //
 // Layouts from ACPI 6.5 chapter 5.2, as packed structs.
 #pragma once
@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "boot/acpi/checksum.h"
 #include "boot/acpi/platform.h"
 
 namespace embervm::boot::acpi {
@@ -178,12 +179,6 @@ inline constexpr uint8_t kMadtAllProcessors = 0xff;
 // The most vCPUs the MADT describes: xAPIC IDs 0..vcpus-1 and the I/O APIC's id (= vcpus, as in
 // the MP table) must fit in 8 bits.
 inline constexpr unsigned kMadtMaxVcpus = 254;
-
-// The value that makes `bytes` sum to 0 mod 256 when stored in a byte of it that is 0 now.
-uint8_t checksum(std::span<const uint8_t> bytes);
-
-// Sets the byte at `offset` so that all of `bytes` sums to 0.
-void fix_checksum(std::span<uint8_t> bytes, size_t offset);
 
 // An SDT header with embervm's OEM fields, the checksum 0 (fix_checksum sets it last).
 SdtHeader make_sdt_header(std::string_view signature, uint32_t length, uint8_t revision, std::string_view table_id);

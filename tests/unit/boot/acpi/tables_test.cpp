@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "boot/acpi/acpi.h"
+#include "boot/acpi/checksum.h"
 #include "boot/acpi/dsdt.h"
 #include "boot/acpi/tables.h"
 #include "boot/memory_map.h"
