@@ -8,19 +8,15 @@
 
 namespace embervm::boot::acpi {
 
-// The ACPI tables sit in the BIOS area [0xe0000, 1 MiB): guest RAM that guest_memory_map()
-// already reports as reserved (with the EBDA, [kEbdaStart, 1 MiB)), and where a guest that is
-// not told the RSDP's address scans for it (every 16 bytes in [0xe0000, 0x100000)).
-inline constexpr uint64_t kAcpiTablesStart = 0xe0000;
-inline constexpr uint64_t kAcpiTablesMaxSize = layout::kHighMemStart - kAcpiTablesStart;
+// Where the tables go and the ports of the FADT's registers: boot/layout.h.
+using layout::kAcpiTablesMaxSize;
+using layout::kAcpiTablesStart;
+inline constexpr uint16_t kSleepControlPort = layout::kAcpiSleepControlPort;
+inline constexpr uint16_t kSleepStatusPort = layout::kAcpiSleepStatusPort;
+inline constexpr uint16_t kResetPort = layout::kAcpiResetPort;
 
-// The FADT's hardware-reduced sleep registers and reset register, one byte each in port I/O
-// space, above the ISA range so they alias no legacy device. `poweroff` writes
-// (SLP_TYP << 2) | SLP_EN to the sleep control register with SLP_TYP = kSleepTypeS5;
-// `reboot` writes kResetValue to the reset register.
-inline constexpr uint16_t kSleepControlPort = 0x600;
-inline constexpr uint16_t kSleepStatusPort = 0x601;
-inline constexpr uint16_t kResetPort = 0x602;
+// `poweroff` writes (SLP_TYP << 2) | SLP_EN to the sleep control register with
+// SLP_TYP = kSleepTypeS5; `reboot` writes kResetValue to the reset register.
 inline constexpr uint8_t kResetValue = 0x01;
 inline constexpr uint8_t kSleepTypeS5 = 5;  // \_S5's SLP_TYPa and SLP_TYPb
 inline constexpr uint8_t kSleepTypeShift = 2;
