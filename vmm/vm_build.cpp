@@ -80,7 +80,7 @@ void Vmm::create_devices(const VmConfig& config) {
     console_out_ = std::make_unique<ConsoleOutput>(options_.serial_out);
     legacy_ = std::make_unique<LegacyDevices>(
         *vm_, *pio_bus_, *mmio_bus_, [out = console_out_.get()](std::span<const uint8_t> bytes) { out->write(bytes); },
-        [this](VmExit e) { request_exit(std::move(e)); });
+        [this](VmExit e) { request_exit(std::move(e)); }, config.machine_config.acpi);
 
     virtio_ = std::make_unique<DeviceManager>(*vm_, *mmio_bus_, io_, *memory_);
     virtio_->attach_drives(config.drives);
