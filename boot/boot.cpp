@@ -15,6 +15,7 @@
 #include "boot/memory_map.h"
 #include "boot/mptable.h"
 #include "boot/pvh.h"
+#include "boot/reset_vector.h"
 #include "boot/zero_page.h"
 #include "vmm/sys/error.h"
 
@@ -72,6 +73,7 @@ BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options)
         acpi::write_acpi_tables(mem, *acpi_tables);
         setup.rsdp_addr = acpi_tables->rsdp_addr;
     }
+    write_reset_vector_stub(mem);
     write_gdt_and_idt(mem, setup.protocol);
     write_page_tables(mem);
 

@@ -85,8 +85,8 @@ private:
 
 // Validates the kernel image and everything else in `options` against `mem`, then writes the
 // kernel, initrd, command line, zero page or PVH start info, MP table, ACPI tables (if asked
-// for; their RSDP's address goes into the zero page or start info), GDT, IDT and page tables
-// into guest memory. Throws Error, whose message says exactly what is wrong, on a bad or
+// for; their RSDP's address goes into the zero page or start info), the reset-vector stub
+// (boot/reset_vector.h), GDT, IDT and page tables into guest memory. Throws Error, whose message says exactly what is wrong, on a bad or
 // unsupported image, a command line that is too long, an initrd that does not fit, guest
 // memory that cannot hold the kernel, or a guest the ACPI tables cannot describe.
 BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options);

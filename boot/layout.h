@@ -25,6 +25,8 @@ inline constexpr uint64_t kBzImageLoadAddr = 0x100000;
 // a guest that is not told the RSDP's address scans for it (every 16 bytes in [0xe0000, 1 MiB)).
 inline constexpr uint64_t kAcpiTablesStart = 0xe0000;
 inline constexpr uint64_t kAcpiTablesMaxSize = kHighMemStart - kAcpiTablesStart;
+// The real-mode reset vector F000:FFF0, where a "BIOS reboot" jumps (boot/reset_vector.h).
+inline constexpr uint64_t kResetVectorAddr = 0xffff0;
 
 // 32-bit MMIO hole [3 GiB, 4 GiB): guest RAM above 3 GiB is placed at 4 GiB.
 inline constexpr uint64_t kMmioHoleStart = 0xc0000000;
