@@ -2,8 +2,11 @@
 // every boot structure into guest memory.
 #include "boot/boot.h"
 
+#include <optional>
+
 #include <fmt/format.h>
 
+#include "boot/acpi/acpi.h"
 #include "boot/cmdline.h"
 #include "boot/cpu_tables.h"
 #include "boot/initrd.h"
@@ -12,6 +15,7 @@
 #include "boot/memory_map.h"
 #include "boot/mptable.h"
 #include "boot/pvh.h"
+#include "boot/reset_vector.h"
 #include "boot/zero_page.h"
 #include "vmm/sys/error.h"
 
@@ -29,6 +33,14 @@ BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options)
     check_cmdline(options.cmdline, kernel.cmdline_max,
                   kernel.kind == KernelKind::BzImage ? "cmdline_size in the bzImage setup header"
                                                      : "COMMAND_LINE_SIZE - 1 for an ELF vmlinux");
+    std::optional<acpi::AcpiTables> acpi_tables;
+    if (options.acpi) {
+        if (options.acpi->vcpus != options.vcpu_count) {
+            throw Error(fmt::format("boot: the ACPI tables describe {} vCPUs, the VM has {}", options.acpi->vcpus,
+                                    options.vcpu_count));
+        }
+        acpi_tables = acpi::build_acpi_tables(*options.acpi, layout::kAcpiTablesStart);
+    }
 
     BootSetup setup;
     setup.kernel_kind = kernel.kind;
@@ -54,7 +66,14 @@ BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options)
     }
     setup.cmdline_addr = layout::kCmdlineAddr;
     setup.cmdline_size = write_cmdline(mem, options.cmdline);
+    // The MP table stays with the ACPI tables: a kernel without CONFIG_ACPI, or booted with
+    // acpi=off, finds its CPUs and I/O APIC there.
     write_mptable(mem, options.vcpu_count);
+    if (acpi_tables) {
+        acpi::write_acpi_tables(mem, *acpi_tables);
+        setup.rsdp_addr = acpi_tables->rsdp_addr;
+    }
+    write_reset_vector_stub(mem);
     write_gdt_and_idt(mem, setup.protocol);
     write_page_tables(mem);
 
@@ -66,6 +85,7 @@ BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options)
             pvh.initrd_size = setup.initrd_size;
         }
         pvh.memory_map = memory_map;
+        pvh.rsdp_addr = setup.rsdp_addr;
         write_pvh_start_info(mem, pvh);
     } else {
         ZeroPageParams zp;
@@ -76,6 +96,7 @@ BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options)
         zp.initrd_addr = setup.initrd_addr;
         zp.initrd_size = setup.initrd_size;
         zp.memory_map = memory_map;
+        zp.acpi_rsdp_addr = setup.rsdp_addr;
         write_zero_page(mem, build_zero_page(zp));
     }
     return setup;

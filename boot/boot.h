@@ -1,6 +1,7 @@
 // Public API of the x86-64 boot layer: lays out guest memory, loads a Linux kernel (ELF vmlinux
 // or bzImage), initrd and command line, writes the boot structures and computes the boot
-// vCPU's registers. The VMM includes only this header and boot/layout.h.
+// vCPU's registers. The VMM includes only this header, boot/layout.h and, for the ACPI tables'
+// contents, boot/acpi/platform.h.
 #pragma once
 
 #include <linux/kvm.h>
@@ -14,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "boot/acpi/platform.h"
 #include "memory/guest_memory.h"
 
 namespace embervm::boot {
@@ -35,6 +37,9 @@ struct BootOptions {
     // An ELF kernel with a PVH note is entered through PVH if true, else through its 64-bit
     // entry. A bzImage is always entered through its 64-bit entry.
     bool prefer_pvh = true;
+    // The guest the ACPI tables describe; none: no tables, and the RSDP address the kernel is
+    // given is 0. The vCPU count in it must equal vcpu_count.
+    std::optional<acpi::AcpiLayout> acpi;
 };
 
 // What setup_boot() did: everything setup_boot_registers() needs, plus where things went.
@@ -49,6 +54,7 @@ struct BootSetup {
     uint64_t initrd_size = 0;
     uint64_t cmdline_addr = 0;
     uint64_t cmdline_size = 0;    // bytes written, including the terminating NUL
+    uint64_t rsdp_addr = 0;       // the ACPI RSDP (0: no ACPI tables)
 };
 
 // The guest RAM ranges for `mem_bytes` of memory: [0, min(mem, 3 GiB)) and, for the rest,
@@ -78,10 +84,11 @@ private:
 };
 
 // Validates the kernel image and everything else in `options` against `mem`, then writes the
-// kernel, initrd, command line, zero page or PVH start info, MP table, GDT, IDT and page
-// tables into guest memory. Throws Error, whose message says exactly what is wrong, on a bad
-// or unsupported image, a command line that is too long, an initrd that does not fit, or
-// guest memory that cannot hold the kernel.
+// kernel, initrd, command line, zero page or PVH start info, MP table, ACPI tables (if asked
+// for; their RSDP's address goes into the zero page or start info), the reset-vector stub
+// (boot/reset_vector.h), GDT, IDT and page tables into guest memory. Throws Error, whose message says exactly what is wrong, on a bad or
+// unsupported image, a command line that is too long, an initrd that does not fit, guest
+// memory that cannot hold the kernel, or a guest the ACPI tables cannot describe.
 BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options);
 
 // Fills the boot vCPU's registers for `setup`. `regs` is overwritten entirely; in `sregs`

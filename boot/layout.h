@@ -20,6 +20,14 @@ inline constexpr uint64_t kEbdaStart = 0x9fc00;      // MP table lives here; res
 inline constexpr uint64_t kHighMemStart = 0x100000;  // 1 MiB: first byte of "high" memory
 inline constexpr uint64_t kBzImageLoadAddr = 0x100000;
 
+// The ACPI tables (boot/acpi), RSDP first, in the BIOS area [0xe0000, 1 MiB): guest RAM that
+// guest_memory_map() already reports as reserved (with the EBDA, [kEbdaStart, 1 MiB)), and where
+// a guest that is not told the RSDP's address scans for it (every 16 bytes in [0xe0000, 1 MiB)).
+inline constexpr uint64_t kAcpiTablesStart = 0xe0000;
+inline constexpr uint64_t kAcpiTablesMaxSize = kHighMemStart - kAcpiTablesStart;
+// The real-mode reset vector F000:FFF0, where a "BIOS reboot" jumps (boot/reset_vector.h).
+inline constexpr uint64_t kResetVectorAddr = 0xffff0;
+
 // 32-bit MMIO hole [3 GiB, 4 GiB): guest RAM above 3 GiB is placed at 4 GiB.
 inline constexpr uint64_t kMmioHoleStart = 0xc0000000;
 inline constexpr uint64_t kMmioHoleEnd = 0x100000000;
@@ -37,5 +45,10 @@ inline constexpr uint32_t kCom1Irq = 4;
 inline constexpr uint16_t kI8042Port = 0x60;          // data port; command/status at 0x64
 inline constexpr uint32_t kI8042KbdIrq = 1;           // the i8042's keyboard interrupt
 inline constexpr uint16_t kDebugExitPort = 0xf4;      // test guests: write status byte to exit
+// The ACPI FADT's hardware-reduced sleep and reset registers (devices/acpi_pm), one byte each,
+// above the ISA range so they alias no legacy device.
+inline constexpr uint16_t kAcpiSleepControlPort = 0x600;
+inline constexpr uint16_t kAcpiSleepStatusPort = 0x601;
+inline constexpr uint16_t kAcpiResetPort = 0x602;
 
 }  // namespace embervm::boot::layout

@@ -16,7 +16,7 @@ void write_pvh_start_info(const memory::GuestMemory& mem, const PvhParams& param
     info.magic = kHvmStartMagic;
     info.version = kHvmStartVersion;
     info.cmdline_paddr = params.cmdline_addr;
-    info.rsdp_paddr = 0;  // no ACPI
+    info.rsdp_paddr = params.rsdp_addr;
     if (params.initrd_addr) {
         HvmModlistEntry module{};
         module.paddr = *params.initrd_addr;

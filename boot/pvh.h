@@ -62,6 +62,7 @@ struct PvhParams {
     std::optional<uint64_t> initrd_addr;  // the initrd, if any, as module 0
     uint64_t initrd_size = 0;
     std::vector<MemoryMapEntry> memory_map;
+    uint64_t rsdp_addr = 0;  // the ACPI RSDP; 0: none
 };
 
 // Writes the start info, module list and memory map. Throws Error if the memory map does not

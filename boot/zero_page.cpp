@@ -51,6 +51,9 @@ boot_params build_zero_page(const ZeroPageParams& params) {
     bp.ext_ramdisk_size = static_cast<uint32_t>(params.initrd_size >> 32);
     bp.hdr.setup_data = 0;        // no setup_data list
     bp.hdr.hardware_subarch = 0;  // X86_SUBARCH_PC
+    if (params.header_bytes.empty() || bp.hdr.version >= kBootProtocolAcpiRsdp) {
+        bp.acpi_rsdp_addr = params.acpi_rsdp_addr;
+    }
 
     if (params.memory_map.size() > E820_MAX_ENTRIES_ZEROPAGE) {
         throw Error(fmt::format("memory map has {} entries, the zero page holds at most {}", params.memory_map.size(),

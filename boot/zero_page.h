@@ -14,6 +14,7 @@
 namespace embervm::boot {
 
 static_assert(sizeof(boot_params) == 0x1000);
+static_assert(offsetof(boot_params, acpi_rsdp_addr) == 0x070);
 static_assert(offsetof(boot_params, ext_ramdisk_image) == 0x0c0);
 static_assert(offsetof(boot_params, ext_ramdisk_size) == 0x0c4);
 static_assert(offsetof(boot_params, ext_cmd_line_ptr) == 0x0c8);
@@ -31,6 +32,9 @@ static_assert(offsetof(setup_header, initrd_addr_max) == 0x22c - 0x1f1);
 static_assert(offsetof(setup_header, kernel_alignment) == 0x230 - 0x1f1);
 static_assert(offsetof(setup_header, cmdline_size) == 0x238 - 0x1f1);
 
+// The first boot protocol whose kernels read acpi_rsdp_addr (boot.rst: 2.14, Linux 4.20).
+inline constexpr uint16_t kBootProtocolAcpiRsdp = 0x20e;
+
 // "Undefined" boot loader id (boot.rst: type_of_loader 0xff).
 inline constexpr uint8_t kTypeOfLoaderUndefined = 0xff;
 // End of the real-mode heap relative to the real-mode code, minus 0x200 (boot.rst example).
@@ -44,6 +48,11 @@ struct ZeroPageParams {
     uint64_t initrd_addr = 0;  // 0 and 0 without an initrd
     uint64_t initrd_size = 0;
     std::vector<MemoryMapEntry> memory_map;
+    // The ACPI RSDP (0: none). Written to acpi_rsdp_addr for a bzImage of boot protocol
+    // >= 2.14 (older ones have padding there and scan for the RSDP, which they find: it is at
+    // layout::kAcpiTablesStart), and for an ELF vmlinux (no header to tell; a kernel older than
+    // 4.20 ignores the padding).
+    uint64_t acpi_rsdp_addr = 0;
 };
 
 // The setup header an ELF vmlinux (which has none) is given.

@@ -245,6 +245,12 @@ void DeviceManager::log_counters() const {
     }
 }
 
+std::vector<DeviceManager::Window> DeviceManager::windows() const {
+    std::vector<Window> out;
+    for (const auto& slot : slots_) out.push_back({slot->base, boot::layout::kVirtioMmioSize, slot->gsi});
+    return out;
+}
+
 std::string DeviceManager::kernel_cmdline_args() const {
     std::string out;
     for (const auto& slot : slots_) {

@@ -83,6 +83,10 @@ public:
     // What to append to the kernel command line (entries, root=, ...), space separated.
     std::string kernel_cmdline_args() const;
 
+    // Each attached device's MMIO window and GSI, in attach order (for the ACPI DSDT).
+    struct Window { uint64_t base; uint64_t size; uint32_t gsi; };
+    std::vector<Window> windows() const;
+
 private:
     struct Slot;
     VmEventRouting& vm_;

@@ -1,9 +1,11 @@
-// Creates the legacy PC devices (serial, i8042, debug-exit, boot timer) and wires them to the VM.
+// Creates the legacy PC devices (serial, i8042, debug-exit, boot timer, ACPI PM ports) and wires
+// them to the VM.
 #include "vmm/legacy_devices.h"
 
 #include <fmt/format.h>
 
 #include "boot/layout.h"
+#include "devices/acpi_pm.h"
 #include "devices/boot_timer.h"
 #include "devices/bus.h"
 #include "devices/debug_exit.h"
@@ -15,7 +17,7 @@
 namespace embervm::vmm {
 
 LegacyDevices::LegacyDevices(KvmVm& vm, Bus& pio_bus, Bus& mmio_bus, devices::Serial::OutputSink console_out,
-                             std::function<void(VmExit)> end_vm) {
+                             std::function<void(VmExit)> end_vm, bool acpi) {
     auto com1_irq = std::make_shared<EventFdIrq>();
     vm.register_irqfd(com1_irq->fd(), boot::layout::kCom1Irq);
     irqs_.push_back(com1_irq);
@@ -34,6 +36,13 @@ LegacyDevices::LegacyDevices(KvmVm& vm, Bus& pio_bus, Bus& mmio_bus, devices::Se
                                      fmt::format("debug-exit port written with {}", status)});
                    }),
                    boot::layout::kDebugExitPort, devices::DebugExit::kSize);
+
+    if (acpi) {
+        pio_bus.insert(std::make_shared<devices::AcpiPm>(
+                           [end_vm] { end_vm(VmExit{VmExit::Reason::GuestShutdown, 0, "ACPI S5"}); },
+                           [end_vm] { end_vm(VmExit{VmExit::Reason::GuestReset, 0, "ACPI reset"}); }),
+                       boot::layout::kAcpiSleepControlPort, devices::AcpiPm::kSize);
+    }
 
     boot_timer_ = std::make_shared<devices::BootTimer>(log::process_start());
     mmio_bus.insert(boot_timer_, boot::layout::kBootTimerAddr, 0x1000);

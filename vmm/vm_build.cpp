@@ -80,7 +80,7 @@ void Vmm::create_devices(const VmConfig& config) {
     console_out_ = std::make_unique<ConsoleOutput>(options_.serial_out);
     legacy_ = std::make_unique<LegacyDevices>(
         *vm_, *pio_bus_, *mmio_bus_, [out = console_out_.get()](std::span<const uint8_t> bytes) { out->write(bytes); },
-        [this](VmExit e) { request_exit(std::move(e)); });
+        [this](VmExit e) { request_exit(std::move(e)); }, config.machine_config.acpi);
 
     virtio_ = std::make_unique<DeviceManager>(*vm_, *mmio_bus_, io_, *memory_);
     virtio_->attach_drives(config.drives);
@@ -109,6 +109,16 @@ void Vmm::load_guest(const VmConfig& config) {
         initrd.emplace(*source.initrd_path, "initrd");
     }
     cmdline_ = source.boot_args.value_or(kDefaultCmdline);
+    // The `virtio_mmio.device=` entries stay on the command line with ACPI on: a kernel without
+    // CONFIG_ACPI (the project's own minimal kernel) or booted with acpi=off finds the devices
+    // only there. A kernel with both CONFIG_ACPI and CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES creates
+    // two platform devices per window (LNRO0005:NN from the DSDT, virtio-mmio.N from the
+    // command line), and that is harmless (Linux 6.1, drivers/virtio/virtio_mmio.c): the
+    // driver's probe maps the window with devm_platform_ioremap_resource(), which claims it
+    // (request_mem_region, IORESOURCE_BUSY); whichever of the two is probed second fails there
+    // with -EBUSY ("can't request region for resource") before it touches a register, so each
+    // device is driven once, and only one probe error per device is logged. Kernels without
+    // CMDLINE_DEVICES (Debian's) ignore the parameter.
     if (const std::string extra = virtio_->kernel_cmdline_args(); !extra.empty()) {
         cmdline_ += (cmdline_.empty() ? "" : " ") + extra;
     }
@@ -123,6 +133,14 @@ void Vmm::load_guest(const VmConfig& config) {
     opts.cmdline = cmdline_;
     opts.vcpu_count = config.machine_config.vcpu_count;
     opts.prefer_pvh = options_.prefer_pvh;
+    if (config.machine_config.acpi) {
+        boot::acpi::AcpiLayout acpi;
+        for (const auto& w : virtio_->windows()) acpi.virtio.push_back({w.base, w.size, w.gsi});
+        acpi.vcpus = config.machine_config.vcpu_count;
+        acpi.com1 = true;   // LegacyDevices: always there
+        acpi.i8042 = true;
+        opts.acpi = acpi;
+    }
     // Everything setup_boot() rejects (not a kernel, truncated or corrupt image, an initrd or
     // command line that does not fit) is bad user input: reported as a configuration error.
     boot::BootSetup setup;
@@ -136,6 +154,11 @@ void Vmm::load_guest(const VmConfig& config) {
     log::info("kernel {} loaded ({}), entry {:#x}, command line \"{}\"", source.kernel_image_path,
               setup.protocol == boot::EntryProtocol::Pvh ? "PVH entry" : "64-bit Linux boot protocol", setup.entry,
               cmdline_);
+    if (setup.rsdp_addr != 0) {
+        log::debug("ACPI tables written, RSDP at {:#x}", setup.rsdp_addr);
+    } else {
+        log::debug("no ACPI tables (machine-config.acpi is false)");
+    }
 
     KvmVcpu& bsp = vcpus_.front()->kvm();
     kvm_regs regs{};

@@ -2,7 +2,8 @@
 // (vmm/api) in-process, driven by a small HTTP client written on raw sockets, so that malformed
 // requests can be sent too. Every endpoint and error path, and a VM booted, paused, resumed and
 // ended purely through the API (the ticker test guest, whose path is the first argument after
-// the Catch2 options: EMBERVM_TEST_GUEST_TICKER in the environment).
+// the Catch2 options: EMBERVM_TEST_GUEST_TICKER in the environment), and Debian's stock kernel
+// powering off through ACPI (EMBERVM_TEST_DEBIAN_BZIMAGE / _INITRAMFS, as scripts/test exports).
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -606,4 +607,34 @@ TEST_CASE("API: a guest booted, paused, resumed and ended through the API", "[ap
     // No drive swap once the VM ended; the configuration keeps the image the VM ended with.
     CHECK_THROWS_WITH(vm->update_drive("data", img2), Catch::Contains("drives.data: the VM is not running"));
     CHECK(api.call("GET", "/vm/config").j()["drives"][0]["path_on_host"] == img1);
+}
+
+TEST_CASE("API: Debian's stock kernel powers off through ACPI; GET / shows it Halted", "[api][guest][debian]") {
+    // The kernel and initramfs of the linux-debian-* tests (scripts/test exports both).
+    const char* kernel = std::getenv("EMBERVM_TEST_DEBIAN_BZIMAGE");
+    const char* initrd = std::getenv("EMBERVM_TEST_DEBIAN_INITRAMFS");
+    if (kernel == nullptr || initrd == nullptr) {
+        FAIL("EMBERVM_TEST_DEBIAN_BZIMAGE / EMBERVM_TEST_DEBIAN_INITRAMFS are not set (scripts/test sets them)");
+    }
+    Api api;
+    REQUIRE(api.call("PUT", "/boot-source",
+                     json{{"kernel_image_path", kernel}, {"initrd_path", initrd},
+                          {"boot_args", "console=ttyS0 panic=-1 gtest=poweroff"}})
+                .status == 204);
+    REQUIRE(api.call("PUT", "/machine-config", json{{"vcpu_count", 1}, {"mem_size_mib", 512}}).status == 204);
+    CHECK(api.call("GET", "/machine-config").j()["acpi"] == true);  // the default
+    CHECK(api.call("GET", "/vm/config").j()["machine-config"]["acpi"] == true);
+    REQUIRE(api.call("PUT", "/actions", json{{"action_type", "InstanceStart"}}).status == 204);
+    auto vm = api.controller->vm();
+    REQUIRE(vm);
+    // About 30 s in the nested-KVM VM; the guest's /init ends with `poweroff -f`.
+    REQUIRE(wait_until([&] { return vm->state() == VmState::Ended; }, std::chrono::seconds(300)));
+    const VmExit exit = vm->wait();
+    CHECK(exit.reason == VmExit::Reason::GuestShutdown);
+    CHECK(exit.detail == "ACPI S5");
+    CHECK(exit.status == 0);
+    CHECK(api.call("GET", "/").j()["state"] == "Halted");
+    std::ifstream in(api.console);
+    const std::string console((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(console.find("reboot: Power down") != std::string::npos);
 }

@@ -32,6 +32,7 @@ struct CliOptions {
     std::optional<std::string> cmdline;      // --cmdline (may be empty)
     std::optional<uint32_t> vcpus;           // --vcpus, range-checked
     std::optional<uint64_t> mem_mib;         // --mem, range-checked
+    bool no_acpi = false;                    // --no-acpi: machine-config.acpi = false
     std::vector<DriveConfig> drives;         // --drive (repeatable), added to the file's drives
     std::vector<NetworkInterfaceConfig> network_interfaces;  // --net (repeatable), added
     std::optional<BalloonConfig> balloon;    // --balloon, replaces the file's
@@ -53,7 +54,7 @@ struct CliOptions {
 CliOptions parse_cli(int argc, const char* const* argv);
 
 // The VmConfig to run: the --config file if given, with --kernel/--initrd/--cmdline/--vcpus/
-// --mem overriding its fields; otherwise the flags alone (then --kernel is required, unless
+// --mem/--no-acpi overriding its fields; otherwise the flags alone (then --kernel is required, unless
 // --api-sock is given: the result may then lack a boot source).
 // Runs validate() and validate_files() on the result; throws ConfigError (CliError for
 // command-line problems such as "no kernel: give --kernel or --config").

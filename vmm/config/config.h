@@ -48,12 +48,15 @@ struct BootSourceConfig {
     bool operator==(const BootSourceConfig&) const = default;
 };
 
-// "machine-config": vCPUs and memory.
+// "machine-config": vCPUs, memory and the firmware tables.
 struct MachineConfig {
     uint32_t vcpu_count = 1;
     uint64_t mem_size_mib = 128;
     bool smt = false;                // refused: embervm does not emulate SMT topology
     bool track_dirty_pages = false;  // accepted and stored
+    // An embervm extension: ACPI tables (RSDP, FADT, MADT, DSDT with the virtio-mmio devices)
+    // and the ACPI sleep/reset ports. Off: only the MP table; the guest is told no RSDP.
+    bool acpi = true;
 
     bool operator==(const MachineConfig&) const = default;
 };

@@ -90,12 +90,13 @@ BootSourceConfig boot_source_from_json(const json& j, const std::string& where) 
 
 MachineConfig machine_config_from_json(const json& j, const std::string& where) {
     // vcpu_count and mem_size_mib are required, as in Firecracker's PUT /machine-config.
-    const JsonFields f(j, where, {"vcpu_count", "mem_size_mib", "smt", "track_dirty_pages"});
+    const JsonFields f(j, where, {"vcpu_count", "mem_size_mib", "smt", "track_dirty_pages", "acpi"});
     MachineConfig mc;
     mc.vcpu_count = static_cast<uint32_t>(f.required_uint("vcpu_count", kMinVcpus, kMaxVcpus));
     mc.mem_size_mib = f.required_uint("mem_size_mib", kMinMemSizeMib, kMaxMemSizeMib);
     mc.smt = f.optional_bool("smt").value_or(false);
     mc.track_dirty_pages = f.optional_bool("track_dirty_pages").value_or(false);
+    mc.acpi = f.optional_bool("acpi").value_or(true);
     validate(mc, where);
     return mc;
 }

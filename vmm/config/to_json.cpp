@@ -63,7 +63,8 @@ json to_json(const MachineConfig& mc) {
     return {{"vcpu_count", mc.vcpu_count},
             {"mem_size_mib", mc.mem_size_mib},
             {"smt", mc.smt},
-            {"track_dirty_pages", mc.track_dirty_pages}};
+            {"track_dirty_pages", mc.track_dirty_pages},
+            {"acpi", mc.acpi}};
 }
 
 

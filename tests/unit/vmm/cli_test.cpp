@@ -58,6 +58,7 @@ TEST_CASE("cli: no flags", "[cli]") {
     CHECK_FALSE(o.kernel);
     CHECK_FALSE(o.log_level);
     CHECK(o.boot_protocol == BootProtocol::Auto);
+    CHECK_FALSE(o.no_acpi);
     CHECK_FALSE(o.help);
     CHECK_FALSE(o.version);
     const char* argv0_only[] = {"embervm"};
@@ -68,7 +69,8 @@ TEST_CASE("cli: no flags", "[cli]") {
 TEST_CASE("cli: every flag, separate values", "[cli]") {
     const CliOptions o = parse({"--config", "/c.json", "--kernel", "/k", "--initrd", "/i", "--cmdline",
                                 "console=ttyS0 quiet", "--vcpus", "4", "--mem", "512", "--serial-out", "/tmp/s.log",
-                                "--log-level", "debug", "--boot-protocol", "linux64", "--help", "--version"});
+                                "--log-level", "debug", "--boot-protocol", "linux64", "--no-acpi", "--help",
+                                "--version"});
     CHECK(o.config_path == "/c.json");
     CHECK(o.kernel == "/k");
     CHECK(o.initrd == "/i");
@@ -78,6 +80,7 @@ TEST_CASE("cli: every flag, separate values", "[cli]") {
     CHECK(o.serial_out == "/tmp/s.log");
     CHECK(o.log_level == Level::Debug);
     CHECK(o.boot_protocol == BootProtocol::Linux64);
+    CHECK(o.no_acpi);
     CHECK(o.help);
     CHECK(o.version);
 }
@@ -113,6 +116,8 @@ TEST_CASE("cli: missing and unwanted values", "[cli]") {
     CHECK(cli_error({"--serial-out="}) == "--serial-out: empty value");
     CHECK(cli_error({"--help=yes"}) == "--help: takes no value");
     CHECK(cli_error({"--version=1"}) == "--version: takes no value");
+    CHECK(cli_error({"--no-acpi=false"}) == "--no-acpi: takes no value");
+    CHECK(cli_error({"--no-acpi", "--no-acpi"}) == "--no-acpi: given more than once");
 }
 
 TEST_CASE("cli: bad numbers", "[cli]") {
@@ -225,6 +230,8 @@ TEST_CASE("cli: resolve_config with a config file and overrides", "[cli]") {
     CHECK(o.machine_config.vcpu_count == 4);
     CHECK(o.machine_config.mem_size_mib == 1024);
     CHECK(o.machine_config.track_dirty_pages);  // not overridden
+    CHECK(o.machine_config.acpi);               // the default
+    CHECK_FALSE(vmm::resolve_config(parse({"--config", config.c_str(), "--no-acpi"})).machine_config.acpi);
 
     // A kernel path in the file that does not exist is named by its config field...
     const std::string missing = dir.path() + "/gone";
@@ -254,7 +261,7 @@ TEST_CASE("cli: usage text lists every flag and the exit statuses", "[cli]") {
     for (const char* flag : {"--config PATH", "--config-file PATH", "--kernel PATH", "--initrd PATH", "--cmdline STRING",
                              "--vcpus N", "--mem MIB", "--serial-out PATH", "--log-level LEVEL", "--boot-protocol",
                              "--help", "--version", "auto, linux64 or pvh", "--drive SPEC", "--net SPEC",
-                             "--balloon SPEC", "--api-sock PATH", "--no-api", "--id ID", "--help, -h",
+                             "--balloon SPEC", "--api-sock PATH", "--no-api", "--no-acpi", "--id ID", "--help, -h",
                              "Usage: embervm [FLAGS]"}) {
         CHECK_THAT(u, Catch::Contains(flag));
     }

@@ -101,7 +101,8 @@ TEST_CASE("config: range limits are inclusive", "[config]") {
 
 TEST_CASE("config: unknown keys are named with their path", "[config]") {
     CHECK(parse_error(machine(R"("vcpus": 2, "mem_size_mib": 128)")) ==
-          "machine-config.vcpus: unknown key (known keys: vcpu_count, mem_size_mib, smt, track_dirty_pages)");
+          "machine-config.vcpus: unknown key (known keys: vcpu_count, mem_size_mib, smt, track_dirty_pages, "
+          "acpi)");
     CHECK(parse_error(boot(R"("kernel": "/k")")) ==
           "boot-source.kernel: unknown key (known keys: kernel_image_path, initrd_path, boot_args)");
     CHECK(parse_error(R"({"machine_config": {}})") ==
@@ -118,6 +119,10 @@ TEST_CASE("config: wrong types", "[config]") {
           "machine-config.smt: expected a boolean, got string");
     CHECK(parse_error(machine(R"("vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": 1)")) ==
           "machine-config.track_dirty_pages: expected a boolean, got number 1");
+    CHECK(parse_error(machine(R"("vcpu_count": 1, "mem_size_mib": 128, "acpi": "off")")) ==
+          "machine-config.acpi: expected a boolean, got string");
+    CHECK(parse_error(machine(R"("vcpu_count": 1, "mem_size_mib": 128, "acpi": 0)")) ==
+          "machine-config.acpi: expected a boolean, got number 0");
     CHECK(parse_error(boot(R"("kernel_image_path": 5)")) ==
           "boot-source.kernel_image_path: expected a string, got number 5");
     CHECK(parse_error(boot(R"("kernel_image_path": "/k", "boot_args": ["a"])")) ==
@@ -173,6 +178,18 @@ TEST_CASE("config: missing required fields and refused nulls", "[config]") {
     CHECK(parse_error(boot(R"("kernel_image_path": "")")) == "boot-source.kernel_image_path: must not be empty");
     CHECK(parse_error(boot(R"("kernel_image_path": "/k", "initrd_path": "")")) ==
           "boot-source.initrd_path: must not be empty");
+}
+
+TEST_CASE("config: ACPI is on unless machine-config.acpi is false", "[config]") {
+    CHECK(vmm::parse_config_json(machine(R"("vcpu_count": 1, "mem_size_mib": 128)")).machine_config.acpi);
+    CHECK(MachineConfig{}.acpi);
+    const VmConfig off = vmm::parse_config_json(machine(R"("vcpu_count": 1, "mem_size_mib": 128, "acpi": false)"));
+    CHECK_FALSE(off.machine_config.acpi);
+    // GET /vm/config and GET /machine-config show it, and it survives the round trip.
+    const nlohmann::json j = vmm::to_json(off);
+    CHECK(j["machine-config"]["acpi"] == false);
+    CHECK(vmm::to_json(MachineConfig{})["acpi"] == true);
+    CHECK(vmm::parse_config_json(j.dump()) == off);
 }
 
 TEST_CASE("config: smt is refused", "[config]") {
