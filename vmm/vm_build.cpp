@@ -93,9 +93,11 @@ void Vmm::create_devices(const VmConfig& config) {
 void Vmm::create_vcpus(const VmConfig& config) {
     const auto supported = kvm_->supported_cpuid();
     const uint32_t count = config.machine_config.vcpu_count;
+    // KVM's in-kernel LAPIC (always used here) emulates the TSC-deadline mode when this says so.
+    const bool tsc_deadline = vm_->check_extension(KVM_CAP_TSC_DEADLINE_TIMER) != 0;
     for (uint32_t i = 0; i < count; i++) {
         auto kvcpu = std::make_unique<KvmVcpu>(*kvm_, *vm_, i);
-        configure_vcpu(*kvcpu, supported, count);
+        configure_vcpu(*kvcpu, supported, count, tsc_deadline);
         vcpus_.push_back(std::make_unique<Vcpu>(std::move(kvcpu), *pio_bus_, *mmio_bus_, *memory_,
                                                 [this](VmExit e) { request_exit(std::move(e)); }));
     }

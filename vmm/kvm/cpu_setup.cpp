@@ -3,20 +3,12 @@
 
 #include <cstring>
 
+#include "vmm/kvm/cpuid.h"
 #include "vmm/kvm/kvm.h"
 
 namespace embervm::vmm {
 
 namespace {
-constexpr uint32_t kLeafFeatures = 0x1;
-constexpr uint32_t kLeafCacheParams = 0x4;
-constexpr uint32_t kLeafExtFeatures = 0x7;
-constexpr uint32_t kLeafTopology = 0xb;
-constexpr uint32_t kLeafTopologyV2 = 0x1f;
-constexpr uint32_t kLeafKvmSignature = 0x40000000;
-constexpr uint32_t kEcxHypervisor = 1u << 31;
-constexpr uint32_t kEdxArchCapabilities = 1u << 29;
-
 constexpr uint32_t kMsrIa32Tsc = 0x10;
 constexpr uint32_t kMsrIa32SysenterCs = 0x174;
 constexpr uint32_t kMsrIa32SysenterEsp = 0x175;
@@ -47,75 +39,6 @@ void write_reg(kvm_lapic_state& s, size_t off, uint32_t v) { std::memcpy(s.regs 
 uint32_t with_delivery_mode(uint32_t lvt, uint32_t mode) { return (lvt & ~0x700u) | (mode << 8); }
 }  // namespace
 
-std::vector<kvm_cpuid_entry2> build_vcpu_cpuid(const std::vector<kvm_cpuid_entry2>& supported, uint32_t index,
-                                              uint32_t count) {
-    std::vector<kvm_cpuid_entry2> out = supported;
-    for (auto& e : out) {
-        switch (e.function) {
-            case kLeafFeatures:
-                // EBX: [31:24] initial APIC ID, [23:16] logical processors per package, CLFLUSH size.
-                e.ebx = (index << 24) | (count << 16) | (e.ebx & 0xffff);
-                e.ecx |= kEcxHypervisor;
-                if (count > 1) {
-                    e.edx |= 1u << 28;  // HTT: the count field above is valid
-                }
-                break;
-            case kLeafCacheParams:
-                // EAX[31:26]: cores per package - 1; report one core per vCPU, no sharing.
-                e.eax = (e.eax & 0x3ffffff) | ((count - 1) << 26);
-                e.eax &= ~(0xfffu << 14);
-                break;
-            case kLeafExtFeatures:
-                if (e.index == 0) {
-                    e.edx &= ~kEdxArchCapabilities;
-                }
-                break;
-            case kLeafTopology:
-            case kLeafTopologyV2:
-                // Level 0: SMT (one thread per core); level 1: core level holding all vCPUs.
-                e.edx = index;
-                if (e.index == 0) {
-                    e.eax = 0;
-                    e.ebx = 1;
-                    e.ecx = (1u << 8) | 0;
-                } else if (e.index == 1) {
-                    uint32_t shift = 0;
-                    while ((1u << shift) < count) shift++;
-                    e.eax = shift;
-                    e.ebx = count;
-                    e.ecx = (2u << 8) | 1;
-                } else {
-                    e.eax = 0;
-                    e.ebx = 0;
-                    e.ecx = e.index;
-                }
-                break;
-            default:
-                break;
-        }
-    }
-    bool has_kvm_leaf = false;
-    for (auto& e : out) {
-        if (e.function == kLeafKvmSignature) {
-            has_kvm_leaf = true;
-            // "KVMKVMKVM\0\0\0": lets the guest find its paravirtual features.
-            e.ebx = 0x4b4d564b;
-            e.ecx = 0x564b4d56;
-            e.edx = 0x4d;
-        }
-    }
-    if (!has_kvm_leaf) {
-        kvm_cpuid_entry2 sig{};
-        sig.function = kLeafKvmSignature;
-        sig.eax = kLeafKvmSignature;
-        sig.ebx = 0x4b4d564b;
-        sig.ecx = 0x564b4d56;
-        sig.edx = 0x4d;
-        out.push_back(sig);
-    }
-    return out;
-}
-
 std::vector<std::pair<uint32_t, uint64_t>> boot_msrs() {
     return {
         {kMsrIa32SysenterCs, 0},  {kMsrIa32SysenterEsp, 0},
@@ -139,8 +62,9 @@ void set_lapic_lints(kvm_lapic_state& lapic) {
     write_reg(lapic, kApicLvt1, with_delivery_mode(read_reg(lapic, kApicLvt1), kApicModeNmi));
 }
 
-void configure_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported, uint32_t count) {
-    vcpu.set_cpuid(build_vcpu_cpuid(supported, vcpu.id(), count));
+void configure_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported, uint32_t count,
+                    bool tsc_deadline) {
+    vcpu.set_cpuid(normalize_vcpu_cpuid(supported, {.index = vcpu.id(), .count = count, .tsc_deadline = tsc_deadline}));
     vcpu.set_msrs(boot_msrs());
     vcpu.set_fpu(boot_fpu());
     auto lapic = vcpu.get_lapic();

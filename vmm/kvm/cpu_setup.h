@@ -11,13 +11,6 @@ namespace embervm::vmm {
 
 class KvmVcpu;
 
-// The CPUID table for vCPU `index` of `count`, derived from KVM_GET_SUPPORTED_CPUID:
-// APIC ID in leaf 1 EBX[31:24] and leaves 0xB/0x1F EDX, logical-processor count, the
-// hypervisor bit (leaf 1 ECX[31]) and KVM's hypervisor leaves; IA32_ARCH_CAPABILITIES
-// (leaf 7 EDX[29]) is hidden because the VMM does not provide that MSR.
-std::vector<kvm_cpuid_entry2> build_vcpu_cpuid(const std::vector<kvm_cpuid_entry2>& supported, uint32_t index,
-                                              uint32_t count);
-
 // MSR values every vCPU starts with (SYSENTER/SYSCALL MSRs zeroed, TSC 0, fast strings on,
 // MTRRs default write-back).
 std::vector<std::pair<uint32_t, uint64_t>> boot_msrs();
@@ -28,7 +21,9 @@ kvm_fpu boot_fpu();
 // Programs LINT0 as ExtINT and LINT1 as NMI in a local APIC register image.
 void set_lapic_lints(kvm_lapic_state& lapic);
 
-// Applies all of the above to a vCPU.
-void configure_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported, uint32_t count);
+// Applies all of the above to a vCPU, with the CPUID table normalize_vcpu_cpuid (vmm/kvm/cpuid.h)
+// makes from `supported` for this vCPU of `count`; `tsc_deadline`: KVM_CAP_TSC_DEADLINE_TIMER.
+void configure_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported, uint32_t count,
+                    bool tsc_deadline);
 
 }  // namespace embervm::vmm
