@@ -9,6 +9,7 @@
 #   DEBIAN-INIT-START                  first thing /init does
 #   INSMOD-OK n=N | INSMOD-FAILED X    the modules
 #   ACPI-TABLES <names>                /sys/firmware/acpi/tables
+#   CPU-TOPOLOGY cpuN package=P core=C one line per CPU, from /sys (what the kernel made of CPUID)
 #   VIRTIO <dev> id=<device id> driver=<driver> via=<platform device>   one line per device
 #   VIRTIO-COUNT n=N                   devices on the virtio bus
 #   VDA-TOKEN <first line of /dev/vda> the drive is readable (the test writes a token there)
@@ -26,6 +27,11 @@ while read -r m; do
 done < /modules.list
 echo "INSMOD-OK n=$n"
 echo "ACPI-TABLES $($B ls /sys/firmware/acpi/tables 2>/dev/null | $B tr '\n' ' ')"
+for c in /sys/devices/system/cpu/cpu[0-9]*; do
+  [ -r "$c/topology/core_id" ] || continue
+  read -r pkg < "$c/topology/physical_package_id"; read -r core < "$c/topology/core_id"
+  echo "CPU-TOPOLOGY ${c##*/} package=$pkg core=$core"
+done
 # virtio_blk creates vda as it probes; its partition scan may lag: wait up to 10 s.
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do $B usleep 100000; i=$((i + 1)); done

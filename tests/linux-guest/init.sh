@@ -9,6 +9,7 @@
 #   BOOT-TIMER-...    result of the boot-timer write (only with the kernel argument boottimer=1)
 #   BOOT-OK           /proc mounted, with the guest uptime
 #   nproc=N           online CPUs
+#   CPU-TOPOLOGY cpuN package=P core=C   one line per CPU, from /sys (what the kernel made of CPUID)
 #   GUEST-DONE        everything ran; followed by `reboot -f` (i8042 reset: the VMM exits 0)
 #
 # Kernel arguments it understands (unknown `name=value` kernel arguments reach /init as
@@ -48,6 +49,11 @@ t "mounted proc/sys/dev"
 case "$CMDLINE" in *gtest=quick*) t "GUEST-DONE"; $B reboot -f ;; esac
 n=0; while read -r l; do case "$l" in processor*) n=$((n+1));; esac; done < /proc/cpuinfo
 echo "nproc=$n"
+for c in /sys/devices/system/cpu/cpu[0-9]*; do
+  [ -r "$c/topology/core_id" ] || continue
+  read -r pkg < "$c/topology/physical_package_id"; read -r core < "$c/topology/core_id"
+  echo "CPU-TOPOLOGY ${c##*/} package=$pkg core=$core"
+done
 read -r osrelease < /proc/sys/kernel/osrelease
 echo "kernel release=$osrelease"
 for d in /sys/bus/virtio/devices/*; do [ -e "$d" ] && { read -r id < $d/device; echo "  virtio ${d##*/} device-id=$id driver=$($B readlink $d/driver)"; }; done
