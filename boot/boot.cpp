@@ -60,9 +60,14 @@ BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options)
         setup.initrd_addr = place_initrd(setup.initrd_size, kernel.end, kernel.initrd_addr_max, low_ram_end(mem));
     }
 
-    load_kernel_image(kernel, options.kernel, mem);
+    load_kernel_image(kernel, options.kernel, mem, options.kernel_fd);
     if (options.initrd) {
-        mem.write(memory::GuestAddress(setup.initrd_addr), *options.initrd);
+        if (options.initrd_fd >= 0) {
+            mem.read_from_file(memory::GuestAddress(setup.initrd_addr), setup.initrd_size, options.initrd_fd, 0,
+                               "initrd");
+        } else {
+            mem.write(memory::GuestAddress(setup.initrd_addr), *options.initrd);
+        }
     }
     setup.cmdline_addr = layout::kCmdlineAddr;
     setup.cmdline_size = write_cmdline(mem, options.cmdline);

@@ -17,6 +17,7 @@
 
 #include "boot/acpi/platform.h"
 #include "memory/guest_memory.h"
+#include "vmm/sys/fd.h"
 
 namespace embervm::boot {
 
@@ -32,6 +33,14 @@ enum class KernelKind { Elf, BzImage };
 struct BootOptions {
     std::span<const uint8_t> kernel;                 // the whole kernel image file
     std::optional<std::span<const uint8_t>> initrd;  // the whole initrd file, if any
+    // When >= 0: the open regular file that `kernel` (resp. `initrd`) is a read-only mapping of
+    // (FileImage::fd()). The spans are then read only where headers are parsed and checked;
+    // what goes into guest memory (ELF segments, the bzImage's protected-mode part, the
+    // initrd) is read from the file with pread straight into guest memory: no intermediate
+    // copy, each guest page written once, and the parts of the file the guest never sees
+    // (a vmlinux's symbols) not read at all. -1: copied from the span.
+    int kernel_fd = -1;
+    int initrd_fd = -1;
     std::string cmdline;
     unsigned vcpu_count = 1;
     // An ELF kernel with a PVH note is entered through PVH if true, else through its 64-bit
@@ -66,8 +75,9 @@ std::vector<std::pair<memory::GuestAddress, size_t>> guest_memory_ranges(uint64_
 // and errno: "kernel image /x/vmlinux: open: No such file or directory (errno 2)".
 std::vector<uint8_t> read_file(const std::string& path, std::string_view what);
 
-// A whole file, read-only: mmap'd (MAP_POPULATE: no copy, page cache shared) when it is a
-// regular file, else read into memory. Errors as read_file.
+// A whole file, read-only: mmap'd when it is a regular file (lazily: only the pages that are
+// looked at are read; fd() then stays open for reading ranges straight into guest memory),
+// else read into memory (fd() is -1). Errors as read_file.
 class FileImage {
 public:
     FileImage(const std::string& path, std::string_view what);
@@ -75,8 +85,10 @@ public:
     FileImage(const FileImage&) = delete;
     FileImage& operator=(const FileImage&) = delete;
     std::span<const uint8_t> bytes() const { return {data_, size_}; }
+    int fd() const { return mapped_ ? fd_.get() : -1; }
 
 private:
+    FileDescriptor fd_;
     const uint8_t* data_ = nullptr;
     size_t size_ = 0;
     bool mapped_ = false;

@@ -132,8 +132,12 @@ void check_bzimage_placement(const BzImage& bz, const memory::GuestMemory& mem) 
     }
 }
 
-void load_bzimage(const BzImage& bz, std::span<const uint8_t> image, const memory::GuestMemory& mem) {
-    mem.write(memory::GuestAddress(bz.load_addr), image.subspan(bz.setup_size, bz.kernel_size));
+void load_bzimage(const BzImage& bz, std::span<const uint8_t> image, const memory::GuestMemory& mem, int fd) {
+    if (fd >= 0) {
+        mem.read_from_file(memory::GuestAddress(bz.load_addr), bz.kernel_size, fd, bz.setup_size, "kernel image");
+    } else {
+        mem.write(memory::GuestAddress(bz.load_addr), image.subspan(bz.setup_size, bz.kernel_size));
+    }
 }
 
 }  // namespace embervm::boot

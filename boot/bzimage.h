@@ -54,6 +54,7 @@ BzImage parse_bzimage(std::span<const uint8_t> image);
 void check_bzimage_placement(const BzImage& bz, const memory::GuestMemory& mem);
 
 // Copies the protected-mode kernel to load_addr.
-void load_bzimage(const BzImage& bz, std::span<const uint8_t> image, const memory::GuestMemory& mem);
+// With fd >= 0 the protected-mode part is read from that file (the one `image` maps) with pread.
+void load_bzimage(const BzImage& bz, std::span<const uint8_t> image, const memory::GuestMemory& mem, int fd = -1);
 
 }  // namespace embervm::boot

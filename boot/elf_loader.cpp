@@ -237,11 +237,17 @@ void check_elf_placement(const ElfKernel& kernel, const memory::GuestMemory& mem
     }
 }
 
-void load_elf_segments(const ElfKernel& kernel, std::span<const uint8_t> image, const memory::GuestMemory& mem) {
+void load_elf_segments(const ElfKernel& kernel, std::span<const uint8_t> image, const memory::GuestMemory& mem,
+                       int fd) {
     for (const auto& s : kernel.segments) {
-        mem.write(memory::GuestAddress(s.paddr), image.subspan(s.file_offset, s.file_size));
+        if (fd >= 0) {
+            mem.read_from_file(memory::GuestAddress(s.paddr), s.file_size, fd, s.file_offset, "kernel image");
+        } else {
+            mem.write(memory::GuestAddress(s.paddr), image.subspan(s.file_offset, s.file_size));
+        }
         if (s.mem_size > s.file_size) {
-            mem.fill(memory::GuestAddress(s.paddr + s.file_size), s.mem_size - s.file_size, 0);
+            // bss: zero without faulting in pages that are zero already.
+            mem.zero(memory::GuestAddress(s.paddr + s.file_size), s.mem_size - s.file_size);
         }
     }
 }

@@ -43,6 +43,9 @@ void check_elf_placement(const ElfKernel& kernel, const memory::GuestMemory& mem
 
 // Copies the segments into guest memory and zeroes their bss parts. `kernel` must come from
 // parse_elf_kernel(image) and have passed check_elf_placement().
-void load_elf_segments(const ElfKernel& kernel, std::span<const uint8_t> image, const memory::GuestMemory& mem);
+// With fd >= 0 the segments are read from that file (the one `image` maps) with pread; bss is
+// zeroed with GuestMemory::zero().
+void load_elf_segments(const ElfKernel& kernel, std::span<const uint8_t> image, const memory::GuestMemory& mem,
+                       int fd = -1);
 
 }  // namespace embervm::boot

@@ -52,7 +52,8 @@ std::vector<uint8_t> read_file(const std::string& path, std::string_view what) {
 }
 
 FileImage::FileImage(const std::string& path, std::string_view what) {
-    FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    FileDescriptor& fd = fd_;
+    fd = FileDescriptor(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
         throw sys_error(fmt::format("{} {}: open", what, path));
     }
@@ -61,7 +62,10 @@ FileImage::FileImage(const std::string& path, std::string_view what) {
         throw sys_error(fmt::format("{} {}: fstat", what, path));
     }
     if (S_ISREG(st.st_mode) && st.st_size > 0) {
-        void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd.get(), 0);
+        // No MAP_POPULATE: the loaders look only at headers through the mapping and read what
+        // goes into guest memory with pread (BootOptions::kernel_fd), so most pages of the
+        // mapping are never touched and never read.
+        void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd.get(), 0);
         if (p != MAP_FAILED) {
             data_ = static_cast<const uint8_t*>(p);
             size_ = static_cast<size_t>(st.st_size);
@@ -69,6 +73,7 @@ FileImage::FileImage(const std::string& path, std::string_view what) {
             return;
         }
     }
+    fd = FileDescriptor();
     copy_ = read_file(path, what);
     data_ = copy_.data();
     size_ = copy_.size();

@@ -53,11 +53,12 @@ void check_kernel_placement(const KernelImage& kernel, const memory::GuestMemory
     }
 }
 
-void load_kernel_image(const KernelImage& kernel, std::span<const uint8_t> image, const memory::GuestMemory& mem) {
+void load_kernel_image(const KernelImage& kernel, std::span<const uint8_t> image, const memory::GuestMemory& mem,
+                       int fd) {
     if (kernel.elf) {
-        load_elf_segments(*kernel.elf, image, mem);
+        load_elf_segments(*kernel.elf, image, mem, fd);
     } else {
-        load_bzimage(*kernel.bzimage, image, mem);
+        load_bzimage(*kernel.bzimage, image, mem, fd);
     }
 }
 

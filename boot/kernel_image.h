@@ -37,7 +37,9 @@ KernelImage parse_kernel_image(std::span<const uint8_t> image);
 // Throws Error unless the kernel's run-time footprint fits in guest memory above 1 MiB.
 void check_kernel_placement(const KernelImage& kernel, const memory::GuestMemory& mem);
 
-// Copies the kernel into guest memory (after check_kernel_placement()).
-void load_kernel_image(const KernelImage& kernel, std::span<const uint8_t> image, const memory::GuestMemory& mem);
+// Copies the kernel into guest memory (after check_kernel_placement()): from `image`, or, if
+// `fd` >= 0, read from that file (the one `image` maps) straight into guest memory.
+void load_kernel_image(const KernelImage& kernel, std::span<const uint8_t> image, const memory::GuestMemory& mem,
+                       int fd = -1);
 
 }  // namespace embervm::boot

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -171,6 +172,53 @@ void GuestMemory::fill(GuestAddress addr, uint64_t len, uint8_t value) const {
     if (!for_each_chunk(addr, len, [&](uint8_t* host, uint64_t n, uint64_t) { std::memset(host, value, n); })) {
         throw GuestMemoryError(addr, len);
     }
+}
+
+void GuestMemory::zero(GuestAddress addr, uint64_t len) const {
+    constexpr uint64_t kPage = 4096;
+    if (!check_range(addr, len)) {
+        throw GuestMemoryError(addr, len);
+    }
+    const uint64_t end = addr.value + len;
+    const uint64_t first_page = (addr.value + kPage - 1) & ~(kPage - 1);
+    const uint64_t last_page = end & ~(kPage - 1);
+    if (first_page >= last_page) {
+        // No whole page inside: clear it byte by byte.
+        fill(addr, len, 0);
+        return;
+    }
+    fill(addr, first_page - addr.value, 0);
+    if (!discard(GuestAddress(first_page), last_page - first_page)) {
+        // madvise refused (it does not on anonymous memory): clear the pages instead.
+        fill(GuestAddress(first_page), last_page - first_page, 0);
+    }
+    fill(GuestAddress(last_page), end - last_page, 0);
+}
+
+void GuestMemory::read_from_file(GuestAddress addr, uint64_t len, int fd, uint64_t file_offset,
+                                 std::string_view what) const {
+    if (!check_range(addr, len)) {
+        throw GuestMemoryError(addr, len);
+    }
+    for_each_chunk(addr, len, [&](uint8_t* host, uint64_t n, uint64_t off) {
+        uint64_t done = 0;
+        while (done < n) {
+            const uint64_t pos = file_offset + off + done;
+            const ssize_t r = ::pread(fd, host + done, n - done, static_cast<off_t>(pos));
+            if (r < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                throw sys_error(fmt::format("{}: read of {:#x} bytes at file offset {:#x}", what, n - done, pos));
+            }
+            if (r == 0) {
+                throw Error(fmt::format("{}: file ends at offset {:#x}, expected {:#x} bytes there (was it changed "
+                                        "while loading?)",
+                                        what, pos, n - done));
+            }
+            done += static_cast<uint64_t>(r);
+        }
+    });
 }
 
 }  // namespace embervm::memory

@@ -10,6 +10,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -98,6 +99,16 @@ public:
     bool try_write(GuestAddress addr, std::span<const uint8_t> in) const;
     // Fill a range with a byte value.
     void fill(GuestAddress addr, uint64_t len, uint8_t value) const;
+    // Makes [addr, addr+len) read as zeros without touching the whole pages inside it: those
+    // are given back (discard()), so memory that was never written (all of it, right after the
+    // mmap) costs neither a page fault nor a host page; only the partial pages at either end
+    // are cleared with memset. Throws GuestMemoryError if the range is not all guest memory.
+    void zero(GuestAddress addr, uint64_t len) const;
+    // Reads `len` bytes of the file `fd` from `file_offset` straight into guest memory at
+    // `addr` (pread into the mapping: no intermediate buffer, each page written once). Throws
+    // GuestMemoryError if the range is not all guest memory (before reading anything),
+    // embervm::Error naming `what` on a read error or if the file ends early.
+    void read_from_file(GuestAddress addr, uint64_t len, int fd, uint64_t file_offset, std::string_view what) const;
     // Gives the pages of [addr, addr+len) back to the host (madvise(MADV_DONTNEED) on the
     // private anonymous mapping): they read as zeros afterwards and cost no host memory until
     // written again. false, touching nothing, unless the range is 4 KiB aligned and guest memory.

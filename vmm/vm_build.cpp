@@ -129,8 +129,10 @@ void Vmm::load_guest(const VmConfig& config) {
                log::micros_since_start());
     boot::BootOptions opts;
     opts.kernel = kernel.bytes();
+    opts.kernel_fd = kernel.fd();
     if (initrd) {
         opts.initrd = initrd->bytes();
+        opts.initrd_fd = initrd->fd();
     }
     opts.cmdline = cmdline_;
     opts.vcpu_count = config.machine_config.vcpu_count;

@@ -11,6 +11,7 @@
 #include "vmm/sys/error.h"
 #include "vmm/kvm/insn_emulator.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/startup_probe.h"
 
 namespace embervm::vmm {
 
@@ -126,7 +127,7 @@ void Vcpu::thread_main() {
                 continue;
             }
             if (first) {
-                log::info("first KVM_RUN at {} us since VMM start", log::micros_since_start());
+                log::mark_first_kvm_run();
                 first = false;
             }
             if (!vcpu_->run()) {

@@ -72,3 +72,59 @@ TEST_CASE("setup_boot needs guest memory from 0 past 1 MiB", "[boot]") {
     o.kernel = kernel;
     CHECK_THROWS_WITH(setup_boot(mem, o), Contains("guest memory must start at 0"));
 }
+
+namespace {
+// An unlinked temporary file holding `data`; the caller closes the descriptor.
+int file_with(const std::vector<uint8_t>& data) {
+    char path[] = "/tmp/embervm-boot-test-XXXXXX";
+    const int fd = ::mkstemp(path);
+    REQUIRE(fd >= 0);
+    ::unlink(path);
+    REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+    return fd;
+}
+
+std::vector<uint8_t> guest_bytes(const embervm::memory::GuestMemory& mem, uint64_t len) {
+    std::vector<uint8_t> out(len);
+    mem.read(GuestAddress(0), out);
+    return out;
+}
+}  // namespace
+
+TEST_CASE("setup_boot reading kernel and initrd from their files leaves guest memory as copying does", "[boot][file]") {
+    const auto initrd = pattern(0x5123, 7);
+    for (const bool bz : {false, true}) {
+        CAPTURE(bz);
+        const auto kernel = bz ? make_bzimage() : elf_kernel(true).build();
+        const int kfd = file_with(kernel);
+        const int ifd = file_with(initrd);
+        BootOptions o;
+        o.kernel = kernel;
+        o.initrd = std::span<const uint8_t>(initrd);
+        o.cmdline = "console=ttyS0";
+        auto copied = make_guest_memory(64 * kMiB);
+        const BootSetup a = setup_boot(copied, o);
+        o.kernel_fd = kfd;
+        o.initrd_fd = ifd;
+        auto read = make_guest_memory(64 * kMiB);
+        if (!bz) {
+            // Dirty the ELF's segments, bss included: they must come out as copied, bss zeroed.
+            read.fill(GuestAddress(kElfCodeAddr), 0x3000, 0xee);
+            read.fill(GuestAddress(kElfDataAddr), 0x4000, 0xee);
+        }
+        const BootSetup b = setup_boot(read, o);
+        CHECK(a.initrd_addr == b.initrd_addr);
+        CHECK(a.entry == b.entry);
+        const bool same = guest_bytes(copied, 64 * kMiB) == guest_bytes(read, 64 * kMiB);
+        CHECK(same);
+        CHECK(read.read_obj<uint8_t>(GuestAddress(b.initrd_addr + 0x5122)) == initrd[0x5122]);
+
+        // A file shorter than the mapping it stood for (changed under the VMM): an error, not a
+        // guest with half a kernel.
+        REQUIRE(::ftruncate(kfd, static_cast<off_t>(kernel.size() / 2)) == 0);
+        auto cut = make_guest_memory(64 * kMiB);
+        CHECK_THROWS_WITH(setup_boot(cut, o), Contains("kernel image: file ends at offset"));
+        ::close(kfd);
+        ::close(ifd);
+    }
+}

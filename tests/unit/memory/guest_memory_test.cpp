@@ -2,6 +2,9 @@
 #include <catch2/catch.hpp>
 
 #include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 #include <algorithm>
 #include <array>
@@ -110,4 +113,63 @@ TEST_CASE("discard gives pages back to the host; they read as zeros", "[memory]"
     CHECK_FALSE(mem.discard(GuestAddress(~uint64_t{0} & ~uint64_t{0xfff}), 0x2000));
     CHECK(mem.read_obj<uint8_t>(GuestAddress(0x1000)) == 0xab);
     CHECK(mem.read_obj<uint8_t>(GuestAddress(0x1ff000)) == 0xab);
+}
+
+TEST_CASE("zero clears a range, partial pages included, without faulting in whole pages", "[memory]") {
+    GuestMemory mem({{GuestAddress(0), 0x100000}, {GuestAddress(0x100000), 0x100000}});
+    mem.fill(GuestAddress(0), 0x200000, 0xab);
+    // Unaligned at both ends and across the two regions.
+    mem.zero(GuestAddress(0xf0123), 0x20000);
+    std::vector<uint8_t> got(0x20400);
+    mem.read(GuestAddress(0xf0000), got);
+    for (size_t i = 0; i < got.size(); i++) {
+        const bool inside = i >= 0x123 && i < 0x123 + 0x20000;
+        if (got[i] != (inside ? 0 : 0xab)) {
+            FAIL_CHECK("byte " << i << " of the window is " << int{got[i]});
+            break;
+        }
+    }
+    // Inside one page.
+    mem.zero(GuestAddress(0x5010), 0x20);
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x500f)) == 0xab);
+    CHECK(mem.read_obj<uint64_t>(GuestAddress(0x5010)) == 0);
+    CHECK(mem.read_obj<uint64_t>(GuestAddress(0x5028)) == 0);
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x5030)) == 0xab);
+    CHECK_THROWS_AS(mem.zero(GuestAddress(0x1ff000), 0x2000), GuestMemoryError);
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x1ff000)) == 0xab);  // refused before clearing anything
+
+    // Memory never written stays unallocated: zeroing it is free.
+    GuestMemory fresh({{GuestAddress(0), 0x400000}});
+    fresh.zero(GuestAddress(0x100000), 0x200000);
+    CHECK(resident_bytes(fresh.regions()[0].host_base(), 0x400000) == 0);
+}
+
+TEST_CASE("read_from_file reads a file range straight into guest memory", "[memory]") {
+    char path[] = "/tmp/embervm-memory-test-XXXXXX";
+    const int fd = ::mkstemp(path);
+    REQUIRE(fd >= 0);
+    ::unlink(path);
+    std::vector<uint8_t> data(0x30000);
+    for (size_t i = 0; i < data.size(); i++) data[i] = static_cast<uint8_t>(i * 7 + (i >> 12));
+    REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+
+    auto mem = two_regions();
+    // Across the boundary of the two adjacent regions, from a file offset that is not aligned.
+    mem.read_from_file(GuestAddress(0xf000), 0x2000, fd, 0x1234, "test file");
+    std::vector<uint8_t> got(0x2000);
+    mem.read(GuestAddress(0xf000), got);
+    CHECK(std::equal(got.begin(), got.end(), data.begin() + 0x1234));
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0xefff)) == 0);
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x11000)) == 0);
+
+    // Outside guest memory (the hole): refused before anything is read.
+    CHECK_THROWS_AS(mem.read_from_file(GuestAddress(0x1f000), 0x2000, fd, 0, "test file"), GuestMemoryError);
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x1ffff)) == 0);
+    // The file ends before the range does.
+    CHECK_THROWS_WITH(mem.read_from_file(GuestAddress(0), 0x2000, fd, 0x2f000, "test file"),
+                      Catch::Matchers::Contains("test file: file ends at offset 0x30000"));
+    // A descriptor that cannot be read.
+    CHECK_THROWS_WITH(mem.read_from_file(GuestAddress(0), 0x10, -1, 0, "test file"),
+                      Catch::Matchers::Contains("test file: read of 0x10 bytes at file offset 0x0"));
+    ::close(fd);
 }
