@@ -247,15 +247,6 @@ void BlockDevice::log_counters() const {
               c.device_errors);
 }
 
-void BlockDevice::process_completions() {
-    std::lock_guard lock(mutex());
-    if (active() && !broken()) {
-        process_completions_locked();
-    } else {
-        reap_locked();
-    }
-}
-
 void BlockDevice::process_completions_locked() {
     reap_locked();
     if (backend_full_ && active() && !broken()) {

@@ -59,11 +59,6 @@ public:
     nlohmann::json metrics_json() const override;
     void log_counters() const override;
 
-    // The backend's completion fd, and what its handler on the event loop does: for tests that
-    // drive the device by hand.
-    int backend_completion_fd() const { return backend_->completion_fd(); }
-    void process_completions();
-
     // Any thread (atomics; never waits for the queue).
     BlockCounters counters() const;
 

@@ -15,6 +15,7 @@ constexpr uint32_t kLeafTopology = 0xb;
 constexpr uint32_t kLeafXsave = 0xd;
 constexpr uint32_t kLeafTopologyV2 = 0x1f;
 constexpr uint32_t kLeafKvmSignature = 0x40000000;
+constexpr uint32_t kLeafAmdExtFeatures = 0x80000001;
 constexpr uint32_t kLeafAmdAddressSizes = 0x80000008;
 constexpr uint32_t kLeafAmdCacheTopology = 0x8000001d;
 constexpr uint32_t kLeafAmdExtApicId = 0x8000001e;
@@ -23,6 +24,7 @@ constexpr uint32_t kEcxTscDeadline = 1u << 24;
 constexpr uint32_t kEcxHypervisor = 1u << 31;
 constexpr uint32_t kEdxHtt = 1u << 28;
 constexpr uint32_t kEdxArchCapabilities = 1u << 29;
+constexpr uint32_t kEcxCmpLegacy = 1u << 1;  // leaf 0x80000001 ECX (AMD)
 
 // Leaf 0xB/0x1F level types (ECX[15:8]).
 constexpr uint32_t kLevelSmt = 1;
@@ -63,6 +65,15 @@ kvm_cpuid_entry2 topology_level(uint32_t function, uint32_t level, const VcpuCpu
         e.ecx = level;  // invalid level: ends the enumeration
     }
     return e;
+}
+
+// Leaf 1 EBX[23:16] with HTT. Intel: the addressable logical processor IDs of the package, a
+// power of two (what the APIC ID bits of the package span; 4 for 3 vCPUs, as leaf 0xB's core
+// shift says). AMD: LogicalProcessorCount, the number of logical processors itself (AMD parts
+// report 12 on 12 threads), i.e. 0x80000008 ECX NC + 1.
+uint32_t leaf1_logical_count(uint32_t count, bool amd) {
+    const uint32_t n = amd ? count : std::bit_ceil(count);
+    return std::min<uint32_t>(n, 0xff);
 }
 
 // Cache leaves 4 and 0x8000001D: EAX[7:5] level; [25:14] logical processors sharing it - 1.
@@ -121,7 +132,7 @@ std::vector<kvm_cpuid_entry2> normalize_vcpu_cpuid(const std::vector<kvm_cpuid_e
             case kLeafFeatures:
                 // EBX: [31:24] initial APIC ID, [23:16] logical processors per package; CLFLUSH
                 // size and brand index kept.
-                e.ebx = (p.index << 24) | (std::min<uint32_t>(p.count, 0xff) << 16) | (e.ebx & 0xffff);
+                e.ebx = (p.index << 24) | (leaf1_logical_count(p.count, amd) << 16) | (e.ebx & 0xffff);
                 e.ecx |= kEcxHypervisor;
                 e.ecx = p.tsc_deadline ? (e.ecx | kEcxTscDeadline) : (e.ecx & ~kEcxTscDeadline);
                 e.edx = p.count > 1 ? (e.edx | kEdxHtt) : (e.edx & ~kEdxHtt);
@@ -144,6 +155,13 @@ std::vector<kvm_cpuid_entry2> normalize_vcpu_cpuid(const std::vector<kvm_cpuid_e
                 }
                 continue;
             }
+            case kLeafAmdExtFeatures:
+                // AMD's CmpLegacy: set with more than one core in the package (the logical
+                // processors leaf 1's HTT and count announce are cores, not SMT threads; Linux
+                // then does not take that count for threads per core), clear with one.
+                // Reserved on Intel: left as it is.
+                if (amd) e.ecx = p.count > 1 ? (e.ecx | kEcxCmpLegacy) : (e.ecx & ~kEcxCmpLegacy);
+                break;
             case kLeafAmdAddressSizes:
                 if (amd) {
                     // ECX: [15:12] APIC ID bits for the core, [7:0] cores - 1; the rest kept.

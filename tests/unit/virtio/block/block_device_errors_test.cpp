@@ -110,7 +110,7 @@ TEST_CASE("virtio-blk device: after a device error the queue is left alone until
     // Further kicks and completions do nothing.
     const Request more = h.request(req::kIn, 0, {W(kData + 0x2000, 512)});
     h.notify();
-    h.dev->process_completions();
+    h.run();
     CHECK(h.status(more) == kPoison);
     CHECK(h.used_idx() == used);
     CHECK(h.irq.errors.size() == 1);

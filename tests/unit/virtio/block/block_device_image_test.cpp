@@ -80,7 +80,7 @@ TEST_CASE("virtio-blk device: real backends on a temporary image", "[virtio][blo
 
 TEST_CASE("virtio-blk device: real backends with a tiny queue depth", "[virtio][block][block_device]") {
     // io_uring at depth 2: the device keeps running into a full backend and must resume from
-    // completions (process_completions), never losing or repeating a request.
+    // completions (on the event loop), never losing or repeating a request.
     const IoEngine engine = GENERATE(IoEngine::Sync, IoEngine::Async);
     INFO((engine == IoEngine::Sync ? "Sync" : "Async"));
     TempImage disk(64 * 512);

@@ -51,7 +51,7 @@ TEST_CASE("virtio-blk device: reset with requests in flight waits for them, then
     CHECK(h.used_idx() == 0);
     CHECK(h.irq.used.size() == irqs);
     // Late wake-ups and kicks after reset are harmless.
-    h.dev->process_completions();
+    h.run();
     h.notify();
     CHECK(h.used_idx() == 0);
     h.dev->reset();  // idempotent
@@ -70,13 +70,19 @@ TEST_CASE("virtio-blk device: reset drops completions the backend has ready but 
     CHECK(h.backend->in_flight() == 0);
     CHECK(h.used_idx() == 0);  // nothing completed into the old queue
     CHECK(h.status(r) == kPoison);
-    h.dev->process_completions();  // a late wake-up after reset is harmless
+    h.run();  // a late wake-up after reset is harmless
     CHECK(h.used_idx() == 0);
     h.dev->reset();  // idempotent
     CHECK(h.irq.errors.empty());
 }
 
 TEST_CASE("virtio-blk device: after reset the old guest memory is never touched", "[virtio][block][block_device]") {
+    boost::asio::io_context io;
+    embervm::vmm::EventLoop loop{io};
+    const auto run = [&] {
+        io.restart();
+        io.poll();
+    };
     auto backend = std::make_unique<FakeBlockBackend>(kSectors * 512, false);
     FakeBlockBackend* fake = backend.get();
     BlockDevice dev(std::move(backend), {"gone", false, true});
@@ -85,7 +91,9 @@ TEST_CASE("virtio-blk device: after reset the old guest memory is never touched"
         auto mem = std::make_unique<GuestMemory>(std::vector<std::pair<GuestAddress, size_t>>{{GuestAddress(0), kMemSize}});
         Queue q(kQueueSize);
         RingDriver ring(*mem, q, kRings, kRing);
-        dev.activate(*mem, std::span<Queue>(&q, 1), dev.available_features() | feature::kVersion1, irq);
+        dev.activate(Activation{*mem, std::span<Queue>(&q, 1), dev.available_features() | feature::kVersion1, irq, {},
+                                &loop});
+        run();
         fake->hold = true;
         mem->write_obj(GuestAddress(kHeaders), RequestHeaderLayout{req::kIn, 0, 0});
         ring.add({R(kHeaders, 16), W(kData, 512), W(kStatus, 1)});
@@ -98,7 +106,7 @@ TEST_CASE("virtio-blk device: after reset the old guest memory is never touched"
     // A stray completion and notification after that must not touch them.
     fake->hold = false;
     fake->release_held();
-    dev.process_completions();
+    run();
     dev.queue_notify(0);
     CHECK(fake->in_flight() == 0);
     CHECK(irq.errors.empty());

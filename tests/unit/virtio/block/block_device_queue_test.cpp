@@ -90,7 +90,7 @@ TEST_CASE("virtio-blk device: EVENT_IDX: interrupts only when the used index pas
     CHECK(h.used_idx() == 4);
     CHECK(h.irq.used.size() == 2);  // 3 in (3, 4]
 
-    // With held requests the interrupt comes from process_completions().
+    // With held requests the interrupt comes when the loop hands the device the completions.
     h.backend->hold = true;
     h.ring->set_used_event(4);
     h.request(req::kIn, 0, {W(kData, 512)});

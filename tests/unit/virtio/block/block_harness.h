@@ -1,10 +1,10 @@
 // Test helpers for the virtio-blk suite (tests/unit/virtio/block/): the guest memory layout the
 // tests share, the request header and segment layouts, RingHarness (guest memory, one queue and
 // its driver side, building requests: for the parser's tests) and Harness (a BlockDevice on the
-// fake backend, fake_block_backend.h, or on a real one, in front of that queue).
+// fake backend, fake_block_backend.h, or on a real one, in front of that queue, subscribed to an
+// event loop of its own as the transport activates it: the backend's completions reach the device
+// only through the loop, as in the VMM).
 #pragma once
-
-#include <poll.h>
 
 #include <algorithm>
 #include <array>
@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
 
 #include "memory/guest_memory.h"
@@ -31,6 +32,7 @@
 #include "virtio/block/request.h"
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
+#include "vmm/sys/event_loop.h"
 
 namespace embervm::virtio::testing {
 
@@ -193,27 +195,34 @@ public:
         set_up_ring();
         queue.set_event_idx_enabled((acked & feature::kRingEventIdx) != 0);
         queue.set_indirect_enabled((acked & feature::kRingIndirectDesc) != 0);
-        dev->activate(mem, std::span<Queue>(&queue, 1), acked, irq);
+        dev->activate(Activation{mem, std::span<Queue>(&queue, 1), acked, irq, {}, &loop});
+        run();  // the device subscribes on the loop thread
     }
     void notify() { dev->queue_notify(0); }
-    // Completes what the fake backend holds and lets the device take the completions.
+    // Runs what is ready on the loop (a readable completion fd, posted work) until nothing is.
+    void run() {
+        io.restart();
+        io.poll();
+    }
+    // Completes what the fake backend holds; the loop hands the completions to the device.
     void complete_held() {
         backend->release_held();
-        dev->process_completions();
+        run();
     }
-    // Kicks, then serves completions as the event loop would (waiting on the backend's
-    // completion fd) until `want` used elements are there.
+    // Kicks, then runs the loop (which waits for the backend's completion fd) until `want` used
+    // elements are there.
     void run_until_used(uint16_t want) {
         notify();
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
         while (used_idx() < want && std::chrono::steady_clock::now() < deadline) {
-            pollfd p{dev->backend_completion_fd(), POLLIN, 0};
-            ::poll(&p, 1, 100);
-            dev->process_completions();
+            io.restart();
+            io.run_one_for(std::chrono::milliseconds(100));
         }
         REQUIRE(used_idx() == want);
     }
 
+    boost::asio::io_context io;
+    vmm::EventLoop loop{io};
     FakeInterrupt irq;
     FakeBlockBackend* backend = nullptr;
     std::unique_ptr<block::BlockDevice> dev;

@@ -1,6 +1,7 @@
 // Tests for vmm/kvm/cpuid: the per-vCPU CPUID table built from synthetic Intel and AMD supported tables (no KVM).
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <optional>
 #include <random>
 #include <set>
@@ -67,6 +68,7 @@ std::vector<kvm_cpuid_entry2> intel_supported() {
         leaf(0x1f, 2, 9, 9, 9, 9, kSignificant),
         leaf(0x1f, 3, 9, 9, 9, 9, kSignificant),
         leaf(0x80000000, 0, 0x80000008, 0, 0, 0),
+        leaf(0x80000001, 0, 0, 0, 0x00000123, 0x2c100800),  // ECX bit 1 reserved on Intel, set here
         leaf(0x80000008, 0, 0x3027, 0, 0, 0),
     };
     add_xsave(t);
@@ -98,15 +100,17 @@ uint32_t sharing(const kvm_cpuid_entry2& e) { return (e.eax >> 14) & 0xfff; }
 
 }  // namespace
 
-TEST_CASE("cpuid: Intel topology for 1, 2 and 4 vCPUs", "[cpuid]") {
+TEST_CASE("cpuid: Intel topology for 1, 2, 3 and 4 vCPUs", "[cpuid]") {
     const auto supported = intel_supported();
-    for (const uint32_t count : {1u, 2u, 4u}) {
+    for (const uint32_t count : {1u, 2u, 3u, 4u}) {
         for (uint32_t index = 0; index < count; index++) {
             INFO("vCPU " << index << " of " << count);
             const auto t = vmm::normalize_vcpu_cpuid(supported, {.index = index, .count = count});
-            // Leaf 1: APIC ID, count, CLFLUSH 8 kept; HTT only with more than one vCPU; hypervisor.
+            // Leaf 1: APIC ID; addressable logical processor IDs, a power of two (4 for 3 vCPUs);
+            // CLFLUSH 8 kept; HTT only with more than one vCPU; hypervisor.
+            const uint32_t addressable = count == 3 ? 4 : count;
             const auto l1 = *find(t, 0x1);
-            CHECK(l1.ebx == ((index << 24) | (count << 16) | 0x0800));
+            CHECK(l1.ebx == ((index << 24) | (addressable << 16) | 0x0800));
             CHECK(((l1.edx >> 28) & 1) == (count > 1 ? 1u : 0u));
             CHECK((l1.ecx & (1u << 31)) != 0);
             CHECK((l1.ecx & (1u << 24)) == 0);  // no TSC deadline unless asked for
@@ -128,19 +132,25 @@ TEST_CASE("cpuid: Intel topology for 1, 2 and 4 vCPUs", "[cpuid]") {
                 CHECK(c.ebx == supported[2 + i].ebx);
             }
             CHECK(regs(*find(t, 0x4, 4)) == std::vector<uint32_t>{0, 0, 0, 0});
-            // 0x80000008 ECX is reserved on Intel: untouched.
+            // 0x80000008 ECX and 0x80000001 ECX bit 1 (AMD's CmpLegacy) are reserved on Intel: untouched.
             CHECK(regs(*find(t, 0x80000008)) == std::vector<uint32_t>{0x3027, 0, 0, 0});
+            CHECK(regs(*find(t, 0x80000001)) == std::vector<uint32_t>{0, 0, 0x123, 0x2c100800});
         }
     }
 }
 
-TEST_CASE("cpuid: AMD topology for 1, 2 and 4 vCPUs", "[cpuid]") {
+TEST_CASE("cpuid: AMD topology for 1, 2, 3 and 4 vCPUs", "[cpuid]") {
     const auto supported = amd_supported();
-    for (const uint32_t count : {1u, 2u, 4u}) {
+    for (const uint32_t count : {1u, 2u, 3u, 4u}) {
         for (uint32_t index = 0; index < count; index++) {
             INFO("vCPU " << index << " of " << count);
             const auto t = vmm::normalize_vcpu_cpuid(supported, {.index = index, .count = count});
+            // Leaf 1: LogicalProcessorCount is the count itself on AMD (3 for 3 vCPUs), HTT with
+            // more than one; 0x80000001 ECX: CmpLegacy with more than one core, the rest kept.
             CHECK(find(t, 0x1)->ebx == ((index << 24) | (count << 16) | 0x0800));
+            CHECK(((find(t, 0x1)->edx >> 28) & 1) == (count > 1 ? 1u : 0u));
+            CHECK(find(t, 0x80000001)->ecx == (count > 1 ? 0x00400077u : 0x00400075u));
+            CHECK(find(t, 0x80000001)->edx == 0xedd3fbfd);
             // NC = count - 1, APIC ID core bits = ceil(log2(count)); PerfTscSize [17:16] kept.
             const uint32_t bits = count == 1 ? 0 : count == 2 ? 1 : 2;
             CHECK(find(t, 0x80000008)->ecx == (0x00010000 | (bits << 12) | (count - 1)));
@@ -160,6 +170,18 @@ TEST_CASE("cpuid: AMD topology for 1, 2 and 4 vCPUs", "[cpuid]") {
             CHECK(!find(t, 0x1f));
         }
     }
+}
+
+TEST_CASE("cpuid: AMD CmpLegacy follows the vCPU count, not the host", "[cpuid]") {
+    auto supported = amd_supported();
+    supported[5].ecx |= 1u << 1;  // the host's many cores
+    REQUIRE(supported[5].function == 0x80000001);
+    CHECK(find(vmm::normalize_vcpu_cpuid(supported, {.index = 0, .count = 1}), 0x80000001)->ecx == 0x00400075);
+    CHECK(find(vmm::normalize_vcpu_cpuid(supported, {.index = 1, .count = 2}), 0x80000001)->ecx == 0x00400077);
+    // Hygon is AMD here too.
+    supported[0].ebx = 0x6f677948;
+    supported[5].ecx &= ~(1u << 1);
+    CHECK(find(vmm::normalize_vcpu_cpuid(supported, {.index = 2, .count = 3}), 0x80000001)->ecx == 0x00400077);
 }
 
 TEST_CASE("cpuid: no 0x8000001E or 0x8000001D without them in the supported table", "[cpuid]") {
@@ -214,8 +236,9 @@ TEST_CASE("cpuid: the KVM signature and ARCH_CAPABILITIES", "[cpuid]") {
 }
 
 // Property: over random supported tables, every feature bit the result sets was in the input,
-// except leaf 1 ECX hypervisor/TSC-deadline and EDX HTT; leaves outside the topology, XSAVE and
-// KVM-signature ones are copied unchanged; no (function, index) appears twice.
+// except leaf 1 ECX hypervisor/TSC-deadline and EDX HTT, and AMD's 0x80000001 ECX CmpLegacy;
+// leaves outside the topology, XSAVE and KVM-signature ones are copied unchanged; no (function,
+// index) appears twice.
 TEST_CASE("cpuid: no feature bit the supported table lacks (random tables)", "[cpuid]") {
     std::mt19937 rng(20261205);  // 32-bit results
     const std::vector<uint32_t> functions = {0x0, 0x1, 0x4, 0x6, 0x7, 0xb, 0xd, 0x1f, 0x40000001,
@@ -235,7 +258,8 @@ TEST_CASE("cpuid: no feature bit the supported table lacks (random tables)", "[c
                 supported.push_back(leaf(f, i, rng(), rng(), rng(), rng(), subleaves > 1 ? kSignificant : 0));
             }
         }
-        if (round % 2 == 0) supported[0] = leaf(0x0, 0, 0x1f, 0x68747541, 0x444d4163, 0x69746e65);  // AMD
+        const bool amd = round % 2 == 0;
+        if (amd) supported[0] = leaf(0x0, 0, 0x1f, 0x68747541, 0x444d4163, 0x69746e65);
         const uint32_t count = 1 + rng() % 8;
         const vmm::VcpuCpuidParams params{.index = static_cast<uint32_t>(rng() % count), .count = count, .tsc_deadline = rng() % 2 == 0};
         const auto t = vmm::normalize_vcpu_cpuid(supported, params);
@@ -258,6 +282,21 @@ TEST_CASE("cpuid: no feature bit the supported table lacks (random tables)", "[c
                 CHECK((e.ecx & ~in->ecx & ~ecx_extra) == 0);
                 CHECK((e.edx & ~in->edx & ~(1u << 28)) == 0);
                 CHECK(e.eax == in->eax);
+                // The logical processor count: the vCPUs on AMD; on Intel the smallest power of
+                // two that is not below them.
+                const uint32_t logical = (e.ebx >> 16) & 0xff;
+                if (amd) {
+                    CHECK(logical == count);
+                } else {
+                    CHECK(std::has_single_bit(logical));
+                    CHECK(logical >= count);
+                    CHECK(logical / 2 < count);
+                }
+            } else if (e.function == 0x80000001) {
+                // CmpLegacy (ECX bit 1) on AMD says whether there is more than one core.
+                const uint32_t cmp_legacy = 1u << 1;
+                const uint32_t want_ecx = !amd ? in->ecx : count > 1 ? (in->ecx | cmp_legacy) : (in->ecx & ~cmp_legacy);
+                CHECK(regs(e) == std::vector<uint32_t>{in->eax, in->ebx, want_ecx, in->edx});
             } else if (e.function == 0x7 && e.index == 0) {
                 CHECK(regs(e) == std::vector<uint32_t>{in->eax, in->ebx, in->ecx, in->edx & ~(1u << 29)});
             } else {
