@@ -9,6 +9,7 @@
 #include "boot/acpi/acpi.h"
 #include "boot/cmdline.h"
 #include "boot/cpu_tables.h"
+#include "boot/image_copy.h"
 #include "boot/initrd.h"
 #include "boot/kernel_image.h"
 #include "boot/layout.h"
@@ -62,12 +63,8 @@ BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options)
 
     load_kernel_image(kernel, options.kernel, mem, options.kernel_fd);
     if (options.initrd) {
-        if (options.initrd_fd >= 0) {
-            mem.read_from_file(memory::GuestAddress(setup.initrd_addr), setup.initrd_size, options.initrd_fd, 0,
-                               "initrd");
-        } else {
-            mem.write(memory::GuestAddress(setup.initrd_addr), *options.initrd);
-        }
+        copy_image(mem, memory::GuestAddress(setup.initrd_addr), *options.initrd, 0, setup.initrd_size,
+                   options.initrd_fd, "initrd");
     }
     setup.cmdline_addr = layout::kCmdlineAddr;
     setup.cmdline_size = write_cmdline(mem, options.cmdline);

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "boot/image_copy.h"
 #include "boot/layout.h"
 #include "boot/memory_map.h"
 #include "vmm/sys/error.h"
@@ -133,11 +134,7 @@ void check_bzimage_placement(const BzImage& bz, const memory::GuestMemory& mem) 
 }
 
 void load_bzimage(const BzImage& bz, std::span<const uint8_t> image, const memory::GuestMemory& mem, int fd) {
-    if (fd >= 0) {
-        mem.read_from_file(memory::GuestAddress(bz.load_addr), bz.kernel_size, fd, bz.setup_size, "kernel image");
-    } else {
-        mem.write(memory::GuestAddress(bz.load_addr), image.subspan(bz.setup_size, bz.kernel_size));
-    }
+    copy_image(mem, memory::GuestAddress(bz.load_addr), image, bz.setup_size, bz.kernel_size, fd, "kernel image");
 }
 
 }  // namespace embervm::boot

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "boot/image_copy.h"
 #include "boot/layout.h"
 #include "boot/memory_map.h"
 #include "vmm/sys/error.h"
@@ -240,11 +241,7 @@ void check_elf_placement(const ElfKernel& kernel, const memory::GuestMemory& mem
 void load_elf_segments(const ElfKernel& kernel, std::span<const uint8_t> image, const memory::GuestMemory& mem,
                        int fd) {
     for (const auto& s : kernel.segments) {
-        if (fd >= 0) {
-            mem.read_from_file(memory::GuestAddress(s.paddr), s.file_size, fd, s.file_offset, "kernel image");
-        } else {
-            mem.write(memory::GuestAddress(s.paddr), image.subspan(s.file_offset, s.file_size));
-        }
+        copy_image(mem, memory::GuestAddress(s.paddr), image, s.file_offset, s.file_size, fd, "kernel image");
         if (s.mem_size > s.file_size) {
             // bss: zero without faulting in pages that are zero already.
             mem.zero(memory::GuestAddress(s.paddr + s.file_size), s.mem_size - s.file_size);
