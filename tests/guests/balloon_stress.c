@@ -357,10 +357,16 @@ static int write_actual(uint32_t pages) {
     return 0;
 }
 
-static int wait_for_device(void) {
+// Every queue the device completes on (bit i: dev->vq[i]).
+static uint32_t device_queues(void) {
     uint32_t mask = 1u << INFLATE_Q | 1u << DEFLATE_Q;
     if (stats) mask |= 1u << stats_q;
     if (report) mask |= 1u << report_q;
+    return mask;
+}
+
+static int wait_for_device(void) {
+    const uint32_t mask = device_queues();
     if (rand_chance(20)) {
         st.polls++;
         for (unsigned qi = 0; qi < VIRTIO_MAX_QUEUES; qi++) {
@@ -405,10 +411,8 @@ static int host_says_done(void) {
 // READY: the answer or a pending chain completes while it halts, and no interrupt comes.
 static int probe_lost_interrupt(void) {
     if (!stats) FAIL("balloon.stress_inject=mask_irq needs the statistics queue (stats_interval)\n");
-    uint32_t mask = 1u << INFLATE_Q | 1u << DEFLATE_Q | 1u << stats_q;
-    if (report) mask |= 1u << report_q;
     for (unsigned quiet = 0; quiet < 3;) {
-        switch (virtio_irq_sleep(&waiter, mask, 5000)) {
+        switch (virtio_irq_sleep(&waiter, device_queues(), 5000)) {
             case VIRTIO_IRQ_READY:
                 if (reap() < 0) return -1;
                 break;
