@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "boot/acpi/platform.h"
+#include "devices/acpi_pm_registers.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::devices {
@@ -22,10 +22,10 @@ void AcpiPm::write(uint64_t offset, std::span<const uint8_t> data) {
         return;
     }
     const uint8_t value = data[0];
-    if (offset == kSleepControl && boot::acpi::is_poweroff_request(value)) {
+    if (offset == kSleepControl && acpi_pm::is_poweroff_request(value)) {
         log::info("guest powered off (ACPI S5)");
         if (on_poweroff_) on_poweroff_();
-    } else if (offset == kReset && value == boot::acpi::kResetValue) {
+    } else if (offset == kReset && value == acpi_pm::kResetValue) {
         log::info("guest reset (ACPI reset)");
         if (on_reset_) on_reset_();
     } else {

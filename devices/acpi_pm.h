@@ -11,8 +11,9 @@
 namespace embervm::devices {
 
 // One byte each at offsets 0 (sleep control), 1 (sleep status) and 2 (reset) from the base it is
-// inserted at. A write of an S5 request (boot::acpi::is_poweroff_request) to sleep control calls
-// `on_poweroff`; a write of boot::acpi::kResetValue to reset calls `on_reset`; both log an INFO
+// inserted at. A write of an S5 request (acpi_pm::is_poweroff_request in
+// devices/acpi_pm_registers.h) to sleep control calls
+// `on_poweroff`; a write of acpi_pm::kResetValue to reset calls `on_reset`; both log an INFO
 // line first. Sleep status reads 0 (no wake event: the VM ends at the S5 write, so nothing ever
 // polls it for long); every other read returns 0, every other write is ignored.
 class AcpiPm : public vmm::BusDevice {

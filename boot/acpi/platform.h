@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "boot/layout.h"
+#include "devices/acpi_pm_registers.h"
 
 namespace embervm::boot::acpi {
 
@@ -15,21 +16,15 @@ inline constexpr uint16_t kSleepControlPort = layout::kAcpiSleepControlPort;
 inline constexpr uint16_t kSleepStatusPort = layout::kAcpiSleepStatusPort;
 inline constexpr uint16_t kResetPort = layout::kAcpiResetPort;
 
-// `poweroff` writes (SLP_TYP << 2) | SLP_EN to the sleep control register with
-// SLP_TYP = kSleepTypeS5; `reboot` writes kResetValue to the reset register.
-inline constexpr uint8_t kResetValue = 0x01;
-inline constexpr uint8_t kSleepTypeS5 = 5;  // \_S5's SLP_TYPa and SLP_TYPb
-inline constexpr uint8_t kSleepTypeShift = 2;
-inline constexpr uint8_t kSleepTypeMask = 0x1c;
-inline constexpr uint8_t kSleepEnable = 0x20;  // SLP_EN
-inline constexpr uint8_t kSleepStatusWake = 0x80;  // WAK_STS in the sleep status register
-
-// True if `value`, written to the sleep control register, asks for S5 (soft off). Before it
-// ACPICA writes kSleepStatusWake to the sleep status register (to clear WAK_STS), and after it
-// polls that register until WAK_STS is set: reads may return 0, the VM ends at this write.
-constexpr bool is_poweroff_request(uint8_t value) {
-    return (value & kSleepEnable) != 0 && ((value & kSleepTypeMask) >> kSleepTypeShift) == kSleepTypeS5;
-}
+// The values the ACPI PM device decodes (devices/acpi_pm_registers.h), which the FADT and the
+// DSDT's \_S5 announce.
+using devices::acpi_pm::is_poweroff_request;
+using devices::acpi_pm::kResetValue;
+using devices::acpi_pm::kSleepEnable;
+using devices::acpi_pm::kSleepStatusWake;
+using devices::acpi_pm::kSleepTypeMask;
+using devices::acpi_pm::kSleepTypeS5;
+using devices::acpi_pm::kSleepTypeShift;
 
 // One virtio-mmio window and the GSI (I/O APIC pin) its interrupt arrives on.
 struct VirtioMmioDeviceInfo {
