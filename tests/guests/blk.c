@@ -33,6 +33,9 @@
 //                               the guest knows it wrote; bounded waits that FAIL naming the
 //                               requests done and in flight (blk_stress.c). The drive must be
 //                               blank. "stress: done ops=..." then PASS
+//   blk.mode=eio, blk.mode=enospc   a drive whose image fails under the device: device-mapper
+//                               error sectors (blk.bad=START-END) or a full file system; see
+//                               blk_faults.c for what is checked
 //   blk.stress_ops=N            stress: requests of the random phase (default 20000)
 //   blk.stress_tick_ms=N        stress: the local APIC tick that bounds every sleep (default 20;
 //                               0: none, the guest then relies on the device's interrupts and
@@ -85,6 +88,8 @@ static int parse_options(const char* cmdline) {
         else if (n == 5 && !strncmp(v, "burst", 5)) opt.mode = MODE_BURST;
         else if (n == 5 && !strncmp(v, "bench", 5)) opt.mode = MODE_BENCH;
         else if (n == 6 && !strncmp(v, "stress", 6)) opt.mode = MODE_STRESS;
+        else if (n == 3 && !strncmp(v, "eio", 3)) opt.mode = MODE_EIO;
+        else if (n == 6 && !strncmp(v, "enospc", 6)) opt.mode = MODE_ENOSPC;
         else return -1;
     }
     uint64_t x;
@@ -116,6 +121,11 @@ static int parse_options(const char* cmdline) {
         if (parse_u64(v, &x) != n || n == 0 || x > 60000) return -1;
         opt.stress_tick_ms = x;
     }
+    opt.bad_start = opt.bad_end = 0;
+    if ((v = cmdline_find(cmdline, "blk.bad", &n))) {
+        const size_t a = parse_u64(v, &opt.bad_start);
+        if (a == 0 || a + 1 >= n || v[a] != '-' || parse_u64(v + a + 1, &opt.bad_end) != n - a - 1) return -1;
+    }
     if ((v = cmdline_find(cmdline, "blk.seed", &n))) {
         if (parse_u64(v, &x) != n || n == 0) return -1;
         opt.seed = x;
@@ -142,6 +152,8 @@ static const char* mode_name(enum mode m) {
         case MODE_BURST: return "burst";
         case MODE_BENCH: return "bench";
         case MODE_STRESS: return "stress";
+        case MODE_EIO: return "eio";
+        case MODE_ENOSPC: return "enospc";
     }
     return "?";
 }
@@ -224,6 +236,12 @@ int guest_main(void) {
                 break;
             case MODE_BURST:
                 burst_drive(b);
+                break;
+            case MODE_EIO:
+                eio_drive(b);
+                break;
+            case MODE_ENOSPC:
+                enospc_drive(b);
                 break;
             case MODE_BENCH:
             case MODE_STRESS:

@@ -15,7 +15,8 @@
 #define SLOT_BYTES (SLOT_SECTORS * VIRTIO_BLK_SECTOR_SIZE)
 #define SLOT_PREFIX 64  // room for a header right before the data (shape "inline")
 
-enum mode { MODE_FULL, MODE_WRITE, MODE_WRITE_FLUSH_IDLE, MODE_VERIFY, MODE_BURST, MODE_BENCH, MODE_STRESS };
+enum mode { MODE_FULL, MODE_WRITE, MODE_WRITE_FLUSH_IDLE, MODE_VERIFY, MODE_BURST, MODE_BENCH, MODE_STRESS, MODE_EIO,
+           MODE_ENOSPC };
 
 // The blk.* options of the command line (blk.c).
 struct blk_options {
@@ -31,6 +32,7 @@ struct blk_options {
     int bench_poll;
     uint64_t stress_ops;
     uint64_t stress_tick_ms;
+    uint64_t bad_start, bad_end;  // blk.bad=START-END (sectors): mode eio's failing range
 };
 extern struct blk_options opt;
 
@@ -78,3 +80,6 @@ void full_drive(struct blk_dev* b);
 void burst_drive(struct blk_dev* b);
 // blk.mode=bench on one (writable) drive.
 void bench_drive(struct blk_dev* b);
+// blk.mode=eio / enospc on one drive (blk_faults.c).
+void eio_drive(struct blk_dev* b);
+void enospc_drive(struct blk_dev* b);

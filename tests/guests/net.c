@@ -18,6 +18,11 @@
 //   net.mode=stress     after the ARP exchange: an echo stream under back-pressure with random
 //                       bursts, frame sizes, chain shapes, late receive buffers, interrupts and
 //                       polling, every echo verified (net_stress.c, which lists its knobs)
+//   net.mode=tap-gone   after the ARP exchange: UDP datagrams sent one after the other (each
+//                       transmit buffer must come back), echoes taken as they come; after 50
+//                       echoes "net: tap-gone: 50 echoes, sending on" (the host then deletes the
+//                       TAP device), and on until 20000 datagrams in a row got no echo: every
+//                       transmit buffer must still be returned, the device must not need a reset
 //   net.rx_bufs=N       receive buffers posted (default 64; fewer than the 16 datagrams in
 //                       flight in bench mode: the device must hold frames back and resume)
 //   net.expect_mtu=N    VIRTIO_NET_F_MTU must be offered with mtu N; frames stop at N + 14 bytes
@@ -398,12 +403,47 @@ static int bench(uint64_t frames) {
     return 0;
 }
 
+// net.mode=tap-gone: see the top. The host deletes the TAP device under the running device.
+#define TAP_GONE_QUIET 20000u
+static int tap_gone(void) {
+    struct virtq* rxq = &dev.vq[RXQ];
+    const uint16_t payload = 100;
+    const size_t len = build_udp(tx_bufs[0] + HDR, 40000, payload, 5, 1);
+    uint64_t sent = 0, echoes = 0, since_echo = 0;
+    int announced = 0;
+    for (;;) {
+        if (send_frame(len) != 0) FAIL("tap-gone: transmit buffer %lu not returned (%lu echoes)\n", sent, echoes);
+        sent++;
+        since_echo++;
+        while (virtq_used_pending(rxq)) {
+            const int n = recv_frame();
+            if (n < 0) FAIL("tap-gone: receive failed after %lu echoes\n", echoes);
+            if (handle_arp_request(n)) continue;
+            struct udp_ctx u = {40000, payload, 5, 0};
+            if (want_udp_reply(n, &u) && u.ok) {
+                echoes++;
+                since_echo = 0;
+            }
+        }
+        if (!announced && echoes >= 50) {
+            printf("net: tap-gone: %lu echoes, sending on\n", echoes);
+            announced = 1;
+        }
+        if (announced && since_echo >= TAP_GONE_QUIET) break;
+        if (sent >= 4000000) FAIL("tap-gone: %lu datagrams sent, %lu echoes: the echoes never stopped\n", sent, echoes);
+    }
+    if (virtio_status(&dev) & VIRTIO_STATUS_DEVICE_NEEDS_RESET) FAIL("tap-gone: DEVICE_NEEDS_RESET\n");
+    printf("net: tap-gone: %lu datagrams sent, %lu echoed; %lu sent after the last echo, every transmit buffer "
+           "returned\n", sent, echoes, since_echo);
+    return 0;
+}
+
 #ifndef NET_GUEST_NO_MAIN
 int guest_main(void) {
     const char* cmdline = boot_cmdline();
     size_t n;
     const char* v;
-    int bench_mode = 0, csum_mode = 0, stress_mode = 0;
+    int bench_mode = 0, csum_mode = 0, stress_mode = 0, tap_gone_mode = 0;
     uint64_t bench_frames = 2000, expect_mtu = 0;
     const char* mode = "basic";
     if ((v = cmdline_find(cmdline, "net.mode", &n))) {
@@ -411,6 +451,7 @@ int guest_main(void) {
         else if (n == 5 && !strncmp(v, "bench", 5)) bench_mode = 1, strict_num_buffers = 0, mode = "bench";
         else if (n == 4 && !strncmp(v, "csum", 4)) csum_mode = 1, mode = "csum";
         else if (n == 6 && !strncmp(v, "stress", 6)) stress_mode = 1, mode = "stress";
+        else if (n == 8 && !strncmp(v, "tap-gone", 8)) tap_gone_mode = 1, mode = "tap-gone";
         else if (!(n == 5 && !strncmp(v, "basic", 5))) FAIL("bad net.mode\n");
     }
     if ((v = cmdline_find(cmdline, "net.bench_frames", &n)) && (parse_u64(v, &bench_frames) != n || !bench_frames)) {
@@ -494,6 +535,11 @@ int guest_main(void) {
     if (recv_until(want_arp_reply, NULL) != 0) FAIL("no ARP reply from the host\n");
     printf("net: ARP: host is %02x:%02x:%02x:%02x:%02x:%02x\n", host_mac[0], host_mac[1], host_mac[2], host_mac[3],
            host_mac[4], host_mac[5]);
+    if (tap_gone_mode) {
+        if (tap_gone() != 0) return GUEST_FAIL;
+        printf("net: PASS (tap-gone)\n");
+        return GUEST_PASS;
+    }
     if (bench_mode) {
         if (bench(bench_frames) != 0) return GUEST_FAIL;
         printf("net: PASS (bench)\n");

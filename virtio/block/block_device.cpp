@@ -268,7 +268,7 @@ size_t BlockDevice::reap_locked() {
         const Pending p = it->second;
         pending_.erase(it);
         if (c.result < 0) {
-            log::debug("{}: request failed: {}", name(), std::strerror(static_cast<int>(-c.result)));
+            log_backend_failure(p, c.result);
         } else if (p.op == IoRequest::Op::Read) {
             counters_.read_bytes.fetch_add(p.length, std::memory_order_relaxed);
         } else if (p.op == IoRequest::Op::Write) {
@@ -289,6 +289,23 @@ size_t BlockDevice::reap_locked() {
         }
     }
     return completions.size();
+}
+
+void BlockDevice::log_backend_failure(const Pending& p, int64_t result) {
+    uint64_t not_logged = 0;
+    if (!failure_log_.admit(&not_logged)) return;
+    const char* op = "read";
+    switch (p.op) {
+        case IoRequest::Op::Read: op = "read"; break;
+        case IoRequest::Op::Write: op = "write"; break;
+        case IoRequest::Op::Flush: op = "flush"; break;
+        case IoRequest::Op::Discard: op = "discard"; break;
+        case IoRequest::Op::WriteZeroes: op = "write-zeroes"; break;
+    }
+    const std::string earlier =
+        not_logged ? fmt::format(" ({} more failed requests since the last report)", not_logged) : "";
+    log::warn("{}: {} of {} bytes failed on the image: {}; the guest gets IOERR{}", name(), op, p.length,
+              std::strerror(static_cast<int>(-result)), earlier);
 }
 
 void BlockDevice::complete(uint16_t head, uint32_t used_len, memory::GuestAddress status, uint8_t value) {

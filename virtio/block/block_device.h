@@ -18,6 +18,7 @@
 #include "virtio/block/backend.h"
 #include "virtio/block/request.h"
 #include "virtio/device_base.h"
+#include "vmm/sys/log_limiter.h"
 
 namespace embervm::virtio::block {
 
@@ -86,10 +87,15 @@ private:
         uint16_t head;
         uint32_t used_len;              // bytes written into the chain, including the status byte
         memory::GuestAddress status;    // the chain's last writable byte
-        IoRequest::Op op;               // for the byte counters
+        IoRequest::Op op;               // for the byte counters and the failure log
         uint64_t length;
         std::chrono::steady_clock::time_point submitted;  // for the watchdog
     };
+    // A request the backend failed (EIO, ENOSPC, ... from the image): the guest gets IOERR;
+    // logged as a warning, at most one line per 10 s (a guest retrying on a broken disk must
+    // not flood the log).
+    void log_backend_failure(const Pending& p, int64_t result);
+    log::Limiter failure_log_;
     struct AtomicCounters {
         std::atomic<uint64_t> read_requests{0}, write_requests{0}, flush_requests{0};
         std::atomic<uint64_t> discard_requests{0}, write_zeroes_requests{0}, get_id_requests{0};

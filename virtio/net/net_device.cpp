@@ -249,8 +249,12 @@ NetDevice::RxStep NetDevice::receive_frame_locked() {
         if (n < 0) {
             q.undo_pop();
             counters_.rx_errors++;
-            log::error("{}: read from {} failed: {}; receiving stops until the driver adds buffers", name(),
-                       backend_->name(), std::strerror(static_cast<int>(-n)));
+            uint64_t not_logged = 0;
+            if (rx_error_log_.admit(&not_logged)) {
+                log::error("{}: read from {} failed: {}; receiving stops until the driver adds buffers{}", name(),
+                           backend_->name(), std::strerror(static_cast<int>(-n)),
+                           not_logged ? fmt::format(" ({} more since the last report)", not_logged) : "");
+            }
             return RxStep::kStopped;
         }
         const auto len = static_cast<size_t>(n);
@@ -345,7 +349,12 @@ void NetDevice::process_tx_locked() {
             } else if (n < 0) {
                 // -EIO: the host interface is down; -EINVAL: a bad offload header from the guest.
                 counters_.tx_errors++;
-                log::debug("{}: frame of {} bytes dropped: {}", name(), len, std::strerror(static_cast<int>(-n)));
+                uint64_t not_logged = 0;
+                if (tx_error_log_.admit(&not_logged)) {
+                    log::warn("{}: frame of {} bytes dropped: write to {} failed: {}{}", name(), len, backend_->name(),
+                              std::strerror(static_cast<int>(-n)),
+                              not_logged ? fmt::format(" ({} more since the last report)", not_logged) : "");
+                }
             } else {
                 counters_.tx_frames++;
                 counters_.tx_bytes += len - kNetHdrSize;

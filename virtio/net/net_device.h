@@ -35,6 +35,7 @@
 
 #include "virtio/device_base.h"
 #include "virtio/net/backend.h"
+#include "vmm/sys/log_limiter.h"
 
 namespace embervm::virtio::net {
 
@@ -161,6 +162,9 @@ private:
     std::vector<iovec> rx_iov_;
     std::vector<iovec> tx_iov_;
     NetCounters counters_;
+    // Backend errors (a TAP device deleted under the device, ...): logged at most every 10 s.
+    log::Limiter rx_error_log_;
+    log::Limiter tx_error_log_;
 };
 
 }  // namespace embervm::virtio::net

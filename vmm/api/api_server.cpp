@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <list>
 #include <optional>
 #include <thread>
 
@@ -23,6 +24,7 @@
 
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/log_limiter.h"
 
 namespace embervm::vmm {
 
@@ -52,17 +54,23 @@ bool socket_is_live(const std::string& path) {
 }  // namespace
 
 struct ApiServer::Impl {
+    class Session;
     std::string path;
     Handler handler;
     ApiServerOptions options;
     size_t connections = 0;  // on the server thread only (before io: sessions die with io)
+    // Sessions waiting for (the rest of) a request, longest waiting first: at the connection
+    // limit the first is closed to make room for a new client (a slow or silent client must not
+    // lock others out). On the server thread only.
+    std::list<Session*> waiting;
+    log::Limiter eviction_log;
+    uint64_t evictions = 0;
     asio::io_context io;
     local::acceptor acceptor{io};
     std::thread thread;
     bool started = false;
     bool stopped = false;
 
-    class Session;
     void accept();
 };
 
@@ -72,9 +80,21 @@ public:
     Session(Impl& server, local::socket socket) : server_(server), socket_(std::move(socket)), timer_(server.io) {
         ++server_.connections;
     }
-    ~Session() { --server_.connections; }
+    ~Session() {
+        stop_waiting();
+        --server_.connections;
+    }
+
+    // Closes the connection of a client that has not sent a whole request (to make room).
+    void evict() {
+        stop_waiting();
+        boost::system::error_code ignored;
+        socket_.close(ignored);  // fails the pending read
+    }
 
     void read() {
+        stop_waiting();
+        waiting_ = server_.waiting.insert(server_.waiting.end(), this);
         parser_.emplace();
         parser_->body_limit(server_.options.max_body_bytes);
         parser_->header_limit(static_cast<uint32_t>(server_.options.max_header_bytes));
@@ -95,8 +115,14 @@ private:
         });
     }
 
+    void stop_waiting() {
+        if (waiting_) server_.waiting.erase(*waiting_);
+        waiting_.reset();
+    }
+
     void on_read(beast::error_code ec) {
         timer_.cancel();
+        stop_waiting();
         if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::operation_aborted ||
             ec == asio::error::connection_reset || ec == asio::error::bad_descriptor) {
             return;  // the client left (or the idle timer closed the socket)
@@ -158,6 +184,7 @@ private:
     asio::steady_timer timer_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
+    std::optional<std::list<Session*>::iterator> waiting_;  // in server_.waiting while reading
 };
 
 void ApiServer::Impl::accept() {
@@ -165,9 +192,21 @@ void ApiServer::Impl::accept() {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
         if (ec) {
             log::warn("API: accept failed: {}", ec.message());
-        } else if (connections >= options.max_connections) {
-            log::warn("API: {} connections open already; closing a new one", connections);
+        } else if (connections >= options.max_connections && waiting.empty()) {
+            log::warn("API: {} connections open already, each with a request in progress; closing a new one",
+                      connections);
         } else {
+            if (connections >= options.max_connections) {
+                // The connection that has waited longest for a request goes (its client was
+                // silent or slow; the evicted sessions are freed as their reads fail).
+                waiting.front()->evict();
+                ++evictions;
+                uint64_t not_logged = 0;
+                if (eviction_log.admit(&not_logged)) {
+                    log::warn("API: {} connections open (the limit); closed the one waiting longest for a request "
+                              "({} such closes so far)", connections, evictions);
+                }
+            }
             std::make_shared<Session>(*this, std::move(socket))->read();
         }
         accept();

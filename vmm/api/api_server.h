@@ -6,6 +6,12 @@
 // connections proceeds asynchronously; a slow or silent client holds nothing but its own
 // connection, which is closed after `idle_timeout`.
 //
+// Limits: at most `max_connections` at once. When a new client comes at the limit, the
+// connection that has waited longest for (the rest of) a request is closed to make room (a flood
+// of silent or slow clients, slowloris style, cannot lock a well-behaved client out; each of
+// them holds one fd and a few KiB for at most `idle_timeout`); only when every connection has a
+// request in progress is the new one closed instead. Both are logged, at most every 10 s.
+//
 // What the handler never sees: malformed HTTP (400), a header block over the limit (431), a
 // body over the limit (413), a body on a request without a length (411). The server answers
 // those itself with {"fault_message": "..."} and closes the connection; it keeps serving the
@@ -37,8 +43,8 @@ ApiResponse api_fault(unsigned status, std::string_view message);
 struct ApiServerOptions {
     size_t max_body_bytes = 51200;  // Firecracker's default payload limit
     size_t max_header_bytes = 8192;
-    size_t max_connections = 64;  // further connections are closed at once
-    std::chrono::milliseconds idle_timeout{30000};
+    size_t max_connections = 64;  // see "Limits" above
+    std::chrono::milliseconds idle_timeout{30000};  // for a whole request to arrive, or a reply to leave
 };
 
 class ApiServer {
