@@ -1,7 +1,8 @@
 // Fuzz target boot_bzimage: a bzImage (setup header, sizes, alignment, pref_address,
 // init_size) through the bzImage parser and the whole boot set-up (tests/fuzz/boot_harness.h
 // has the input layout). Checks: the parser's sizes are consistent with the image, the
-// protected-mode kernel lands at its load address, and the zero page carries the header.
+// protected-mode kernel lands at its load address and holds the 64-bit entry, and the zero
+// page carries the header.
 #include <cstddef>
 #include <cstdint>
 
@@ -28,6 +29,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         if (!run.setup || run.setup->kernel_kind != boot::KernelKind::BzImage) return;
         fuzz::fuzz_check(bz.has_value(), "bzImage: booted an image the parser refuses");
+        fuzz::fuzz_check(run.setup->protocol == boot::EntryProtocol::Linux64 &&
+                             run.setup->entry == bz->load_addr + boot::kEntry64Offset,
+                         "bzImage: not entered at its 64-bit entry");
+        fuzz::fuzz_check(boot::kEntry64Offset < bz->kernel_size, "bzImage: the 64-bit entry is past the loaded kernel");
         fuzz::fuzz_check(fuzz::guest_holds(mem, bz->load_addr, run.kernel.subspan(bz->setup_size)),
                          "bzImage: protected-mode kernel not at its load address");
         if (run.setup->protocol == boot::EntryProtocol::Linux64) {
