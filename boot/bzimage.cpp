@@ -97,6 +97,11 @@ BzImage parse_bzimage(std::span<const uint8_t> image) {
                          image.size(), bz.setup_size, raw_setup_sects));
     }
     bz.kernel_size = image.size() - bz.setup_size;
+    if (bz.kernel_size <= kEntry64Offset) {
+        fail(fmt::format("truncated: protected-mode kernel is {:#x} bytes, too short to hold the 64-bit entry at "
+                         "offset {:#x}",
+                         bz.kernel_size, kEntry64Offset));
+    }
     const uint64_t declared = uint64_t{syssize} * 16;
     if (bz.kernel_size < declared) {
         fail(fmt::format("truncated: protected-mode kernel is {:#x} bytes but the header's syssize says {:#x}",

@@ -142,6 +142,12 @@ TEST_CASE("bzImage error messages say precisely what is wrong", "[boot][bzimage]
         check_rejected(std::vector<uint8_t>(good.begin(), good.end() - 1),
                        "protected-mode kernel is 0x3fff bytes but the header's syssize says 0x4000");
     }
+    SECTION("protected-mode part too short to hold the 64-bit entry") {
+        BzImageSpec spec;
+        spec.kernel_size = 0x200;
+        check_rejected(make_bzimage(spec),
+                       "protected-mode kernel is 0x200 bytes, too short to hold the 64-bit entry at offset 0x200");
+    }
     SECTION("bad init_size and kernel_alignment") {
         BzImageSpec spec;
         spec.init_size = 0;
