@@ -52,6 +52,7 @@ Vm::Vm(vmm::VmConfig config, VmOptions options) : impl_(std::make_unique<Impl>()
     run.prefer_pvh = options.prefer_pvh;
     run.attach_stdin = options.console;
     run.handle_signals = options.handle_signals;
+    run.seccomp = options.seccomp;
     impl_->vmm = std::make_unique<vmm::Vmm>(std::move(config), run);
 }
 

@@ -35,6 +35,12 @@ struct VmOptions {
     // SIGINT / SIGTERM / SIGHUP end the VM (exit reason Signal). Off by default: the embedding
     // program owns its signals.
     bool handle_signals = false;
+    // seccomp (vmm/sys/seccomp.h): the VM's own threads (its vCPUs and its event loop) run under
+    // embervm's allowlists; the embedding program's threads, including the ones that call
+    // this API, are never filtered. A call outside a list ends the whole process with SIGSYS
+    // after a log line, and the first VM started with this on installs a process-wide SIGSYS
+    // handler. Turn it off to debug, or if the process needs SIGSYS for itself.
+    bool seccomp = true;
 };
 
 enum class VmState { Created, Running, Paused, Ended };

@@ -7,10 +7,13 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <ctime>
 #include <exception>
+#include <functional>
 #include <memory>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -21,16 +24,66 @@
 #include "vmm/config/config.h"
 #include "vmm/embervm.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/seccomp.h"
 
 namespace {
 
 using namespace embervm;
+
+// The signal another thread sends to wake the main thread for MainThreadRunner::run. Blocked
+// on every thread (main() blocks it first), taken by sigtimedwait only.
+int wake_signal() { return SIGRTMIN + 1; }
+
+// Runs work on the main thread for other threads: InstanceStart, which creates the VM's
+// threads, must not run on the API thread, whose seccomp filter they would inherit.
+class MainThreadRunner {
+public:
+    MainThreadRunner() : main_(pthread_self()) {}
+
+    // Any thread: runs `work` on the main thread (at once when called there) and returns when
+    // it is done. `work` must not throw.
+    void run(const std::function<void()>& work) {
+        if (pthread_equal(pthread_self(), main_) != 0) {
+            work();
+            return;
+        }
+        std::unique_lock lock(mutex_);
+        done_.wait(lock, [&] { return pending_ == nullptr; });
+        pending_ = &work;
+        pthread_kill(main_, wake_signal());
+        done_.wait(lock, [&] { return pending_ != &work; });
+    }
+
+    // The main thread: runs the work waiting, if any.
+    void serve() {
+        std::unique_lock lock(mutex_);
+        if (pending_ == nullptr) return;
+        const std::function<void()>* work = pending_;
+        lock.unlock();
+        (*work)();
+        lock.lock();
+        pending_ = nullptr;
+        done_.notify_all();
+    }
+
+private:
+    pthread_t main_;
+    std::mutex mutex_;
+    std::condition_variable done_;
+    const std::function<void()>* pending_ = nullptr;
+};
+
+// The main thread's own filter, once it creates no more threads (the VM runs).
+void filter_main_thread(const VmOptions& options) {
+    if (options.seccomp) seccomp::install_on_this_thread(seccomp::ThreadKind::Main);
+}
 
 // Runs the VM from the configuration; the process's console is the guest's.
 int run_without_api(const vmm::VmConfig& config, VmOptions options) {
     options.handle_signals = true;
     Vm vm(config, options);
     vm.start();
+    filter_main_thread(options);
     return vm.wait().status;  // the VMM logged how the VM ended
 }
 
@@ -39,16 +92,21 @@ int run_without_api(const vmm::VmConfig& config, VmOptions options) {
 int run_with_api(const vmm::CliOptions& cli, const vmm::VmConfig& config, const VmOptions& options) {
     // Signals are taken here, by sigtimedwait, in every state (before InstanceStart too); main()
     // blocked them before any thread existed, so every thread has them blocked.
-    const sigset_t signals = vmm::termination_signals();
+    sigset_t signals = vmm::termination_signals();
+    sigaddset(&signals, wake_signal());
+    MainThreadRunner runner;
 
     vmm::ApiControllerOptions controller_options;
     controller_options.vm_options = options;
     if (cli.instance_id) controller_options.instance_id = *cli.instance_id;
+    controller_options.run_instance_start = [&runner](const std::function<void()>& work) { runner.run(work); };
     vmm::ApiController controller(config, controller_options);
     std::unique_ptr<vmm::ApiServer> server_ptr;
     try {
+        vmm::ApiServerOptions server_options;
+        server_options.seccomp = options.seccomp;
         server_ptr = std::make_unique<vmm::ApiServer>(
-            *cli.api_sock, [&controller](const vmm::ApiRequest& r) { return controller.handle(r); });
+            *cli.api_sock, [&controller](const vmm::ApiRequest& r) { return controller.handle(r); }, server_options);
     } catch (const Error& e) {
         // A path that cannot be served on (too long, a file in the way, no such directory, in
         // use) is a bad command line.
@@ -58,10 +116,16 @@ int run_with_api(const vmm::CliOptions& cli, const vmm::VmConfig& config, const 
     server.start();
     if (config.boot_source) controller.start_instance();
 
+    bool main_filtered = false;
     for (;;) {
         const timespec tick{0, 20'000'000};
         const int sig = sigtimedwait(&signals, nullptr, &tick);
-        if (sig > 0) {
+        runner.serve();
+        if (!main_filtered && controller.vm()) {
+            filter_main_thread(options);
+            main_filtered = true;
+        }
+        if (sig > 0 && sig != wake_signal()) {
             log::info("signal {} ({}): ending the VM", sig, strsignal(sig));
             if (auto vm = controller.vm()) {
                 vm->end_on_signal(sig);
@@ -85,8 +149,10 @@ int main(int argc, char** argv) {
     // comes while the VMM starts still ends it cleanly (status 128+N) instead of killing it:
     // the run loop (Vmm::run) or the API loop (sigtimedwait) takes them. Every thread inherits
     // the mask.
-    const sigset_t termination = vmm::termination_signals();
-    pthread_sigmask(SIG_BLOCK, &termination, nullptr);
+    // The API's wake signal (wake_signal()) likewise, for the API loop's sigtimedwait.
+    sigset_t held = vmm::termination_signals();
+    sigaddset(&held, wake_signal());
+    pthread_sigmask(SIG_BLOCK, &held, nullptr);
 
     vmm::CliOptions cli;
     vmm::VmConfig config;
@@ -115,6 +181,7 @@ int main(int argc, char** argv) {
         options.serial_out = cli.serial_out;
         options.prefer_pvh = cli.boot_protocol != vmm::BootProtocol::Linux64;
         options.console = true;
+        options.seccomp = !cli.no_seccomp;
         return cli.api_sock ? run_with_api(cli, config, options) : run_without_api(config, options);
     } catch (const vmm::ConfigError& e) {
         // Found only when the VM is built (e.g. a file that is not a kernel image).

@@ -23,6 +23,7 @@
 #include "vmm/metrics.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/seccomp.h"
 #include "vmm/sys/signals.h"
 #include "vmm/device_manager.h"
 
@@ -192,9 +193,20 @@ VmExit Vmm::run() {
     {
         std::lock_guard lock(pause_mutex_);
         for (auto& v : vcpus_) {
-            v->start();
+            v->start(options_.seccomp);
         }
         started_ = true;
+    }
+    // This thread created the vCPU threads (a filter passes to threads created after it) and
+    // creates no other: from here on it serves the loop under its own allowlist. If the filter
+    // cannot be loaded, the VM ends with an error rather than run unfiltered.
+    if (options_.seccomp) {
+        try {
+            seccomp::install_on_this_thread(seccomp::ThreadKind::EventLoop);
+        } catch (const std::exception& e) {
+            log::error("{}", e.what());
+            request_exit(VmExit{VmExit::Reason::VmmError, 1, e.what()});
+        }
     }
     // io_.run(), counting the handlers for the metrics. However the loop ends (a handler may
     // throw), calls still waiting for it fail instead of waiting for ever.

@@ -51,6 +51,8 @@ struct RunOptions {
     bool attach_stdin = true;               // host stdin feeds the guest's serial port
     bool handle_signals = true;             // SIGINT/SIGTERM/SIGHUP end the VM (the embedding
                                             // program may want them for itself)
+    bool seccomp = true;                    // the vCPU and event-loop threads run under their
+                                            // seccomp allowlists (vmm/sys/seccomp.h)
 };
 
 class Vmm {

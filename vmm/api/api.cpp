@@ -115,17 +115,46 @@ std::optional<ApiResponse> ApiController::refuse_unless(bool pre_boot, std::stri
 }
 
 void ApiController::start_instance() {
-    std::lock_guard lock(mutex_);
-    if (vm_) throw ConfigError("InstanceStart: the microVM was started already");
-    if (!draft_.boot_source) throw ConfigError("boot-source: required before InstanceStart (PUT /boot-source)");
+    std::lock_guard serial(request_mutex_);
+    start_instance_locked();
+}
+
+void ApiController::start_instance_locked() {
+    VmConfig config;
+    {
+        std::lock_guard lock(mutex_);
+        if (vm_) throw ConfigError("InstanceStart: the microVM was started already");
+        if (!draft_.boot_source) throw ConfigError("boot-source: required before InstanceStart (PUT /boot-source)");
+        config = draft_;
+    }
     // Vm's constructor validates the whole configuration and its files; start() builds the VM.
-    auto vm = std::make_shared<Vm>(draft_, options_.vm_options);
-    vm->start();
+    // Without mutex_: the runner may wait for a thread that calls vm() meanwhile.
+    std::shared_ptr<Vm> vm;
+    const auto build = [&] {
+        vm = std::make_shared<Vm>(config, options_.vm_options);
+        vm->start();
+    };
+    if (options_.run_instance_start) {
+        std::exception_ptr error;
+        options_.run_instance_start([&] {
+            try {
+                build();
+            } catch (...) {
+                error = std::current_exception();
+                vm.reset();  // destroyed where it was made
+            }
+        });
+        if (error) std::rethrow_exception(error);
+    } else {
+        build();
+    }
+    std::lock_guard lock(mutex_);
     vm_ = std::move(vm);
     log::info("API: the microVM started");
 }
 
 ApiResponse ApiController::handle(const ApiRequest& request) {
+    std::lock_guard serial(request_mutex_);
     try {
         return route(request);
     } catch (const ConfigError& e) {
@@ -362,7 +391,7 @@ ApiResponse ApiController::put_action(const json& body) {
     if (*action == "InstanceStart") {
         if (auto r = refuse_unless(true, "InstanceStart")) return *r;
         try {
-            start_instance();
+            start_instance_locked();
         } catch (const ConfigError& e) {
             return bad_request(fmt::format("InstanceStart: {}", e.what()));
         } catch (const std::exception& e) {

@@ -27,6 +27,7 @@
 // unknown path, 405 for a method a path does not take, 500 if the VMM failed.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -41,6 +42,11 @@ namespace embervm::vmm {
 struct ApiControllerOptions {
     std::string instance_id = "anonymous-instance";
     VmOptions vm_options;  // how InstanceStart builds the Vm (console, boot protocol)
+    // Where InstanceStart builds and starts the Vm: given the work, runs it (on another thread)
+    // and returns when it is done. Unset: on the calling thread. The embervm program runs it
+    // on its main thread, so the VM's threads are not created by (and do not inherit the
+    // seccomp filter of) the API thread.
+    std::function<void(const std::function<void()>&)> run_instance_start;
 };
 
 class ApiController {
@@ -65,6 +71,7 @@ public:
 
 private:
     ApiResponse route(const ApiRequest& request);
+    void start_instance_locked();  // request_mutex_ held
 
     ApiResponse get_instance_info() const;
     ApiResponse put_boot_source(const nlohmann::json& body);
@@ -89,6 +96,7 @@ private:
     VmConfig current_config() const;
 
     ApiControllerOptions options_;
+    std::mutex request_mutex_;  // one request (or start_instance) at a time
     mutable std::mutex mutex_;  // draft_ and vm_ (handle() runs on the API thread, vm() anywhere)
     VmConfig draft_;            // the configuration before InstanceStart; not used after it
     std::shared_ptr<Vm> vm_;

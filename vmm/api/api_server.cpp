@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <future>
 #include <list>
 #include <optional>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
 #include "vmm/sys/log_limiter.h"
+#include "vmm/sys/seccomp.h"
 
 namespace embervm::vmm {
 
@@ -246,14 +248,28 @@ void ApiServer::start() {
     if (impl_->started) throw Error("ApiServer::start: started already");
     impl_->started = true;
     impl_->accept();
-    impl_->thread = std::thread([impl = impl_.get()] {
+    std::promise<std::exception_ptr> filtered;
+    impl_->thread = std::thread([impl = impl_.get(), &filtered] {
         log::set_thread_name("api");
+        if (impl->options.seccomp) {
+            try {
+                seccomp::install_on_this_thread(seccomp::ThreadKind::Api);
+            } catch (...) {
+                filtered.set_value(std::current_exception());
+                return;
+            }
+        }
+        filtered.set_value(nullptr);
         try {
             impl->io.run();
         } catch (const std::exception& e) {
             log::error("API server stopped: {}", e.what());
         }
     });
+    if (const std::exception_ptr error = filtered.get_future().get()) {
+        impl_->thread.join();
+        std::rethrow_exception(error);
+    }
     log::info("API: serving on {}", impl_->path);
 }
 

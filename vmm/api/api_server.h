@@ -45,6 +45,10 @@ struct ApiServerOptions {
     size_t max_header_bytes = 8192;
     size_t max_connections = 64;  // see "Limits" above
     std::chrono::milliseconds idle_timeout{30000};  // for a whole request to arrive, or a reply to leave
+    // The server's thread runs under the API allowlist (vmm/sys/seccomp.h) from before its first
+    // accept. Off by default (an embedding program decides); the embervm program turns it on.
+    // Its handler then must not create threads (InstanceStart: ApiControllerOptions).
+    bool seccomp = false;
 };
 
 class ApiServer {
@@ -59,7 +63,8 @@ public:
     ApiServer(const ApiServer&) = delete;
     ApiServer& operator=(const ApiServer&) = delete;
 
-    // Starts serving on the thread "api". Once.
+    // Starts serving on the thread "api". Once. Throws embervm::Error if its seccomp filter
+    // cannot be loaded (then nothing is served).
     void start();
     // Closes every connection, joins the thread and removes the socket file. Idempotent; not
     // from the handler.

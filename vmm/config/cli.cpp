@@ -338,6 +338,10 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
                   }
                   o.instance_id = id;
               });
+    add_switch("--no-seccomp",
+               "no seccomp filters: every thread may make any system call\n"
+               "(for debugging a SIGSYS; the filters are on by default)",
+               [&o] { o.no_seccomp = true; });
     add_switch("--help,-h", "print this help and exit", [&o] { o.help = true; });
     add_switch("--version", "print the version and exit", [&o] { o.version = true; });
 
@@ -351,7 +355,8 @@ Exit status:
   N        the status a test guest wrote to the debug-exit port
   1        VMM error
   2        bad configuration or command line
-  128+N    the VMM was killed by signal N
+  128+N    the VMM was killed by signal N (159: SIGSYS, a system call outside a
+           thread's seccomp allowlist; the log names the thread and the call)
 )");
 }
 

@@ -44,6 +44,7 @@ struct CliOptions {
     std::optional<std::string> api_sock;     // --api-sock: serve the HTTP API there
     bool no_api = false;                     // --no-api (the default; refused with --api-sock)
     std::optional<std::string> instance_id;  // --id
+    bool no_seccomp = false;                 // --no-seccomp: no seccomp filters on any thread
     bool help = false;     // --help / -h
     bool version = false;  // --version
 };

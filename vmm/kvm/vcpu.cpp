@@ -11,6 +11,7 @@
 #include "vmm/sys/error.h"
 #include "vmm/kvm/insn_emulator.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/seccomp.h"
 #include "vmm/sys/startup_probe.h"
 
 namespace embervm::vmm {
@@ -53,7 +54,8 @@ Vcpu::~Vcpu() {
     join();
 }
 
-void Vcpu::start() {
+void Vcpu::start(bool seccomp) {
+    seccomp_ = seccomp;
     running_ = true;
     thread_ = std::thread([this] { thread_main(); });
 }
@@ -116,6 +118,8 @@ void Vcpu::thread_main() {
 
     bool first = true;
     try {
+        // Before any guest code runs on this thread. The guest cannot have run yet if this throws.
+        if (seccomp_) seccomp::install_on_this_thread(seccomp::ThreadKind::Vcpu);
         while (!stop_.load(std::memory_order_relaxed)) {
             if (pause_requested_.load()) {
                 std::unique_lock lock(pause_mutex_);

@@ -46,7 +46,9 @@ public:
     KvmVcpu& kvm() { return *vcpu_; }
     const VcpuStats& stats() const { return stats_; }
 
-    void start();
+    // Starts the thread; with `seccomp` it loads the vCPU allowlist (vmm/sys/seccomp.h) before
+    // its first KVM_RUN.
+    void start(bool seccomp = false);
     // Makes the thread leave KVM_RUN and its loop; safe from any thread, idempotent.
     void request_stop();
     void join();
@@ -77,6 +79,7 @@ private:
     const memory::GuestMemory& mem_;
     ExitCallback on_exit_;
     VcpuStats stats_;
+    bool seccomp_ = false;
     std::atomic<bool> stop_{false};
     std::atomic<bool> running_{false};
     std::atomic<bool> pause_requested_{false};

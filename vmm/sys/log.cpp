@@ -30,6 +30,7 @@ thread_local std::string t_name = "main";
 std::mutex g_output_mutex;
 FileDescriptor g_output_file;
 std::string g_output_path;
+std::atomic<int> g_output_fd{STDERR_FILENO};  // the fd of g_output_file (or stderr), for output_fd()
 
 const char* line_tag(Level l) {
     switch (l) {
@@ -134,13 +135,17 @@ void set_output_path(const std::string& path) {
     std::lock_guard lock(g_output_mutex);
     g_output_file = std::move(fd);
     g_output_path = path;
+    g_output_fd.store(g_output_file.get());
 }
 
 void set_output_stderr() {
     std::lock_guard lock(g_output_mutex);
+    g_output_fd.store(STDERR_FILENO);
     g_output_file.reset();
     g_output_path.clear();
 }
+
+int output_fd() { return g_output_fd.load(); }
 
 std::string output_path() {
     std::lock_guard lock(g_output_mutex);

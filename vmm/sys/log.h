@@ -37,6 +37,9 @@ void set_thread_name(const std::string& name);
 // back to stderr.
 void set_output_path(const std::string& path);
 void set_output_stderr();
+// The descriptor log lines go to now (stderr or the file): for a signal handler that must
+// write a line itself (async-signal-safe: one atomic load).
+int output_fd();
 // The path given to set_output_path, or "" while logging to stderr.
 std::string output_path();
 // Lines not written because the output could not take them (a named pipe that is full, a

@@ -1,0 +1,186 @@
+// The seccomp allowlists of embervm's threads, one per thread kind (vmm/sys/seccomp.h): every
+// system call a thread of that kind may make, with the reason. This file is the one to review;
+// a call missing here shows up as a SIGSYS log line naming the thread kind and the call.
+//
+// Arguments are restricted where that is cheap and means something: ioctl requests (KVM_RUN and
+// the few register ioctls on vCPU threads; no KVM_CREATE_* after start on any thread), fcntl
+// commands, the signals tgkill may send and whose action may change.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/if_tun.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+
+#include "vmm/kvm/kvm_abi.h"  // KVM ioctl numbers as the kernel knows them (header only)
+#include "vmm/sys/seccomp.h"
+
+namespace embervm::seccomp {
+
+namespace {
+
+using Calls = std::vector<AllowedCall>;
+
+void append(Calls& to, const Calls& from) { to.insert(to.end(), from.begin(), from.end()); }
+
+uint64_t sig(int signo) { return static_cast<uint64_t>(signo); }
+
+// What every embervm thread does: allocate, lock, read the clock, log, take signals, end.
+Calls common_calls() {
+    return {
+        {"futex", "mutexes, condition variables, thread joins"},
+        {"mmap", "malloc (large blocks, thread arenas)"},
+        {"munmap", "free of large blocks"},
+        {"mremap", "realloc of large blocks"},
+        {"mprotect", "malloc growing a thread arena"},
+        {"madvise", "free returning memory; a thread's stack released at its exit; the balloon"},
+        {"brk", "malloc on the main arena"},
+        {"write", "log lines (stderr or the log file), eventfd signals (interrupts, loop wake-ups)"},
+        {"clock_gettime", "clocks where the vDSO falls back to the kernel (log timestamps, timers)"},
+        {"clock_nanosleep", "short sleeps (std::this_thread::sleep_for)"},
+        {"nanosleep", "short sleeps"},
+        {"sched_yield", "spinning waits in the libraries"},
+        {"getrusage", "CPU time and page faults for the log (first KVM_RUN, start-up probe)"},
+        {"getpid", "raise() and the SIGSYS report"},
+        {"gettid", "raise() and the SIGSYS report"},
+        {"rt_sigprocmask", "raise() and abort() mask signals around tgkill"},
+        {"rt_sigreturn", "return from the vCPU kick and asio's signal handlers"},
+        {"restart_syscall", "a call interrupted by a signal and restarted"},
+        {"tgkill", "kick a vCPU out of KVM_RUN (SIGRTMIN; pause, stop)", 2, {sig(SIGRTMIN)}},
+        {"tgkill", "raise(SIGSYS) in the SIGSYS report, abort()", 2, {sig(SIGSYS), sig(SIGABRT)}},
+        {"exit", "a thread ends"},
+        {"exit_group", "the process ends"},
+    };
+}
+
+// ioctls a vCPU thread makes on its own vCPU fd (run, and the registers read and written for a
+// report or an instruction KVM left to the VMM: vmm/kvm/vcpu.cpp).
+std::vector<uint64_t> vcpu_ioctls() {
+    return {KVM_RUN,          KVM_GET_REGS,        KVM_SET_REGS,        KVM_GET_SREGS,
+            KVM_SET_SREGS,    vmm::kvm_abi::kGetMsrs, vmm::kvm_abi::kSetMsrs, KVM_GET_VCPU_EVENTS,
+            KVM_SET_VCPU_EVENTS, KVM_TRANSLATE,    TUNSETOFFLOAD};
+}
+
+Calls vcpu_calls() {
+    return {
+        {"ioctl",
+         "KVM_RUN and the vCPU's registers (exits, emulation, reports); TUNSETOFFLOAD when a virtio-net "
+         "driver activates its device (device activation runs on the vCPU that writes the status)",
+         1, vcpu_ioctls()},
+        {"io_uring_enter", "a virtio-blk reset waits for its io_uring requests in flight"},
+        {"read", "eventfds"},
+    };
+}
+
+// fcntl commands of the loop and the API threads: asio's and FdWatch's descriptor set-up.
+std::vector<uint64_t> fcntl_commands() {
+    return {F_GETFL, F_SETFL, F_GETFD, F_SETFD, F_DUPFD_CLOEXEC};
+}
+
+// Calls of a thread that runs a Boost.Asio loop (epoll, timerfd, eventfd) over sockets and fds.
+Calls asio_loop_calls() {
+    return {
+        {"epoll_wait", "the event loop"},
+        {"epoll_pwait", "the event loop"},
+        {"epoll_ctl", "watching and unwatching fds"},
+        {"timerfd_settime", "asio's timers"},
+        {"read", "eventfds, timerfds, TAP frames, stdin"},
+        {"readv", "asio reads into buffer sequences"},
+        {"writev", "asio writes of buffer sequences, TAP frames"},
+        {"close", "fds closed (watches, sockets, replaced images)"},
+        {"fcntl", "fd flags and watch duplicates (asio, FdWatch)", 1, fcntl_commands()},
+        {"ioctl", "FIONBIO: asio makes descriptors non-blocking", 1, {FIONBIO}},
+    };
+}
+
+Calls event_loop_calls() {
+    return {
+        // virtio-blk on the loop (sync engine) and its io_uring engine.
+        {"preadv", "virtio-blk reads (sync engine)"},
+        {"pwritev", "virtio-blk writes (sync engine)"},
+        {"pread64", "virtio-blk reads"},
+        {"pwrite64", "virtio-blk WRITE_ZEROES fallback (image_file.cpp)"},
+        {"fdatasync", "virtio-blk FLUSH with cache=writeback"},
+        {"fsync", "virtio-blk FLUSH"},
+        {"fallocate", "virtio-blk DISCARD (punch hole) and WRITE_ZEROES (zero range)"},
+        {"io_uring_enter", "the io_uring engine submits and reaps"},
+        {"io_uring_setup", "a drive swap to an io_uring drive creates its ring"},
+        {"io_uring_register", "a drive swap registers the new ring's completion eventfd"},
+        // The drive swap (Vmm::update_drive) opens, checks and locks the new image here.
+        {"openat", "a drive swap opens the new image"},
+        {"fstat", "a drive swap checks the new image"},
+        {"newfstatat", "a drive swap checks the new image"},
+        {"statx", "a drive swap checks the new image"},
+        {"lseek", "image sizes"},
+        {"flock", "a drive swap locks the new image and unlocks the old one"},
+        {"ioctl",
+         "BLKGETSIZE64 (a drive swap to a block device); TCSETS* (the console's terminal restored at "
+         "the end); TUNSETOFFLOAD (virtio-net features)",
+         1, {BLKGETSIZE64, TCSETS, TCSETSW, TCSETSF, TCGETS, TUNSETOFFLOAD}},
+        {"eventfd2", "a drive swap creates the new backend's completion eventfd"},
+        {"rt_sigaction", "asio's signal_set restores the termination signals' default action when the VM ends",
+         0, {sig(SIGINT), sig(SIGTERM), sig(SIGHUP)}},
+    };
+}
+
+Calls api_calls() {
+    return {
+        {"accept4", "new API connections"},
+        {"accept", "new API connections"},
+        {"recvmsg", "asio socket reads"},
+        {"recvfrom", "asio socket reads"},
+        {"sendmsg", "asio socket writes"},
+        {"sendto", "asio socket writes"},
+        {"shutdown", "closing a connection"},
+        {"getsockopt", "asio's socket error checks"},
+        // Pre-boot requests check the files they name (validate_files); a drive PATCH checks the
+        // new image; PUT /logger and /metrics open their outputs.
+        {"openat", "files named by requests (kernel, initrd, drive images, log and metrics outputs)"},
+        {"fstat", "files named by requests"},
+        {"newfstatat", "files named by requests"},
+        {"statx", "files named by requests"},
+        {"lseek", "image sizes"},
+        {"flock", "a drive's image lock checked"},
+        {"access", "files named by requests"},
+        {"faccessat", "files named by requests"},
+        {"faccessat2", "files named by requests"},
+        {"ioctl", "BLKGETSIZE64: a block device named as a drive", 1, {BLKGETSIZE64}},
+        {"tgkill", "wakes the main thread for InstanceStart (SIGRTMIN + 1)", 2, {sig(SIGRTMIN + 1)}},
+    };
+}
+
+Calls main_calls() {
+    return {
+        {"rt_sigtimedwait", "the API loop waits for the termination signals (and InstanceStart)"},
+        {"close", "the VM's fds closed when it is destroyed"},
+        {"io_uring_enter", "an io_uring engine waits for its requests when it is destroyed"},
+        {"flock", "image locks released"},
+        {"unlink", "the API socket removed"},
+        {"ioctl", "TCSETS*: the console's terminal restored", 1, {TCSETS, TCSETSW, TCSETSF, TCGETS}},
+        {"read", "eventfds drained when the VM is destroyed"},
+        {"epoll_ctl", "fds unwatched when the VM is destroyed"},
+        {"rt_sigaction", "asio's signal_set restores the termination signals' default action", 0,
+         {sig(SIGINT), sig(SIGTERM), sig(SIGHUP)}},
+    };
+}
+
+}  // namespace
+
+std::vector<AllowedCall> allowlist(ThreadKind kind) {
+    Calls calls = common_calls();
+    switch (kind) {
+        case ThreadKind::Vcpu: append(calls, vcpu_calls()); break;
+        case ThreadKind::EventLoop:
+            append(calls, asio_loop_calls());
+            append(calls, event_loop_calls());
+            break;
+        case ThreadKind::Api:
+            append(calls, asio_loop_calls());
+            append(calls, api_calls());
+            break;
+        case ThreadKind::Main: append(calls, main_calls()); break;
+    }
+    return calls;
+}
+
+}  // namespace embervm::seccomp
