@@ -69,9 +69,10 @@ void eio_drive(struct blk_dev* b) {
         FAIL("%s: eio needs a writable drive with FLUSH (cache=writeback)\n", b->id);
         return;
     }
-    if (opt.bad_start >= opt.bad_end || opt.bad_end > b->capacity || opt.bad_start < CHUNK_SECTORS) {
-        FAIL("%s: blk.bad=%lu-%lu is not inside the drive (%lu sectors)\n", b->id, opt.bad_start, opt.bad_end,
-             b->capacity);
+    // Room for a request across either end (both ends inside the drive, a chunk from its ends).
+    if (opt.bad_start >= opt.bad_end || opt.bad_start < CHUNK_SECTORS || opt.bad_end + CHUNK_SECTORS > b->capacity) {
+        FAIL("%s: blk.bad=%lu-%lu is not inside the drive (%lu sectors) with a chunk to spare at each end\n", b->id,
+             opt.bad_start, opt.bad_end, b->capacity);
         return;
     }
     // 1. Reads.
