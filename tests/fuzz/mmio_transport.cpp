@@ -89,7 +89,7 @@ private:
             case 0: {
                 const uint8_t opts = in_.u8();
                 auto fake = std::make_unique<embervm::virtio::testing::FakeBlockBackend>(
-                    (1 + in_.u8()) * block::kSectorSize, (opts & 1) != 0);
+                    (1 + in_.u8() % 64) * block::kSectorSize, (opts & 1) != 0);
                 fake_block_ = fake.get();
                 return std::make_shared<block::BlockDevice>(std::move(fake),
                                                             block::BlockDeviceOptions{"mmio0", (opts & 1) != 0, (opts & 2) != 0});

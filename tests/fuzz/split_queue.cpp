@@ -52,14 +52,25 @@ public:
     explicit Shadow(const GuestMemory& mem) : mem_(mem) {
         for (const auto& r : mem.regions()) copies_.emplace_back(r.host_base(), r.host_base() + r.size());
     }
-    // The driver wrote guest memory: take it as the new reference.
+    // Takes guest memory as it is as the reference.
     void sync() {
         for (size_t i = 0; i < copies_.size(); i++) {
             const auto& r = mem_.regions()[i];
             std::copy(r.host_base(), r.host_base() + r.size(), copies_[i].begin());
         }
     }
-    // Each byte that changed since sync() must satisfy `allowed(guest_address)`; then syncs.
+    // The driver wrote `data` at `addr` (all of it inside guest memory): the same in the copy.
+    void driver_wrote(uint64_t addr, std::span<const uint8_t> data) {
+        for (size_t k = 0; k < data.size(); k++) {
+            const uint64_t a = addr + k;
+            for (size_t i = 0; i < copies_.size(); i++) {
+                const auto& r = mem_.regions()[i];
+                if (a >= r.start().value && a < r.end()) copies_[i][a - r.start().value] = data[k];
+            }
+        }
+    }
+    // Each byte that differs from the copy must satisfy `allowed(guest_address)`; the copy then
+    // takes it.
     template <typename Allowed>
     void check_writes(Allowed&& allowed) {
         for (size_t i = 0; i < copies_.size(); i++) {
@@ -109,7 +120,6 @@ public:
                 shadow_.check_writes([&](uint64_t a) { return in_used_ring(a) || in_writable(a); });
                 configure();
             }
-            shadow_.sync();
         }
     }
 
@@ -154,7 +164,9 @@ private:
     }
     bool ring_valid() const { return queue_.is_valid(mem_); }
 
-    void put(uint64_t addr, std::span<const uint8_t> data) { mem_.try_write(GuestAddress(addr), data); }
+    void put(uint64_t addr, std::span<const uint8_t> data) {
+        if (mem_.try_write(GuestAddress(addr), data)) shadow_.driver_wrote(addr, data);
+    }
     template <typename T>
     void put_obj(uint64_t addr, const T& v) {
         put(addr, std::span(reinterpret_cast<const uint8_t*>(&v), sizeof v));
