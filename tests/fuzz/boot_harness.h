@@ -42,7 +42,7 @@ inline constexpr uint64_t kMiB = uint64_t{1} << 20;
 // is mapped MAP_NORESERVE, so only the pages the loaders write cost anything.
 inline constexpr uint64_t kMemSizes[8] = {kMiB,       2 * kMiB,   4 * kMiB,         16 * kMiB,
                                           64 * kMiB, 256 * kMiB, 3072 * kMiB + 8 * kMiB, 4096 * kMiB + 4 * kMiB};
-inline constexpr uint32_t kMaxInitrdBytes = 8 * 1024 * 1024;
+inline constexpr uint32_t kMaxInitrdBytes = 2 * 1024 * 1024;
 
 [[noreturn]] inline void fuzz_fail(const char* what, const std::string& detail = {}) {
     std::fprintf(stderr, "fuzz check failed: %s %s\n", what, detail.c_str());

@@ -53,7 +53,7 @@ def pvh_note(entry, size=4, align=4):
 CODE = bytes([0xfa, 0xf4, 0xeb, 0xfd]) + bytes(60)  # cli; hlt; jmp .-1
 
 
-def bzimage(setup_sects=1, version=0x20f, kernel=CODE * 4, loadflags=0x01, xloadflags=0x1,
+def bzimage(setup_sects=1, version=0x20f, kernel=CODE * 16, loadflags=0x01, xloadflags=0x1,
             align=0x200000, relocatable=1, pref=0x1000000, init_size=0x20000, cmdline_size=2047,
             initrd_max=0x7fffffff, header_end=0x26c, syssize=None):
     sects = setup_sects if setup_sects else 4

@@ -36,7 +36,10 @@ namespace http = boost::beast::http;
 using local = asio::local::stream_protocol;
 
 ApiResponse api_fault(unsigned status, std::string_view message) {
-    return ApiResponse{status, nlohmann::json{{"fault_message", message}}.dump()};
+    // The message may quote the request's own bytes (a path, a JSON syntax error), which need
+    // not be UTF-8: those become U+FFFD rather than an exception from dump().
+    return ApiResponse{status, nlohmann::json{{"fault_message", message}}.dump(
+                                   -1, ' ', false, nlohmann::json::error_handler_t::replace)};
 }
 
 namespace {

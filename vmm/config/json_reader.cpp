@@ -117,6 +117,11 @@ json parse_json_document(std::string_view text, std::string_view what) {
         const auto [line, column] = line_and_column(text, e.byte);
         throw ConfigError(fmt::format("{}: JSON syntax error at byte {} (line {}, column {}): {}", what, e.byte, line,
                                       column, syntax_error_detail(e)));
+    } catch (const json::out_of_range& e) {
+        // A number beyond a double ("1e999"): nlohmann reports it without a position.
+        std::string_view detail = e.what();
+        if (const size_t end = detail.find("] "); end != std::string_view::npos) detail.remove_prefix(end + 2);
+        throw ConfigError(fmt::format("{}: JSON number out of range: {}", what, detail));
     }
 }
 

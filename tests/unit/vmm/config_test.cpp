@@ -220,6 +220,11 @@ TEST_CASE("config: JSON syntax errors give the byte position", "[config]") {
     CHECK_THAT(parse_error("{} x"), Catch::StartsWith("config: JSON syntax error at byte 4"));
 }
 
+TEST_CASE("config: a number beyond a double is a configuration error", "[config]") {
+    CHECK(parse_error(machine(R"("vcpu_count": 1, "mem_size_mib": 1e999)")) ==
+          "config: JSON number out of range: number overflow parsing '1e999'");
+}
+
 TEST_CASE("config: structural validation of structs built without JSON", "[config]") {
     MachineConfig mc;
     CHECK_NOTHROW(vmm::validate(mc));
