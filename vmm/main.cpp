@@ -76,6 +76,7 @@ private:
 // The main thread's own filter, once it creates no more threads (the VM runs).
 void filter_main_thread(const VmOptions& options) {
     if (options.seccomp) seccomp::install_on_this_thread(seccomp::ThreadKind::Main);
+    seccomp::forbidden_call_for_test(seccomp::ThreadKind::Main);
 }
 
 // Runs the VM from the configuration; the process's console is the guest's.

@@ -208,6 +208,7 @@ VmExit Vmm::run() {
             request_exit(VmExit{VmExit::Reason::VmmError, 1, e.what()});
         }
     }
+    seccomp::forbidden_call_for_test(seccomp::ThreadKind::EventLoop);
     // io_.run(), counting the handlers for the metrics. However the loop ends (a handler may
     // throw), calls still waiting for it fail instead of waiting for ever.
     struct CloseCalls {

@@ -263,6 +263,7 @@ void ApiServer::start() {
             }
         }
         filtered.set_value(nullptr);
+        seccomp::forbidden_call_for_test(seccomp::ThreadKind::Api);
         try {
             impl->io.run();
         } catch (const std::exception& e) {

@@ -120,6 +120,7 @@ void Vcpu::thread_main() {
     try {
         // Before any guest code runs on this thread. The guest cannot have run yet if this throws.
         if (seccomp_) seccomp::install_on_this_thread(seccomp::ThreadKind::Vcpu);
+        seccomp::forbidden_call_for_test(seccomp::ThreadKind::Vcpu);
         while (!stop_.load(std::memory_order_relaxed)) {
             if (pause_requested_.load()) {
                 std::unique_lock lock(pause_mutex_);

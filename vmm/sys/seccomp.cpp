@@ -11,9 +11,11 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <mutex>
 #include <set>
 #include <string>
@@ -22,20 +24,19 @@
 
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/syscall_names.h"
 
 namespace embervm::seccomp {
 
 namespace {
 
-// Names of the native system calls, filled before the first filter is loaded, so the SIGSYS
-// handler looks them up without allocating (seccomp_syscall_resolve_num_arch returns a copy
-// made with malloc).
-constexpr int kNamedCalls = 512;
+// The SIGSYS handler names a call from generated::kSyscallNames (vmm/sys/gen_syscall_names.py,
+// at build time): resolving names with libseccomp at run time allocates, so the handler cannot
+// do it, and filling a table at start-up cost about 1 M instructions.
+uint32_t g_native_arch = 0;  // AUDIT_ARCH_* of the native calls (si_arch of a native call)
 // si_code of a SIGSYS raised by SECCOMP_RET_TRAP (the kernel's SYS_SECCOMP).
 constexpr int kSysSeccomp = 1;
-constexpr size_t kNameBytes = 28;
-std::array<std::array<char, kNameBytes>, kNamedCalls> g_call_names{};
-uint32_t g_native_arch = 0;  // AUDIT_ARCH_* of the names above (si_arch of a native call)
+
 
 // What the handler says about the thread (set when its filter is loaded).
 thread_local const char* t_kind = nullptr;
@@ -44,17 +45,6 @@ thread_local std::array<char, 16> t_thread_name{};
 std::once_flag g_reporter_once;
 std::once_flag g_hook_once;
 std::optional<ThreadKind> g_hook_kind;
-
-void fill_call_names() {
-    g_native_arch = seccomp_arch_native();
-    for (int nr = 0; nr < kNamedCalls; nr++) {
-        char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
-        if (name != nullptr) {
-            std::strncpy(g_call_names[nr].data(), name, kNameBytes - 1);
-            std::free(name);
-        }
-    }
-}
 
 // Async-signal-safe text building: a fixed buffer, no allocation.
 struct LineBuffer {
@@ -109,9 +99,10 @@ void on_sigsys(int, siginfo_t* info, void*) {
         line.add(": seccomp: the ");
         line.add(t_kind != nullptr ? t_kind : "?");
         line.add(" thread made system call ");
-        if (static_cast<uint32_t>(info->si_arch) == g_native_arch && nr >= 0 && nr < kNamedCalls &&
-            g_call_names[nr][0] != '\0') {
-            line.add(g_call_names[nr].data());
+        const int named = static_cast<int>(std::size(generated::kSyscallNames));
+        if (static_cast<uint32_t>(info->si_arch) == g_native_arch && nr >= 0 && nr < named &&
+            generated::kSyscallNames[nr] != nullptr) {
+            line.add(generated::kSyscallNames[nr]);
             line.add(" (");
             line.add_number(static_cast<uint64_t>(nr));
             line.add(")");
@@ -220,7 +211,7 @@ void Filter::load() const {
 
 void install_sigsys_reporter() {
     std::call_once(g_reporter_once, [] {
-        fill_call_names();
+        g_native_arch = seccomp_arch_native();
         struct sigaction sa{};
         sa.sa_sigaction = on_sigsys;
         sigemptyset(&sa.sa_mask);
@@ -230,21 +221,23 @@ void install_sigsys_reporter() {
 }
 
 void install_on_this_thread(ThreadKind kind) {
+    const auto start = std::chrono::steady_clock::now();
     install_sigsys_reporter();
-    std::call_once(g_hook_once, [] {
-        if (const char* v = std::getenv(hook_variable()); v != nullptr) g_hook_kind = parse_thread_kind(v);
-    });
     const Filter filter(kind);
     t_kind = to_string(kind);
     if (::pthread_getname_np(::pthread_self(), t_thread_name.data(), t_thread_name.size()) != 0) {
         t_thread_name[0] = '\0';
     }
     filter.load();
-    log::debug("seccomp: {} filter loaded ({} calls, {} rules)", to_string(kind), filter.calls(), filter.rules());
-    forbidden_call_for_test(kind);
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+    log::debug("seccomp: {} filter loaded ({} calls, {} rules) in {} us", to_string(kind), filter.calls(),
+               filter.rules(), us.count());
 }
 
 void forbidden_call_for_test(ThreadKind kind) {
+    std::call_once(g_hook_once, [] {
+        if (const char* v = std::getenv(hook_variable()); v != nullptr) g_hook_kind = parse_thread_kind(v);
+    });
     if (g_hook_kind != kind) return;
     log::warn("seccomp test hook ({}={}): making a forbidden call, socket(AF_INET)", hook_variable(), to_string(kind));
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

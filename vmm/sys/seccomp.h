@@ -13,8 +13,8 @@
 // runs on the embervm program's main thread, not on the API thread.
 //
 // The action is SECCOMP_RET_TRAP rather than KILL_PROCESS: the SIGSYS handler writes the reason
-// to the log output with write(2) (async-signal-safe: a name table built before any filter is
-// loaded, no allocation) and then re-raises SIGSYS with the default action, so the exit status
+// to the log output with write(2) (async-signal-safe: call names from a table generated at build
+// time, no allocation) and then re-raises SIGSYS with the default action, so the exit status
 // still shows SIGSYS (and a core dump where enabled). KILL_PROCESS would log nothing of its own
 // (only the kernel's audit record, which a user often cannot read). A thread that installs its
 // own SIGSYS handler does not escape: a trapped call is never executed.
@@ -75,16 +75,14 @@ private:
 };
 
 // Installs the filter of `kind` on the calling thread: the process's SIGSYS reporter first (once
-// per process), then the filter. Afterwards, if EMBERVM_TEST_SECCOMP_VIOLATION names this kind
-// (the test hook; see forbidden_call_for_test), makes a call outside the list. Throws
-// embervm::Error if the filter cannot be built or loaded.
+// per process), then the filter. Throws embervm::Error if the filter cannot be built or loaded.
 void install_on_this_thread(ThreadKind kind);
 
-// The test hook: socket(AF_INET, SOCK_STREAM) (on no list) when the environment variable
-// EMBERVM_TEST_SECCOMP_VIOLATION, read once at the first install, equals to_string(kind). Under
-// the filter this ends the process with SIGSYS; without it the call succeeds, is logged as an
-// error and the socket closed. A guest cannot reach it: only the environment embervm starts
-// with can.
+// The test hook, called where each kind's filter is (or, with seccomp off, would be) loaded:
+// socket(AF_INET, SOCK_STREAM) (on no list) when the environment variable
+// EMBERVM_TEST_SECCOMP_VIOLATION, read at the first call, equals to_string(kind). Under the
+// filter this ends the process with SIGSYS; without it the call succeeds, is logged as an error
+// and the socket closed. A guest cannot reach it: only the environment embervm starts with can.
 void forbidden_call_for_test(ThreadKind kind);
 
 // The SIGSYS reporter alone (install_on_this_thread calls it). Process-wide; replaces any

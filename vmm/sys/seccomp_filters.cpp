@@ -9,6 +9,7 @@
 #include <linux/fs.h>
 #include <linux/if_tun.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 
@@ -40,6 +41,9 @@ Calls common_calls() {
         {"clock_nanosleep", "short sleeps (std::this_thread::sleep_for)"},
         {"nanosleep", "short sleeps"},
         {"sched_yield", "spinning waits in the libraries"},
+        {"poll", "a full log pipe (write_all); a virtio-blk reset on a vCPU waits for its requests in flight"},
+        {"ppoll", "as poll"},
+        {"sched_getaffinity", "glibc's malloc sizing its arenas once more than 8 threads allocate"},
         {"getrusage", "CPU time and page faults for the log (first KVM_RUN, start-up probe)"},
         {"getpid", "raise() and the SIGSYS report"},
         {"gettid", "raise() and the SIGSYS report"},
@@ -48,6 +52,8 @@ Calls common_calls() {
         {"restart_syscall", "a call interrupted by a signal and restarted"},
         {"tgkill", "kick a vCPU out of KVM_RUN (SIGRTMIN; pause, stop)", 2, {sig(SIGRTMIN)}},
         {"tgkill", "raise(SIGSYS) in the SIGSYS report, abort()", 2, {sig(SIGSYS), sig(SIGABRT)}},
+        {"epoll_ctl", "posting work to an event loop (asio re-arms its wake-up eventfd: EPOLL_CTL_MOD)", 1,
+         {EPOLL_CTL_MOD}},
         {"exit", "a thread ends"},
         {"exit_group", "the process ends"},
     };
@@ -158,7 +164,7 @@ Calls main_calls() {
         {"unlink", "the API socket removed"},
         {"ioctl", "TCSETS*: the console's terminal restored", 1, {TCSETS, TCSETSW, TCSETSF, TCGETS}},
         {"read", "eventfds drained when the VM is destroyed"},
-        {"epoll_ctl", "fds unwatched when the VM is destroyed"},
+        {"epoll_ctl", "fds unwatched when the VM is destroyed", 1, {EPOLL_CTL_DEL}},
         {"rt_sigaction", "asio's signal_set restores the termination signals' default action", 0,
          {sig(SIGINT), sig(SIGTERM), sig(SIGHUP)}},
     };

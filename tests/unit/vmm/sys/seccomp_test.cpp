@@ -3,17 +3,24 @@
 // after the report line, on a forbidden one.
 #include "vmm/sys/seccomp.h"
 
+#include <seccomp.h>
+
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "vmm/sys/syscall_names.h"
+
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <cstdlib>
 #include <functional>
+#include <iterator>
 #include <set>
 #include <string>
 #include <utility>
@@ -81,6 +88,22 @@ TEST_CASE("seccomp: every thread kind's allowlist compiles, each entry with a re
     }
 }
 
+TEST_CASE("seccomp: the generated system call names are libseccomp's") {
+    namespace generated = embervm::seccomp::generated;
+    size_t named = 0;
+    for (size_t nr = 0; nr < std::size(generated::kSyscallNames); nr++) {
+        char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, static_cast<int>(nr));
+        INFO("system call " << nr);
+        if (generated::kSyscallNames[nr] != nullptr) {
+            REQUIRE(name != nullptr);
+            CHECK(std::string(name) == generated::kSyscallNames[nr]);
+            named++;
+        }
+        std::free(name);
+    }
+    CHECK(named > 300);
+}
+
 TEST_CASE("seccomp: thread kinds round-trip through their names") {
     for (const seccomp::ThreadKind kind : seccomp::kThreadKinds) {
         CHECK(seccomp::parse_thread_kind(seccomp::to_string(kind)) == kind);
@@ -112,6 +135,25 @@ TEST_CASE("seccomp: a vCPU-filtered process lives through allowed calls") {
     CHECK_THAT(r.output, Catch::Contains("still alive"));
 }
 
+TEST_CASE("seccomp: argument rules: epoll_ctl's operation") {
+    // Every list allows EPOLL_CTL_MOD (posting to a loop); the event loop's allows every
+    // operation (an unconditional entry next to the conditional one). On fd -1 the calls fail
+    // with EBADF when allowed.
+    const auto add = [] {
+        epoll_event ev{};
+        ::epoll_ctl(-1, EPOLL_CTL_ADD, STDERR_FILENO, &ev);
+    };
+    const auto mod = [] {
+        epoll_event ev{};
+        ::epoll_ctl(-1, EPOLL_CTL_MOD, STDERR_FILENO, &ev);
+    };
+    CHECK(exited_0(run_filtered(seccomp::ThreadKind::EventLoop, add)));
+    CHECK(exited_0(run_filtered(seccomp::ThreadKind::Vcpu, mod)));
+    const auto r = run_filtered(seccomp::ThreadKind::Vcpu, add);
+    CHECK(died_of_sigsys(r));
+    CHECK_THAT(r.output, Catch::Contains("the vcpu thread made system call epoll_ctl (233)"));
+}
+
 TEST_CASE("seccomp: a forbidden call ends the process with SIGSYS and names the thread kind and the call") {
     SECTION("socket on a vCPU thread") {
         const auto r = run_filtered(seccomp::ThreadKind::Vcpu, [] { ::socket(AF_INET, SOCK_STREAM, 0); });
@@ -135,12 +177,12 @@ TEST_CASE("seccomp: a forbidden call ends the process with SIGSYS and names the 
         CHECK_THAT(r.output, Catch::Contains("the event-loop thread made system call kill (62)"));
     }
     SECTION("the test hook: EMBERVM_TEST_SECCOMP_VIOLATION naming the kind") {
-        const auto r = run_filtered(seccomp::ThreadKind::Api, [] {}, "api");
+        const auto r = run_filtered(seccomp::ThreadKind::Api, [] { seccomp::forbidden_call_for_test(seccomp::ThreadKind::Api); }, "api");
         CHECK(died_of_sigsys(r));
         CHECK_THAT(r.output, Catch::Contains("the api thread made system call socket (41)"));
     }
     SECTION("the test hook naming another kind does nothing") {
-        const auto r = run_filtered(seccomp::ThreadKind::Api, [] {}, "vcpu");
+        const auto r = run_filtered(seccomp::ThreadKind::Api, [] { seccomp::forbidden_call_for_test(seccomp::ThreadKind::Api); }, "vcpu");
         CHECK(exited_0(r));
     }
 }
