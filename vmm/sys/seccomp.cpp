@@ -156,7 +156,9 @@ Filter::Filter(ThreadKind kind) : kind_(kind) {
     }
     std::set<std::string_view> names;
     try {
-        for (const AllowedCall& call : allowlist(kind)) {
+        std::vector<AllowedCall> calls = allowlist(kind);
+        for (const AllowedCall& call : sanitizer_runtime_calls()) calls.push_back(call);
+        for (const AllowedCall& call : calls) {
             const std::string name(call.name);
             const int nr = seccomp_syscall_resolve_name(name.c_str());
             if (nr == __NR_SCMP_ERROR) {

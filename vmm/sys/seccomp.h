@@ -49,6 +49,12 @@ struct AllowedCall {
 // makes (memory, locks, time, logging, thread exit) and the kind's own.
 std::vector<AllowedCall> allowlist(ThreadKind kind);
 
+// In a sanitizer build (-Db_sanitize=address or undefined; scripts/test runs one) every filter
+// also allows what the sanitizer runtime does from any thread: LeakSanitizer's check at exit
+// stops the threads with a ptrace'ing clone, and an error report reads /proc/self/maps. Empty in
+// a normal build: the lists above are the whole of what embervm's threads may do.
+std::vector<AllowedCall> sanitizer_runtime_calls();
+
 // A compiled filter of one kind (libseccomp context). Throws embervm::Error naming the call if
 // a name is unknown or a rule is refused.
 class Filter {

@@ -189,4 +189,41 @@ std::vector<AllowedCall> allowlist(ThreadKind kind) {
     return calls;
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_UNDEFINED__)
+#define EMBERVM_SANITIZER_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
+#define EMBERVM_SANITIZER_BUILD 1
+#endif
+#endif
+
+std::vector<AllowedCall> sanitizer_runtime_calls() {
+#ifdef EMBERVM_SANITIZER_BUILD
+    return {
+        {"clone", "LeakSanitizer: the tracer thread that stops the others at exit"},
+        {"ptrace", "LeakSanitizer: the tracer attaches to every thread to read its registers"},
+        {"wait4", "LeakSanitizer: waits for the stopped threads and for the tracer"},
+        {"prctl", "LeakSanitizer: PR_SET_PTRACER, PR_SET_PDEATHSIG in the tracer"},
+        {"sched_yield", "LeakSanitizer: spins while the tracer works"},
+        {"getpid", "sanitizer runtimes: their own pid in reports and the tracer"},
+        {"getppid", "LeakSanitizer: the tracer checks its parent"},
+        {"gettid", "sanitizer runtimes: thread ids"},
+        {"openat", "sanitizer runtimes: /proc/self/maps, /proc/self/task for reports and the leak check"},
+        {"getdents64", "LeakSanitizer: lists /proc/self/task"},
+        {"read", "sanitizer runtimes: /proc files"},
+        {"close", "sanitizer runtimes: /proc files"},
+        {"newfstatat", "sanitizer runtimes: /proc files"},
+        {"lseek", "sanitizer runtimes: /proc files"},
+        {"readlink", "sanitizer runtimes: /proc/self/exe for the symbolizer"},
+        {"sigaltstack", "sanitizer runtimes: the tracer's signal stack"},
+        {"rt_sigaction", "sanitizer runtimes: the tracer's signal handlers"},
+        {"rt_sigprocmask", "sanitizer runtimes: signals blocked around the leak check"},
+        {"exit", "LeakSanitizer: the tracer thread ends"},
+        {"exit_group", "sanitizer runtimes: the process ends with the report's status"},
+    };
+#else
+    return {};
+#endif
+}
+
 }  // namespace embervm::seccomp
