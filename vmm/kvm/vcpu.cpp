@@ -171,7 +171,8 @@ bool Vcpu::handle_exit() {
             return false;
         case KVM_EXIT_SHUTDOWN:
             stats_.shutdown_exits.fetch_add(1, std::memory_order_relaxed);
-            log::warn("guest triple fault (shutdown exit); treating it as a reset; {}", describe_state());
+            log::warn("vcpu{}: guest triple fault (shutdown exit); treating it as a reset; {}", vcpu_->id(),
+                      describe_shutdown_state());
             on_exit_(VmExit{VmExit::Reason::GuestReset, 0, "triple fault"});
             return false;
         case KVM_EXIT_SYSTEM_EVENT:
@@ -235,16 +236,37 @@ void Vcpu::handle_mmio() {
     }
 }
 
+std::string format_vcpu_state(const kvm_regs& r, const kvm_sregs& s) {
+    return fmt::format("rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} "
+                       "rdi={:#x} cs={:#x}(base {:#x}, l={} db={}) ss={:#x} cr0={:#x} cr2={:#x} cr3={:#x} "
+                       "cr4={:#x} efer={:#x} gdt={:#x}/{:#x} idt={:#x}/{:#x}",
+                       r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, s.cs.selector, s.cs.base,
+                       s.cs.l, s.cs.db, s.ss.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.gdt.base, s.gdt.limit,
+                       s.idt.base, s.idt.limit);
+}
+
+std::string describe_shutdown(const kvm_regs& r, const kvm_sregs& s) {
+    // The architectural state after RESET/INIT: CS f000 based at ffff0000, RIP fff0, paging and
+    // protection off. A guest does not get there through a triple fault by itself.
+    const bool reset_state = r.rip == 0xfff0 && s.cs.selector == 0xf000 && s.cs.base == 0xffff0000 &&
+                             (s.cr0 & 0x80000001) == 0;
+    if (!reset_state) return format_vcpu_state(r, s);
+    return "the registers are already the reset state (KVM on AMD re-initialises a vCPU on a shutdown "
+           "exit), so the fault's address is lost here; the host's kvm:kvm_exit trace event (exit reason "
+           "shutdown) has the guest RIP at the fault";
+}
+
 std::string Vcpu::describe_state() const {
     try {
-        const kvm_regs r = vcpu_->get_regs();
-        const kvm_sregs s = vcpu_->get_sregs();
-        return fmt::format("rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} "
-                           "rdi={:#x} cs={:#x}(base {:#x}, l={} db={}) ss={:#x} cr0={:#x} cr2={:#x} cr3={:#x} "
-                           "cr4={:#x} efer={:#x} gdt={:#x}/{:#x} idt={:#x}/{:#x}",
-                           r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, s.cs.selector,
-                           s.cs.base, s.cs.l, s.cs.db, s.ss.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.gdt.base,
-                           s.gdt.limit, s.idt.base, s.idt.limit);
+        return format_vcpu_state(vcpu_->get_regs(), vcpu_->get_sregs());
+    } catch (const std::exception& e) {
+        return fmt::format("registers unavailable: {}", e.what());
+    }
+}
+
+std::string Vcpu::describe_shutdown_state() const {
+    try {
+        return describe_shutdown(vcpu_->get_regs(), vcpu_->get_sregs());
     } catch (const std::exception& e) {
         return fmt::format("registers unavailable: {}", e.what());
     }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <string>
 #include <condition_variable>
 #include <mutex>
 #include <functional>
@@ -32,6 +33,17 @@ struct VcpuStats {
     std::atomic<uint64_t> emulated_instructions{0};  // emulation failures the VMM emulated
     std::atomic<uint64_t> unclaimed_accesses{0};    // I/O or MMIO no device claimed
 };
+
+// One line with the registers that matter when a guest dies (for error messages).
+std::string format_vcpu_state(const kvm_regs& regs, const kvm_sregs& sregs);
+
+// The log's account of a shutdown exit (a guest triple fault), from the registers KVM reports
+// after it. KVM on AMD (SVM) puts the vCPU through INIT before it returns that exit (the VMCB is
+// undefined after a shutdown), so there the registers are the reset state (CS f000, RIP fff0),
+// not the fault's: the text says so, and where the fault's RIP can still be had (the host
+// kernel's kvm:kvm_exit trace event), instead of passing the reset state off as the fault's.
+// With the state kept (Intel VMX) it is format_vcpu_state's line.
+std::string describe_shutdown(const kvm_regs& regs, const kvm_sregs& sregs);
 
 class Vcpu {
 public:
@@ -71,6 +83,8 @@ private:
     bool handle_internal_error();
     // One line with the registers that matter when a guest dies (for error messages).
     std::string describe_state() const;
+    // describe_shutdown() of this vCPU's registers (at a shutdown exit).
+    std::string describe_shutdown_state() const;
     void fail(const std::string& detail);
 
     std::unique_ptr<KvmVcpu> vcpu_;

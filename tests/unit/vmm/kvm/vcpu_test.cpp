@@ -147,3 +147,74 @@ TEST_CASE("vcpu: pause, resume and stop a spinning guest", "[kvm][vcpu]") {
     CHECK(vcpu.stats().interrupted.load() >= 1);  // the kick took the thread out of KVM_RUN
     CHECK(vcpu.stats().other_exits.load() == 0);
 }
+
+TEST_CASE("vcpu: a shutdown exit's account says when KVM has already reset the registers", "[vcpu]") {
+    kvm_regs r{};
+    kvm_sregs s{};
+    SECTION("the reset state (KVM on AMD): no registers passed off as the fault's") {
+        r.rip = 0xfff0;
+        s.cs.selector = 0xf000;
+        s.cs.base = 0xffff0000;
+        s.cr0 = 0x60000010;
+        const std::string text = vmm::describe_shutdown(r, s);
+        CHECK(text.find("already the reset state") != std::string::npos);
+        CHECK(text.find("kvm:kvm_exit") != std::string::npos);
+        CHECK(text.find("rip=") == std::string::npos);
+    }
+    SECTION("the state kept (Intel): the fault's registers") {
+        r.rip = 0xffffffff81000123;
+        s.cs.selector = 0x10;
+        s.cr0 = 0x80050033;
+        s.cr2 = 0xdead000;
+        const std::string text = vmm::describe_shutdown(r, s);
+        CHECK(text.find("rip=0xffffffff81000123") != std::string::npos);
+        CHECK(text.find("cr2=0xdead000") != std::string::npos);
+        CHECK(text.find("reset state") == std::string::npos);
+    }
+    SECTION("a guest that jumped to fff0 in protected mode is not taken for a reset") {
+        r.rip = 0xfff0;
+        s.cs.selector = 0xf000;
+        s.cs.base = 0xffff0000;
+        s.cr0 = 0x11;
+        CHECK(vmm::describe_shutdown(r, s).find("rip=0xfff0") != std::string::npos);
+    }
+}
+
+TEST_CASE("vcpu: a triple fault ends the VM as a reset, once, with an account of the state", "[kvm][vcpu]") {
+    vmm::Vcpu::install_kick_handler();
+    RealModeVm t;
+    vmm::Bus pio("pio"), mmio("mmio");
+    // An empty interrupt vector table: int3 raises #GP, which raises #DF, which shuts down.
+    t.ram.write(GuestAddress(0x1100), std::vector<uint8_t>(6, 0));
+    std::vector<vmm::VmExit> exits;
+    std::mutex exits_mutex;
+    vmm::Vcpu vcpu(t.make_vcpu({
+                       0x0f, 0x01, 0x1e, 0x00, 0x11,  // lidt [0x1100]    limit 0
+                       0xcc,                          // int3
+                       0xf4,                          // hlt (not reached)
+                   }),
+                   pio, mmio, t.ram, [&](vmm::VmExit e) {
+                       std::lock_guard lock(exits_mutex);
+                       exits.push_back(std::move(e));
+                   });
+    vcpu.start();
+    vcpu.join();
+
+    REQUIRE(exits.size() == 1);
+    CHECK(exits[0].reason == vmm::VmExit::Reason::GuestReset);
+    CHECK(exits[0].detail == "triple fault");
+    CHECK(vcpu.stats().shutdown_exits.load() == 1);
+    CHECK(vcpu.stats().hlt_exits.load() == 0);
+    // Either KVM kept the faulting state (the IVT limit of 0 is still loaded) or it reset the
+    // vCPU, and the account says which.
+    const kvm_regs r = vcpu.kvm().get_regs();
+    const kvm_sregs s = vcpu.kvm().get_sregs();
+    const std::string text = vmm::describe_shutdown(r, s);
+    INFO(text);
+    if (r.rip == 0xfff0 && s.cs.base == 0xffff0000) {
+        CHECK(text.find("already the reset state") != std::string::npos);
+    } else {
+        CHECK(s.idt.limit == 0);
+        CHECK(text.find("idt=0x0/0x0") != std::string::npos);
+    }
+}
