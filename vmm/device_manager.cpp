@@ -36,6 +36,9 @@ struct DeviceManager::Slot {
     // uses now.
     std::shared_ptr<virtio::block::BlockDevice> block;
     std::string drive_id;
+    // virtio-net: the device and its interface.
+    std::shared_ptr<virtio::net::NetDevice> net;
+    std::string iface_id;
     std::unique_ptr<virtio::StallWatchdog> watchdog;
 };
 
@@ -91,6 +94,7 @@ void DeviceManager::attach_drives(const std::vector<DriveConfig>& drives) {
         opts.id = d->drive_id;
         opts.read_only = d->is_read_only;
         opts.flush = d->cache_type == CacheType::Writeback;
+        if (d->rate_limiter) opts.rate_limiter = *d->rate_limiter;
         log::info("drive {}: {} ({}, io_engine {}, cache_type {}{})", d->drive_id, d->path_on_host,
                   d->is_read_only ? "read-only" : "read-write", to_string(d->io_engine),
                   opts.flush ? "Writeback" : "Unsafe", d->is_root_device ? ", root" : "");
@@ -155,6 +159,26 @@ void DeviceManager::update_drive(const DriveConfig& drive, const std::string& pa
     log::info("drive {}: now {} ({} sectors)", drive.drive_id, path_on_host, blk->capacity_sectors());
 }
 
+void DeviceManager::update_drive_rate_limiter(const std::string& drive_id, const RateLimiterConfig& limiter) {
+    const auto it = std::find_if(slots_.begin(), slots_.end(), [&](const std::unique_ptr<Slot>& s) {
+        return s->block != nullptr && s->drive_id == drive_id;
+    });
+    if (it == slots_.end()) throw Error(fmt::format("drives.{}: no virtio-blk device serves this drive", drive_id));
+    (*it)->block->update_rate_limiter(limiter);
+}
+
+void DeviceManager::update_network_rate_limiters(const std::string& iface_id,
+                                                 const std::optional<RateLimiterConfig>& rx,
+                                                 const std::optional<RateLimiterConfig>& tx) {
+    const auto it = std::find_if(slots_.begin(), slots_.end(), [&](const std::unique_ptr<Slot>& s) {
+        return s->net != nullptr && s->iface_id == iface_id;
+    });
+    if (it == slots_.end()) {
+        throw Error(fmt::format("network-interfaces.{}: no virtio-net device serves this interface", iface_id));
+    }
+    (*it)->net->update_rate_limiters(rx, tx);
+}
+
 void DeviceManager::attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces) {
     for (const NetworkInterfaceConfig& n : ifaces) {
         std::unique_ptr<virtio::net::Tap> tap;
@@ -174,10 +198,15 @@ void DeviceManager::attach_network_interfaces(const std::vector<NetworkInterface
             for (size_t i = 2; i < 6; i++) opts.mac[i] = static_cast<uint8_t>(rd());
         }
         if (n.mtu) opts.mtu = static_cast<uint16_t>(*n.mtu);
+        if (n.rx_rate_limiter) opts.rx_rate_limiter = *n.rx_rate_limiter;
+        if (n.tx_rate_limiter) opts.tx_rate_limiter = *n.tx_rate_limiter;
         log::info("network interface {}: TAP {}, MAC {}{}", n.iface_id, n.host_dev_name, format_mac(opts.mac),
                   n.mtu ? fmt::format(", MTU {}", *n.mtu) : std::string());
-        attach(std::make_shared<virtio::net::NetDevice>(std::move(tap), opts));
+        auto device = std::make_shared<virtio::net::NetDevice>(std::move(tap), opts);
+        attach(device);
+        slots_.back()->net = std::move(device);
         slots_.back()->metrics_key = "net_" + n.iface_id;
+        slots_.back()->iface_id = n.iface_id;
     }
 }
 

@@ -54,6 +54,11 @@ public:
     // `path_on_host` and the device watches the new backend's completions. Throws ConfigError naming
     // "drives.<id>.path_on_host"; the drive keeps its old image then.
     void update_drive(const DriveConfig& drive, const std::string& path_on_host);
+    // Run-time rate-limiter updates of a drive's or an interface's device (nullopt: that
+    // direction unchanged). Event-loop thread (the limiters' timers are armed there).
+    void update_drive_rate_limiter(const std::string& drive_id, const RateLimiterConfig& limiter);
+    void update_network_rate_limiters(const std::string& iface_id, const std::optional<RateLimiterConfig>& rx,
+                                      const std::optional<RateLimiterConfig>& tx);
 
     // A virtio-net device per interface, on its (existing) TAP device. Throws ConfigError
     // naming the interface if the TAP cannot be used.

@@ -125,6 +125,15 @@ void Vm::update_drive(const std::string& drive_id, const std::string& path_on_ho
     impl_->vmm->update_drive(drive_id, path_on_host);
 }
 
+void Vm::update_drive_rate_limiter(const std::string& drive_id, const vmm::RateLimiterConfig& limiter) {
+    impl_->vmm->update_drive_rate_limiter(drive_id, limiter);
+}
+
+void Vm::update_network_rate_limiters(const std::string& iface_id, const std::optional<vmm::RateLimiterConfig>& rx,
+                                      const std::optional<vmm::RateLimiterConfig>& tx) {
+    impl_->vmm->update_network_rate_limiters(iface_id, rx, tx);
+}
+
 bool Vm::send_ctrl_alt_del() { return impl_->vmm->send_ctrl_alt_del(); }
 
 std::string Vm::metrics_json() const { return impl_->vmm->metrics_json(); }

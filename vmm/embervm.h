@@ -78,6 +78,12 @@ public:
     // returns once done. Throws vmm::ConfigError naming "drives.<id>" or
     // "drives.<id>.path_on_host", Error if the VM is not running.
     void update_drive(const std::string& drive_id, const std::string& path_on_host);
+    // New rate limiters for a drive or a network interface while the guest runs (nullopt:
+    // that direction unchanged; semantics in virtio/rate_limiter.h). Any thread; returns once
+    // applied. Throws vmm::ConfigError naming the field, Error if the VM is not running.
+    void update_drive_rate_limiter(const std::string& drive_id, const vmm::RateLimiterConfig& limiter);
+    void update_network_rate_limiters(const std::string& iface_id, const std::optional<vmm::RateLimiterConfig>& rx,
+                                      const std::optional<vmm::RateLimiterConfig>& tx);
     // The guest's last balloon statistics as a JSON object (Firecracker's GET /balloon/statistics
     // field names, bytes), or nullopt without a balloon or statistics.
     std::optional<std::string> balloon_statistics_json() const;

@@ -26,6 +26,13 @@ public:
     // Records a change the VM made (these do not change the VM). A drive's new image; throws as
     // find_drive.
     void set_drive_path(const std::string& drive_id, const std::string& path_on_host);
+    // A drive's or an interface's rate limiters (nullopt: unchanged); throws as find_drive /
+    // "network-interfaces.<id>: no such network interface".
+    void set_drive_rate_limiter(const std::string& drive_id, const RateLimiterConfig& limiter);
+    void set_network_rate_limiters(const std::string& iface_id, const std::optional<RateLimiterConfig>& rx,
+                                   const std::optional<RateLimiterConfig>& tx);
+    // One interface as it stands now (a copy); throws as set_network_rate_limiters.
+    NetworkInterfaceConfig network_interface(const std::string& iface_id) const;
     // The balloon's target and statistics interval; nothing without a balloon section.
     void set_balloon_target_mib(uint64_t mib);
     void set_balloon_stats_interval(uint32_t seconds);

@@ -135,6 +135,32 @@ void Vmm::update_drive(const std::string& drive_id, const std::string& path_on_h
     if (!ran) throw Error(fmt::format("{}: the VM ended before the drive was updated", where));
 }
 
+void Vmm::update_drive_rate_limiter(const std::string& drive_id, const RateLimiterConfig& limiter) {
+    const std::string where = fmt::format("drives.{}", drive_id);
+    config_.drive(drive_id);  // no such drive
+    validate(limiter, where + ".rate_limiter");
+    if (!started_ || ended_) throw Error(fmt::format("{}: the VM is not running", where));
+    const bool ran = loop_calls_.call([this, &drive_id, &limiter] {
+        virtio_->update_drive_rate_limiter(drive_id, limiter);
+        config_.set_drive_rate_limiter(drive_id, limiter);
+    });
+    if (!ran) throw Error(fmt::format("{}: the VM ended before the rate limiter was updated", where));
+}
+
+void Vmm::update_network_rate_limiters(const std::string& iface_id, const std::optional<RateLimiterConfig>& rx,
+                                       const std::optional<RateLimiterConfig>& tx) {
+    const std::string where = fmt::format("network-interfaces.{}", iface_id);
+    config_.network_interface(iface_id);  // no such interface
+    if (rx) validate(*rx, where + ".rx_rate_limiter");
+    if (tx) validate(*tx, where + ".tx_rate_limiter");
+    if (!started_ || ended_) throw Error(fmt::format("{}: the VM is not running", where));
+    const bool ran = loop_calls_.call([this, &iface_id, &rx, &tx] {
+        virtio_->update_network_rate_limiters(iface_id, rx, tx);
+        config_.set_network_rate_limiters(iface_id, rx, tx);
+    });
+    if (!ran) throw Error(fmt::format("{}: the VM ended before the rate limiters were updated", where));
+}
+
 std::string Vmm::metrics_document(bool new_window) {
     nlohmann::json j = {{"utc_timestamp_ms", utc_timestamp_ms()}};
     // The vCPUs, devices and probe exist (and stay) once started_ is set.

@@ -113,6 +113,14 @@ public:
     // (missing, unreadable, read-only for a writable drive, locked, ...), Error when the VM is
     // not running or ends before the swap ran; the drive keeps its old image then.
     void update_drive(const std::string& drive_id, const std::string& path_on_host);
+    // Run-time rate limiters (Firecracker's PATCH /drives/{id} and /network-interfaces/{id}
+    // with rate_limiter / rx_rate_limiter / tx_rate_limiter): the limiter is replaced on the
+    // event loop and applies at once (virtio/rate_limiter.h: tokens kept, a held-back queue
+    // tried again); nullopt leaves a direction as it is. Throws ConfigError naming the field
+    // (bad bucket, no such drive or interface), Error when the VM is not running.
+    void update_drive_rate_limiter(const std::string& drive_id, const RateLimiterConfig& limiter);
+    void update_network_rate_limiters(const std::string& iface_id, const std::optional<RateLimiterConfig>& rx,
+                                      const std::optional<RateLimiterConfig>& tx);
 
     // Metrics (vmm/metrics.h): the current metrics document as one line of JSON. Any thread;
     // before the VM runs it holds only the timestamp. Does not start a new event-loop window.

@@ -375,8 +375,10 @@ TEST_CASE("API: drives, network interfaces and the balloon before boot", "[api]"
                  json{{"drive_id", "rootfs"}, {"path_on_host", img}, {"is_root_device", true}, {"is_read_only", true}});
     CHECK(r.status == 204);
     r = api.call("PUT", "/drives/bad", json{{"drive_id", "bad"}, {"path_on_host", img2}, {"is_root_device", false},
-                                            {"is_read_only", false}, {"rate_limiter", json::object()}});
+                                            {"is_read_only", false},
+                                            {"rate_limiter", {{"ops", {{"size", 10}, {"refill_time", 0}}}}}});
     CHECK(r.status == 400);
+    CHECK(r.fault() == "drives.bad.rate_limiter.ops.refill_time: must not be 0 when size is not 0 (size 0 means no limit)");
     r = api.call("PATCH", "/drives/rootfs", json{{"drive_id", "rootfs"}, {"path_on_host", img2}});
     CHECK(r.status == 400);
     CHECK(r.fault() == "PATCH /drives: not allowed before the microVM started (InstanceStart first)");

@@ -41,7 +41,10 @@ void put(std::vector<uint8_t>& cfg, size_t offset, T value) {
 }  // namespace
 
 BlockDevice::BlockDevice(std::unique_ptr<BlockBackend> backend, BlockDeviceOptions options)
-    : backend_(std::move(backend)), options_(std::move(options)), capacity_(backend_->size_bytes() / kSectorSize) {
+    : backend_(std::move(backend)),
+      options_(std::move(options)),
+      capacity_(backend_->size_bytes() / kSectorSize),
+      limiter_(options_.rate_limiter, options_.clock) {
     options_.read_only = options_.read_only || backend_->read_only();
     config_.assign(kConfigSize, 0);
     put<uint64_t>(config_, kCfgCapacity, capacity_);
@@ -104,13 +107,43 @@ void BlockDevice::on_reset_locked() {
     pending_.clear();
     backend_full_ = false;
     used_added_ = false;  // else the first pass after re-activation raises a stale interrupt
+    limiter_.reset_timer();  // the tokens stay: a reset buys no bandwidth
+    note_limiter_locked();
 }
 
 std::vector<DeviceBase::EventSource> BlockDevice::event_sources_locked() {
-    return {EventSource{backend_->completion_fd(), [this] {
+    return {EventSource{backend_->completion_fd(),
+                        [this] {
                             process_completions_locked();
                             return true;
+                        }},
+            EventSource{limiter_.timer_fd(), [this] {
+                            on_limiter_timer_locked();
+                            return true;
                         }}};
+}
+
+void BlockDevice::on_limiter_timer_locked() {
+    if (limiter_.on_timer()) process_queue_locked();
+}
+
+void BlockDevice::note_limiter_locked() {
+    counters_.rate_limiter_throttled_events.store(limiter_.throttled_events(), std::memory_order_relaxed);
+    counters_.rate_limiter_throttled.store(limiter_.blocked(), std::memory_order_relaxed);
+}
+
+void BlockDevice::update_rate_limiter(const RateLimiterConfig& config) {
+    std::lock_guard lock(mutex());
+    limiter_.update(config);
+    options_.rate_limiter = config;
+    log::info("{}: rate limiter {}", name(), limiter_.limited() ? "updated" : "off");
+    if (active() && !broken()) process_queue_locked();
+    note_limiter_locked();  // also when not activated
+}
+
+RateLimiterConfig BlockDevice::rate_limiter() const {
+    std::lock_guard lock(mutex());
+    return limiter_.config();
 }
 
 void BlockDevice::drain_backend_locked() {
@@ -220,6 +253,8 @@ BlockCounters BlockDevice::counters() const {
     c.io_errors = get(counters_.io_errors);
     c.unsupported_requests = get(counters_.unsupported_requests);
     c.device_errors = device_errors();
+    c.rate_limiter_throttled_events = get(counters_.rate_limiter_throttled_events);
+    c.rate_limiter_throttled = counters_.rate_limiter_throttled.load(std::memory_order_relaxed);
     return c;
 }
 
@@ -235,7 +270,9 @@ nlohmann::json counters_json(const BlockCounters& c) {
             {"read_bytes", c.read_bytes},
             {"write_bytes", c.write_bytes},
             {"io_errors", c.io_errors},
-            {"unsupported_requests", c.unsupported_requests}};
+            {"unsupported_requests", c.unsupported_requests},
+            {"rate_limiter_throttled_events", c.rate_limiter_throttled_events},
+            {"rate_limiter_throttled", c.rate_limiter_throttled ? 1 : 0}};
 }
 
 void BlockDevice::log_counters() const {
@@ -320,14 +357,40 @@ void BlockDevice::complete(uint16_t head, uint32_t used_len, memory::GuestAddres
     }
 }
 
+namespace {
+
+// The bytes a request costs the rate limiter: its data buffers (without the header and the
+// status byte; 0 for a chain too short to be a request, which parsing refuses).
+uint64_t request_cost_bytes(const DescriptorChain& chain) {
+    const uint64_t total = uint64_t{chain.readable_len()} + chain.writable_len();
+    return total > 17 ? total - 17 : 0;
+}
+
+}  // namespace
+
 void BlockDevice::process_queue_locked() {
+    pump_queue_locked();
+    note_limiter_locked();
+}
+
+void BlockDevice::pump_queue_locked() {
     for (;;) {
         backend_full_ = false;  // about this pass only
+        bool throttled = false;
         try {
             for (;;) {
                 queue().disable_notification(mem());
                 while (auto chain = queue().pop_available(mem())) {
+                    // Held back by the rate limiter: the request stays in the ring and the
+                    // limiter's timer brings the device back (kicks stay off meanwhile).
+                    const uint64_t cost = request_cost_bytes(*chain);
+                    if (!limiter_.consume(cost)) {
+                        queue().undo_pop();
+                        throttled = true;
+                        break;
+                    }
                     if (!handle_chain(*chain)) {
+                        limiter_.give_back(cost);
                         queue().undo_pop();
                         backend_full_ = true;
                         break;
@@ -338,7 +401,7 @@ void BlockDevice::process_queue_locked() {
                     }
                 }
                 backend_->flush_submissions();
-                if (backend_full_ || !queue().enable_notification(mem())) {
+                if (backend_full_ || throttled || !queue().enable_notification(mem())) {
                     break;
                 }
             }

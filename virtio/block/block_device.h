@@ -18,6 +18,7 @@
 #include "virtio/block/backend.h"
 #include "virtio/block/request.h"
 #include "virtio/device_base.h"
+#include "virtio/rate_limiter.h"
 #include "vmm/sys/log_limiter.h"
 
 namespace embervm::virtio::block {
@@ -33,6 +34,8 @@ struct BlockCounters {
     uint64_t io_errors = 0;             // completed with VIRTIO_BLK_S_IOERR (backend failure, bad range, ...)
     uint64_t unsupported_requests = 0;  // completed with VIRTIO_BLK_S_UNSUPP (unknown type, feature not acked)
     uint64_t device_errors = 0;         // guest errors that put the device in DEVICE_NEEDS_RESET
+    uint64_t rate_limiter_throttled_events = 0;  // times the rate limiter held the queue back
+    bool rate_limiter_throttled = false;         // held back now (waiting for its timer)
 };
 // The counters as a metrics section (vmm/metrics.h), without device_errors (the VMM adds the
 // transport's "needs_reset" count).
@@ -43,6 +46,10 @@ struct BlockDeviceOptions {
     std::string id;          // drive_id: the GET_ID serial (truncated to 20 bytes)
     bool read_only = false;  // VIRTIO_BLK_F_RO; writes, discards and write-zeroes fail with IOERR
     bool flush = false;      // offer VIRTIO_BLK_F_FLUSH (cache_type Writeback)
+    // The drive's rate limiter (virtio/rate_limiter.h): a request costs one op and the bytes of
+    // its data buffers (the chain without the 16-byte header and the status byte).
+    RateLimiterConfig rate_limiter;
+    std::shared_ptr<const RateLimiterClock> clock = steady_rate_limiter_clock();  // tests: a fake
 };
 
 class BlockDevice : public DeviceBase {
@@ -82,6 +89,11 @@ public:
     // throws (the exception propagates, the device keeps its backend).
     bool reopen_backend(const std::function<std::unique_ptr<BlockBackend>()>& open);
 
+    // Run-time rate-limiter update (any thread): the new buckets apply at once, a queue held
+    // back by the old ones is tried again.
+    void update_rate_limiter(const RateLimiterConfig& config);
+    RateLimiterConfig rate_limiter() const;
+
 private:
     struct Pending {
         uint16_t head;
@@ -101,6 +113,8 @@ private:
         std::atomic<uint64_t> discard_requests{0}, write_zeroes_requests{0}, get_id_requests{0};
         std::atomic<uint64_t> read_bytes{0}, write_bytes{0};
         std::atomic<uint64_t> io_errors{0}, unsupported_requests{0};
+        std::atomic<uint64_t> rate_limiter_throttled_events{0};
+        std::atomic<bool> rate_limiter_throttled{false};
     };
 
     void on_activate_locked(const Activation& a) override;
@@ -109,9 +123,14 @@ private:
     std::vector<EventSource> event_sources_locked() override;
     Queue& queue() const { return queues()[0]; }
 
-    // Pops and starts requests until the queue is empty or the backend is full. Called with
-    // mutex_ held.
+    // Pops and starts requests until the queue is empty, the backend is full or the rate
+    // limiter holds the queue back. Called with mutex_ held.
     void process_queue_locked();
+    void pump_queue_locked();  // the loop of process_queue_locked
+    // The rate limiter's timer fired: the queue is tried again.
+    void on_limiter_timer_locked();
+    // Copies the limiter's state into the counters (after each use of the limiter).
+    void note_limiter_locked();
     // Starts one request; false if the backend was full (the chain is put back).
     bool handle_chain(const DescriptorChain& chain);
     // The counter of requests of `type`; nullptr for types the device does not know.
@@ -137,6 +156,7 @@ private:
 
     // The rest under mutex().
     bool backend_full_ = false;
+    RateLimiter limiter_;
     uint64_t next_tag_ = 1;
     std::unordered_map<uint64_t, Pending> pending_;
     bool used_added_ = false;

@@ -41,7 +41,11 @@ void write_at(std::span<const std::span<uint8_t>> slices, size_t off, std::span<
 }  // namespace
 
 NetDevice::NetDevice(std::unique_ptr<NetBackend> backend, NetDeviceOptions options)
-    : backend_(std::move(backend)), options_(std::move(options)), rx_frame_(kRxBounceBytes) {
+    : backend_(std::move(backend)),
+      options_(std::move(options)),
+      rx_limiter_(options_.rx_rate_limiter, options_.clock),
+      tx_limiter_(options_.tx_rate_limiter, options_.clock),
+      rx_frame_(kRxBounceBytes) {
     config_.assign(kConfigSize, 0);
     std::memcpy(config_.data() + kCfgMac, options_.mac.data(), 6);
     const uint16_t status = kLinkUp, pairs = 1, mtu = options_.mtu.value_or(0);
@@ -98,13 +102,67 @@ void NetDevice::on_reset_locked() {
     rxq_ = nullptr;
     txq_ = nullptr;
     rx_waiting_ = false;
+    rx_throttled_ = false;
     rx_frame_len_ = 0;
     rx_chains_.clear();
     rx_chains_capacity_ = 0;
+    rx_limiter_.reset_timer();  // the tokens stay: a reset buys no bandwidth
+    tx_limiter_.reset_timer();
 }
 
 std::vector<DeviceBase::EventSource> NetDevice::event_sources_locked() {
-    return {EventSource{backend_->fd(), [this] { return rx_ready_locked(); }}};
+    // The TAP first: resume_source_locked(0) watches it again.
+    return {EventSource{backend_->fd(), [this] { return rx_ready_locked(); }},
+            EventSource{tx_limiter_.timer_fd(),
+                        [this] {
+                            on_tx_timer_locked();
+                            return true;
+                        }},
+            EventSource{rx_limiter_.timer_fd(), [this] {
+                            on_rx_timer_locked();
+                            return true;
+                        }}};
+}
+
+void NetDevice::on_tx_timer_locked() {
+    if (tx_limiter_.on_timer()) process_tx_locked();
+}
+
+void NetDevice::on_rx_timer_locked() {
+    rx_limiter_.on_timer();
+    if (rx_throttled_) resume_rx_locked();
+}
+
+void NetDevice::resume_rx_locked() {
+    rx_throttled_ = false;
+    const bool more = process_rx_locked();
+    if (more) {
+        resume_source_locked(0);
+    } else if (!rx_throttled_) {
+        rx_waiting_ = true;  // out of buffers: the next RX kick resumes
+    }
+}
+
+void NetDevice::update_rate_limiters(const std::optional<RateLimiterConfig>& rx,
+                                     const std::optional<RateLimiterConfig>& tx) {
+    std::lock_guard lock(mutex());
+    if (rx) {
+        rx_limiter_.update(*rx);
+        options_.rx_rate_limiter = *rx;
+    }
+    if (tx) {
+        tx_limiter_.update(*tx);
+        options_.tx_rate_limiter = *tx;
+    }
+    log::info("{}: rate limiters updated (rx {}, tx {})", name(), rx_limiter_.limited() ? "limited" : "unlimited",
+              tx_limiter_.limited() ? "limited" : "unlimited");
+    if (!active() || broken()) return;
+    try {
+        if (tx) process_tx_locked();
+        if (rx && rx_throttled_) resume_rx_locked();
+    } catch (const std::exception& e) {
+        fail_locked(e.what());
+    }
 }
 
 DeviceProgress NetDevice::progress() const {
@@ -128,6 +186,10 @@ NetCounters NetDevice::counters() const {
     std::lock_guard lock(mutex());
     NetCounters c = counters_;
     c.device_errors = device_errors();
+    c.rx_rate_limiter_throttled = rx_limiter_.throttled_events();
+    c.tx_rate_limiter_throttled = tx_limiter_.throttled_events();
+    c.rx_throttled = rx_limiter_.blocked();
+    c.tx_throttled = tx_limiter_.blocked();
     return c;
 }
 
@@ -136,7 +198,11 @@ nlohmann::json NetDevice::metrics_json() const { return counters_json(counters()
 nlohmann::json counters_json(const NetCounters& c) {
     return {{"rx_frames", c.rx_frames}, {"rx_bytes", c.rx_bytes},   {"rx_dropped", c.rx_dropped},
             {"rx_errors", c.rx_errors}, {"rx_paused", c.rx_paused}, {"tx_frames", c.tx_frames},
-            {"tx_bytes", c.tx_bytes},   {"tx_dropped", c.tx_dropped}, {"tx_errors", c.tx_errors}};
+            {"tx_bytes", c.tx_bytes},   {"tx_dropped", c.tx_dropped}, {"tx_errors", c.tx_errors},
+            {"rx_rate_limiter_throttled", c.rx_rate_limiter_throttled},
+            {"tx_rate_limiter_throttled", c.tx_rate_limiter_throttled},
+            {"rx_throttled", c.rx_throttled ? 1 : 0},
+            {"tx_throttled", c.tx_throttled ? 1 : 0}};
 }
 
 void NetDevice::log_counters() const {
@@ -168,7 +234,7 @@ void NetDevice::on_queue_locked(uint16_t queue_index) {
 bool NetDevice::rx_ready_locked() {
     try {
         const bool more = process_rx_locked();
-        rx_waiting_ = !more;
+        rx_waiting_ = !more && !rx_throttled_;
         return more;
     } catch (const std::exception& e) {
         fail_locked(e.what());
@@ -199,6 +265,10 @@ bool NetDevice::process_rx_locked() {
             case RxStep::kStopped:  // guest error (broken()) or backend read error
                 go = false;
                 break;
+            case RxStep::kThrottled:  // the RX limiter's timer resumes
+                rx_throttled_ = true;
+                go = false;
+                break;
         }
     }
     if (delivered && !broken()) signal_locked(0);
@@ -219,6 +289,8 @@ std::optional<DescriptorChain> NetDevice::pop_rx_chain_locked() {
 NetDevice::RxStep NetDevice::receive_frame_locked() {
     Queue& q = *rxq_;
     if (rx_frame_len_ == 0) {
+        // A new frame only while the RX limiter has tokens (the frame's cost is charged once read).
+        if (!rx_limiter_.ready()) return RxStep::kThrottled;
         auto chain = pop_rx_chain_locked();
         if (!chain) return RxStep::kNoBuffers;
         if (!chain->readable().empty()) {
@@ -258,6 +330,7 @@ NetDevice::RxStep NetDevice::receive_frame_locked() {
             return RxStep::kStopped;
         }
         const auto len = static_cast<size_t>(n);
+        rx_limiter_.charge(len > kNetHdrSize ? len - kNetHdrSize : 0);  // read: it costs, delivered or not
         // Without MRG_RXBUF the frame must fit the one chain. The kernel reports a frame longer
         // than the buffers given with its full length (the copy was truncated).
         const size_t room = direct ? cap : mrg_rxbuf_ ? rx_frame_.size() : std::min<size_t>(cap, rx_frame_.size());
@@ -336,6 +409,12 @@ void NetDevice::process_tx_locked() {
             }
             if (len > kNetHdrSize + kMaxFrameBytes) {
                 fail_locked(fmt::format("transmit chain of {} bytes is longer than the largest frame", len));
+                return;
+            }
+            // Held back by the limiter: the frame stays in the queue until its timer (kicks stay off).
+            if (!tx_limiter_.consume(len - kNetHdrSize)) {
+                q.undo_pop();
+                if (returned) signal_locked(1);
                 return;
             }
             Reader r = chain->reader(mem());

@@ -35,6 +35,7 @@
 
 #include "virtio/device_base.h"
 #include "virtio/net/backend.h"
+#include "virtio/rate_limiter.h"
 #include "vmm/sys/log_limiter.h"
 
 namespace embervm::virtio::net {
@@ -82,6 +83,12 @@ struct NetDeviceOptions {
     std::string id;                         // iface_id, for logs
     std::array<uint8_t, 6> mac{};           // VIRTIO_NET_F_MAC
     std::optional<uint16_t> mtu;            // VIRTIO_NET_F_MTU when set
+    // Rate limiters (virtio/rate_limiter.h): a frame costs one op and its bytes without the
+    // virtio-net header. TX frames wait in the transmit queue while throttled; RX stops
+    // reading the TAP (its watch paused, frames wait there) and charges each frame once read.
+    RateLimiterConfig rx_rate_limiter;
+    RateLimiterConfig tx_rate_limiter;
+    std::shared_ptr<const RateLimiterClock> clock = steady_rate_limiter_clock();  // tests: a fake
 };
 
 // Counters for metrics (monotonic). Bytes count packets without the virtio-net header.
@@ -94,6 +101,8 @@ struct NetCounters {
     uint64_t tx_dropped = 0;  // the backend refused the frame (full: -EAGAIN, -ENOBUFS)
     uint64_t tx_errors = 0;   // the backend failed the write otherwise (frame dropped too)
     uint64_t device_errors = 0;  // guest errors: the device went to NEEDS_RESET
+    uint64_t rx_rate_limiter_throttled = 0, tx_rate_limiter_throttled = 0;  // throttling events
+    bool rx_throttled = false, tx_throttled = false;                      // held back now
 };
 // The counters as a metrics section (vmm/metrics.h), without device_errors (the VMM adds the
 // transport's "needs_reset" count).
@@ -117,6 +126,10 @@ public:
 
     NetCounters counters() const;
 
+    // Run-time rate-limiter updates (any thread; nullopt: unchanged). The new buckets apply at
+    // once; a direction held back by the old ones is tried again.
+    void update_rate_limiters(const std::optional<RateLimiterConfig>& rx, const std::optional<RateLimiterConfig>& tx);
+
 private:
     // One popped receive chain waiting for (part of) a frame.
     struct RxChain {
@@ -124,7 +137,7 @@ private:
         uint32_t capacity;
     };
     // What one receive step did.
-    enum class RxStep { kDelivered, kDropped, kNoBuffers, kDrained, kStopped };
+    enum class RxStep { kDelivered, kDropped, kNoBuffers, kDrained, kStopped, kThrottled };
 
     void on_activate_locked(const Activation& a) override;
     void on_queue_locked(uint16_t queue_index) override;
@@ -141,6 +154,10 @@ private:
     // Copies the frame in rx_frame_ into the chains in rx_chains_ and returns them, all at once.
     void deliver_frame_locked();
     void process_tx_locked();
+    void on_rx_timer_locked();
+    void on_tx_timer_locked();
+    // Receiving again after the RX limiter let go (timer or update).
+    void resume_rx_locked();
     void signal_locked(uint16_t queue);
 
     std::unique_ptr<NetBackend> backend_;
@@ -152,6 +169,9 @@ private:
     Queue* txq_ = nullptr;
     bool mrg_rxbuf_ = false;
     bool rx_waiting_ = false;  // rx_ready_locked() returned false; resume on the next RX kick
+    bool rx_throttled_ = false;  // the RX limiter stopped receiving; resume on its timer
+    RateLimiter rx_limiter_;
+    RateLimiter tx_limiter_;
 
     // The frame being received (header + packet) and the chains gathered for it.
     std::vector<uint8_t> rx_frame_;

@@ -27,6 +27,15 @@ ApiResponse no_content() { return ApiResponse{204, {}}; }
 ApiResponse ok_json(const json& j) { return ApiResponse{200, j.dump()}; }
 ApiResponse bad_request(std::string_view message) { return api_fault(400, message); }
 
+// A PATCH's rate limiter over the current one (Firecracker's update): a bucket in the update
+// replaces the current one (size 0: no limit), a bucket left out stays.
+RateLimiterConfig merge_rate_limiter(const std::optional<RateLimiterConfig>& current, const RateLimiterConfig& update) {
+    RateLimiterConfig merged = current.value_or(RateLimiterConfig{});
+    if (update.bandwidth) merged.bandwidth = update.bandwidth;
+    if (update.ops) merged.ops = update.ops;
+    return merged;
+}
+
 // Firecracker resources embervm does not implement: refused by name rather than "not found".
 constexpr std::array<std::string_view, 9> kUnsupportedPaths = {
     "/mmds", "/mmds/config", "/snapshot/create", "/snapshot/load", "/vsock", "/entropy", "/cpu-config",
@@ -201,12 +210,8 @@ ApiResponse ApiController::route(const ApiRequest& request) {
     }
     if (auto id = path_id(path, "/network-interfaces/")) {
         if (auto r = allow({"PUT", "PATCH"})) return *r;
-        if (method == "PATCH") {
-            return bad_request(fmt::format("network-interfaces.{}: run-time updates (rate limiters) are not supported "
-                                           "by embervm",
-                                           *id));
-        }
-        return put_network_interface(*id, body(fmt::format("network-interfaces.{}", *id)));
+        const json b = body(fmt::format("network-interfaces.{}", *id));
+        return method == "PUT" ? put_network_interface(*id, b) : patch_network_interface(*id, b);
     }
     if (path == "/balloon") {
         if (auto r = allow({"GET", "PUT", "PATCH"})) return *r;
@@ -299,12 +304,12 @@ ApiResponse ApiController::patch_drive(const std::string& id, const json& body) 
     check_body_id(body, "drive_id", id, where);
     const JsonFields f(body, where, {"drive_id", "path_on_host", "rate_limiter"});
     f.required_string("drive_id");
-    if (f.find("rate_limiter")) throw ConfigError(fmt::format("{}.rate_limiter: rate limiters are not supported", where));
     const auto path = f.optional_string("path_on_host");
-    find_drive(vm_->config(), id);  // "drives.<id>: no such drive", with or without a path
-    if (!path) return no_content();  // nothing to change
-    if (path->empty()) throw ConfigError(fmt::format("{}.path_on_host: empty", where));
-    vm_->update_drive(id, *path);  // the drive swap, recorded in the VM's configuration
+    const auto limiter = optional_rate_limiter(f, "rate_limiter");  // checked before anything changes
+    const DriveConfig current = find_drive(vm_->config(), id);  // "drives.<id>: no such drive"
+    if (path && path->empty()) throw ConfigError(fmt::format("{}.path_on_host: empty", where));
+    if (path) vm_->update_drive(id, *path);  // the drive swap, recorded in the VM's configuration
+    if (limiter) vm_->update_drive_rate_limiter(id, merge_rate_limiter(current.rate_limiter, *limiter));
     return no_content();
 }
 
@@ -318,6 +323,26 @@ ApiResponse ApiController::put_network_interface(const std::string& id, const js
     validate_network_interfaces(next.network_interfaces);
     std::lock_guard lock(mutex_);
     draft_ = std::move(next);
+    return no_content();
+}
+
+ApiResponse ApiController::patch_network_interface(const std::string& id, const json& body) {
+    const std::string where = fmt::format("network-interfaces.{}", id);
+    if (auto r = refuse_unless(false, "PATCH /network-interfaces")) return *r;
+    check_body_id(body, "iface_id", id, where);
+    const JsonFields f(body, where, {"iface_id", "rx_rate_limiter", "tx_rate_limiter"});
+    f.required_string("iface_id");
+    const auto rx = optional_rate_limiter(f, "rx_rate_limiter");
+    const auto tx = optional_rate_limiter(f, "tx_rate_limiter");
+    const VmConfig config = vm_->config();
+    const auto it = std::find_if(config.network_interfaces.begin(), config.network_interfaces.end(),
+                                 [&](const NetworkInterfaceConfig& n) { return n.iface_id == id; });
+    if (it == config.network_interfaces.end()) throw ConfigError(where + ": no such network interface");
+    if (!rx && !tx) return no_content();  // nothing to change
+    std::optional<RateLimiterConfig> next_rx, next_tx;
+    if (rx) next_rx = merge_rate_limiter(it->rx_rate_limiter, *rx);
+    if (tx) next_tx = merge_rate_limiter(it->tx_rate_limiter, *tx);
+    vm_->update_network_rate_limiters(id, next_rx, next_tx);
     return no_content();
 }
 

@@ -79,6 +79,7 @@ private:
     ApiResponse put_drive(const std::string& id, const nlohmann::json& body);
     ApiResponse patch_drive(const std::string& id, const nlohmann::json& body);
     ApiResponse put_network_interface(const std::string& id, const nlohmann::json& body);
+    ApiResponse patch_network_interface(const std::string& id, const nlohmann::json& body);
     ApiResponse get_balloon() const;
     ApiResponse put_balloon(const nlohmann::json& body);
     ApiResponse patch_balloon(const nlohmann::json& body);

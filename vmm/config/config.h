@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "virtio/block/io_engine.h"
+#include "virtio/rate_limiter.h"
 #include "vmm/sys/error.h"
 
 namespace embervm::vmm {
@@ -65,6 +66,11 @@ struct MachineConfig {
 enum class CacheType { Unsafe, Writeback };  // Writeback: FLUSH is offered and made durable
 using virtio::block::IoEngine;               // Sync or Async (io_uring); names in io_engine.h
 
+// Firecracker's "rate_limiter" objects: {"bandwidth": TokenBucket, "ops": TokenBucket}, each
+// bucket {"size", "one_time_burst", "refill_time" (ms)}; semantics in virtio/rate_limiter.h.
+using virtio::RateLimiterConfig;
+using virtio::TokenBucketConfig;
+
 inline constexpr size_t kMaxDrives = 16;
 inline constexpr size_t kMaxDriveIdBytes = 64;
 
@@ -76,6 +82,7 @@ struct DriveConfig {
     std::optional<std::string> partuuid;  // root device: root=PARTUUID=... instead of /dev/vda
     CacheType cache_type = CacheType::Unsafe;
     IoEngine io_engine = IoEngine::Sync;
+    std::optional<RateLimiterConfig> rate_limiter;
 
     bool operator==(const DriveConfig&) const = default;
 };
@@ -96,6 +103,8 @@ struct NetworkInterfaceConfig {
     std::string host_dev_name;
     std::optional<MacAddress> guest_mac;  // generated (locally administered) when absent
     std::optional<uint32_t> mtu;
+    std::optional<RateLimiterConfig> rx_rate_limiter;  // frames from the TAP to the guest
+    std::optional<RateLimiterConfig> tx_rate_limiter;  // frames from the guest to the TAP
 
     bool operator==(const NetworkInterfaceConfig&) const = default;
 };

@@ -105,7 +105,7 @@ DriveConfig drive_from_json(const json& j, const std::string& where) {
     // socket: vhost-user.
     const JsonFields f(j, where, {"drive_id", "path_on_host", "is_root_device", "is_read_only", "partuuid",
                                   "cache_type", "io_engine", "rate_limiter", "socket"});
-    refuse_unsupported(f, {"rate_limiter", "socket"});
+    refuse_unsupported(f, {"socket"});
     DriveConfig d;
     d.drive_id = f.required_string("drive_id");
     d.path_on_host = f.required_string("path_on_host");
@@ -118,6 +118,7 @@ DriveConfig drive_from_json(const json& j, const std::string& where) {
     if (const auto engine = f.optional_choice("io_engine", virtio::block::io_engine_names())) {
         d.io_engine = *virtio::block::io_engine_from_string(*engine);
     }
+    d.rate_limiter = optional_rate_limiter(f, "rate_limiter");
     validate(d, where);
     return d;
 }
@@ -125,14 +126,45 @@ DriveConfig drive_from_json(const json& j, const std::string& where) {
 NetworkInterfaceConfig network_interface_from_json(const json& j, const std::string& where) {
     const JsonFields f(j, where, {"iface_id", "host_dev_name", "guest_mac", "mtu", "rx_rate_limiter",
                                   "tx_rate_limiter"});
-    refuse_unsupported(f, {"rx_rate_limiter", "tx_rate_limiter"});
     NetworkInterfaceConfig n;
     n.iface_id = f.required_string("iface_id");
     n.host_dev_name = f.required_string("host_dev_name");
     if (const auto mac = f.optional_string("guest_mac")) n.guest_mac = parse_mac(f.path("guest_mac"), *mac);
     if (const auto mtu = f.optional_uint("mtu", kMinMtu, kMaxMtu)) n.mtu = static_cast<uint32_t>(*mtu);
+    n.rx_rate_limiter = optional_rate_limiter(f, "rx_rate_limiter");
+    n.tx_rate_limiter = optional_rate_limiter(f, "tx_rate_limiter");
     validate(n, where);
     return n;
+}
+
+namespace {
+
+std::optional<TokenBucketConfig> token_bucket_from_json(const JsonFields& parent, std::string_view key) {
+    const json* j = parent.find(key);
+    if (j == nullptr || j->is_null()) return std::nullopt;
+    const JsonFields f(*j, parent.path(key), {"size", "one_time_burst", "refill_time"});
+    TokenBucketConfig b;
+    b.size = f.required_uint("size", 0, virtio::kMaxBucketTokens);
+    b.one_time_burst = f.optional_uint("one_time_burst", 0, virtio::kMaxBucketTokens).value_or(0);
+    b.refill_time_ms = f.required_uint("refill_time", 0, virtio::kMaxRefillTimeMs);
+    return b;
+}
+
+}  // namespace
+
+RateLimiterConfig rate_limiter_from_json(const json& j, const std::string& where) {
+    const JsonFields f(j, where, {"bandwidth", "ops"});
+    RateLimiterConfig r;
+    r.bandwidth = token_bucket_from_json(f, "bandwidth");
+    r.ops = token_bucket_from_json(f, "ops");
+    validate(r, where);
+    return r;
+}
+
+std::optional<RateLimiterConfig> optional_rate_limiter(const JsonFields& f, std::string_view key) {
+    const json* j = f.find(key);
+    if (j == nullptr || j->is_null()) return std::nullopt;
+    return rate_limiter_from_json(*j, f.path(key));
 }
 
 BalloonConfig balloon_from_json(const json& j, const std::string& where) {

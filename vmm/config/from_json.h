@@ -28,6 +28,10 @@ VmConfig load_config_file(const std::string& path);
 BootSourceConfig boot_source_from_json(const nlohmann::json& j, const std::string& where);
 MachineConfig machine_config_from_json(const nlohmann::json& j, const std::string& where);
 DriveConfig drive_from_json(const nlohmann::json& j, const std::string& where);
+// A "rate_limiter" object; a bucket that is absent or null is nullopt.
+RateLimiterConfig rate_limiter_from_json(const nlohmann::json& j, const std::string& where);
+// An optional "rate_limiter" field of `f`'s object (absent or null: nullopt).
+std::optional<RateLimiterConfig> optional_rate_limiter(const JsonFields& f, std::string_view key);
 NetworkInterfaceConfig network_interface_from_json(const nlohmann::json& j, const std::string& where);
 BalloonConfig balloon_from_json(const nlohmann::json& j, const std::string& where);
 // "level" is matched case-insensitively ("info", "Warning"; "warn" is accepted too).

@@ -19,11 +19,22 @@ json array_to_json(const std::vector<T>& items) {
 
 }  // namespace
 
+json to_json(const RateLimiterConfig& r) {
+    json j = json::object();
+    const auto bucket = [](const TokenBucketConfig& b) {
+        return json{{"size", b.size}, {"one_time_burst", b.one_time_burst}, {"refill_time", b.refill_time_ms}};
+    };
+    if (r.bandwidth) j["bandwidth"] = bucket(*r.bandwidth);
+    if (r.ops) j["ops"] = bucket(*r.ops);
+    return j;
+}
+
 json to_json(const DriveConfig& d) {
     json j = {{"drive_id", d.drive_id},         {"path_on_host", d.path_on_host},
               {"is_root_device", d.is_root_device}, {"is_read_only", d.is_read_only},
               {"cache_type", to_string(d.cache_type)}, {"io_engine", to_string(d.io_engine)}};
     if (d.partuuid) j["partuuid"] = *d.partuuid;
+    if (d.rate_limiter) j["rate_limiter"] = to_json(*d.rate_limiter);
     return j;
 }
 
@@ -31,6 +42,8 @@ json to_json(const NetworkInterfaceConfig& n) {
     json j = {{"iface_id", n.iface_id}, {"host_dev_name", n.host_dev_name}};
     if (n.guest_mac) j["guest_mac"] = format_mac(*n.guest_mac);
     if (n.mtu) j["mtu"] = *n.mtu;
+    if (n.rx_rate_limiter) j["rx_rate_limiter"] = to_json(*n.rx_rate_limiter);
+    if (n.tx_rate_limiter) j["tx_rate_limiter"] = to_json(*n.tx_rate_limiter);
     return j;
 }
 

@@ -11,6 +11,7 @@ namespace embervm::vmm {
 // fields and an unset boot source are omitted.
 nlohmann::json to_json(const BootSourceConfig& boot_source);
 nlohmann::json to_json(const MachineConfig& machine_config);
+nlohmann::json to_json(const RateLimiterConfig& limiter);
 nlohmann::json to_json(const DriveConfig& drive);
 nlohmann::json to_json(const NetworkInterfaceConfig& iface);
 nlohmann::json to_json(const BalloonConfig& balloon);

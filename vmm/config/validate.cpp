@@ -62,12 +62,28 @@ void validate(const MachineConfig& mc, std::string_view where) {
     if (mc.smt) throw field_error(path("smt"), "true is not supported (embervm does not emulate SMT topology)");
 }
 
+void validate(const RateLimiterConfig& r, std::string_view where) {
+    const auto check = [&](const std::optional<TokenBucketConfig>& b, std::string_view name) {
+        if (!b) return;
+        const std::string at = fmt::format("{}.{}", where, name);
+        check_range(at + ".size", b->size, 0, virtio::kMaxBucketTokens);
+        check_range(at + ".one_time_burst", b->one_time_burst, 0, virtio::kMaxBucketTokens);
+        check_range(at + ".refill_time", b->refill_time_ms, 0, virtio::kMaxRefillTimeMs);
+        if (b->refill_time_ms == 0 && b->size != 0) {
+            throw field_error(at + ".refill_time", "must not be 0 when size is not 0 (size 0 means no limit)");
+        }
+    };
+    check(r.bandwidth, "bandwidth");
+    check(r.ops, "ops");
+}
+
 void validate(const DriveConfig& d, std::string_view where) {
     const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
     // The id is also the virtio-blk serial (GET_ID) and appears in logs and API paths.
     check_id(path("drive_id"), d.drive_id);
     if (d.path_on_host.empty()) throw field_error(path("path_on_host"), "must not be empty");
     check_no_nul(path("path_on_host"), d.path_on_host);
+    if (d.rate_limiter) validate(*d.rate_limiter, path("rate_limiter"));
     if (d.partuuid) {
         if (!d.is_root_device) throw field_error(path("partuuid"), "is only meaningful with is_root_device: true");
         if (d.partuuid->empty()) throw field_error(path("partuuid"), "must not be empty");
@@ -124,6 +140,8 @@ void validate(const NetworkInterfaceConfig& n, std::string_view where) {
         if (*n.guest_mac == MacAddress{}) throw field_error(path("guest_mac"), "00:00:00:00:00:00 is not usable");
     }
     if (n.mtu) check_range(path("mtu"), *n.mtu, kMinMtu, kMaxMtu);
+    if (n.rx_rate_limiter) validate(*n.rx_rate_limiter, path("rx_rate_limiter"));
+    if (n.tx_rate_limiter) validate(*n.tx_rate_limiter, path("tx_rate_limiter"));
 }
 
 void validate_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces, std::string_view where) {

@@ -14,6 +14,8 @@ namespace embervm::vmm {
 // filesystem access. `where` prefixes the field paths in error messages.
 void validate(const BootSourceConfig& boot_source, std::string_view where = "boot-source");
 void validate(const MachineConfig& machine_config, std::string_view where = "machine-config");
+// Buckets: refill_time 0 with a non-zero size is refused (size 0 is the way to say "no limit").
+void validate(const RateLimiterConfig& limiter, std::string_view where);
 void validate(const DriveConfig& drive, std::string_view where);
 // Also checks across drives: unique drive_id, at most one root device, at most kMaxDrives.
 void validate_drives(const std::vector<DriveConfig>& drives, std::string_view where = "drives");

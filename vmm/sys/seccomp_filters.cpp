@@ -75,6 +75,9 @@ Calls vcpu_calls() {
          1, vcpu_ioctls()},
         {"io_uring_enter", "a virtio-blk reset waits for its io_uring requests in flight"},
         {"read", "eventfds"},
+        {"timerfd_settime",
+         "a device's rate-limiter timer, armed or disarmed when its driver activates or resets it "
+         "(virtio/rate_limiter.h)"},
     };
 }
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <vector>
@@ -17,6 +18,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "memory/guest_memory.h"
+#include "tests/unit/virtio/fake_rate_limiter_clock.h"
 #include "tests/unit/virtio/ring_driver.h"
 #include "virtio/net/net_device.h"
 #include "vmm/sys/event_loop.h"
@@ -28,6 +30,9 @@ using namespace embervm::virtio;
 using namespace embervm::virtio::net;
 using embervm::virtio::testing::Buf;
 using embervm::virtio::testing::FakeInterrupt;
+using embervm::virtio::testing::FakeRateLimiterClock;
+using embervm::virtio::testing::FakeRateLimiterTimer;
+using namespace std::chrono_literals;
 using embervm::virtio::testing::RingDriver;
 
 namespace {
@@ -109,7 +114,8 @@ struct Harness {
     std::unique_ptr<NetDevice> dev;
 
     explicit Harness(bool mrg = false, std::optional<uint16_t> mtu = std::nullopt, uint64_t drop = 0,
-                     uint64_t offloads = net_feature::kCsum | net_feature::kGuestCsum) {
+                     uint64_t offloads = net_feature::kCsum | net_feature::kGuestCsum,
+                     const std::function<void(NetDeviceOptions&)>& more_options = {}) {
         queues.emplace_back(kNetQueueSize);
         queues.emplace_back(kNetQueueSize);
         rx = std::make_unique<RingDriver>(mem, queues[0], kRxRing, kRingSize);
@@ -121,6 +127,7 @@ struct Harness {
         o.id = "eth0";
         o.mac = {0x06, 0x00, 0x0a, 0x00, 0x02, 0x0f};
         o.mtu = mtu;
+        if (more_options) more_options(o);
         dev = std::make_unique<NetDevice>(std::move(b), o);
         uint64_t acked = (dev->available_features() | feature::kVersion1) & ~drop;
         if (!mrg) acked &= ~net_feature::kMrgRxbuf;
@@ -600,4 +607,100 @@ TEST_CASE("net: reset while a frame waits for buffers", "[virtio][net]") {
     CHECK(h.num_buffers(kBufs + 0x8000) == 1);
     CHECK(h.bytes(kBufs + 0x8000 + kNetHdrSize, 60) == packet(60, 2));
     CHECK(h.irq.errors.empty());
+}
+
+namespace {
+
+// A Harness whose device has these rate limiters on a fake clock (timers[0]: RX, [1]: TX).
+std::unique_ptr<Harness> limited_harness(const RateLimiterConfig& rx, const RateLimiterConfig& tx,
+                                         const std::shared_ptr<FakeRateLimiterClock>& clock) {
+    return std::make_unique<Harness>(false, std::nullopt, 0, net_feature::kCsum | net_feature::kGuestCsum,
+                                     [&](NetDeviceOptions& o) {
+                                         o.rx_rate_limiter = rx;
+                                         o.tx_rate_limiter = tx;
+                                         o.clock = clock;
+                                     });
+}
+
+}  // namespace
+
+TEST_CASE("net rate limiter: TX frames wait in the queue until the timer", "[virtio][net][rate_limiter]") {
+    auto clock = std::make_shared<FakeRateLimiterClock>();
+    auto hp = limited_harness({}, {std::nullopt, TokenBucketConfig{1, 0, 1000}}, clock);  // one frame per second
+    Harness& h = *hp;
+    REQUIRE(clock->timers.size() == 2);
+    FakeRateLimiterTimer& timer = *clock->timers[1];
+    for (int i = 0; i < 3; i++) h.tx->add({{kBufs + 0x1000ULL * i, kNetHdrSize + 100, false}});
+    h.kick(1);
+    CHECK(h.backend->outbound.size() == 1);
+    CHECK(h.tx->used_idx() == 1);
+    CHECK(timer.armed_for == 1s);
+    CHECK(h.dev->counters().tx_throttled);
+    h.kick(1);  // a kick while throttled sends nothing
+    CHECK(h.backend->outbound.size() == 1);
+    clock->run_timer(timer);
+    h.run();
+    CHECK(h.backend->outbound.size() == 2);
+    clock->run_timer(timer);
+    h.run();
+    CHECK(h.backend->outbound.size() == 3);
+    CHECK(h.tx->used_idx() == 3);
+    const auto c = h.dev->counters();
+    CHECK_FALSE(c.tx_throttled);
+    CHECK(c.tx_rate_limiter_throttled == 2);
+    CHECK(c.tx_frames == 3);
+    CHECK(h.dev->metrics_json()["tx_rate_limiter_throttled"] == 2);
+    // A run-time update lifts the limit at once.
+    clock->advance(1s);
+    for (int i = 0; i < 3; i++) h.tx->add({{kBufs + 0x1000ULL * i, kNetHdrSize + 100, false}});
+    h.kick(1);
+    CHECK(h.backend->outbound.size() == 4);
+    h.dev->update_rate_limiters(std::nullopt, RateLimiterConfig{});
+    h.run();
+    CHECK(h.backend->outbound.size() == 6);
+    CHECK(h.irq.errors.empty());
+}
+
+TEST_CASE("net rate limiter: RX stops reading the TAP while throttled and resumes on the timer",
+          "[virtio][net][rate_limiter]") {
+    auto clock = std::make_shared<FakeRateLimiterClock>();
+    auto hp = limited_harness({TokenBucketConfig{1000, 0, 1000}, std::nullopt}, {}, clock);  // 1000 bytes per second
+    Harness& h = *hp;
+    FakeRateLimiterTimer& timer = *clock->timers[0];
+    for (int i = 0; i < 6; i++) h.rx->add({{kBufs + 0x1000ULL * i, 1526, true}});
+    for (int i = 0; i < 3; i++) h.backend->push_frame(600, static_cast<uint8_t>(i));
+    CHECK_FALSE(h.receive());  // two frames (the second into debt), then the watch pauses
+    CHECK(h.rx->used_idx() == 2);
+    CHECK(h.backend->inbound.size() == 1);  // waits in the TAP
+    CHECK(timer.armed_for == 201ms);        // 200 bytes of debt, then one token
+    CHECK(h.dev->counters().rx_throttled);
+    CHECK_FALSE(h.backend_watched());
+    h.kick(0);  // a receive kick does not resume a throttled RX
+    CHECK(h.rx->used_idx() == 2);
+    clock->run_timer(timer);
+    h.run();
+    CHECK(h.rx->used_idx() == 3);
+    CHECK(h.bytes(kBufs + 0x2000 + kNetHdrSize, 600) == packet(600, 2));
+    CHECK(h.backend->inbound.empty());
+    // That frame put the bucket in debt again: throttled until the next expiry.
+    CHECK(h.dev->counters().rx_throttled);
+    CHECK(h.dev->counters().rx_rate_limiter_throttled == 2);
+    h.backend->push_frame(100, 9);
+    CHECK_FALSE(h.receive());
+    CHECK(h.rx->used_idx() == 3);
+    clock->advance(10s);  // the bucket refills to full
+    timer.fire();
+    h.run();
+    CHECK(h.rx->used_idx() == 4);
+    CHECK(h.backend_watched());  // drained with tokens left: watching the TAP again
+    CHECK_FALSE(h.dev->counters().rx_throttled);
+    h.backend->push_frame(1400, 1);  // more than the 900 tokens left: into debt, throttled
+    h.backend->push_frame(100, 2);
+    CHECK_FALSE(h.receive());
+    REQUIRE(h.dev->counters().rx_throttled);
+    // A reset clears the throttled state and the timer.
+    h.dev->reset();
+    h.run();
+    CHECK_FALSE(timer.armed());
+    CHECK_FALSE(h.dev->counters().rx_throttled);
 }

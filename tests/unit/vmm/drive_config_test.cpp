@@ -73,8 +73,22 @@ TEST_CASE("drives: every bad input names the field", "[config][drives]") {
     CHECK(drives_error("[" + drive(R"("io_engine": 1)") + "]") ==
           "drives[0].io_engine: expected one of Sync, Async, got number 1");
     CHECK_THAT(drives_error("[" + drive(R"("bogus": 1)") + "]"), Catch::StartsWith("drives[0].bogus: unknown key"));
-    CHECK(drives_error("[" + drive(R"("rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}})") + "]") ==
-          "drives[0].rate_limiter: is not supported by embervm");
+    CHECK(drives_error("[" + drive(R"("rate_limiter": {"bandwidth": {"size": 1, "refill_time": 0}})") + "]") ==
+          "drives[0].rate_limiter.bandwidth.refill_time: must not be 0 when size is not 0 (size 0 means no limit)");
+    CHECK_THAT(drives_error("[" + drive(R"("rate_limiter": {"ops": {"size": -1, "refill_time": 100}})") + "]"),
+               Catch::StartsWith("drives[0].rate_limiter.ops.size:"));
+    CHECK_THAT(drives_error("[" + drive(R"("rate_limiter": {"ops": {"refill_time": 100}})") + "]"),
+               Catch::StartsWith("drives[0].rate_limiter.ops.size: required"));
+    CHECK_THAT(drives_error("[" + drive(R"("rate_limiter": {"ops": {"size": 1, "refill_time": 1, "burst": 2}})") + "]"),
+               Catch::StartsWith("drives[0].rate_limiter.ops.burst: unknown key"));
+    CHECK_THAT(drives_error("[" + drive(R"("rate_limiter": {"iops": {"size": 1, "refill_time": 1}})") + "]"),
+               Catch::StartsWith("drives[0].rate_limiter.iops: unknown key"));
+    CHECK_THAT(drives_error("[" + drive(R"("rate_limiter": {"bandwidth": {"size": 1.5, "refill_time": 1}})") + "]"),
+               Catch::StartsWith("drives[0].rate_limiter.bandwidth.size:"));
+    CHECK_THAT(drives_error("[" + drive(R"("rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1, "one_time_burst": -5}})") + "]"),
+               Catch::StartsWith("drives[0].rate_limiter.bandwidth.one_time_burst:"));
+    CHECK_THAT(drives_error("[" + drive(R"("rate_limiter": 5)") + "]"),
+               Catch::StartsWith("drives[0].rate_limiter: expected an object"));
     CHECK(drives_error("[" + drive(R"("socket": "/tmp/vhost.sock")") + "]") ==
           "drives[0].socket: is not supported by embervm");
     CHECK_THAT(drives_error("[" + drive("", "") + "]"), Catch::StartsWith("drives[0].drive_id: must not be empty"));
@@ -132,4 +146,29 @@ TEST_CASE("drives: file checks", "[config][drives]") {
         CHECK_THROWS_WITH(vmm::validate_files(d, "drives[0]"), Catch::Contains("set is_read_only: true?"));
     }
     std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("drives: rate_limiter in Firecracker's shape, both ways", "[config][drives][rate_limiter]") {
+    const auto config = embervm::vmm::parse_config_json(
+        R"({"drives": [{"drive_id": "a", "path_on_host": "/x", "is_root_device": false,
+             "rate_limiter": {"bandwidth": {"size": 4194304, "one_time_burst": 1048576, "refill_time": 1000},
+                              "ops": {"size": 200, "refill_time": 1000}}},
+            {"drive_id": "b", "path_on_host": "/y", "is_root_device": false, "rate_limiter": {"ops": null}},
+            {"drive_id": "c", "path_on_host": "/z", "is_root_device": false, "rate_limiter": null}]})");
+    REQUIRE(config.drives.size() == 3);
+    const auto& a = config.drives[0].rate_limiter;
+    REQUIRE(a.has_value());
+    CHECK(a->bandwidth == embervm::vmm::TokenBucketConfig{4194304, 1048576, 1000});
+    CHECK(a->ops == embervm::vmm::TokenBucketConfig{200, 0, 1000});
+    CHECK(config.drives[1].rate_limiter == embervm::vmm::RateLimiterConfig{});
+    CHECK_FALSE(config.drives[2].rate_limiter.has_value());
+    const auto j = embervm::vmm::to_json(config.drives[0]);
+    CHECK(j["rate_limiter"] == nlohmann::json::parse(R"({"bandwidth": {"size": 4194304, "one_time_burst": 1048576,
+        "refill_time": 1000}, "ops": {"size": 200, "one_time_burst": 0, "refill_time": 1000}})"));
+    CHECK(embervm::vmm::parse_config_json(embervm::vmm::to_json(config).dump()) == config);  // round trip
+    CHECK_FALSE(embervm::vmm::to_json(config.drives[2]).contains("rate_limiter"));
+    // size 0 is no limit (as in Firecracker), with any refill_time.
+    CHECK_NOTHROW(embervm::vmm::parse_config_json(
+        R"({"drives": [{"drive_id": "a", "path_on_host": "/x", "is_root_device": false,
+             "rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}}]})"));
 }

@@ -103,6 +103,8 @@ TEST_CASE("metrics: device sections", "[metrics]") {
     b.write_bytes = 1024;
     b.io_errors = 7;
     b.unsupported_requests = 8;
+    b.rate_limiter_throttled_events = 9;
+    b.rate_limiter_throttled = true;
     CHECK(embervm::virtio::block::counters_json(b) == json{{"read_requests", 1},
                                                  {"write_requests", 2},
                                                  {"flush_requests", 3},
@@ -112,7 +114,9 @@ TEST_CASE("metrics: device sections", "[metrics]") {
                                                  {"read_bytes", 512},
                                                  {"write_bytes", 1024},
                                                  {"io_errors", 7},
-                                                 {"unsupported_requests", 8}});
+                                                 {"unsupported_requests", 8},
+                                                 {"rate_limiter_throttled_events", 9},
+                                                 {"rate_limiter_throttled", 1}});
 
     embervm::virtio::net::NetCounters n;
     n.rx_frames = 1;
@@ -126,7 +130,7 @@ TEST_CASE("metrics: device sections", "[metrics]") {
     CHECK(nj["tx_frames"] == 2);
     CHECK(nj["tx_bytes"] == 120);
     CHECK(nj["tx_dropped"] == 3);
-    CHECK(keys(nj).size() == 9);
+    CHECK(keys(nj).size() == 13);  // 9 counters and the rate limiters' 4
 
     embervm::virtio::balloon::BalloonCounters bl;
     bl.inflated_pages = 16;

@@ -116,8 +116,10 @@ TEST_CASE("network-interfaces: bad fields name the field", "[config][net]") {
           "network-interfaces[0].guest_mac: 00:00:00:00:00:00 is not usable");
     CHECK(iface_error(R"("guest_mac": 5)") == "network-interfaces[0].guest_mac: expected a string, got number 5");
     CHECK(iface_error(R"("mtu": 67)") == "network-interfaces[0].mtu: 67 is out of range 68..65535");
-    CHECK(iface_error(R"("rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}})") ==
-          "network-interfaces[0].rx_rate_limiter: is not supported by embervm");
+    CHECK(iface_error(R"("rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 0}})") ==
+          "network-interfaces[0].rx_rate_limiter.bandwidth.refill_time: must not be 0 when size is not 0 (size 0 means no limit)");
+    CHECK(iface_error(R"("tx_rate_limiter": {"ops": {"size": 10}})") ==
+          "network-interfaces[0].tx_rate_limiter.ops.refill_time: required");
     CHECK(iface_error(R"("allow_mmds_requests": true)").starts_with("network-interfaces[0].allow_mmds_requests: unknown key"));
     CHECK(config_error(R"({"network-interfaces": [{"host_dev_name": "tap0"}]})") ==
           "network-interfaces[0].iface_id: required");
