@@ -306,7 +306,16 @@ TEST_CASE("API: request bodies must be JSON objects", "[api]") {
     CHECK(r.fault().starts_with("balloon: expected a JSON object"));
     r = api.call("PUT", "/machine-config", std::string(R"({"vcpu_count": 1, "vcpu_count": 2})"));
     CHECK(r.status == 400);
-    CHECK(r.fault().find("duplicate key") != std::string::npos);
+    CHECK(r.fault() == "machine-config.vcpu_count: duplicate key");
+    // The field named as the section parser names it ("drives.rootfs.path_on_host: ..."), as a
+    // config file names it from the document's root ("drives[0].path_on_host: duplicate key").
+    r = api.call("PUT", "/drives/rootfs",
+                 std::string(R"({"drive_id": "rootfs", "path_on_host": "/a", "path_on_host": "/b"})"));
+    CHECK(r.status == 400);
+    CHECK(r.fault() == "drives.rootfs.path_on_host: duplicate key");
+    r = api.call("PUT", "/balloon", std::string(R"({"amount_mib": 1, "x": {"y": 1, "y": 2}})"));
+    CHECK(r.status == 400);
+    CHECK(r.fault() == "balloon.x.y: duplicate key");
 }
 
 TEST_CASE("API: boot source and machine configuration", "[api]") {
