@@ -318,6 +318,23 @@ TEST_CASE("API: request bodies must be JSON objects", "[api]") {
     CHECK(r.fault() == "balloon.x.y: duplicate key");
 }
 
+TEST_CASE("API: GET /vm/config with command-line paths that are not UTF-8", "[api]") {
+    // A command line may give any bytes; JSON is UTF-8. Such bytes come back as \xHH (README).
+    VmConfig config;
+    config.boot_source = BootSourceConfig{"/boot/vmlinux\xff", std::nullopt, "console=ttyS0 tag=\xfe"};
+    DriveConfig d;
+    d.drive_id = "rootfs";
+    d.path_on_host = "/var/tmp/disk\xff.img";
+    config.drives.push_back(d);
+    ApiController controller(config);
+    const ApiResponse r = controller.handle(ApiRequest{"GET", "/vm/config", {}});
+    REQUIRE(r.status == 200);
+    const json j = json::parse(r.body);
+    CHECK(j["boot-source"]["kernel_image_path"] == "/boot/vmlinux\\xff");
+    CHECK(j["boot-source"]["boot_args"] == "console=ttyS0 tag=\\xfe");
+    CHECK(j["drives"][0]["path_on_host"] == "/var/tmp/disk\\xff.img");
+}
+
 TEST_CASE("API: boot source and machine configuration", "[api]") {
     Api api;
     auto r = api.call("PUT", "/boot-source", json{{"kernel_image_path", "/nonexistent/vmlinux"}});
