@@ -67,7 +67,9 @@ public:
     // Ends the VM because the process got signal `signo` (exit reason Signal, status 128 +
     // signo): for a program that takes the signals itself and ends its VMs on them.
     void end_on_signal(int signo);
-    // Blocks until the VM ended; its exit (also after it was returned once).
+    // Blocks until the VM ended; its exit (also after it was returned once): reason and the
+    // status the embervm program exits with (vmm/kvm/vm_exit.h), e.g. GuestShutdown/GuestReset
+    // with 0, TripleFault (a crashed guest) with vmm::kTripleFaultStatus (3).
     vmm::VmExit wait();
     VmState state() const;
 

@@ -2,8 +2,9 @@
 // and the config file, then runs one VM: from the configuration alone, or configured and
 // driven through the HTTP API (--api-sock).
 //
-// Exit status: 0 when the guest rebooted or powered off, the debug-exit status a test guest
-// chose, 1 on a VMM error, 2 on a bad command line or configuration, 128+N on signal N.
+// Exit status: 0 when the guest rebooted or powered off, 3 when it triple-faulted (crashed), the
+// debug-exit status a test guest chose, 1 on a VMM error, 2 on a bad command line or
+// configuration, 128+N on signal N.
 #include <pthread.h>
 #include <signal.h>
 

@@ -306,7 +306,33 @@ TEST_CASE("API: request bodies must be JSON objects", "[api]") {
     CHECK(r.fault().starts_with("balloon: expected a JSON object"));
     r = api.call("PUT", "/machine-config", std::string(R"({"vcpu_count": 1, "vcpu_count": 2})"));
     CHECK(r.status == 400);
-    CHECK(r.fault().find("duplicate key") != std::string::npos);
+    CHECK(r.fault() == "machine-config.vcpu_count: duplicate key");
+    // The field named as the section parser names it ("drives.rootfs.path_on_host: ..."), as a
+    // config file names it from the document's root ("drives[0].path_on_host: duplicate key").
+    r = api.call("PUT", "/drives/rootfs",
+                 std::string(R"({"drive_id": "rootfs", "path_on_host": "/a", "path_on_host": "/b"})"));
+    CHECK(r.status == 400);
+    CHECK(r.fault() == "drives.rootfs.path_on_host: duplicate key");
+    r = api.call("PUT", "/balloon", std::string(R"({"amount_mib": 1, "x": {"y": 1, "y": 2}})"));
+    CHECK(r.status == 400);
+    CHECK(r.fault() == "balloon.x.y: duplicate key");
+}
+
+TEST_CASE("API: GET /vm/config with command-line paths that are not UTF-8", "[api]") {
+    // A command line may give any bytes; JSON is UTF-8. Such bytes come back as \xHH (README).
+    VmConfig config;
+    config.boot_source = BootSourceConfig{"/boot/vmlinux\xff", std::nullopt, "console=ttyS0 tag=\xfe"};
+    DriveConfig d;
+    d.drive_id = "rootfs";
+    d.path_on_host = "/var/tmp/disk\xff.img";
+    config.drives.push_back(d);
+    ApiController controller(config);
+    const ApiResponse r = controller.handle(ApiRequest{"GET", "/vm/config", {}});
+    REQUIRE(r.status == 200);
+    const json j = json::parse(r.body);
+    CHECK(j["boot-source"]["kernel_image_path"] == "/boot/vmlinux\\xff");
+    CHECK(j["boot-source"]["boot_args"] == "console=ttyS0 tag=\\xfe");
+    CHECK(j["drives"][0]["path_on_host"] == "/var/tmp/disk\\xff.img");
 }
 
 TEST_CASE("API: boot source and machine configuration", "[api]") {

@@ -53,7 +53,7 @@ std::optional<std::string> path_id(std::string_view path, std::string_view prefi
 // The body of a PUT or PATCH: a JSON object.
 json parse_body(const std::string& body, std::string_view what) {
     if (body.empty()) throw ConfigError(fmt::format("{}: the request has no body (a JSON object is expected)", what));
-    json j = parse_json_document(body, what);
+    json j = parse_json_document(body, what, what);  // a body is the section `what`
     if (!j.is_object()) {
         throw ConfigError(fmt::format("{}: expected a JSON object, got {}", what, describe_json_value(j)));
     }

@@ -227,7 +227,7 @@ MetricsConfig metrics_from_json(const json& j, const std::string& where) {
 }
 
 VmConfig parse_config_json(std::string_view text) {
-    const json doc = parse_json_document(text, "config");
+    const json doc = parse_json_document(text, "config", "");
 
     std::vector<std::string_view> keys;
     for (const Section& s : kSections) keys.push_back(s.key);

@@ -30,6 +30,10 @@ std::string join_keys(const std::vector<std::string_view>& keys) {
 // would silently keep the last one, serde (and so Firecracker) refuses them.
 class DuplicateKeyCheck {
 public:
+    // `root`: the field path of the document itself ("" for a config file, "drives.rootfs" for
+    // the body of PUT /drives/rootfs), so the error names the field as the section parsers do.
+    explicit DuplicateKeyCheck(std::string_view root) : root_(root) {}
+
     bool operator()(int /*depth*/, json::parse_event_t event, json& parsed) {
         switch (event) {
             case json::parse_event_t::object_start:
@@ -67,7 +71,7 @@ private:
     }
 
     std::string current_path() const {
-        std::string out;
+        std::string out = root_;
         for (const Frame& f : frames_) {
             if (f.is_object) {
                 if (!out.empty()) out += '.';
@@ -79,6 +83,7 @@ private:
         return out;
     }
 
+    std::string root_;
     std::vector<Frame> frames_;
 };
 
@@ -110,9 +115,9 @@ std::pair<size_t, size_t> line_and_column(std::string_view text, size_t byte) {
 
 }  // namespace
 
-json parse_json_document(std::string_view text, std::string_view what) {
+json parse_json_document(std::string_view text, std::string_view what, std::string_view root) {
     try {
-        return json::parse(text.begin(), text.end(), DuplicateKeyCheck{});
+        return json::parse(text.begin(), text.end(), DuplicateKeyCheck{root});
     } catch (const json::parse_error& e) {
         const auto [line, column] = line_and_column(text, e.byte);
         throw ConfigError(fmt::format("{}: JSON syntax error at byte {} (line {}, column {}): {}", what, e.byte, line,

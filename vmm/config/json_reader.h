@@ -15,8 +15,10 @@
 namespace embervm::vmm {
 
 // Parses one JSON document (duplicate keys refused). Throws ConfigError "<what>: JSON syntax
-// error at byte N (line L, column C): ...".
-nlohmann::json parse_json_document(std::string_view text, std::string_view what);
+// error at byte N (line L, column C): ..." or "<root>.<key>: duplicate key", where `root` is the
+// field path of the document itself: "" for a config file ("drives[0].path_on_host: ..."), the
+// section for an API body ("drives.rootfs.path_on_host: ..."), as JsonFields names fields.
+nlohmann::json parse_json_document(std::string_view text, std::string_view what, std::string_view root);
 
 // Reads the fields of one JSON object with typed, range-checked accessors. Unknown keys are
 // refused on construction, so a typo is reported as such rather than as a missing field.

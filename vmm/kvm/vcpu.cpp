@@ -26,6 +26,7 @@ const char* to_string(VmExit::Reason reason) {
     switch (reason) {
         case VmExit::Reason::GuestReset: return "guest reset";
         case VmExit::Reason::GuestShutdown: return "guest shutdown";
+        case VmExit::Reason::TripleFault: return "guest triple fault";
         case VmExit::Reason::DebugExit: return "guest debug exit";
         case VmExit::Reason::VmmError: return "VMM error";
         case VmExit::Reason::Signal: return "signal";
@@ -171,9 +172,9 @@ bool Vcpu::handle_exit() {
             return false;
         case KVM_EXIT_SHUTDOWN:
             stats_.shutdown_exits.fetch_add(1, std::memory_order_relaxed);
-            log::warn("vcpu{}: guest triple fault (shutdown exit); treating it as a reset; {}", vcpu_->id(),
-                      describe_shutdown_state());
-            on_exit_(VmExit{VmExit::Reason::GuestReset, 0, "triple fault"});
+            log::error("vcpu{}: guest triple fault (shutdown exit); ending the VM with status {}; {}", vcpu_->id(),
+                       kTripleFaultStatus, describe_shutdown_state());
+            on_exit_(VmExit{VmExit::Reason::TripleFault, kTripleFaultStatus, "triple fault"});
             return false;
         case KVM_EXIT_SYSTEM_EVENT:
             stats_.system_event_exits.fetch_add(1, std::memory_order_relaxed);

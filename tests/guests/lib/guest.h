@@ -11,7 +11,8 @@
 //
 // Exit-status convention (the debug-exit port 0xf4; embervm exits with the byte written).
 // The values stay clear of what embervm itself uses: 0 (guest reboot/power-off), 1 (VMM error),
-// 2 (bad configuration), 128+N (killed by signal N); and of 124/137 (timeout(1)).
+// 2 (bad configuration), 3 (guest triple fault), 128+N (killed by signal N); and of 124/137
+// (timeout(1)).
 //   GUEST_PASS   33 (0x21)  the guest ran its checks and they passed
 //   GUEST_FAIL   34 (0x22)  a check failed (the guest printed why)
 //   GUEST_CRASH  35 (0x23)  an unexpected CPU exception (libguest printed vector, RIP, error code)

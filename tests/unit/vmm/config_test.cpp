@@ -315,3 +315,45 @@ TEST_CASE("config: to_json round trip", "[config]") {
     CHECK_FALSE(b["boot-source"].contains("initrd_path"));
     CHECK(vmm::parse_config_json(b.dump(2)) == minimal);
 }
+
+TEST_CASE("config: to_json writes bytes that are not UTF-8 as \\xHH", "[config]") {
+    // Valid UTF-8 (ASCII, 2-, 3- and 4-byte sequences) is kept as is, backslashes included.
+    CHECK(vmm::json_text("/var/tmp/disk.img") == "/var/tmp/disk.img");
+    CHECK(vmm::json_text("/tmp/\xc3\xa9t\xc3\xa9/\xe2\x82\xac/\xf0\x9f\x98\x80") ==
+          "/tmp/\xc3\xa9t\xc3\xa9/\xe2\x82\xac/\xf0\x9f\x98\x80");
+    CHECK(vmm::json_text("a\\b") == "a\\b");
+    // A stray byte, a truncated sequence, an overlong form, a surrogate, a code point above
+    // U+10FFFF: each byte outside a valid sequence is escaped, and so is every backslash.
+    CHECK(vmm::json_text("/tmp/\xff.img") == "/tmp/\\xff.img");
+    CHECK(vmm::json_text("\\\xff") == "\\x5c\\xff");
+    CHECK(vmm::json_text("x\xc3") == "x\\xc3");
+    CHECK(vmm::json_text("\xc0\xaf") == "\\xc0\\xaf");
+    CHECK(vmm::json_text("\xed\xa0\x80") == "\\xed\\xa0\\x80");
+    CHECK(vmm::json_text("\xf4\x90\x80\x80") == "\\xf4\\x90\\x80\\x80");
+    CHECK(vmm::json_text("\xc3\xa9\xff") == "\xc3\xa9\\xff");
+
+    // Every string field a command line can fill: the document serialises (no exception from
+    // dump(), which refuses invalid UTF-8) and names the bytes.
+    VmConfig c;
+    c.boot_source = BootSourceConfig{"/k\xff", "/i\xfe", "console=ttyS0 x=\x80"};
+    vmm::DriveConfig d;
+    d.drive_id = "rootfs";
+    d.path_on_host = "/var/tmp/\xff\xfe.img";
+    c.drives.push_back(d);
+    vmm::NetworkInterfaceConfig n;
+    n.iface_id = "eth0";
+    n.host_dev_name = "tap\xff";
+    c.network_interfaces.push_back(n);
+    c.logger = vmm::LoggerConfig{};
+    c.logger->log_path = "/log\xff";
+    c.metrics = vmm::MetricsConfig{"/metrics\xff", 60};
+    const std::string text = vmm::to_json(c).dump();
+    const nlohmann::json j = nlohmann::json::parse(text);
+    CHECK(j["boot-source"]["kernel_image_path"] == "/k\\xff");
+    CHECK(j["boot-source"]["initrd_path"] == "/i\\xfe");
+    CHECK(j["boot-source"]["boot_args"] == "console=ttyS0 x=\\x80");
+    CHECK(j["drives"][0]["path_on_host"] == "/var/tmp/\\xff\\xfe.img");
+    CHECK(j["network-interfaces"][0]["host_dev_name"] == "tap\\xff");
+    CHECK(j["logger"]["log_path"] == "/log\\xff");
+    CHECK(j["metrics"]["metrics_path"] == "/metrics\\xff");
+}

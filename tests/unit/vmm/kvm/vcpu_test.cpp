@@ -180,7 +180,8 @@ TEST_CASE("vcpu: a shutdown exit's account says when KVM has already reset the r
     }
 }
 
-TEST_CASE("vcpu: a triple fault ends the VM as a reset, once, with an account of the state", "[kvm][vcpu]") {
+TEST_CASE("vcpu: a triple fault ends the VM as a crash (status 3), once, with an account of the state",
+          "[kvm][vcpu]") {
     vmm::Vcpu::install_kick_handler();
     RealModeVm t;
     vmm::Bus pio("pio"), mmio("mmio");
@@ -201,7 +202,8 @@ TEST_CASE("vcpu: a triple fault ends the VM as a reset, once, with an account of
     vcpu.join();
 
     REQUIRE(exits.size() == 1);
-    CHECK(exits[0].reason == vmm::VmExit::Reason::GuestReset);
+    CHECK(exits[0].reason == vmm::VmExit::Reason::TripleFault);
+    CHECK(exits[0].status == 3);
     CHECK(exits[0].detail == "triple fault");
     CHECK(vcpu.stats().shutdown_exits.load() == 1);
     CHECK(vcpu.stats().hlt_exits.load() == 0);
