@@ -16,13 +16,14 @@
 #include <mutex>
 #include <span>
 
+#include "devices/console_input.h"
 #include "devices/irq.h"
 #include "devices/bus.h"
 #include "vmm/sys/fd.h"
 
 namespace embervm::devices {
 
-class Serial : public vmm::BusDevice {
+class Serial : public vmm::BusDevice, public ConsoleInput {
 public:
     // Receives every byte the guest transmits, in order, from the vCPU thread that wrote THR.
     // Calls are serialised; a slow sink stalls only the vCPUs writing to the UART.
@@ -39,7 +40,7 @@ public:
 
     // Host input (event-loop thread). Queues as many bytes as fit and returns that count;
     // the caller keeps the rest and offers it again when the input-ready callback comes.
-    size_t enqueue_input(std::span<const uint8_t> bytes);
+    size_t enqueue_input(std::span<const uint8_t> bytes) override;
     // True while the RX buffer has room.
     bool wants_input() const;
     // Free space in the RX buffer, in bytes.
@@ -51,7 +52,7 @@ public:
     // event loop, write an eventfd). Any thread; a call already under way on another thread
     // may still run the previous callback, so whatever it reaches must outlive that (a
     // shared_ptr, an io_context that stays).
-    void set_input_ready_callback(std::function<void()> callback);
+    void set_input_ready_callback(std::function<void()> callback) override;
 
 private:
     struct Effects {

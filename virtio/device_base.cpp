@@ -97,6 +97,18 @@ void DeviceBase::on_queue_event_locked(uint16_t queue_index) {
     }
 }
 
+DeviceProgress DeviceBase::queues_progress_locked() const {
+    DeviceProgress p;
+    if (!active_) return p;
+    for (size_t i = 0; i < queues_.size(); i++) {
+        if (auto s = queues_[i].progress(*mem_)) {
+            s->index = static_cast<uint16_t>(i);
+            p.queues.push_back(*s);
+        }
+    }
+    return p;
+}
+
 void DeviceBase::fail_locked(std::string_view reason) {
     if (interrupt_ == nullptr) return;
     if (!interrupt_->needs_reset()) device_errors_.fetch_add(1, std::memory_order_relaxed);

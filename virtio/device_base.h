@@ -88,6 +88,10 @@ protected:
     uint64_t acked_features() const { return acked_features_; }
     DeviceInterrupt& interrupt() const { return *interrupt_; }
 
+    // The positions of the activation's ready queues (queue index = position in queues()), with
+    // nothing in flight: progress() of a device that completes every buffer in the call that
+    // takes it. Lock held; empty while not activated.
+    DeviceProgress queues_progress_locked() const;
     // A guest error (or an irrecoverable backend failure): the device needs a reset; counted
     // once per breakage. Lock held.
     void fail_locked(std::string_view reason);

@@ -1,4 +1,4 @@
-// The guest console on the host: output to a file or stdout, stdin into the guest's UART.
+// The guest console on the host: output to a file or stdout, stdin into the guest's console device.
 #include "vmm/console.h"
 
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
-#include "devices/serial.h"
+#include "devices/console_input.h"
 #include "vmm/config/config.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
@@ -46,7 +46,7 @@ void ConsoleOutput::write(std::span<const uint8_t> bytes) const {
     write_all(fd_, bytes, WhenFull::Wait);
 }
 
-// Shared by the console and the UART's input-ready callback. `console` is read and cleared on
+// Shared by the console and the device's input-ready callback. `console` is read and cleared on
 // the loop thread only, so a wake-up posted before the console went is dropped there.
 struct StdinConsole::Wakeup {
     explicit Wakeup(asio::io_context& io) : io(io) {}
@@ -54,7 +54,7 @@ struct StdinConsole::Wakeup {
     StdinConsole* console = nullptr;
 };
 
-std::unique_ptr<StdinConsole> StdinConsole::attach(asio::io_context& io, devices::Serial& serial,
+std::unique_ptr<StdinConsole> StdinConsole::attach(asio::io_context& io, devices::ConsoleInput& target,
                                                    std::function<void()> quit, int input_fd) {
     struct stat st{};
     if (::fstat(input_fd, &st) < 0) return nullptr;
@@ -63,25 +63,25 @@ std::unique_ptr<StdinConsole> StdinConsole::attach(asio::io_context& io, devices
     if (!pollable) return nullptr;
     const int fd = ::fcntl(input_fd, F_DUPFD_CLOEXEC, 3);
     if (fd < 0) throw sys_error("dup of the console input");
-    std::unique_ptr<StdinConsole> console(new StdinConsole(io, fd, input_fd, serial, std::move(quit)));
+    std::unique_ptr<StdinConsole> console(new StdinConsole(io, fd, input_fd, target, std::move(quit)));
     console->feed_guest();
     return console;
 }
 
-StdinConsole::StdinConsole(asio::io_context& io, int fd, int terminal_fd, devices::Serial& serial,
+StdinConsole::StdinConsole(asio::io_context& io, int fd, int terminal_fd, devices::ConsoleInput& target,
                            std::function<void()> quit)
     : descriptor_(io, fd),
       terminal_(terminal_fd),
-      serial_(serial),
+      target_(target),
       quit_(std::move(quit)),
       wakeup_(std::make_shared<Wakeup>(io)) {
     wakeup_->console = this;
-    // The UART calls this on a vCPU thread, without its lock held, once the guest has drained
-    // the input buffer after it turned bytes away. It runs at most once per refusal, and a
+    // The device calls this (the UART on a vCPU thread, virtio-console on the loop thread with
+    // its lock held: it only posts) once the guest has made room after it turned bytes away. It runs at most once per refusal, and a
     // refusal happens in feed_guest() on the loop, before the handler that got it returns: the
     // wake-up posted here always finds the bytes that wait (it cannot come too early, and one
     // that finds nothing to do is harmless).
-    serial_.set_input_ready_callback([wakeup = wakeup_] {
+    target_.set_input_ready_callback([wakeup = wakeup_] {
         asio::post(wakeup->io, [wakeup] {
             if (wakeup->console != nullptr) wakeup->console->feed_guest();
         });
@@ -89,7 +89,7 @@ StdinConsole::StdinConsole(asio::io_context& io, int fd, int terminal_fd, device
 }
 
 StdinConsole::~StdinConsole() {
-    serial_.set_input_ready_callback(nullptr);
+    target_.set_input_ready_callback(nullptr);
     wakeup_->console = nullptr;
 }
 
@@ -111,10 +111,10 @@ void StdinConsole::take_input(std::span<const uint8_t> bytes) {
 }
 
 void StdinConsole::feed_guest() {
-    // Back-pressure: while the UART has not taken every waiting byte, nothing more is read
+    // Back-pressure: while the device has not taken every waiting byte, nothing more is read
     // from the host. Its input-ready callback calls this again once the guest made room.
     if (!pending_.empty()) {
-        const size_t taken = serial_.enqueue_input(pending_);
+        const size_t taken = target_.enqueue_input(pending_);
         pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(taken));
         if (!pending_.empty()) return;
     }

@@ -12,6 +12,7 @@
 #include "virtio/block/backend.h"
 #include "virtio/balloon/balloon_device.h"
 #include "virtio/block/block_device.h"
+#include "virtio/console/console_device.h"
 #include "virtio/net/net_device.h"
 #include "virtio/net/tap.h"
 #include "virtio/mmio_transport.h"
@@ -31,7 +32,7 @@ struct DeviceManager::Slot {
     uint32_t gsi = 0;
     std::shared_ptr<EventFdIrq> irq;
     std::shared_ptr<virtio::MmioTransport> transport;
-    std::string metrics_key;  // "block_<drive_id>", "net_<iface_id>", "balloon"
+    std::string metrics_key;  // "block_<drive_id>", "net_<iface_id>", "balloon", "console"
     // virtio-blk: the device (created here, so its type is known), the drive and the image it
     // uses now.
     std::shared_ptr<virtio::block::BlockDevice> block;
@@ -220,6 +221,14 @@ std::shared_ptr<virtio::balloon::BalloonDevice> DeviceManager::attach_balloon(co
     attach(balloon);
     slots_.back()->metrics_key = "balloon";
     return balloon;
+}
+
+std::shared_ptr<virtio::console::ConsoleDevice> DeviceManager::attach_console(
+    std::unique_ptr<virtio::console::ConsoleSink> sink) {
+    auto console = std::make_shared<virtio::console::ConsoleDevice>(std::move(sink));
+    attach(console);
+    slots_.back()->metrics_key = "console";
+    return console;
 }
 
 void DeviceManager::start_watchdog(std::function<bool()> guest_running, std::chrono::milliseconds interval) {

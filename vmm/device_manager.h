@@ -28,6 +28,10 @@ class VirtioDevice;
 namespace balloon {
 class BalloonDevice;
 }
+namespace console {
+class ConsoleDevice;
+class ConsoleSink;
+}
 }
 
 namespace embervm::vmm {
@@ -65,6 +69,9 @@ public:
     void attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces);
     // The virtio-balloon device; the caller keeps it for the run-time API (target, stats).
     std::shared_ptr<virtio::balloon::BalloonDevice> attach_balloon(const BalloonConfig& config);
+    // The virtio-console device (hvc0), its output to `sink`; the caller connects the host's
+    // input to it (devices::ConsoleInput).
+    std::shared_ptr<virtio::console::ConsoleDevice> attach_console(std::unique_ptr<virtio::console::ConsoleSink> sink);
 
     // The stall watchdog (virtio/watchdog.h): every `interval` on the event loop, each device's
     // progress is checked; slow backend requests and used-buffer interrupts the driver does not
@@ -79,7 +86,7 @@ public:
     // One info line per device with its counters (at the end of a run).
     void log_counters() const;
     // Adds one metrics section per device to `out`: "block_<drive_id>", "net_<iface_id>",
-    // "balloon" (vmm/metrics.h), each with the watchdog's "in_flight", "oldest_in_flight_ms"
+    // "balloon", "console" (vmm/metrics.h), each with the watchdog's "in_flight", "oldest_in_flight_ms"
     // (null: none), "slow_request_warnings", "interrupts_reraised", "driver_stalls" and
     // "driver_stalled". Any thread
     // once the devices are attached.

@@ -30,7 +30,9 @@ struct VmOptions {
     // ELF kernels with a PVH note boot through it (else the 64-bit Linux boot protocol).
     bool prefer_pvh = true;
     // The process's console is the guest's: the guest console goes to stdout (unless
-    // serial_out names a file) and stdin feeds the guest's serial port (the embervm program).
+    // serial_out names a file) and stdin feeds the guest's console device: the serial port, or
+    // the virtio-console device with the configuration's "console": {"type": "virtio"} (the
+    // embervm program).
     bool console = false;
     // SIGINT / SIGTERM / SIGHUP end the VM (exit reason Signal). Off by default: the embedding
     // program owns its signals.

@@ -9,6 +9,8 @@
 #include "devices/bus.h"
 #include "memory/guest_memory.h"
 #include "virtio/balloon/balloon_device.h"
+#include "virtio/console/console_device.h"
+#include "virtio/console/fd_sink.h"
 #include "vmm/console.h"
 #include "vmm/kvm/cpu_setup.h"
 #include "vmm/kvm/kvm.h"
@@ -26,6 +28,7 @@ namespace {
 constexpr uint64_t kTssAddr = 0xfffbd000;
 constexpr uint64_t kIdentityMapAddr = 0xfffbc000;
 constexpr const char* kDefaultCmdline = "console=ttyS0 reboot=k panic=1";
+constexpr const char* kDefaultCmdlineVirtioConsole = "console=hvc0 reboot=k panic=1";
 }  // namespace
 
 void Vmm::build() {
@@ -88,6 +91,11 @@ void Vmm::create_devices(const VmConfig& config) {
     if (config.balloon) {
         balloon_ = virtio_->attach_balloon(*config.balloon);
     }
+    if (config.console && config.console->type == ConsoleType::Virtio) {
+        // The same output as the UART's: stdout or the --serial-out file.
+        console_ = virtio_->attach_console(std::make_unique<virtio::console::FdConsoleSink>(
+            io_, console_out_->fd(), options_.serial_out.value_or("stdout")));
+    }
 }
 
 void Vmm::create_vcpus(const VmConfig& config) {
@@ -110,7 +118,7 @@ void Vmm::load_guest(const VmConfig& config) {
     if (source.initrd_path) {
         initrd.emplace(*source.initrd_path, "initrd");
     }
-    cmdline_ = source.boot_args.value_or(kDefaultCmdline);
+    cmdline_ = source.boot_args.value_or(console_ ? kDefaultCmdlineVirtioConsole : kDefaultCmdline);
     // The `virtio_mmio.device=` entries stay on the command line with ACPI on: a kernel without
     // CONFIG_ACPI (the project's own minimal kernel) or booted with acpi=off finds the devices
     // only there. A kernel with both CONFIG_ACPI and CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES creates

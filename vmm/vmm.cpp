@@ -15,6 +15,7 @@
 #include "devices/i8042.h"
 #include "memory/guest_memory.h"
 #include "virtio/balloon/balloon_device.h"
+#include "virtio/console/console_device.h"
 #include "vmm/config/validate.h"
 #include "vmm/console.h"
 #include "vmm/kvm/kvm.h"
@@ -206,7 +207,8 @@ VmExit Vmm::run() {
     }
     build();
     if (options_.attach_stdin) {
-        stdin_ = StdinConsole::attach(io_, legacy_->serial(), [this] {
+        devices::ConsoleInput& input = console_ ? static_cast<devices::ConsoleInput&>(*console_) : legacy_->serial();
+        stdin_ = StdinConsole::attach(io_, input, [this] {
             request_exit(VmExit{VmExit::Reason::UserQuit, 0, "Ctrl-A x on the console"});
         });
     }

@@ -25,6 +25,9 @@ namespace embervm::virtio::balloon {
 class BalloonDevice;
 struct BalloonStats;
 }
+namespace embervm::virtio::console {
+class ConsoleDevice;
+}
 
 namespace embervm::vmm {
 
@@ -48,7 +51,8 @@ struct BalloonSize {
 struct RunOptions {
     std::optional<std::string> serial_out;  // guest console to this file instead of stdout
     bool prefer_pvh = true;                 // ELF kernels with a PVH note: use the PVH entry
-    bool attach_stdin = true;               // host stdin feeds the guest's serial port
+    bool attach_stdin = true;               // host stdin feeds the guest's console device
+                                            // (the UART, or virtio-console: config.console)
     bool handle_signals = true;             // SIGINT/SIGTERM/SIGHUP end the VM (the embedding
                                             // program may want them for itself)
     bool seccomp = true;                    // the vCPU and event-loop threads run under their
@@ -157,6 +161,8 @@ private:
     std::unique_ptr<LegacyDevices> legacy_;
     std::unique_ptr<DeviceManager> virtio_;  // before vcpus_: destroyed after them
     std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
+    // The virtio-console device (console.type virtio): the console's input goes there.
+    std::shared_ptr<virtio::console::ConsoleDevice> console_;
     // Metrics: both set before started_ and kept until the Vmm goes (they hold timers on io_).
     std::unique_ptr<EventLoopProbe> loop_probe_;
     std::unique_ptr<MetricsWriter> metrics_;

@@ -438,7 +438,16 @@ TEST_CASE("API: drives, network interfaces and the balloon before boot", "[api]"
     CHECK(api.call("GET", "/balloon/statistics").status == 400);
     CHECK(api.call("PATCH", "/balloon/statistics", json{{"stats_polling_interval_s", 2}}).status == 400);
 
+    CHECK(!api.call("GET", "/vm/config").j().contains("console"));  // the UART, as by default
+    r = api.call("PUT", "/console", json{{"type", "hvc"}});
+    CHECK(r.status == 400);
+    CHECK(r.fault().starts_with("console.type"));
+    CHECK(api.call("PUT", "/console", json{{"type", "virtio"}, {"input", "stdin"}}).status == 400);  // unknown key
+    CHECK(api.call("GET", "/console").status == 405);
+    CHECK(api.call("PUT", "/console", json{{"type", "virtio"}}).status == 204);
+
     const json cfg = api.call("GET", "/vm/config").j();
+    CHECK(cfg["console"]["type"] == "virtio");
     REQUIRE(cfg["drives"].size() == 2);
     CHECK(cfg["drives"][0]["drive_id"] == "rootfs");
     CHECK(cfg["drives"][0]["is_read_only"] == true);

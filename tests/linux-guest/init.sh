@@ -17,7 +17,7 @@
 #   boottimer=1       write 123 to the VMM's boot-timer MMIO byte at 0xd0000000 (needs /dev/mem,
 #                     i.e. a kernel with CONFIG_DEVMEM=y); the VMM logs the time since it started
 #   gtest=quick       stop right after BOOT-OK
-#   gtest=diag|rw|durable|root|net|balloon   extra checks (see below)
+#   gtest=diag|rw|durable|root|net|balloon|console   extra checks (see below)
 #   gtest=shell       interactive busybox shell on the console; `exit` reboots (ends the VMM)
 #
 # No `busybox --install`: symlink syscalls are slow on the project's nested-KVM hosts, and
@@ -125,6 +125,16 @@ case "$CMDLINE" in *gtest=balloon*)
     if [ "$now" = "$last" ]; then same=$((same+1)); else same=0; last=$now; fi
   done
   t "BALLOON-SETTLED MemTotal ${first} -> ${last} kB" ;;
+esac
+case "$CMDLINE" in *gtest=console*)
+  # virtio-console (console=hvc0: /init's own output goes there too): a line written straight
+  # to /dev/hvc0, then a line the test writes to embervm's stdin read back from /dev/hvc0 and
+  # echoed with a marker (the tty echoes the input itself as well, hence the marker).
+  if [ -c /dev/hvc0 ]; then
+    echo "CONSOLE-HVC0-WRITE $console_token" > /dev/hvc0
+    echo "CONSOLE-READING"
+    if read -r -t 120 line < /dev/hvc0; then echo "CONSOLE-ECHO: $line"; else echo "CONSOLE-READ-FAILED"; fi
+  else echo "CONSOLE-NO-HVC0"; fi ;;
 esac
 case "$CMDLINE" in *gtest=shell*)
   echo "SHELL: busybox sh on the console (applets run by name: ls, cat, dmesg, ...); 'exit' reboots the guest and ends the VMM"

@@ -313,15 +313,7 @@ bool BalloonDevice::request_stats_locked() {
 
 DeviceProgress BalloonDevice::progress() const {
     std::lock_guard lock(mutex());
-    DeviceProgress p;
-    if (!active()) return p;
-    for (size_t i = 0; i < queues().size(); i++) {
-        if (auto s = queues()[i].progress(mem())) {
-            s->index = static_cast<uint16_t>(i);
-            p.queues.push_back(*s);
-        }
-    }
-    return p;  // the balloon completes every buffer in the call that takes it
+    return queues_progress_locked();  // the balloon completes every buffer in the call that takes it
 }
 
 BalloonCounters BalloonDevice::counters() const {

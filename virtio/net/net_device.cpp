@@ -167,19 +167,7 @@ void NetDevice::update_rate_limiters(const std::optional<RateLimiterConfig>& rx,
 
 DeviceProgress NetDevice::progress() const {
     std::lock_guard lock(mutex());
-    DeviceProgress p;
-    if (!active()) return p;
-    uint16_t index = 0;
-    for (const Queue* q : {rxq_, txq_}) {
-        if (q != nullptr) {
-            if (auto s = q->progress(mem())) {
-                s->index = index;
-                p.queues.push_back(*s);
-            }
-        }
-        index++;
-    }
-    return p;  // TAP writes and reads complete inside the calls: nothing stays in flight
+    return queues_progress_locked();  // TAP writes and reads complete inside the calls: nothing stays in flight
 }
 
 NetCounters NetDevice::counters() const {

@@ -243,6 +243,10 @@ ApiResponse ApiController::route(const ApiRequest& request) {
         if (auto r = allow({"PUT"})) return *r;
         return put_metrics(body("metrics"));
     }
+    if (path == "/console") {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_console(body("console"));
+    }
     for (std::string_view unsupported : kUnsupportedPaths) {
         if (path == unsupported || (path.starts_with(unsupported) && path[unsupported.size()] == '/')) {
             return bad_request(fmt::format("{}: not supported by embervm", path));
@@ -460,6 +464,14 @@ ApiResponse ApiController::put_metrics(const json& body) {
     MetricsConfig metrics = metrics_from_json(body, "metrics");
     std::lock_guard lock(mutex_);
     draft_.metrics = std::move(metrics);
+    return no_content();
+}
+
+ApiResponse ApiController::put_console(const json& body) {
+    if (auto r = refuse_unless(true, "PUT /console")) return *r;
+    ConsoleConfig console = console_from_json(body, "console");
+    std::lock_guard lock(mutex_);
+    draft_.console = console;
     return no_content();
 }
 

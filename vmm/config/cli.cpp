@@ -252,7 +252,7 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
 
     add_value("--config,--config-file", "PATH",
               "Firecracker-style JSON config (boot-source, machine-config,\n"
-              "drives, network-interfaces, balloon, logger, metrics)",
+              "drives, network-interfaces, balloon, logger, metrics, console)",
               path(o.config_path));
     add_value("--kernel", "PATH", "guest kernel image", path(o.kernel));
     add_value("--initrd", "PATH", "initial ramdisk", path(o.initrd));
@@ -292,6 +292,18 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
               "[,stats_interval=SECONDS][,free_page_reporting]",
               [&o](std::string_view flag, const std::string& v) { o.balloon = parse_balloon(flag, v); });
     add_value("--serial-out", "PATH", "write the guest console to PATH instead of stdout", path(o.serial_out));
+    add_value("--console", "TYPE",
+              "the guest's console: serial (COM1, ttyS0; the default) or\n"
+              "virtio (a virtio-console device, hvc0)",
+              [&o](std::string_view flag, const std::string& v) {
+                  if (v == "serial") {
+                      o.console = ConsoleType::Serial;
+                  } else if (v == "virtio") {
+                      o.console = ConsoleType::Virtio;
+                  } else {
+                      throw flag_error(flag, fmt::format("unknown console '{}' (expected serial or virtio)", v));
+                  }
+              });
     add_value("--log-level", "LEVEL", "off, error, warn, info, debug or trace (default info)",
               [&o](std::string_view flag, const std::string& v) {
                   log::Level level{};
@@ -346,7 +358,7 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
     add_switch("--version", "print the version and exit", [&o] { o.version = true; });
 
     app_.footer(R"(Flags take "--flag VALUE" or "--flag=VALUE". With --config, --kernel, --initrd,
---cmdline, --vcpus, --mem, --no-acpi, --balloon, --log-level, --log-path and
+--cmdline, --vcpus, --mem, --no-acpi, --balloon, --console, --log-level, --log-path and
 --metrics-path override the file's fields, --drive and --net add devices;
 without it, --kernel is required (unless --api-sock is given).
 
@@ -491,6 +503,7 @@ VmConfig resolve_config(const CliOptions& o) {
                                        o.balloon->amount_mib, config.machine_config.mem_size_mib));
         }
     }
+    if (o.console) config.console = ConsoleConfig{*o.console};
     if (o.metrics_path) {
         if (!config.metrics) config.metrics.emplace();
         config.metrics->metrics_path = *o.metrics_path;

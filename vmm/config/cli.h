@@ -37,6 +37,7 @@ struct CliOptions {
     std::vector<NetworkInterfaceConfig> network_interfaces;  // --net (repeatable), added
     std::optional<BalloonConfig> balloon;    // --balloon, replaces the file's
     std::optional<std::string> serial_out;   // --serial-out: guest console to a file
+    std::optional<ConsoleType> console;      // --console serial|virtio: replaces the file's
     std::optional<log::Level> log_level;     // --log-level
     std::optional<std::string> log_path;     // --log-path: log lines to a file or named pipe
     std::optional<std::string> metrics_path; // --metrics-path: sets metrics.metrics_path

@@ -9,6 +9,8 @@ namespace embervm::vmm {
 
 const char* to_string(CacheType type) { return type == CacheType::Writeback ? "Writeback" : "Unsafe"; }
 
+const char* to_string(ConsoleType type) { return type == ConsoleType::Virtio ? "virtio" : "serial"; }
+
 const char* to_string(LogLevel level) {
     switch (level) {
         case LogLevel::Off: return "Off";

@@ -155,6 +155,20 @@ struct MetricsConfig {
     bool operator==(const MetricsConfig&) const = default;
 };
 
+// "console": which device is the guest's console (an embervm extension). The UART (COM1,
+// ttyS0) is always there. Serial (the default): the host's console input goes to the UART.
+// Virtio: a virtio-console device (hvc0) is added and takes the input; the default command line
+// says console=hvc0. Either way the guest's output (the UART's and hvc0's) goes to the
+// console output: stdout, or the file of --serial-out (library: VmOptions::serial_out).
+enum class ConsoleType { Serial, Virtio };
+const char* to_string(ConsoleType type);  // "serial", "virtio"
+
+struct ConsoleConfig {
+    ConsoleType type = ConsoleType::Serial;
+
+    bool operator==(const ConsoleConfig&) const = default;
+};
+
 // Everything needed to build and boot one VM. Later sections (drives, network interfaces,
 // balloon, logger, metrics) are added here as members.
 struct VmConfig {
@@ -165,6 +179,7 @@ struct VmConfig {
     std::optional<BalloonConfig> balloon;
     std::optional<LoggerConfig> logger;
     std::optional<MetricsConfig> metrics;
+    std::optional<ConsoleConfig> console;
 
     bool operator==(const VmConfig&) const = default;
 };

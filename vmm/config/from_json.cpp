@@ -74,6 +74,8 @@ const Section kSections[] = {
      [](const json& j, const std::string& where, VmConfig& out) { out.logger = logger_from_json(j, where); }},
     {"metrics",
      [](const json& j, const std::string& where, VmConfig& out) { out.metrics = metrics_from_json(j, where); }},
+    {"console",
+     [](const json& j, const std::string& where, VmConfig& out) { out.console = console_from_json(j, where); }},
 };
 
 }  // namespace
@@ -224,6 +226,13 @@ MetricsConfig metrics_from_json(const json& j, const std::string& where) {
         f.optional_uint("interval_s", 0, kMaxMetricsIntervalS).value_or(kDefaultMetricsIntervalS));
     validate(m, where);
     return m;
+}
+
+ConsoleConfig console_from_json(const json& j, const std::string& where) {
+    const JsonFields f(j, where, {"type"});
+    ConsoleConfig c;
+    if (f.optional_choice("type", {"serial", "virtio"}).value_or("serial") == "virtio") c.type = ConsoleType::Virtio;
+    return c;
 }
 
 VmConfig parse_config_json(std::string_view text) {

@@ -37,5 +37,6 @@ BalloonConfig balloon_from_json(const nlohmann::json& j, const std::string& wher
 // "level" is matched case-insensitively ("info", "Warning"; "warn" is accepted too).
 LoggerConfig logger_from_json(const nlohmann::json& j, const std::string& where);
 MetricsConfig metrics_from_json(const nlohmann::json& j, const std::string& where);
+ConsoleConfig console_from_json(const nlohmann::json& j, const std::string& where);
 
 }  // namespace embervm::vmm

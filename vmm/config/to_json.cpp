@@ -118,6 +118,8 @@ json to_json(const LoggerConfig& l) {
 
 json to_json(const MetricsConfig& m) { return {{"metrics_path", json_text(m.metrics_path)}, {"interval_s", m.interval_s}}; }
 
+json to_json(const ConsoleConfig& c) { return {{"type", to_string(c.type)}}; }
+
 json to_json(const BootSourceConfig& bs) {
     json j = {{"kernel_image_path", json_text(bs.kernel_image_path)}};
     if (bs.initrd_path) j["initrd_path"] = json_text(*bs.initrd_path);
@@ -146,6 +148,7 @@ json to_json(const VmConfig& config) {
     if (config.balloon) put("balloon", to_json(*config.balloon));
     if (config.logger) put("logger", to_json(*config.logger));
     if (config.metrics) put("metrics", to_json(*config.metrics));
+    if (config.console) put("console", to_json(*config.console));
     return j;
 }
 

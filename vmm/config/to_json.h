@@ -26,6 +26,7 @@ nlohmann::json to_json(const NetworkInterfaceConfig& iface);
 nlohmann::json to_json(const BalloonConfig& balloon);
 nlohmann::json to_json(const LoggerConfig& logger);
 nlohmann::json to_json(const MetricsConfig& metrics);
+nlohmann::json to_json(const ConsoleConfig& console);
 nlohmann::json to_json(const VmConfig& config);
 
 }  // namespace embervm::vmm
