@@ -80,6 +80,7 @@ json to_json(const VmConfig& config) {
     if (config.balloon) put("balloon", to_json(*config.balloon));
     if (config.logger) put("logger", to_json(*config.logger));
     if (config.metrics) put("metrics", to_json(*config.metrics));
+    j["enable_pci"] = config.enable_pci;
     return j;
 }
 
