@@ -183,14 +183,10 @@ void KvmVm::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
         e.u.msi.data = msg.second;
         entries.push_back(e);
     }
-    // struct kvm_irq_routing ends in a flexible array: one buffer for the header and entries.
-    std::vector<uint64_t> buffer((sizeof(kvm_irq_routing) + entries.size() * sizeof(kvm_irq_routing_entry) + 7) / 8);
-    auto* table = reinterpret_cast<kvm_irq_routing*>(buffer.data());
-    table->nr = static_cast<uint32_t>(entries.size());
-    table->flags = 0;
-    std::memcpy(reinterpret_cast<uint8_t*>(table) + sizeof(kvm_irq_routing), entries.data(),
-                entries.size() * sizeof(kvm_irq_routing_entry));
-    if (::ioctl(fd(), KVM_SET_GSI_ROUTING, table) < 0) {
+    kvm_abi::FlexBuffer<kvm_abi::IrqRoutingHeader, kvm_irq_routing_entry> table(entries.size());
+    table.header()->nr = static_cast<uint32_t>(entries.size());
+    std::copy(entries.begin(), entries.end(), table.entries().begin());
+    if (::ioctl(fd(), kvm_abi::kSetGsiRouting, table.data()) < 0) {
         throw sys_error(fmt::format("KVM_SET_GSI_ROUTING (MSI route for GSI {})", gsi));
     }
 }

@@ -65,7 +65,7 @@ Calls common_calls() {
 std::vector<uint64_t> vcpu_ioctls() {
     return {KVM_RUN,          KVM_GET_REGS,        KVM_SET_REGS,        KVM_GET_SREGS,
             KVM_SET_SREGS,    vmm::kvm_abi::kGetMsrs, vmm::kvm_abi::kSetMsrs, KVM_GET_VCPU_EVENTS,
-            KVM_SET_VCPU_EVENTS, KVM_TRANSLATE,    TUNSETOFFLOAD,       KVM_SET_GSI_ROUTING,
+            KVM_SET_VCPU_EVENTS, KVM_TRANSLATE,    TUNSETOFFLOAD,       vmm::kvm_abi::kSetGsiRouting,
             KVM_IOEVENTFD};
 }
 
