@@ -33,6 +33,9 @@ inline constexpr uint64_t kMmioHoleStart = 0xc0000000;
 inline constexpr uint64_t kMmioHoleEnd = 0x100000000;
 
 // Devices inside the hole.
+// The PCI BAR window (--enable-pci): [3 GiB, 3.25 GiB), where BARs are assigned and decoded.
+inline constexpr uint64_t kPciMmioStart = 0xc0000000;
+inline constexpr uint64_t kPciMmioSize = 0x10000000;
 inline constexpr uint64_t kBootTimerAddr = 0xd0000000;  // 4 KiB: boot-timer device
 inline constexpr uint64_t kVirtioMmioStart = 0xd0001000;  // 4 KiB per virtio-mmio device
 inline constexpr uint64_t kVirtioMmioSize = 0x1000;

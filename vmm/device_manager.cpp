@@ -15,7 +15,10 @@
 #include "virtio/console/console_device.h"
 #include "virtio/net/net_device.h"
 #include "virtio/net/tap.h"
+#include "devices/pci/msix.h"
+#include "devices/pci/pci_bus.h"
 #include "virtio/mmio_transport.h"
+#include "virtio/pci_transport.h"
 #include "virtio/virtio_defs.h"
 #include "virtio/watchdog.h"
 #include "devices/bus.h"
@@ -27,11 +30,50 @@
 
 namespace embervm::vmm {
 
+namespace {
+
+// The first GSI for MSI-X vectors: above the IOAPIC's 24 pins. KVM allows 4096 routes.
+constexpr uint32_t kFirstMsiGsi = 24;
+constexpr uint32_t kLastMsiGsi = 4095;
+
+// The MSI-X vectors of one virtio-pci function on consecutive GSIs, each an irqfd; a vector's
+// MSI route is set when the driver programs (and unmasks) it.
+class GsiMsiVectors : public devices::pci::MsiVectors {
+public:
+    GsiMsiVectors(VmEventRouting& vm, std::string name, uint32_t first_gsi, uint16_t count)
+        : vm_(vm), name_(std::move(name)), first_gsi_(first_gsi), events_(count) {
+        for (uint16_t i = 0; i < count; ++i) vm_.register_irqfd(events_[i].fd(), first_gsi + i);
+    }
+    void route(uint16_t index, const devices::pci::MsiMessage& message) override {
+        if (index >= events_.size()) return;
+        try {
+            vm_.set_msi_route(first_gsi_ + index, message.address, message.data);
+        } catch (const std::exception& e) {
+            // The guest's vector stays unrouted: its interrupts are lost, nothing else is.
+            log::error("{}: MSI-X vector {}: {}", name_, index, e.what());
+        }
+    }
+    void trigger(uint16_t index) override {
+        if (index < events_.size()) events_[index].signal();
+    }
+
+private:
+    VmEventRouting& vm_;
+    const std::string name_;
+    const uint32_t first_gsi_;
+    std::vector<EventFd> events_;
+};
+
+}  // namespace
+
 struct DeviceManager::Slot {
-    uint64_t base = 0;
+    uint64_t base = 0;  // virtio-mmio: the window; 0 for PCI
     uint32_t gsi = 0;
     std::shared_ptr<EventFdIrq> irq;
-    std::shared_ptr<virtio::MmioTransport> transport;
+    std::shared_ptr<virtio::TransportCore> transport;
+    // virtio-pci: the queue eventfds (owned by the transport) and where they are bound now.
+    std::vector<int> notify_fds;
+    std::optional<uint64_t> notify_base;
     std::string metrics_key;  // "block_<drive_id>", "net_<iface_id>", "balloon", "console"
     // virtio-blk: the device (created here, so its type is known), the drive and the image it
     // uses now.
@@ -49,11 +91,23 @@ DeviceManager::DeviceManager(VmEventRouting& vm, Bus& mmio_bus, boost::asio::io_
       mmio_bus_(mmio_bus),
       loop_(io),
       mem_(mem),
+      next_msi_gsi_(kFirstMsiGsi),
       watchdog_timer_(io, [this](std::chrono::nanoseconds) { check_progress(); }) {}
 
 DeviceManager::~DeviceManager() { watchdog_timer_.stop(); }
 
-virtio::MmioTransport& DeviceManager::attach(std::shared_ptr<virtio::VirtioDevice> device) {
+void DeviceManager::enable_pci(Bus& pio_bus) {
+    if (!slots_.empty()) throw Error("PCI must be enabled before devices are attached");
+    pci_ = std::make_unique<devices::pci::PciRoot>(boot::layout::kPciMmioStart, boot::layout::kPciMmioSize);
+    pio_bus.insert(pci_->config_io(), devices::pci::PciRoot::kConfigAddressPort, 8);
+    mmio_bus_.insert(pci_->mmio_window(), boot::layout::kPciMmioStart, boot::layout::kPciMmioSize);
+}
+
+virtio::TransportCore& DeviceManager::attach(std::shared_ptr<virtio::VirtioDevice> device) {
+    return pci_ ? attach_pci(std::move(device)) : attach_mmio(std::move(device));
+}
+
+virtio::TransportCore& DeviceManager::attach_mmio(std::shared_ptr<virtio::VirtioDevice> device) {
     const size_t index = slots_.size();
     const uint32_t gsi = kFirstVirtioGsi + static_cast<uint32_t>(index);
     const uint64_t base = boot::layout::kVirtioMmioStart + index * boot::layout::kVirtioMmioSize;
@@ -66,18 +120,58 @@ virtio::MmioTransport& DeviceManager::attach(std::shared_ptr<virtio::VirtioDevic
     slot->gsi = gsi;
     slot->irq = std::make_shared<EventFdIrq>();
     vm_.register_irqfd(slot->irq->fd(), gsi);
-    slot->transport = std::make_shared<virtio::MmioTransport>(mem_, device, slot->irq, &loop_);
+    auto transport = std::make_shared<virtio::MmioTransport>(mem_, device, slot->irq, &loop_);
+    slot->transport = transport;
     slot->watchdog = std::make_unique<virtio::StallWatchdog>(device->name());
     std::vector<EventFd> queue_events(slot->transport->num_queues());
     for (uint16_t q = 0; q < queue_events.size(); q++) {
         vm_.register_ioeventfd(queue_events[q].fd(), base + virtio::mmio::kQueueNotify, 4, false, q);
     }
     slot->transport->set_queue_events(std::move(queue_events));
-    mmio_bus_.insert(slot->transport, base, boot::layout::kVirtioMmioSize);
-    virtio::MmioTransport* transport = slot->transport.get();
+    mmio_bus_.insert(transport, base, boot::layout::kVirtioMmioSize);
     log::info("{} at {:#x}, GSI {}", device->name(), base, gsi);
     slots_.push_back(std::move(slot));
     return *transport;
+}
+
+virtio::TransportCore& DeviceManager::attach_pci(std::shared_ptr<virtio::VirtioDevice> device) {
+    const size_t vectors = device->queue_max_sizes().size() + 1;
+    if (next_msi_gsi_ + vectors - 1 > kLastMsiGsi) {
+        throw Error(fmt::format("{}: no GSIs left for {} MSI-X vectors", device->name(), vectors));
+    }
+    auto slot = std::make_unique<Slot>();
+    auto msi = std::make_shared<GsiMsiVectors>(vm_, device->name(), next_msi_gsi_, static_cast<uint16_t>(vectors));
+    auto transport = std::make_shared<virtio::PciTransport>(mem_, device, msi, &loop_);
+    slot->transport = transport;
+    slot->watchdog = std::make_unique<virtio::StallWatchdog>(device->name());
+    std::vector<EventFd> queue_events(transport->num_queues());
+    for (const auto& e : queue_events) slot->notify_fds.push_back(e.fd());
+    transport->set_queue_events(std::move(queue_events));
+    transport->set_notify_moved([this, s = slot.get()](std::optional<uint64_t> at) { move_notify(*s, at); });
+    const uint8_t pci_slot = pci_->add(transport);
+    log::info("{} at PCI 00:{:02x}.0, BAR 0 {:#x}, MSI-X GSIs {}-{}", device->name(), pci_slot,
+              transport->bar_addresses()[virtio::pci_layout::kBar].value_or(0), next_msi_gsi_,
+              next_msi_gsi_ + vectors - 1);
+    next_msi_gsi_ += static_cast<uint32_t>(vectors);
+    slots_.push_back(std::move(slot));
+    return *transport;
+}
+
+void DeviceManager::move_notify(Slot& slot, std::optional<uint64_t> notify_base) {
+    // A 16-bit write of the queue index at the queue's notify address (virtio-pci 4.1.4.4).
+    constexpr uint32_t kLen = 2;
+    const std::string& name = slot.transport->device().name();
+    for (size_t q = 0; q < slot.notify_fds.size(); ++q) {
+        const uint64_t off = q * virtio::pci_layout::kNotifyOffMultiplier;
+        try {
+            if (slot.notify_base) vm_.unregister_ioeventfd(slot.notify_fds[q], *slot.notify_base + off, kLen, false, {});
+            if (notify_base) vm_.register_ioeventfd(slot.notify_fds[q], *notify_base + off, kLen, false, {});
+        } catch (const std::exception& e) {
+            // Kicks then reach the transport through the BAR instead: slower, still correct.
+            log::error("{}: queue {} notification: {}", name, q, e.what());
+        }
+    }
+    slot.notify_base = notify_base;
 }
 
 void DeviceManager::attach_drives(const std::vector<DriveConfig>& drives) {
@@ -285,13 +379,16 @@ void DeviceManager::log_counters() const {
 
 std::vector<DeviceManager::Window> DeviceManager::windows() const {
     std::vector<Window> out;
-    for (const auto& slot : slots_) out.push_back({slot->base, boot::layout::kVirtioMmioSize, slot->gsi});
+    for (const auto& slot : slots_) {
+        if (slot->base != 0) out.push_back({slot->base, boot::layout::kVirtioMmioSize, slot->gsi});
+    }
     return out;
 }
 
 std::string DeviceManager::kernel_cmdline_args() const {
     std::string out;
     for (const auto& slot : slots_) {
+        if (slot->base == 0) continue;  // PCI: the guest finds it by scanning
         if (!out.empty()) out += ' ';
         out += virtio::mmio_cmdline_entry(slot->base, slot->gsi);
     }

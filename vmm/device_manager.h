@@ -1,8 +1,11 @@
-// The virtio device manager: attaches virtio devices to the VM over virtio-mmio. Gives each a
-// 4 KiB MMIO window and a GSI, binds one KVM_IOEVENTFD per queue (QueueNotify with datamatch =
-// queue index; the eventfds go to the transport, which hands them to the device at activation)
-// and one KVM_IRQFD per device, and produces the `virtio_mmio.device=4K@0xADDR:GSI` kernel
-// command line entries. It knows devices only through virtio::VirtioDevice: each device
+// The virtio device manager: attaches virtio devices to the VM over virtio-mmio (the default)
+// or virtio-pci (enable_pci()). Over MMIO it gives each a 4 KiB MMIO window and a GSI, binds
+// one KVM_IOEVENTFD per queue (QueueNotify with datamatch = queue index; the eventfds go to the
+// transport, which hands them to the device at activation) and one KVM_IRQFD per device, and
+// produces the `virtio_mmio.device=4K@0xADDR:GSI` kernel command line entries. Over PCI each
+// device is a function on the PCI root bus (devices/pci/pci_bus.h) with one MSI-X vector per
+// queue plus config, each an irqfd on its own GSI whose MSI route follows the driver's MSI-X
+// table, and one ioeventfd per queue at its notify address, moved when the driver moves the BAR. It knows devices only through virtio::VirtioDevice: each device
 // subscribes its own events on the event loop (virtio/device_base.h).
 #pragma once
 
@@ -10,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,8 +26,11 @@
 namespace embervm::memory {
 class GuestMemory;
 }
+namespace embervm::devices::pci {
+class PciRoot;
+}
 namespace embervm::virtio {
-class MmioTransport;
+class TransportCore;
 class VirtioDevice;
 namespace balloon {
 class BalloonDevice;
@@ -48,8 +55,13 @@ public:
     DeviceManager(VmEventRouting& vm, Bus& mmio_bus, boost::asio::io_context& io, const memory::GuestMemory& mem);
     ~DeviceManager();
 
-    // Attaches `device`; returns the transport. Throws Error when windows or GSIs run out.
-    virtio::MmioTransport& attach(std::shared_ptr<virtio::VirtioDevice> device);
+    // Every later attach() puts the device on a PCI root bus (created here: configuration ports
+    // 0xCF8-0xCFF on `pio_bus`, the BAR window boot::layout::kPciMmioStart on the MMIO bus)
+    // instead of virtio-mmio. Before the first attach().
+    void enable_pci(Bus& pio_bus);
+    bool pci_enabled() const { return pci_ != nullptr; }
+    // Attaches `device`; returns the transport. Throws Error when windows, slots or GSIs run out.
+    virtio::TransportCore& attach(std::shared_ptr<virtio::VirtioDevice> device);
     // A virtio-blk device per drive (the root device first, so it is /dev/vda), and the
     // root= argument for the command line if one is the root device.
     void attach_drives(const std::vector<DriveConfig>& drives);
@@ -95,17 +107,23 @@ public:
     // What to append to the kernel command line (entries, root=, ...), space separated.
     std::string kernel_cmdline_args() const;
 
-    // Each attached device's MMIO window and GSI, in attach order (for the ACPI DSDT).
+    // Each virtio-mmio device's MMIO window and GSI, in attach order (for the ACPI DSDT).
     struct Window { uint64_t base; uint64_t size; uint32_t gsi; };
     std::vector<Window> windows() const;
 
 private:
     struct Slot;
+    virtio::TransportCore& attach_mmio(std::shared_ptr<virtio::VirtioDevice> device);
+    virtio::TransportCore& attach_pci(std::shared_ptr<virtio::VirtioDevice> device);
+    // The driver moved (or stopped decoding) a PCI device's BAR: its queue ioeventfds follow.
+    void move_notify(Slot& slot, std::optional<uint64_t> notify_base);
     VmEventRouting& vm_;
     Bus& mmio_bus_;
     EventLoop loop_;
     const memory::GuestMemory& mem_;
     std::vector<std::unique_ptr<Slot>> slots_;
+    std::unique_ptr<devices::pci::PciRoot> pci_;
+    uint32_t next_msi_gsi_;
     std::vector<std::string> extra_args_;
     PeriodicTimer watchdog_timer_;
     std::function<bool()> guest_running_;

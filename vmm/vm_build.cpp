@@ -86,6 +86,7 @@ void Vmm::create_devices(const VmConfig& config) {
         [this](VmExit e) { request_exit(std::move(e)); }, config.machine_config.acpi);
 
     virtio_ = std::make_unique<DeviceManager>(*vm_, *mmio_bus_, io_, *memory_);
+    if (config.enable_pci) virtio_->enable_pci(*pio_bus_);
     virtio_->attach_drives(config.drives);
     virtio_->attach_network_interfaces(config.network_interfaces);
     if (config.balloon) {

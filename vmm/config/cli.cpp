@@ -274,6 +274,10 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
                "no ACPI tables (machine-config.acpi = false): the guest finds\n"
                "its CPUs in the MP table and virtio devices on the command line",
                [&o] { o.no_acpi = true; });
+    add_switch("--enable-pci",
+               "every virtio device over virtio-pci (MSI-X) instead of\n"
+               "virtio-mmio (config: \"enable_pci\": true)",
+               [&o] { o.enable_pci = true; });
     add_value("--drive", "SPEC",
               "a virtio-blk drive (repeatable), SPEC = comma-separated\n"
               "id=ID,path=FILE[,root][,ro][,partuuid=UUID]\n"
@@ -358,7 +362,7 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
     add_switch("--version", "print the version and exit", [&o] { o.version = true; });
 
     app_.footer(R"(Flags take "--flag VALUE" or "--flag=VALUE". With --config, --kernel, --initrd,
---cmdline, --vcpus, --mem, --no-acpi, --balloon, --console, --log-level, --log-path and
+--cmdline, --vcpus, --mem, --no-acpi, --enable-pci, --balloon, --console, --log-level, --log-path and
 --metrics-path override the file's fields, --drive and --net add devices;
 without it, --kernel is required (unless --api-sock is given).
 
@@ -475,6 +479,7 @@ VmConfig resolve_config(const CliOptions& o) {
     if (o.vcpus) config.machine_config.vcpu_count = *o.vcpus;
     if (o.mem_mib) config.machine_config.mem_size_mib = *o.mem_mib;
     if (o.no_acpi) config.machine_config.acpi = false;
+    if (o.enable_pci) config.enable_pci = true;
     const size_t file_drives = config.drives.size();
     config.drives.insert(config.drives.end(), o.drives.begin(), o.drives.end());
 

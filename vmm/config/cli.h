@@ -33,6 +33,7 @@ struct CliOptions {
     std::optional<uint32_t> vcpus;           // --vcpus, range-checked
     std::optional<uint64_t> mem_mib;         // --mem, range-checked
     bool no_acpi = false;                    // --no-acpi: machine-config.acpi = false
+    bool enable_pci = false;                 // --enable-pci: enable_pci = true
     std::vector<DriveConfig> drives;         // --drive (repeatable), added to the file's drives
     std::vector<NetworkInterfaceConfig> network_interfaces;  // --net (repeatable), added
     std::optional<BalloonConfig> balloon;    // --balloon, replaces the file's

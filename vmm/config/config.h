@@ -180,6 +180,9 @@ struct VmConfig {
     std::optional<LoggerConfig> logger;
     std::optional<MetricsConfig> metrics;
     std::optional<ConsoleConfig> console;
+    // "enable_pci" (Firecracker's --enable-pci): every virtio device over virtio-pci instead of
+    // virtio-mmio.
+    bool enable_pci = false;
 
     bool operator==(const VmConfig&) const = default;
 };

@@ -76,6 +76,11 @@ const Section kSections[] = {
      [](const json& j, const std::string& where, VmConfig& out) { out.metrics = metrics_from_json(j, where); }},
     {"console",
      [](const json& j, const std::string& where, VmConfig& out) { out.console = console_from_json(j, where); }},
+    {"enable_pci",
+     [](const json& j, const std::string& where, VmConfig& out) {
+         if (!j.is_boolean()) throw field_error(where, "must be true or false");
+         out.enable_pci = j.get<bool>();
+     }},
 };
 
 }  // namespace

@@ -149,6 +149,7 @@ json to_json(const VmConfig& config) {
     if (config.logger) put("logger", to_json(*config.logger));
     if (config.metrics) put("metrics", to_json(*config.metrics));
     if (config.console) put("console", to_json(*config.console));
+    j["enable_pci"] = config.enable_pci;
     return j;
 }
 

@@ -1,5 +1,5 @@
 // VmEventRouting: what device code needs from the VM to move events in and out of it with eventfds
-// (KVM_IRQFD, KVM_IOEVENTFD), without the rest of KvmVm; KvmVm implements it, tests record it.
+// (KVM_IRQFD, KVM_IOEVENTFD, MSI routes), without the rest of KvmVm; KvmVm implements it, tests record it.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,13 @@ public:
     // with a datamatch only writes of that value do. Throws Error naming the address.
     virtual void register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
                                     std::optional<uint64_t> datamatch) = 0;
+    // Undoes register_ioeventfd with the same arguments (a PCI BAR moved). Throws Error.
+    virtual void unregister_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
+                                      std::optional<uint64_t> datamatch) = 0;
+    // From now on, an edge on `gsi` (an irqfd bound to it) is delivered as the MSI with
+    // `address` and `data` (a PCI function's MSI-X vector). `gsi` must be above the IOAPIC's
+    // pins, whose routes stay. Throws Error.
+    virtual void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) = 0;
 
 protected:
     VmEventRouting() = default;

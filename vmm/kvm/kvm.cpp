@@ -125,14 +125,69 @@ void KvmVm::register_irqfd(int eventfd, uint32_t gsi) {
 }
 
 void KvmVm::register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, std::optional<uint64_t> datamatch) {
+    ioeventfd(eventfd, addr, len, pio, datamatch, false);
+}
+
+void KvmVm::unregister_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
+                                 std::optional<uint64_t> datamatch) {
+    ioeventfd(eventfd, addr, len, pio, datamatch, true);
+}
+
+void KvmVm::ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, std::optional<uint64_t> datamatch,
+                      bool deassign) {
     kvm_ioeventfd io{};
     io.addr = addr;
     io.len = len;
     io.fd = eventfd;
-    io.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0);
+    io.flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0) |
+               (deassign ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0);
     io.datamatch = datamatch.value_or(0);
     if (::ioctl(fd(), KVM_IOEVENTFD, &io) < 0) {
-        throw sys_error(fmt::format("KVM_IOEVENTFD at {:#x}", addr));
+        throw sys_error(fmt::format("KVM_IOEVENTFD{} at {:#x}", deassign ? " (deassign)" : "", addr));
+    }
+}
+
+namespace {
+constexpr uint32_t kIoapicPins = 24;
+constexpr uint32_t kPicPins = 16;
+}  // namespace
+
+void KvmVm::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
+    if (gsi < kIoapicPins) {
+        throw Error(fmt::format("MSI route for GSI {}: GSIs below {} belong to the IOAPIC", gsi, kIoapicPins));
+    }
+    std::lock_guard lock(routes_mutex_);
+    msi_routes_[gsi] = {address, data};
+    std::vector<kvm_irq_routing_entry> entries;
+    // KVM's default x86 routing (what KVM_CREATE_IRQCHIP installs): GSIs 0-15 to the PIC and
+    // the IOAPIC, 16-23 to the IOAPIC, pin = GSI.
+    for (uint32_t g = 0; g < kIoapicPins; ++g) {
+        kvm_irq_routing_entry e{};
+        e.gsi = g;
+        e.type = KVM_IRQ_ROUTING_IRQCHIP;
+        e.u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+        e.u.irqchip.pin = g;
+        entries.push_back(e);
+        if (g < kPicPins) {
+            e.u.irqchip.irqchip = g < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+            e.u.irqchip.pin = g % 8;
+            entries.push_back(e);
+        }
+    }
+    for (const auto& [g, msg] : msi_routes_) {
+        kvm_irq_routing_entry e{};
+        e.gsi = g;
+        e.type = KVM_IRQ_ROUTING_MSI;
+        e.u.msi.address_lo = static_cast<uint32_t>(msg.first);
+        e.u.msi.address_hi = static_cast<uint32_t>(msg.first >> 32);
+        e.u.msi.data = msg.second;
+        entries.push_back(e);
+    }
+    kvm_abi::FlexBuffer<kvm_abi::IrqRoutingHeader, kvm_irq_routing_entry> table(entries.size());
+    table.header()->nr = static_cast<uint32_t>(entries.size());
+    std::copy(entries.begin(), entries.end(), table.entries().begin());
+    if (::ioctl(fd(), kvm_abi::kSetGsiRouting, table.data()) < 0) {
+        throw sys_error(fmt::format("KVM_SET_GSI_ROUTING (MSI route for GSI {})", gsi));
     }
 }
 

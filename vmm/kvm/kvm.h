@@ -7,6 +7,8 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,13 +42,23 @@ public:
     void create_irqchip();
     void create_pit2();
     void enable_cap(uint32_t cap, uint64_t arg0 = 0);
-    // VmEventRouting (vmm/kvm/event_routing.h): KVM_IRQFD and KVM_IOEVENTFD.
+    // VmEventRouting (vmm/kvm/event_routing.h): KVM_IRQFD, KVM_IOEVENTFD, KVM_SET_GSI_ROUTING.
     void register_irqfd(int eventfd, uint32_t gsi) override;
     void register_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
                             std::optional<uint64_t> datamatch) override;
+    void unregister_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
+                              std::optional<uint64_t> datamatch) override;
+    // KVM_SET_GSI_ROUTING replaces the whole table: it is rebuilt from KVM's default routes for
+    // the in-kernel PIC and IOAPIC (GSIs 0-23) plus every MSI route set so far.
+    void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) override;
 
 private:
+    void ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, std::optional<uint64_t> datamatch,
+                   bool deassign);
+
     FileDescriptor fd_;
+    std::mutex routes_mutex_;
+    std::map<uint32_t, std::pair<uint64_t, uint32_t>> msi_routes_;  // gsi -> address, data
 };
 
 class KvmVcpu {

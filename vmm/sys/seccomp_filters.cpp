@@ -60,18 +60,21 @@ Calls common_calls() {
 }
 
 // ioctls a vCPU thread makes on its own vCPU fd (run, and the registers read and written for a
-// report or an instruction KVM left to the VMM: vmm/kvm/vcpu.cpp).
+// report or an instruction KVM left to the VMM: vmm/kvm/vcpu.cpp), and on the VM fd for
+// virtio-pci (a driver's MSI-X table write routes a vector; a BAR move moves ioeventfds).
 std::vector<uint64_t> vcpu_ioctls() {
     return {KVM_RUN,          KVM_GET_REGS,        KVM_SET_REGS,        KVM_GET_SREGS,
             KVM_SET_SREGS,    vmm::kvm_abi::kGetMsrs, vmm::kvm_abi::kSetMsrs, KVM_GET_VCPU_EVENTS,
-            KVM_SET_VCPU_EVENTS, KVM_TRANSLATE,    TUNSETOFFLOAD};
+            KVM_SET_VCPU_EVENTS, KVM_TRANSLATE,    TUNSETOFFLOAD,       vmm::kvm_abi::kSetGsiRouting,
+            KVM_IOEVENTFD};
 }
 
 Calls vcpu_calls() {
     return {
         {"ioctl",
          "KVM_RUN and the vCPU's registers (exits, emulation, reports); TUNSETOFFLOAD when a virtio-net "
-         "driver activates its device (device activation runs on the vCPU that writes the status)",
+         "driver activates its device (device activation runs on the vCPU that writes the status); "
+         "KVM_SET_GSI_ROUTING and KVM_IOEVENTFD when a virtio-pci driver programs MSI-X or moves a BAR",
          1, vcpu_ioctls()},
         {"io_uring_enter", "a virtio-blk reset waits for its io_uring requests in flight"},
         {"read", "eventfds"},

@@ -195,6 +195,10 @@ TEST_CASE("cli: resolve_config from flags alone", "[cli]") {
     CHECK(c.machine_config.vcpu_count == 2);
     CHECK(c.machine_config.mem_size_mib == 256);
 
+    CHECK_FALSE(c.enable_pci);
+    CHECK(vmm::resolve_config(parse({"--kernel", kernel.c_str(), "--enable-pci"})).enable_pci);
+    CHECK(cli_error({"--enable-pci=yes"}) == "--enable-pci: takes no value");
+
     const VmConfig d = vmm::resolve_config(parse({"--kernel", kernel.c_str()}));
     CHECK(d.machine_config == vmm::MachineConfig{});
     CHECK_FALSE(d.boot_source->boot_args);

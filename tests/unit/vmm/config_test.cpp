@@ -107,7 +107,20 @@ TEST_CASE("config: unknown keys are named with their path", "[config]") {
           "boot-source.kernel: unknown key (known keys: kernel_image_path, initrd_path, boot_args)");
     CHECK(parse_error(R"({"machine_config": {}})") ==
           "machine_config: unknown key (known keys: boot-source, machine-config, drives, network-interfaces, balloon, "
-          "logger, metrics, console)");
+          "logger, metrics, console, enable_pci)");
+}
+
+TEST_CASE("config: enable_pci (top level) switches the devices to virtio-pci; off by default", "[config]") {
+    CHECK_FALSE(vmm::parse_config_json("{}").enable_pci);
+    CHECK(vmm::parse_config_json(R"({"enable_pci": true})").enable_pci);
+    CHECK_FALSE(vmm::parse_config_json(R"({"enable_pci": false})").enable_pci);
+    CHECK(parse_error(R"({"enable_pci": 1})") == "enable_pci: must be true or false");
+    CHECK(parse_error(R"({"enable_pci": "yes"})") == "enable_pci: must be true or false");
+    vmm::VmConfig c;
+    CHECK(vmm::to_json(c)["enable_pci"] == false);
+    c.enable_pci = true;
+    CHECK(vmm::to_json(c)["enable_pci"] == true);
+    CHECK(vmm::parse_config_json(vmm::to_json(c).dump()).enable_pci);
 }
 
 TEST_CASE("config: wrong types", "[config]") {

@@ -11,12 +11,14 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -38,6 +40,7 @@
 #include "virtio/balloon/balloon_device.h"
 #include "virtio/block/request.h"
 #include "virtio/mmio_transport.h"
+#include "virtio/pci_transport.h"
 #include "virtio/virtio_defs.h"
 #include "vmm/config/config.h"
 #include "vmm/device_manager.h"
@@ -75,6 +78,17 @@ public:
                             std::optional<uint64_t> datamatch) override {
         ioeventfds.push_back({eventfd, addr, len, pio, datamatch});
     }
+    void unregister_ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio,
+                              std::optional<uint64_t> datamatch) override {
+        const auto it = std::find_if(ioeventfds.begin(), ioeventfds.end(), [&](const Ioeventfd& e) {
+            return e.eventfd == eventfd && e.addr == addr && e.len == len && e.pio == pio && e.datamatch == datamatch;
+        });
+        REQUIRE(it != ioeventfds.end());
+        ioeventfds.erase(it);
+    }
+    void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) override {
+        msi_routes[gsi] = {address, data};
+    }
     // The eventfd bound to queue `q` of the device in window `base`.
     int queue_event(uint64_t base, uint16_t q) const {
         for (const Ioeventfd& e : ioeventfds) {
@@ -86,6 +100,7 @@ public:
 
     std::vector<Irqfd> irqfds;
     std::vector<Ioeventfd> ioeventfds;
+    std::map<uint32_t, std::pair<uint64_t, uint32_t>> msi_routes;
 };
 
 // The window of the `index`th device attached.
@@ -248,7 +263,7 @@ TEST_CASE("device manager: each device gets its own 4 KiB window on the MMIO bus
     f.dm.attach_drives({drive("data", image.path())});
     f.dm.attach_balloon({});
     const auto plain = balloon();
-    virtio::MmioTransport& t = f.dm.attach(plain);
+    virtio::TransportCore& t = f.dm.attach(plain);
     CHECK(&t.device() == plain.get());
 
     namespace id = virtio::device_id;
@@ -517,4 +532,88 @@ TEST_CASE("device manager: a virtio-net device per interface on its TAP, with a 
     CHECK(ioeventfds[1].addr == window(0) + mmio::kQueueNotify);
     CHECK(ioeventfds[1].datamatch == std::optional<uint64_t>(1));
     CHECK(ioeventfds[2].addr == window(1) + mmio::kQueueNotify);
+}
+
+TEST_CASE("device manager: with PCI enabled, devices are PCI functions with MSI-X irqfds and notify ioeventfds "
+          "that follow the BAR",
+          "[device_manager][pci]") {
+    Fixture f;
+    vmm::Bus pio{"pio"};
+    f.dm.enable_pci(pio);
+    CHECK(f.dm.pci_enabled());
+    f.dm.attach(balloon());  // 2 queues: 3 vectors
+    f.dm.attach(balloon());
+    // Configuration space through 0xCF8/0xCFC: 00:01.0 and 00:02.0 are virtio-balloon (0x1045).
+    auto cfg = [&](uint8_t slot, uint16_t reg) {
+        const uint32_t a = 0x80000000u | (uint32_t{slot} << 11) | reg;
+        std::array<uint8_t, 4> b{};
+        std::memcpy(b.data(), &a, 4);
+        REQUIRE(pio.write(0xcf8, b));
+        REQUIRE(pio.read(0xcfc, b));
+        uint32_t v = 0;
+        std::memcpy(&v, b.data(), 4);
+        return v;
+    };
+    auto cfg_write = [&](uint8_t slot, uint16_t reg, uint32_t v) {
+        const uint32_t a = 0x80000000u | (uint32_t{slot} << 11) | reg;
+        std::array<uint8_t, 4> b{};
+        std::memcpy(b.data(), &a, 4);
+        REQUIRE(pio.write(0xcf8, b));
+        std::memcpy(b.data(), &v, 4);
+        REQUIRE(pio.write(0xcfc, b));
+    };
+    CHECK(cfg(0, 0) == 0x0d578086);
+    CHECK(cfg(1, 0) == 0x10451af4);
+    CHECK(cfg(2, 0) == 0x10451af4);
+    CHECK(cfg(3, 0) == 0xffffffff);
+    // One irqfd per MSI-X vector on consecutive GSIs from 24; no virtio-mmio entries or windows.
+    REQUIRE(f.vm.irqfds.size() == 6);
+    for (size_t i = 0; i < 6; i++) CHECK(f.vm.irqfds[i].gsi == 24 + i);
+    CHECK(f.dm.kernel_cmdline_args().empty());
+    CHECK(f.dm.windows().empty());
+    // No notify ioeventfds until the driver enables memory space.
+    CHECK(f.vm.ioeventfds.empty());
+    const uint64_t bar = cfg(1, 0x10) & ~0xfu;
+    CHECK(bar == layout::kPciMmioStart);
+    cfg_write(1, 0x04, 0x6);  // memory space, bus master
+    REQUIRE(f.vm.ioeventfds.size() == 2);
+    CHECK(f.vm.ioeventfds[0].addr == bar + virtio::pci_layout::kNotify);
+    CHECK(f.vm.ioeventfds[1].addr == bar + virtio::pci_layout::kNotify + 4);
+    CHECK(f.vm.ioeventfds[0].len == 2);
+    CHECK_FALSE(f.vm.ioeventfds[0].datamatch);
+    // The common config answers at the BAR: num_queues.
+    std::array<uint8_t, 2> nq{};
+    REQUIRE(f.bus.read(bar + virtio::common_cfg::kNumQueues, nq));
+    CHECK(nq[0] == 2);
+    // The driver moves the BAR: the ioeventfds move along.
+    const uint64_t moved = layout::kPciMmioStart + 0x100000;
+    cfg_write(1, 0x10, static_cast<uint32_t>(moved));
+    REQUIRE(f.vm.ioeventfds.size() == 2);
+    CHECK(f.vm.ioeventfds[0].addr == moved + virtio::pci_layout::kNotify);
+    // A BAR over another device's: neither is decoded, so neither has ioeventfds.
+    cfg_write(2, 0x04, 0x6);
+    CHECK(f.vm.ioeventfds.size() == 4);
+    cfg_write(2, 0x10, static_cast<uint32_t>(moved));
+    CHECK(f.vm.ioeventfds.empty());
+    // Programming and unmasking MSI-X vector 1 of 00:01.0 routes GSI 25.
+    cfg_write(2, 0x10, static_cast<uint32_t>(layout::kPciMmioStart + 0x200000));
+    const uint64_t entry = moved + virtio::pci_layout::kMsixTable + 16;
+    f.w32(entry, 0xfee00000);
+    f.w32(entry + 4, 0);
+    f.w32(entry + 8, 0x4031);
+    f.w32(entry + 12, 0);
+    CHECK(f.vm.msi_routes.empty());  // MSI-X not enabled yet
+    uint16_t cap = static_cast<uint16_t>(cfg(1, 0x34) & 0xff);
+    while (cap != 0 && (cfg(1, cap) & 0xff) != 0x11) cap = static_cast<uint16_t>((cfg(1, cap) >> 8) & 0xff);
+    REQUIRE(cap != 0);
+    cfg_write(1, cap, (cfg(1, cap) & 0xffff) | (0x8000u << 16));
+    REQUIRE(f.vm.msi_routes.count(25) == 1);
+    CHECK(f.vm.msi_routes[25] == std::make_pair(uint64_t{0xfee00000}, uint32_t{0x4031}));
+}
+
+TEST_CASE("device manager: PCI must be enabled before devices are attached", "[device_manager][pci]") {
+    Fixture f;
+    vmm::Bus pio{"pio"};
+    f.dm.attach(balloon());
+    CHECK_THROWS_AS(f.dm.enable_pci(pio), embervm::Error);
 }

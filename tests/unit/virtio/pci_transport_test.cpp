@@ -1,0 +1,358 @@
+// Tests for virtio/pci_transport: the virtio-pci (modern) function's configuration space and
+// capabilities, the common config through BAR 0 (shared state machine with virtio-mmio),
+// notifications, the ISR, and MSI-X (vector table, masking, pending bits, out-of-range values).
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "devices/pci/config_space.h"
+#include "devices/pci/msix.h"
+#include "devices/pci/pci_bus.h"
+#include "fake_transport_device.h"
+#include "memory/guest_memory.h"
+#include "virtio/pci_transport.h"
+#include "virtio/virtio_defs.h"
+
+using embervm::memory::GuestAddress;
+using embervm::memory::GuestMemory;
+using namespace embervm::virtio;
+using namespace embervm::devices::pci;
+using embervm::virtio::testing::FakeDevice;
+using embervm::virtio::testing::kDeviceBit5;
+
+namespace {
+
+class RecordingVectors : public MsiVectors {
+public:
+    void route(uint16_t index, const MsiMessage& message) override { routes.emplace_back(index, message); }
+    void trigger(uint16_t index) override { triggers.push_back(index); }
+    std::vector<std::pair<uint16_t, MsiMessage>> routes;
+    std::vector<uint16_t> triggers;
+};
+
+constexpr uint64_t kBarBase = 0xc0000000;
+
+struct Fixture {
+    GuestMemory mem{{{GuestAddress(0), 0x10000}}};
+    std::shared_ptr<FakeDevice> dev = std::make_shared<FakeDevice>();
+    std::shared_ptr<RecordingVectors> vectors = std::make_shared<RecordingVectors>();
+    PciTransport t{mem, dev, vectors};
+
+    uint64_t rd(uint64_t offset, size_t width) {
+        std::array<uint8_t, 8> b{};
+        t.bar_read(0, offset, std::span(b).first(width));
+        uint64_t v = 0;
+        std::memcpy(&v, b.data(), 8);
+        return v;
+    }
+    void wr(uint64_t offset, size_t width, uint64_t v) {
+        std::array<uint8_t, 8> b{};
+        std::memcpy(b.data(), &v, 8);
+        t.bar_write(0, offset, std::span<const uint8_t>(b).first(width));
+    }
+    uint32_t cfg32(uint16_t offset) {
+        std::array<uint8_t, 4> b{};
+        t.config_read(offset, b);
+        uint32_t v = 0;
+        std::memcpy(&v, b.data(), 4);
+        return v;
+    }
+    void cfg_write16(uint16_t offset, uint16_t v) {
+        std::array<uint8_t, 2> b{};
+        std::memcpy(b.data(), &v, 2);
+        t.config_write(offset, b);
+    }
+    uint32_t status() { return static_cast<uint32_t>(rd(common_cfg::kDeviceStatus, 1)); }
+    void negotiate(uint64_t features = feature::kVersion1 | kDeviceBit5 | feature::kRingEventIdx) {
+        wr(common_cfg::kDeviceStatus, 1, 0);
+        wr(common_cfg::kDeviceStatus, 1, status::kAcknowledge);
+        wr(common_cfg::kDeviceStatus, 1, status::kAcknowledge | status::kDriver);
+        wr(common_cfg::kDriverFeatureSelect, 4, 0);
+        wr(common_cfg::kDriverFeature, 4, static_cast<uint32_t>(features));
+        wr(common_cfg::kDriverFeatureSelect, 4, 1);
+        wr(common_cfg::kDriverFeature, 4, features >> 32);
+        wr(common_cfg::kDeviceStatus, 1, status::kAcknowledge | status::kDriver | status::kFeaturesOk);
+    }
+    void setup_queue(uint16_t index, uint16_t size, uint64_t desc, uint64_t avail, uint64_t used, uint16_t vector) {
+        wr(common_cfg::kQueueSelect, 2, index);
+        wr(common_cfg::kQueueSize, 2, size);
+        wr(common_cfg::kQueueDesc, 4, static_cast<uint32_t>(desc));
+        wr(common_cfg::kQueueDesc + 4, 4, desc >> 32);
+        wr(common_cfg::kQueueDriver, 8, avail);
+        wr(common_cfg::kQueueDevice, 4, static_cast<uint32_t>(used));
+        wr(common_cfg::kQueueDevice + 4, 4, used >> 32);
+        wr(common_cfg::kQueueMsixVector, 2, vector);
+        wr(common_cfg::kQueueEnable, 2, 1);
+    }
+    void driver_ok() { wr(common_cfg::kDeviceStatus, 1, status() | status::kDriverOk); }
+    // Programs MSI-X vector `v` (unmasked) and enables MSI-X.
+    void program_vector(uint16_t v, uint64_t address, uint32_t data, bool unmask = true) {
+        const uint64_t e = pci_layout::kMsixTable + 16ull * v;
+        wr(e, 4, static_cast<uint32_t>(address));
+        wr(e + 4, 4, address >> 32);
+        wr(e + 8, 4, data);
+        wr(e + 12, 4, unmask ? 0 : 1);
+    }
+    void enable_msix(bool function_mask = false) {
+        cfg_write16(t.msix_capability() + 2, static_cast<uint16_t>(kMsixEnable | (function_mask ? kMsixFunctionMask : 0)));
+    }
+};
+
+}  // namespace
+
+TEST_CASE("virtio-pci: identity and capability list", "[virtio][pci]") {
+    Fixture f;
+    CHECK(f.cfg32(reg::kVendorId) == 0x10421af4);  // 0x1040 + virtio-blk (2)
+    CHECK(f.cfg32(reg::kRevision) >> 8 == 0x018000);
+    CHECK((f.cfg32(reg::kRevision) & 0xff) == 1);
+    CHECK(f.cfg32(reg::kSubsystemVendorId) == 0x00401af4);
+    CHECK(f.cfg32(reg::kBar0) == kBarMem64);
+    CHECK(f.t.bar_sizes()[0] == pci_layout::kBarSize);
+    // Walk the capabilities as Linux's virtio_pci_find_capability does.
+    struct Cap {
+        uint8_t type, bar;
+        uint32_t offset, length;
+    };
+    std::vector<Cap> virtio_caps;
+    uint16_t msix = 0;
+    uint32_t multiplier = 0;
+    for (uint8_t p = static_cast<uint8_t>(f.cfg32(reg::kCapabilitiesPointer)); p != 0;
+         p = static_cast<uint8_t>(f.cfg32(p) >> 8)) {
+        REQUIRE(virtio_caps.size() < 10);
+        const uint32_t head = f.cfg32(p);
+        if ((head & 0xff) == cap_id::kMsix) {
+            msix = p;
+            continue;
+        }
+        REQUIRE((head & 0xff) == cap_id::kVendorSpecific);
+        const uint8_t len = static_cast<uint8_t>(head >> 16);
+        const Cap c{static_cast<uint8_t>(head >> 24), static_cast<uint8_t>(f.cfg32(p + 4)), f.cfg32(p + 8),
+                    f.cfg32(p + 12)};
+        CHECK(len == (c.type == pci_layout::kCapNotify ? 20 : 16));
+        if (c.type == pci_layout::kCapNotify) multiplier = f.cfg32(p + 16);
+        virtio_caps.push_back(c);
+    }
+    REQUIRE(virtio_caps.size() == 4);
+    CHECK(virtio_caps[0].type == pci_layout::kCapCommon);
+    CHECK(virtio_caps[0].length >= 0x38);
+    CHECK(virtio_caps[1].type == pci_layout::kCapNotify);
+    CHECK(virtio_caps[1].length == 2 * 4);
+    CHECK(multiplier == 4);
+    CHECK(virtio_caps[2].type == pci_layout::kCapIsr);
+    CHECK(virtio_caps[3].type == pci_layout::kCapDevice);
+    for (const auto& c : virtio_caps) {
+        CHECK(c.bar == 0);
+        CHECK(c.offset + c.length <= pci_layout::kBarSize);
+    }
+    REQUIRE(msix == f.t.msix_capability());
+    CHECK(((f.cfg32(msix) >> 16) & 0x7ff) == 2);  // table size N-1: 2 queues + config
+    CHECK(f.cfg32(msix + 4) == pci_layout::kMsixTable);  // BIR 0
+    CHECK(f.cfg32(msix + 8) == pci_layout::kMsixPba);
+}
+
+TEST_CASE("virtio-pci: driver bring-up through the common config activates the device", "[virtio][pci]") {
+    Fixture f;
+    CHECK(f.rd(common_cfg::kNumQueues, 2) == 2);
+    f.wr(common_cfg::kDeviceFeatureSelect, 4, 1);
+    CHECK(f.rd(common_cfg::kDeviceFeature, 4) == 1);  // VERSION_1
+    f.wr(common_cfg::kQueueSelect, 2, 1);
+    CHECK(f.rd(common_cfg::kQueueSize, 2) == 8);
+    CHECK(f.rd(common_cfg::kQueueNotifyOff, 2) == 1);
+    f.negotiate();
+    CHECK(f.status() == (status::kAcknowledge | status::kDriver | status::kFeaturesOk));
+    f.setup_queue(0, 16, 0x1000, 0x2000, 0x3000, 0);
+    f.wr(common_cfg::kQueueSelect, 2, 0);
+    CHECK(f.rd(common_cfg::kQueueDesc, 8) == 0x1000);
+    CHECK(f.rd(common_cfg::kQueueDriver + 4, 4) == 0);
+    CHECK(f.rd(common_cfg::kQueueMsixVector, 2) == 0);
+    CHECK(f.rd(common_cfg::kQueueEnable, 2) == 1);
+    f.driver_ok();
+    CHECK(f.t.is_activated());
+    CHECK(f.dev->activations == 1);
+    CHECK(f.dev->acked_features == (feature::kVersion1 | kDeviceBit5 | feature::kRingEventIdx));
+    // Device config through the BAR.
+    CHECK(f.rd(pci_layout::kDeviceCfg, 4) == 0x04030201);
+    // A notify write for queue 0 reaches the device; out-of-range and unaligned ones do not.
+    f.wr(pci_layout::kNotify, 2, 0);
+    f.wr(pci_layout::kNotify + 4, 2, 1);  // queue 1 is not ready
+    f.wr(pci_layout::kNotify + 2, 2, 0);
+    f.wr(pci_layout::kNotify + 8, 2, 2);
+    CHECK(f.dev->notifications == std::vector<uint16_t>{0});
+    // Status 0 resets the device and the transport's selectors and vectors.
+    const int resets = f.dev->resets;
+    f.wr(common_cfg::kDeviceStatus, 1, 0);
+    CHECK(f.dev->resets == resets + 1);
+    CHECK_FALSE(f.t.is_activated());
+    CHECK(f.rd(common_cfg::kQueueMsixVector, 2) == pci_layout::kNoVector);
+}
+
+TEST_CASE("virtio-pci: bad guest values are refused, not trusted", "[virtio][pci]") {
+    Fixture f;
+    f.negotiate();
+    SECTION("vector numbers beyond the table read back as NO_VECTOR") {
+        f.wr(common_cfg::kConfigMsixVector, 2, 3);
+        CHECK(f.rd(common_cfg::kConfigMsixVector, 2) == pci_layout::kNoVector);
+        f.wr(common_cfg::kConfigMsixVector, 2, 2);
+        CHECK(f.rd(common_cfg::kConfigMsixVector, 2) == 2);
+        f.wr(common_cfg::kQueueSelect, 2, 0);
+        f.wr(common_cfg::kQueueMsixVector, 2, 0x7ff);
+        CHECK(f.rd(common_cfg::kQueueMsixVector, 2) == pci_layout::kNoVector);
+    }
+    SECTION("a queue selector out of range reads as an absent queue and ignores writes") {
+        f.wr(common_cfg::kQueueSelect, 2, 9);
+        CHECK(f.rd(common_cfg::kQueueSize, 2) == 0);
+        CHECK(f.rd(common_cfg::kQueueMsixVector, 2) == pci_layout::kNoVector);
+        f.wr(common_cfg::kQueueSize, 2, 4);
+        f.wr(common_cfg::kQueueEnable, 2, 1);
+        f.wr(common_cfg::kQueueMsixVector, 2, 0);
+        CHECK(f.rd(common_cfg::kQueueEnable, 2) == 0);
+    }
+    SECTION("accesses of the wrong width are ignored") {
+        f.wr(common_cfg::kQueueSelect, 4, 1);  // a 16-bit field
+        CHECK(f.rd(common_cfg::kQueueSelect, 2) == 0);
+        CHECK(f.rd(common_cfg::kNumQueues, 4) == 0);
+        CHECK(f.rd(common_cfg::kQueueDesc + 2, 4) == 0);
+    }
+    SECTION("a queue size that is not a power of two breaks only this device at DRIVER_OK") {
+        f.setup_queue(0, 12, 0x1000, 0x2000, 0x3000, 0);
+        f.driver_ok();
+        CHECK_FALSE(f.t.is_activated());
+        CHECK((f.status() & status::kDeviceNeedsReset) != 0);
+        CHECK(f.t.needs_reset_events() == 1);
+        // Reset recovers.
+        f.wr(common_cfg::kDeviceStatus, 1, 0);
+        CHECK(f.status() == 0);
+        f.negotiate();
+        f.setup_queue(0, 16, 0x1000, 0x2000, 0x3000, 0);
+        f.driver_ok();
+        CHECK(f.t.is_activated());
+    }
+    SECTION("a queue outside guest memory breaks only this device") {
+        f.setup_queue(0, 16, 0xfff000, 0x2000, 0x3000, 0);
+        f.driver_ok();
+        CHECK_FALSE(f.t.is_activated());
+        CHECK((f.status() & status::kDeviceNeedsReset) != 0);
+    }
+    SECTION("MSI-X table and PBA accesses out of range or misaligned are ignored") {
+        f.wr(pci_layout::kMsixTable + 3 * 16, 4, 0x1234);  // vector 3 does not exist
+        CHECK(f.rd(pci_layout::kMsixTable + 3 * 16, 4) == 0);
+        f.wr(pci_layout::kMsixTable + 2, 4, 0xffffffff);  // misaligned
+        CHECK(f.rd(pci_layout::kMsixTable, 4) == 0);
+        f.wr(pci_layout::kMsixTable + 12, 2, 0);  // 2-byte access to vector control
+        CHECK(f.t.msix().masked(0));
+        f.wr(pci_layout::kMsixPba, 8, ~0ull);  // the PBA is read-only
+        CHECK(f.rd(pci_layout::kMsixPba, 8) == 0);
+        f.wr(pci_layout::kMsixPba + 0x800, 4, 1);  // beyond everything
+        CHECK(f.rd(pci_layout::kMsixPba + 0x800, 4) == 0);
+        CHECK(f.vectors->routes.empty());
+    }
+}
+
+TEST_CASE("virtio-pci: MSI-X vectors, masking and pending bits", "[virtio][pci]") {
+    Fixture f;
+    f.dev->process = true;
+    f.negotiate(feature::kVersion1);
+    f.wr(common_cfg::kConfigMsixVector, 2, 2);
+    f.setup_queue(0, 16, 0x1000, 0x2000, 0x3000, 0);
+    f.driver_ok();
+    REQUIRE(f.t.is_activated());
+    // Every vector starts masked; the table reads back what was written.
+    CHECK(f.t.msix().masked(0));
+    f.program_vector(0, 0xfee00000, 0x4021, false);
+    CHECK(f.rd(pci_layout::kMsixTable, 8) == 0xfee00000);
+    CHECK(f.rd(pci_layout::kMsixTable + 8, 4) == 0x4021);
+    CHECK(f.rd(pci_layout::kMsixTable + 12, 4) == 1);
+
+    SECTION("MSI-X disabled: the ISR is set, no vector fires; reading the ISR clears it") {
+        f.dev->interrupt->signal_used_queue(0);
+        CHECK(f.vectors->triggers.empty());
+        CHECK(f.rd(pci_layout::kIsr, 1) == interrupt::kUsedBuffer);
+        CHECK(f.rd(pci_layout::kIsr, 1) == 0);
+    }
+    SECTION("a masked vector is left pending and delivered when unmasked") {
+        f.enable_msix();
+        f.dev->interrupt->signal_used_queue(0);
+        CHECK(f.vectors->triggers.empty());
+        CHECK(f.t.msix().pending(0));
+        CHECK(f.rd(pci_layout::kMsixPba, 4) == 1);
+        CHECK(f.vectors->routes.empty());
+        f.wr(pci_layout::kMsixTable + 12, 4, 0);  // unmask
+        REQUIRE(f.vectors->routes.size() == 1);
+        CHECK(f.vectors->routes[0].first == 0);
+        CHECK(f.vectors->routes[0].second == MsiMessage{0xfee00000, 0x4021});
+        CHECK(f.vectors->triggers == std::vector<uint16_t>{0});
+        CHECK_FALSE(f.t.msix().pending(0));
+        CHECK(f.rd(pci_layout::kMsixPba, 4) == 0);
+        // Unmasked: delivered at once, routed only once.
+        f.dev->interrupt->signal_used_queue(0);
+        CHECK(f.vectors->triggers == std::vector<uint16_t>{0, 0});
+        CHECK(f.vectors->routes.size() == 1);
+        // A new message while unmasked is routed again before the next delivery.
+        f.wr(pci_layout::kMsixTable + 8, 4, 0x4022);
+        REQUIRE(f.vectors->routes.size() == 2);
+        CHECK(f.vectors->routes[1].second.data == 0x4022);
+    }
+    SECTION("the function mask holds every vector; clearing it delivers what is pending") {
+        f.program_vector(0, 0xfee00000, 0x4021);
+        f.program_vector(2, 0xfee00000, 0x4023);
+        f.enable_msix(true);
+        f.dev->interrupt->signal_used_queue(0);
+        f.dev->interrupt->signal_config_change();
+        CHECK(f.vectors->triggers.empty());
+        CHECK(f.rd(pci_layout::kMsixPba, 4) == 0b101);
+        f.enable_msix(false);
+        CHECK(f.vectors->triggers == std::vector<uint16_t>{0, 2});
+    }
+    SECTION("a queue with NO_VECTOR raises nothing") {
+        f.program_vector(0, 0xfee00000, 0x4021);
+        f.enable_msix();
+        f.wr(common_cfg::kQueueSelect, 2, 0);
+        f.wr(common_cfg::kQueueMsixVector, 2, pci_layout::kNoVector);
+        f.dev->interrupt->signal_used_queue(0);
+        CHECK(f.vectors->triggers.empty());
+    }
+    SECTION("a device error raises the config vector with DEVICE_NEEDS_RESET") {
+        f.program_vector(2, 0xfee00000, 0x4023);
+        f.enable_msix();
+        f.dev->interrupt->device_error("test");
+        CHECK(f.vectors->triggers == std::vector<uint16_t>{2});
+        CHECK((f.status() & status::kDeviceNeedsReset) != 0);
+    }
+}
+
+TEST_CASE("virtio-pci: on the root bus, the notify region follows the BAR", "[virtio][pci]") {
+    GuestMemory mem{{{GuestAddress(0), 0x10000}}};
+    auto t = std::make_shared<PciTransport>(mem, std::make_shared<FakeDevice>(), std::make_shared<RecordingVectors>());
+    std::vector<std::optional<uint64_t>> notify;
+    t->set_notify_moved([&](std::optional<uint64_t> at) { notify.push_back(at); });
+    PciRoot root(kBarBase, 0x100000);
+    const uint8_t slot = root.add(t);
+    CHECK(notify.empty());  // memory space still off
+    const uint32_t enable_addr = 0x80000000u | (uint32_t{slot} << 11) | reg::kCommand;
+    const uint32_t cmd = command::kMemorySpace | command::kBusMaster;
+    auto io = root.config_io();
+    io->write(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&enable_addr), 4));
+    io->write(4, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&cmd), 4));
+    REQUIRE(notify.size() == 1);
+    CHECK(notify[0] == kBarBase + pci_layout::kNotify);
+    // The common config answers at the BAR.
+    uint16_t nq = 0;
+    REQUIRE(root.mmio_read(kBarBase + common_cfg::kNumQueues, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&nq), 2)));
+    CHECK(nq == 2);
+    // Moved by the driver.
+    const uint32_t bar_addr = 0x80000000u | (uint32_t{slot} << 11) | reg::kBar0;
+    const uint32_t moved = kBarBase + 0x10000;
+    io->write(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&bar_addr), 4));
+    io->write(4, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&moved), 4));
+    REQUIRE(notify.size() == 2);
+    CHECK(notify[1] == moved + pci_layout::kNotify);
+    // Moved out of the window: the notify eventfds go nowhere.
+    const uint32_t outside = 0x1000;
+    io->write(4, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&outside), 4));
+    REQUIRE(notify.size() == 3);
+    CHECK(notify[2] == std::nullopt);
+}
