@@ -3,11 +3,8 @@
 #include "vmm/sys/seccomp.h"
 
 #include <fcntl.h>
-#include <linux/seccomp.h>
 #include <seccomp.h>
 #include <signal.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -194,64 +191,25 @@ Filter::Filter(ThreadKind kind) : kind_(kind) {
 
 Filter::~Filter() { seccomp_release(static_cast<scmp_filter_ctx>(ctx_)); }
 
-std::vector<sock_filter> Filter::program() const {
-    // seccomp_export_bpf writes the program to an fd (libseccomp 2.5 has no in-memory export);
-    // a memfd holds it whatever its size.
-    const int fd = ::memfd_create("embervm-seccomp", MFD_CLOEXEC);
-    if (fd < 0) throw sys_error("seccomp: memfd_create");
-    std::vector<sock_filter> code;
-    int rc = seccomp_export_bpf(static_cast<scmp_filter_ctx>(ctx_), fd);
-    const off_t bytes = rc < 0 ? 0 : ::lseek(fd, 0, SEEK_END);
-    if (rc >= 0 && bytes > 0 && bytes % sizeof(sock_filter) == 0) {
-        code.resize(static_cast<size_t>(bytes) / sizeof(sock_filter));
-        if (::pread(fd, code.data(), static_cast<size_t>(bytes), 0) != bytes) rc = -EIO;
-    } else if (rc >= 0) {
-        rc = -EINVAL;
-    }
-    ::close(fd);
+size_t Filter::bpf_instructions() const {
+    // seccomp_export_bpf writes the program to an fd; a pipe holds it (a few KiB).
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw sys_error("seccomp: pipe");
+    const int rc = seccomp_export_bpf(static_cast<scmp_filter_ctx>(ctx_), fds[1]);
+    ::close(fds[1]);
+    size_t bytes = 0;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) bytes += static_cast<size_t>(n);
+    ::close(fds[0]);
     if (rc < 0) throw Error(fmt::format("seccomp: exporting the {} filter: {}", to_string(kind_), std::strerror(-rc)));
-    return code;
+    return bytes / 8;  // struct sock_filter is 8 bytes
 }
 
-namespace {
-
-// A kind's program, compiled once per process.
-struct Compiled {
-    std::once_flag once;
-    std::vector<sock_filter> code;
-    size_t calls = 0;
-    size_t rules = 0;
-};
-std::array<Compiled, std::size(kThreadKinds)> g_compiled;
-
-const Compiled& compiled(ThreadKind kind) {
-    Compiled& c = g_compiled.at(static_cast<size_t>(kind));
-    std::call_once(c.once, [&] {  // an exception leaves it to the next caller
-        const Filter filter(kind);
-        c.code = filter.program();
-        c.calls = filter.calls();
-        c.rules = filter.rules();
-    });
-    return c;
-}
-
-// What seccomp_load does with libseccomp's default attributes: no new privileges (so an
-// unprivileged process may filter itself), then the filter on this thread alone. prctl rather
-// than seccomp(2), which takes the same program without flags: valgrind (scripts/bench-startup)
-// knows no seccomp(2), and libseccomp falls back to prctl there too.
-void load_program(ThreadKind kind, const std::vector<sock_filter>& code) {
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-        throw sys_error(fmt::format("seccomp: {} filter: prctl(PR_SET_NO_NEW_PRIVS)", to_string(kind)));
-    }
-    sock_fprog prog{};
-    prog.len = static_cast<unsigned short>(code.size());
-    prog.filter = const_cast<sock_filter*>(code.data());  // the kernel copies it
-    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) {
-        throw sys_error(fmt::format("seccomp: loading the {} filter", to_string(kind)));
+void Filter::load() const {
+    if (const int rc = seccomp_load(static_cast<scmp_filter_ctx>(ctx_)); rc < 0) {
+        throw Error(fmt::format("seccomp: loading the {} filter: {}", to_string(kind_), std::strerror(-rc)));
     }
 }
-
-}  // namespace
 
 void install_sigsys_reporter() {
     std::call_once(g_reporter_once, [] {
@@ -267,15 +225,15 @@ void install_sigsys_reporter() {
 void install_on_this_thread(ThreadKind kind) {
     const auto start = std::chrono::steady_clock::now();
     install_sigsys_reporter();
-    const Compiled& program = compiled(kind);
+    const Filter filter(kind);
     t_kind = to_string(kind);
     if (::pthread_getname_np(::pthread_self(), t_thread_name.data(), t_thread_name.size()) != 0) {
         t_thread_name[0] = '\0';
     }
-    load_program(kind, program.code);
+    filter.load();
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
-    log::debug("seccomp: {} filter loaded ({} calls, {} rules) in {} us", to_string(kind), program.calls,
-               program.rules, us.count());
+    log::debug("seccomp: {} filter loaded ({} calls, {} rules) in {} us", to_string(kind), filter.calls(),
+               filter.rules(), us.count());
 }
 
 void forbidden_call_for_test(ThreadKind kind) {

@@ -2,11 +2,8 @@
 // lists are data, in vmm/sys/seccomp_filters.cpp). A call outside the list ends the process with
 // SIGSYS after one log line naming the thread, its kind and the call.
 //
-// Each kind's list is compiled to a BPF program once per process (libseccomp, at the first thread
-// of that kind: about 0.5 M instructions each); every thread of the kind then installs that
-// ready program with seccomp(2) (after PR_SET_NO_NEW_PRIVS, as libseccomp's seccomp_load does).
-// Which thread installs what, and when (each thread installs its own filter, no TSYNC: the kinds
-// differ, and a filter is inherited by the threads a thread creates later):
+// Which thread installs what, and when (each thread loads its own filter with seccomp_load, no
+// TSYNC: the kinds differ, and a filter is inherited by the threads a thread creates later):
 //   - vCPU threads: their first act (Vcpu::thread_main), before the first KVM_RUN;
 //   - the event loop (the VM's thread, Vmm::run): once the vCPU threads exist (it creates them,
 //     so it must not pass its list on), before it runs its first handler;
@@ -29,8 +26,6 @@
 #include <span>
 #include <string_view>
 #include <vector>
-
-#include <linux/filter.h>
 
 namespace embervm::seccomp {
 
@@ -73,9 +68,10 @@ public:
     // System calls on the list (different names) and rules (one per allowed argument value).
     size_t calls() const { return calls_; }
     size_t rules() const { return rules_; }
-    // The BPF program the kernel runs on every system call of the thread (libseccomp's export).
-    std::vector<sock_filter> program() const;
-    size_t bpf_instructions() const { return program().size(); }
+    // Length of the BPF program the kernel runs on every system call of the thread.
+    size_t bpf_instructions() const;
+    // Loads it on the calling thread (irreversible). Throws embervm::Error.
+    void load() const;
 
 private:
     ThreadKind kind_;
@@ -85,9 +81,7 @@ private:
 };
 
 // Installs the filter of `kind` on the calling thread: the process's SIGSYS reporter first (once
-// per process), then the kind's program (compiled at the first call for the kind in the process,
-// reused by later threads of that kind). Throws embervm::Error if the filter cannot be built or
-// loaded.
+// per process), then the filter. Throws embervm::Error if the filter cannot be built or loaded.
 void install_on_this_thread(ThreadKind kind);
 
 // The test hook, called where each kind's filter is (or, with seccomp off, would be) loaded:

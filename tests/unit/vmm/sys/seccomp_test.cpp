@@ -20,11 +20,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <functional>
-#include <optional>
 #include <iterator>
 #include <set>
 #include <string>
-#include <thread>
 #include <utility>
 
 namespace seccomp = embervm::seccomp;
@@ -36,10 +34,9 @@ struct ChildResult {
     std::string output;  // what the child wrote to stderr
 };
 
-// Runs `body` in a forked child with stderr on a pipe, under the filter of `kind` (none when
-// unset); the child exits with 0 if body returns. `hook`: the child's EMBERVM_TEST_SECCOMP_VIOLATION.
-ChildResult run_in_child(std::optional<seccomp::ThreadKind> kind, const std::function<void()>& body,
-                         const char* hook = nullptr) {
+// Runs `body` in a forked child with stderr on a pipe, under the filter of `kind`; the child
+// exits with 0 if body returns. `hook`: the child's EMBERVM_TEST_SECCOMP_VIOLATION.
+ChildResult run_filtered(seccomp::ThreadKind kind, const std::function<void()>& body, const char* hook = nullptr) {
     int out[2];
     REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
     const pid_t pid = ::fork();
@@ -48,7 +45,7 @@ ChildResult run_in_child(std::optional<seccomp::ThreadKind> kind, const std::fun
         ::dup2(out[1], STDERR_FILENO);
         if (hook != nullptr) ::setenv("EMBERVM_TEST_SECCOMP_VIOLATION", hook, 1);
         try {
-            if (kind) seccomp::install_on_this_thread(*kind);
+            seccomp::install_on_this_thread(kind);
         } catch (...) {
             ::_exit(90);
         }
@@ -62,10 +59,6 @@ ChildResult run_in_child(std::optional<seccomp::ThreadKind> kind, const std::fun
     ::close(out[0]);
     REQUIRE(::waitpid(pid, &r.wait_status, 0) == pid);
     return r;
-}
-
-ChildResult run_filtered(seccomp::ThreadKind kind, const std::function<void()>& body, const char* hook = nullptr) {
-    return run_in_child(kind, body, hook);
 }
 
 bool died_of_sigsys(const ChildResult& r) {
@@ -192,20 +185,4 @@ TEST_CASE("seccomp: a forbidden call ends the process with SIGSYS and names the 
         const auto r = run_filtered(seccomp::ThreadKind::Api, [] { seccomp::forbidden_call_for_test(seccomp::ThreadKind::Api); }, "vcpu");
         CHECK(exited_0(r));
     }
-}
-
-TEST_CASE("seccomp: a later thread of a kind installs the program compiled for the first, and is filtered") {
-    // The first vCPU thread compiles the vcpu program; the second (started after the first
-    // has finished, from the child's unfiltered main thread) reuses it and must be filtered too.
-    const auto r = run_in_child(std::nullopt, [] {
-        std::thread first([] { seccomp::install_on_this_thread(seccomp::ThreadKind::Vcpu); });
-        first.join();
-        std::thread second([] {
-            seccomp::install_on_this_thread(seccomp::ThreadKind::Vcpu);
-            ::open("/dev/null", O_RDONLY);  // the vCPU's list does not allow it
-        });
-        second.join();
-    });
-    CHECK(died_of_sigsys(r));
-    CHECK_THAT(r.output, Catch::Contains("the vcpu thread made system call openat"));
 }
