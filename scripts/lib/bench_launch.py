@@ -7,10 +7,13 @@ import select
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+import callgrind_startup
 
 E = os.environ
 EMBERVM, TINY, QEMU = E["BL_EMBERVM"], E["BL_TINY"], E["BL_QEMU"]
@@ -18,6 +21,7 @@ NS = [int(n) for n in E["BL_NS"].split(",")]
 MODES, VIAS, GUESTS = E["BL_MODES"].split(","), E["BL_VIAS"].split(","), E["BL_GUESTS"].split(",")
 VMMS = ["embervm", "qemu"] if E["BL_VMM"] == "both" else [E["BL_VMM"]]
 MEM, TIMEOUT = int(E["BL_MEM"]), float(E["BL_TIMEOUT"])
+CALLGRIND = E.get("BL_CALLGRIND", "1") == "1"
 LINUX_CMDLINE = E["BL_LINUX_CMDLINE"]
 KERNEL_DIR, INITRAMFS = E.get("EMBERVM_TEST_KERNEL_DIR", ""), E.get("EMBERVM_TEST_INITRAMFS", "")
 TINY_CMDLINE = "bench"
@@ -357,6 +361,51 @@ class Launch:
                 "\n---- VMM stderr (last lines) ----\n" + "\n".join(err))
 
 
+# ---- the instruction count ------------------------------------------------------------------
+
+def startup_instructions():
+    """embervm's instructions from exec to the first KVM_RUN, tiny guest through the command line
+    (callgrind: scripts/lib/callgrind_startup.py); None without valgrind. A figure of work that,
+    unlike the CPU times, does not move with the host's load."""
+    if not callgrind_startup.available():
+        say("valgrind is missing (scripts/install-deps --bench): no instruction count")
+        return None
+    out = os.path.join(work, "callgrind.tiny")
+    err_path = os.path.join(work, "callgrind.stderr")
+    argv = callgrind_startup.prefix(out) + argv_for("embervm", "tiny", "cli", None)
+    console = b""
+    with open(err_path, "wb") as err:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+    try:
+        # The profile is complete once the guest prints: embervm dumps it before its first KVM_RUN.
+        deadline = time.monotonic() + TIMEOUT
+        while FIRST_LINE["tiny"] not in console:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Fail(f"callgrind run: no '{FIRST_LINE['tiny'].decode()}' within {TIMEOUT:.0f} s")
+            ready, _, _ = select.select([p.stdout], [], [], left)
+            if ready:
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
+                    raise Fail(f"callgrind run: the VMM exited (status {p.wait()}) before its guest printed")
+                console += chunk
+    except Fail as e:
+        with open(err_path, "rb") as f:
+            raise Fail(f"{e}\n  command: {' '.join(argv)}\n---- stderr ----\n"
+                       + f.read().decode(errors="replace")[-2000:])
+    finally:
+        p.terminate()
+        p.wait()
+        p.stdout.close()
+    try:
+        count = callgrind_startup.instructions(out)
+    except callgrind_startup.NoProfile as e:
+        raise Fail(str(e))
+    callgrind_startup.remove(out)
+    os.unlink(err_path)
+    return count
+
+
 # ---- batches ---------------------------------------------------------------------------------
 
 def batch(trace, vmm, guest, via, mode, n):
@@ -467,6 +516,7 @@ def main():
             raise Fail(f"{path} is missing")
     trace = Trace()
     summaries, all_vms = [], []
+    instructions = None
     try:
         # One launch of each VMM and guest first, not counted: the first exec reads the VMM, its
         # libraries and the guest from disk (over 9p in scripts/with-kvm's VM), the later ones
@@ -474,6 +524,10 @@ def main():
         for guest in GUESTS:
             for vmm in VMMS:
                 batch(trace, vmm, guest, "cli", "serial", 1)
+        if CALLGRIND and "embervm" in VMMS:
+            instructions = startup_instructions()
+            if instructions is not None:
+                say(f"embervm, tiny guest: {instructions} instructions from exec to the first KVM_RUN (callgrind)")
         load = open("/proc/loadavg").read().split()[:3]
         say(f"{NCPU} CPU(s), load {' '.join(load)}; N = {NS}, {MODES}, {VIAS}, {GUESTS}, {VMMS}; 1 vCPU, {MEM} MiB")
         for guest in GUESTS:
@@ -496,9 +550,13 @@ def main():
     print(f"\nLaunch benchmark: medians per VM (CPU = user+sys of the VMM process from its exec, ms; wall from "
           f"its exec, ms; RSS MiB at the guest's first line), {NCPU} CPU(s), load at the end {' '.join(load)}")
     print(table(summaries))
+    if instructions is not None:
+        print(f"embervm, tiny guest, command line: {instructions} instructions from exec to the first KVM_RUN "
+              f"(callgrind; a figure of work, unlike the times above)")
     if E["BL_JSON"]:
         with open(E["BL_JSON"], "w") as f:
-            json.dump({"cpus": NCPU, "mem_mib": MEM, "summaries": summaries, "vms": all_vms}, f, indent=1)
+            json.dump({"cpus": NCPU, "mem_mib": MEM, "startup_instructions": instructions, "summaries": summaries,
+                       "vms": all_vms}, f, indent=1)
         say(f"wrote {E['BL_JSON']}")
 
 
