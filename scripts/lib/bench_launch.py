@@ -372,7 +372,7 @@ def startup_instructions():
         return None
     out = os.path.join(work, "callgrind.tiny")
     err_path = os.path.join(work, "callgrind.stderr")
-    argv = callgrind_startup.prefix(out) + argv_for("embervm", "tiny", "cli", None)
+    argv = callgrind_startup.prefix(out) + argv_for("embervm", "tiny", "cli", None) + callgrind_startup.VMM_ARGS
     console = b""
     with open(err_path, "wb") as err:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
