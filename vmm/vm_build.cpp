@@ -152,6 +152,7 @@ void Vmm::load_guest(const VmConfig& config) {
         acpi.vcpus = config.machine_config.vcpu_count;
         acpi.com1 = true;   // LegacyDevices: always there
         acpi.i8042 = true;
+        if (virtio_->pci_enabled()) acpi.pci = boot::acpi::PciRootInfo{};  // boot::layout's BAR window
         opts.acpi = acpi;
     }
     // Everything setup_boot() rejects (not a kernel, truncated or corrupt image, an initrd or

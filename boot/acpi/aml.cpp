@@ -40,6 +40,14 @@ constexpr uint8_t kIoTag = 0x47;           // small item 0x08, 7 data bytes
 constexpr uint8_t kEndTag = 0x79;          // small item 0x0f, 1 data byte (checksum)
 constexpr uint8_t kMemory32FixedTag = 0x86;
 constexpr uint8_t kExtendedIrqTag = 0x89;
+constexpr uint8_t kDWordAddressSpaceTag = 0x87;
+constexpr uint8_t kWordAddressSpaceTag = 0x88;
+constexpr uint8_t kAddressSpaceMemory = 0;
+constexpr uint8_t kAddressSpaceBusNumber = 2;
+// General flags of an address space descriptor: producer (bit 0 clear), positive decode (bit 1
+// clear), minimum and maximum fixed (bits 2 and 3).
+constexpr uint8_t kProducerMinMaxFixed = 0x0c;
+constexpr uint8_t kMemoryReadWrite = 0x01;
 constexpr uint8_t kIoDecode16 = 0x01;
 constexpr uint8_t kResourceConsumer = 0x01;
 
@@ -301,6 +309,40 @@ Bytes irq_no_flags(std::initializer_list<unsigned> irqs) {
     }
     Bytes out{kIrqTag};
     push_le(out, mask, 2);
+    return out;
+}
+
+Bytes word_bus_number(uint16_t min, uint16_t max) {
+    if (min > max) {
+        throw Error(fmt::format("WordBusNumber: bus range {}-{} is empty", min, max));
+    }
+    Bytes out{kWordAddressSpaceTag};
+    push_le(out, 13, 2);  // data bytes after the 3-byte header
+    out.push_back(kAddressSpaceBusNumber);
+    out.push_back(kProducerMinMaxFixed);
+    out.push_back(0);     // type-specific flags: none for bus numbers
+    push_le(out, 0, 2);   // granularity
+    push_le(out, min, 2);
+    push_le(out, max, 2);
+    push_le(out, 0, 2);   // translation offset
+    push_le(out, uint32_t{max} - min + 1, 2);
+    return out;
+}
+
+Bytes dword_memory(MemoryCaching caching, uint32_t base, uint32_t length) {
+    if (length == 0 || uint64_t{base} + length > (uint64_t{1} << 32)) {
+        throw Error(fmt::format("DWordMemory: window [{:#x}, +{:#x}) must be non-empty and below 4 GiB", base, length));
+    }
+    Bytes out{kDWordAddressSpaceTag};
+    push_le(out, 23, 2);  // data bytes after the 3-byte header
+    out.push_back(kAddressSpaceMemory);
+    out.push_back(kProducerMinMaxFixed);
+    out.push_back(static_cast<uint8_t>(kMemoryReadWrite | (static_cast<unsigned>(caching) << 1)));
+    push_le(out, 0, 4);   // granularity
+    push_le(out, base, 4);
+    push_le(out, uint64_t{base} + length - 1, 4);
+    push_le(out, 0, 4);   // translation offset
+    push_le(out, length, 4);
     return out;
 }
 

@@ -87,6 +87,19 @@ Bytes io(uint16_t min, uint16_t max, uint8_t alignment, uint8_t length);
 // IRQNoFlags() { irqs }: small item 0x22 with a 16-bit mask of ISA IRQs 0-15 (edge, active high).
 Bytes irq_no_flags(std::initializer_list<unsigned> irqs);
 
+// WordBusNumber(ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, min, max, 0, max - min + 1):
+// the bus numbers a host bridge decodes, a Word Address Space descriptor (large item 0x88,
+// 16 bytes, resource type 2). Throws if min > max.
+Bytes word_bus_number(uint16_t min, uint16_t max);
+
+enum class MemoryCaching : uint8_t { NonCacheable = 0, Cacheable = 1, WriteCombining = 2, Prefetchable = 3 };
+
+// DWordMemory(ResourceProducer, PosDecode, MinFixed, MaxFixed, caching, ReadWrite, 0, base,
+// base + length - 1, 0, length): a memory window a host bridge forwards to its bus, a DWord
+// Address Space descriptor (large item 0x87, 26 bytes, resource type 0). Throws for an empty
+// window or one that does not end below 4 GiB.
+Bytes dword_memory(MemoryCaching caching, uint32_t base, uint32_t length);
+
 enum class Trigger : uint8_t { Level = 0, Edge = 1 };
 enum class Polarity : uint8_t { ActiveHigh = 0, ActiveLow = 1 };
 enum class Sharing : uint8_t { Exclusive = 0, Shared = 1 };

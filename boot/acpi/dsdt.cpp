@@ -15,6 +15,8 @@ namespace embervm::boot::acpi {
 namespace {
 
 constexpr uint8_t kI8042CommandPort = 0x64;
+constexpr uint16_t kPciConfigPort = 0xcf8;
+constexpr uint8_t kPciConfigPorts = 8;
 
 aml::Bytes com1_device() {
     return aml::device("COM1", {
@@ -36,6 +38,28 @@ aml::Bytes i8042_device() {
                                                          aml::irq_no_flags({layout::kI8042KbdIrq}),
                                                      })),
                                });
+}
+
+aml::Bytes pci_root_device(const PciRootInfo& pci) {
+    if (pci.window_size == 0 || pci.window_base + pci.window_size > (uint64_t{1} << 32) ||
+        pci.window_base + pci.window_size < pci.window_base) {
+        throw Error(fmt::format("ACPI DSDT: PCI BAR window [{:#x}, +{:#x}) must be non-empty and below 4 GiB",
+                                pci.window_base, pci.window_size));
+    }
+    return aml::device(
+        "PCI0", {
+                    aml::name("_HID", aml::eisa_id("PNP0A03")),
+                    aml::name("_SEG", aml::integer(0)),
+                    aml::name("_BBN", aml::integer(0)),
+                    aml::name("_UID", aml::integer(0)),
+                    aml::name("_CRS", aml::resource_template({
+                                          aml::word_bus_number(0, 0),
+                                          aml::io(kPciConfigPort, kPciConfigPort, 1, kPciConfigPorts),
+                                          aml::dword_memory(aml::MemoryCaching::NonCacheable,
+                                                            static_cast<uint32_t>(pci.window_base),
+                                                            static_cast<uint32_t>(pci.window_size)),
+                                      })),
+                });
 }
 
 aml::Bytes virtio_device(size_t index, const VirtioMmioDeviceInfo& dev) {
@@ -73,6 +97,9 @@ std::vector<uint8_t> build_dsdt_aml(const AcpiLayout& guest) {
     }
     for (size_t i = 0; i < guest.virtio.size(); i++) {
         devices.push_back(virtio_device(i, guest.virtio[i]));
+    }
+    if (guest.pci) {
+        devices.push_back(pci_root_device(*guest.pci));
     }
     aml::Bytes out = aml::scope("\\_SB", devices);
     aml::append(out, aml::name("\\_S5", aml::package({aml::integer(kSleepTypeS5), aml::integer(kSleepTypeS5),

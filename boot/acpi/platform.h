@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "boot/layout.h"
@@ -33,12 +34,21 @@ struct VirtioMmioDeviceInfo {
     uint32_t gsi = 0;
 };
 
+// The PCI root bus (--enable-pci): the host bridge decodes bus 0 only, its configuration space
+// through ports 0xCF8-0xCFF, and forwards the BAR window to the bus. Its functions signal
+// with MSI-X only (no INTx pins, so no _PRT).
+struct PciRootInfo {
+    uint64_t window_base = layout::kPciMmioStart;
+    uint64_t window_size = layout::kPciMmioSize;
+};
+
 // The guest as the tables describe it.
 struct AcpiLayout {
     std::vector<VirtioMmioDeviceInfo> virtio;  // in the order of their _UIDs 0, 1, ...
     uint32_t vcpus = 1;
     bool com1 = true;   // 16550A at layout::kCom1Port, IRQ 4
     bool i8042 = true;  // keyboard controller at 0x60/0x64, IRQ 1
+    std::optional<PciRootInfo> pci;  // the DSDT's PCI0 and MSI allowed in the FADT, if present
 };
 
 }  // namespace embervm::boot::acpi

@@ -81,8 +81,10 @@ std::vector<uint8_t> build_fadt(const AcpiLayout& guest, uint64_t dsdt_addr) {
     f.minor_version = kFadtMinorVersion;
     f.flags = kFadtWbinvd | kFadtPowerButtonIsControlMethod | kFadtSleepButtonIsControlMethod |
               kFadtResetRegSupported | kFadtHardwareReduced;
-    f.iapc_boot_arch = static_cast<uint16_t>(kIapcVgaNotPresent | kIapcMsiNotSupported | kIapcNoCmosRtc |
-                                             (guest.i8042 ? kIapcI8042 : 0));
+    // "MSI not supported" only without PCI: Linux disables MSI for every device when it is set,
+    // and the PCI functions signal with MSI-X only.
+    f.iapc_boot_arch = static_cast<uint16_t>(kIapcVgaNotPresent | (guest.pci ? 0 : kIapcMsiNotSupported) |
+                                             kIapcNoCmosRtc | (guest.i8042 ? kIapcI8042 : 0));
     f.dsdt = dsdt_addr <= UINT32_MAX ? static_cast<uint32_t>(dsdt_addr) : 0;
     f.x_dsdt = dsdt_addr;
     f.reset_reg = io_port_register(kResetPort);

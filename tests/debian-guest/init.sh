@@ -12,6 +12,8 @@
 #   CPU-TOPOLOGY cpuN package=P core=C one line per CPU, from /sys (what the kernel made of CPUID)
 #   VIRTIO <dev> id=<device id> driver=<driver> via=<platform device>   one line per device
 #   VIRTIO-COUNT n=N                   devices on the virtio bus
+#   MSI-IRQS n=N                       interrupts of /proc/interrupts on PCI-MSI (MSI-X of
+#                                      virtio-pci functions), each line also printed as MSI-IRQ ...
 #   VDA-TOKEN <first line of /dev/vda> the drive is readable (the test writes a token there)
 #   GUEST-DONE                         followed by `poweroff -f` (gtest=poweroff, the default)
 #                                      or `reboot -f` (gtest=reboot)
@@ -44,6 +46,11 @@ for d in /sys/bus/virtio/devices/*; do
   echo "VIRTIO ${d##*/} id=$id driver=$($B basename "$($B readlink "$d/driver")") via=${parent##*/}"
 done
 echo "VIRTIO-COUNT n=$count"
+msi=0
+while read -r l; do
+  case "$l" in *PCI-MSI*) msi=$((msi + 1)); echo "MSI-IRQ $l" ;; esac
+done < /proc/interrupts
+echo "MSI-IRQS n=$msi"
 if [ -b /dev/vda ]; then
   echo "VDA-TOKEN $($B head -n 1 /dev/vda)"
 else

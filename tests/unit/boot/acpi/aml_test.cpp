@@ -153,6 +153,21 @@ TEST_CASE("resource descriptors and the End Tag checksum", "[acpi][aml]") {
     CHECK_THROWS_AS(aml::extended_interrupt(aml::Trigger::Edge, aml::Polarity::ActiveHigh, aml::Sharing::Exclusive, {}),
                     embervm::Error);
 
+    // WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0, 0xff, 0, 0x100).
+    CHECK(aml::word_bus_number(0, 0xff) == Bytes{0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                                 0xff, 0x00, 0x00, 0x00, 0x00, 0x01});
+    CHECK(aml::word_bus_number(0, 0) == Bytes{0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                              0x00, 0x00, 0x01, 0x00});
+    CHECK_THROWS_AS(aml::word_bus_number(2, 1), embervm::Error);
+    // DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0,
+    //              0xc0000000, 0xcfffffff, 0, 0x10000000).
+    CHECK(aml::dword_memory(aml::MemoryCaching::NonCacheable, 0xc0000000, 0x10000000) ==
+          Bytes{0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0,
+                0xff, 0xff, 0xff, 0xcf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10});
+    CHECK(aml::dword_memory(aml::MemoryCaching::Prefetchable, 0xfffff000, 0x1000)[5] == 0x07);
+    CHECK_THROWS_AS(aml::dword_memory(aml::MemoryCaching::Cacheable, 0xfffff000, 0x1001), embervm::Error);
+    CHECK_THROWS_AS(aml::dword_memory(aml::MemoryCaching::Cacheable, 0x1000, 0), embervm::Error);
+
     const Bytes rt = aml::resource_template({aml::io(0x60, 0x60, 1, 1), aml::irq_no_flags({1})});
     // Buffer: BufferOp, PkgLength (1 byte), BufferSize (BytePrefix n), then n bytes of descriptors.
     REQUIRE(rt.size() == 4 + 8 + 3 + 2);

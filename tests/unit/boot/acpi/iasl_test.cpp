@@ -89,6 +89,41 @@ TEST_CASE("iasl disassembles the DSDT of a guest without COM1 and i8042", "[acpi
     CHECK_THAT(d.dsl, !Contains("PNP0501") && !Contains("PNP0303") && Contains("LNRO0005"));
 }
 
+TEST_CASE("iasl disassembles the DSDT's PCI root bridge, present only with PCI", "[acpi][iasl]") {
+    TempDir dir;
+    AcpiLayout g = guest_with(1, 0);
+    const Disassembly without = iasl_disassemble(dir, "DSDT", build_dsdt(g));
+    CHECK_THAT(without.dsl, !Contains("PCI0") && !Contains("PNP0A03"));
+
+    g.pci = PciRootInfo{0xc0000000, 0x10000000};
+    const Disassembly d = iasl_disassemble(dir, "DSDT", build_dsdt(g));
+    INFO(d.dsl);
+    check_clean(d);
+    CHECK_THAT(d.dsl, Contains("Device (PCI0)") && Contains("Name (_HID, EisaId (\"PNP0A03\") /* PCI Bus */)"));
+    CHECK_THAT(d.dsl, Contains("Name (_SEG, Zero)") && Contains("Name (_BBN, Zero)") && Contains("Name (_UID, Zero)"));
+    CHECK_THAT(d.dsl, Contains("WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,"));
+    CHECK_THAT(d.dsl, Contains("0x0CF8,             // Range Minimum") && Contains("0x08,               // Length"));
+    CHECK_THAT(d.dsl, Contains("DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite,"));
+    CHECK_THAT(d.dsl, Contains("0xC0000000,         // Range Minimum") && Contains("0xCFFFFFFF,         // Range Maximum") &&
+                          Contains("0x10000000,         // Length"));
+    CHECK_THAT(d.dsl, !Contains("_PRT"));
+
+    const CommandResult compiled = run_in(dir.path(), std::string(kIasl) + " -p recompiled DSDT.dsl");
+    INFO(compiled.output);
+    CHECK_THAT(compiled.output, Contains("Compilation successful. 0 Errors, 0 Warnings, 0 Remarks"));
+
+    // acpiexec evaluates the bridge's _CRS.
+    require_acpica_tool(kAcpiExec);
+    write_bytes(dir.file("DSDT.dat"), build_dsdt(g));
+    const CommandResult r = run_in(
+        dir.path(), fmt::format("timeout 120 {} -b \"Evaluate \\_SB.PCI0._CRS; Evaluate \\_SB.PCI0._HID\" DSDT.dat",
+                                kAcpiExec));
+    INFO(r.output);
+    CHECK(r.status == 0);
+    CHECK_THAT(r.output, !Contains("Error") && !Contains("Exception") && !Contains("Warning"));
+    CHECK_THAT(r.output, Contains("_CRS returned object") && Contains("[Integer] = 00000000030AD041"));
+}
+
 TEST_CASE("iasl decodes the FADT, MADT and XSDT with their checksums and pointers", "[acpi][iasl]") {
     for (unsigned vcpus : {1u, 8u}) {
         CAPTURE(vcpus);

@@ -148,6 +148,16 @@ TEST_CASE("the FADT's boot flags announce the i8042 only when the guest has one"
     CHECK((flags & kIapcNoCmosRtc) != 0);
 }
 
+TEST_CASE("the FADT allows MSI only when the guest has PCI", "[acpi]") {
+    AcpiLayout g = guest_with(1, 0);
+    CHECK((val(table_obj<Fadt>(build_acpi_tables(g), "FACP").iapc_boot_arch) & kIapcMsiNotSupported) != 0);
+    g.pci = PciRootInfo{};
+    const uint16_t flags = table_obj<Fadt>(build_acpi_tables(g), "FACP").iapc_boot_arch;
+    CHECK((flags & kIapcMsiNotSupported) == 0);
+    CHECK((flags & kIapcI8042) != 0);
+    CHECK((flags & kIapcVgaNotPresent) != 0);
+}
+
 TEST_CASE("the MADT describes 1 to 8 vCPUs, the I/O APIC and LINT1 as the MP table does", "[acpi]") {
     for (unsigned vcpus = 1; vcpus <= 8; vcpus++) {
         CAPTURE(vcpus);
@@ -204,6 +214,13 @@ TEST_CASE("guests the tables cannot describe are refused", "[acpi]") {
     CHECK_THROWS_AS(build_dsdt(high), embervm::Error);
     CHECK_THROWS_AS(build_dsdt(guest_with(1, kDsdtMaxVirtioDevices + 1)), embervm::Error);
     CHECK_NOTHROW(build_dsdt(guest_with(1, kDsdtMaxVirtioDevices)));
+    AcpiLayout pci = guest_with(1, 0);
+    pci.pci = PciRootInfo{0xf0000000, 0x10000000};  // ends exactly at 4 GiB
+    CHECK_NOTHROW(build_dsdt(pci));
+    pci.pci = PciRootInfo{0xf0000000, 0x10001000};
+    CHECK_THROWS_AS(build_dsdt(pci), embervm::Error);
+    pci.pci = PciRootInfo{0xc0000000, 0};
+    CHECK_THROWS_AS(build_dsdt(pci), embervm::Error);
     CHECK_THROWS_AS(build_acpi_tables(guest_with(1, 0), kAcpiTablesStart + 8), embervm::Error);
 }
 
