@@ -1,10 +1,11 @@
-// seccomp filters: compiling the allowlists with libseccomp, loading them per thread, and the
-// SIGSYS reporter (vmm/sys/seccomp.h).
+// seccomp filters: installing the programs built from the allowlists per thread, and the SIGSYS
+// reporter (vmm/sys/seccomp.h).
 #include "vmm/sys/seccomp.h"
 
-#include <fcntl.h>
-#include <seccomp.h>
+#include <linux/audit.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -17,13 +18,13 @@
 #include <cstring>
 #include <iterator>
 #include <mutex>
-#include <set>
 #include <string>
 
 #include <fmt/format.h>
 
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/seccomp_programs.h"
 #include "vmm/sys/syscall_names.h"
 
 namespace embervm::seccomp {
@@ -33,7 +34,7 @@ namespace {
 // The SIGSYS handler names a call from generated::kSyscallNames (vmm/sys/gen_syscall_names.py,
 // at build time): resolving names with libseccomp at run time allocates, so the handler cannot
 // do it, and filling a table at start-up cost about 1 M instructions.
-uint32_t g_native_arch = 0;  // AUDIT_ARCH_* of the native calls (si_arch of a native call)
+constexpr uint32_t kNativeArch = AUDIT_ARCH_X86_64;  // si_arch of a native call
 // si_code of a SIGSYS raised by SECCOMP_RET_TRAP (the kernel's SYS_SECCOMP).
 constexpr int kSysSeccomp = 1;
 
@@ -100,7 +101,7 @@ void on_sigsys(int, siginfo_t* info, void*) {
         line.add(t_kind != nullptr ? t_kind : "?");
         line.add(" thread made system call ");
         const int named = static_cast<int>(std::size(generated::kSyscallNames));
-        if (static_cast<uint32_t>(info->si_arch) == g_native_arch && nr >= 0 && nr < named &&
+        if (static_cast<uint32_t>(info->si_arch) == kNativeArch && nr >= 0 && nr < named &&
             generated::kSyscallNames[nr] != nullptr) {
             line.add(generated::kSyscallNames[nr]);
             line.add(" (");
@@ -128,16 +129,6 @@ const char* hook_variable() { return "EMBERVM_TEST_SECCOMP_VIOLATION"; }
 
 }  // namespace
 
-const char* to_string(ThreadKind kind) {
-    switch (kind) {
-        case ThreadKind::Vcpu: return "vcpu";
-        case ThreadKind::EventLoop: return "event-loop";
-        case ThreadKind::Api: return "api";
-        case ThreadKind::Main: return "main";
-    }
-    return "?";
-}
-
 std::optional<ThreadKind> parse_thread_kind(std::string_view text) {
     for (const ThreadKind k : kThreadKinds) {
         if (text == to_string(k)) return k;
@@ -145,75 +136,8 @@ std::optional<ThreadKind> parse_thread_kind(std::string_view text) {
     return std::nullopt;
 }
 
-Filter::Filter(ThreadKind kind) : kind_(kind) {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
-    if (ctx == nullptr) throw Error(fmt::format("seccomp: cannot create the {} filter", to_string(kind)));
-    ctx_ = ctx;
-    // A call through another ABI (int 0x80, x32) is trapped and reported too, not just killed.
-    if (const int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_TRAP); rc < 0) {
-        seccomp_release(ctx);
-        throw Error(fmt::format("seccomp: {} filter: bad-architecture action: {}", to_string(kind), std::strerror(-rc)));
-    }
-    std::set<std::string_view> names;
-    try {
-        std::vector<AllowedCall> calls = allowlist(kind);
-        for (const AllowedCall& call : sanitizer_runtime_calls()) calls.push_back(call);
-        for (const AllowedCall& call : calls) {
-            const std::string name(call.name);
-            const int nr = seccomp_syscall_resolve_name(name.c_str());
-            if (nr == __NR_SCMP_ERROR) {
-                throw Error(fmt::format("seccomp: {} filter: unknown system call '{}'", to_string(kind), name));
-            }
-            const auto add = [&](unsigned count, const scmp_arg_cmp* cmp) {
-                const int rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, count, cmp);
-                if (rc < 0 && rc != -EEXIST) {
-                    throw Error(fmt::format("seccomp: {} filter: rule for {}: {}", to_string(kind), name,
-                                            std::strerror(-rc)));
-                }
-                rules_++;
-            };
-            if (call.values.empty()) {
-                add(0, nullptr);
-            } else {
-                for (const uint64_t v : call.values) {
-                    const scmp_arg_cmp cmp = SCMP_CMP(call.arg, SCMP_CMP_EQ, v);
-                    add(1, &cmp);
-                }
-            }
-            names.insert(call.name);
-        }
-    } catch (...) {
-        seccomp_release(ctx);
-        throw;
-    }
-    calls_ = names.size();
-}
-
-Filter::~Filter() { seccomp_release(static_cast<scmp_filter_ctx>(ctx_)); }
-
-size_t Filter::bpf_instructions() const {
-    // seccomp_export_bpf writes the program to an fd; a pipe holds it (a few KiB).
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw sys_error("seccomp: pipe");
-    const int rc = seccomp_export_bpf(static_cast<scmp_filter_ctx>(ctx_), fds[1]);
-    ::close(fds[1]);
-    size_t bytes = 0;
-    char buf[4096];
-    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) bytes += static_cast<size_t>(n);
-    ::close(fds[0]);
-    if (rc < 0) throw Error(fmt::format("seccomp: exporting the {} filter: {}", to_string(kind_), std::strerror(-rc)));
-    return bytes / 8;  // struct sock_filter is 8 bytes
-}
-
-void Filter::load() const {
-    if (const int rc = seccomp_load(static_cast<scmp_filter_ctx>(ctx_)); rc < 0) {
-        throw Error(fmt::format("seccomp: loading the {} filter: {}", to_string(kind_), std::strerror(-rc)));
-    }
-}
-
 void install_sigsys_reporter() {
     std::call_once(g_reporter_once, [] {
-        g_native_arch = seccomp_arch_native();
         struct sigaction sa{};
         sa.sa_sigaction = on_sigsys;
         sigemptyset(&sa.sa_mask);
@@ -222,18 +146,35 @@ void install_sigsys_reporter() {
     });
 }
 
+BuiltProgram built_program(ThreadKind kind) {
+    const generated::Program& p = generated::kPrograms[static_cast<size_t>(kind)];
+    return {std::span<const sock_filter>(p.code, p.length), p.calls, p.rules};
+}
+
 void install_on_this_thread(ThreadKind kind) {
     const auto start = std::chrono::steady_clock::now();
     install_sigsys_reporter();
-    const Filter filter(kind);
+    const BuiltProgram program = built_program(kind);
     t_kind = to_string(kind);
     if (::pthread_getname_np(::pthread_self(), t_thread_name.data(), t_thread_name.size()) != 0) {
         t_thread_name[0] = '\0';
     }
-    filter.load();
+    // What libseccomp's seccomp_load does with its default attributes: no new privileges (so an
+    // unprivileged process may filter itself), then the filter on this thread alone. prctl
+    // rather than seccomp(2), which takes the same program without flags: valgrind knows no
+    // seccomp(2).
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+        throw sys_error(fmt::format("seccomp: {} filter: prctl(PR_SET_NO_NEW_PRIVS)", to_string(kind)));
+    }
+    sock_fprog prog{};
+    prog.len = static_cast<unsigned short>(program.code.size());
+    prog.filter = const_cast<sock_filter*>(program.code.data());  // the kernel copies it
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) {
+        throw sys_error(fmt::format("seccomp: loading the {} filter", to_string(kind)));
+    }
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
-    log::debug("seccomp: {} filter loaded ({} calls, {} rules) in {} us", to_string(kind), filter.calls(),
-               filter.rules(), us.count());
+    log::debug("seccomp: {} filter loaded ({} calls, {} rules, {} BPF instructions) in {} us", to_string(kind),
+               program.calls, program.rules, program.code.size(), us.count());
 }
 
 void forbidden_call_for_test(ThreadKind kind) {

@@ -2,6 +2,11 @@
 // lists are data, in vmm/sys/seccomp_filters.cpp). A call outside the list ends the process with
 // SIGSYS after one log line naming the thread, its kind and the call.
 //
+// The lists are compiled to BPF at build time (vmm/sys/gen_seccomp_programs.cpp, with
+// libseccomp: seccomp_lists.h), so a thread installs a ready program with prctl and embervm
+// itself does not link libseccomp: compiling one list at start-up cost about 0.54 M
+// instructions (half a CPU millisecond) per thread kind.
+//
 // Which thread installs what, and when (each thread loads its own filter with seccomp_load, no
 // TSYNC: the kinds differ, and a filter is inherited by the threads a thread creates later):
 //   - vCPU threads: their first act (Vcpu::thread_main), before the first KVM_RUN;
@@ -20,12 +25,13 @@
 // own SIGSYS handler does not escape: a trapped call is never executed.
 #pragma once
 
+#include <linux/filter.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string_view>
-#include <vector>
 
 namespace embervm::seccomp {
 
@@ -33,55 +39,30 @@ enum class ThreadKind { Vcpu, EventLoop, Api, Main };
 inline constexpr ThreadKind kThreadKinds[] = {ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Api,
                                               ThreadKind::Main};
 // "vcpu", "event-loop", "api", "main".
-const char* to_string(ThreadKind kind);
+constexpr const char* to_string(ThreadKind kind) {
+    switch (kind) {
+        case ThreadKind::Vcpu: return "vcpu";
+        case ThreadKind::EventLoop: return "event-loop";
+        case ThreadKind::Api: return "api";
+        case ThreadKind::Main: return "main";
+    }
+    return "?";
+}
 std::optional<ThreadKind> parse_thread_kind(std::string_view text);
 
-// One entry of an allowlist: the call is allowed when argument `arg` is one of `values`
-// (compared as 64-bit values), or always when `values` is empty.
-struct AllowedCall {
-    std::string_view name;  // as libseccomp names it ("ioctl", "epoll_wait", ...)
-    std::string_view reason;
-    unsigned arg = 0;
-    std::vector<uint64_t> values;
+// A thread kind's BPF program, compiled from its allowlist at build time
+// (vmm/sys/gen_seccomp_programs.cpp, from the lists in seccomp_lists.h), with the counts the
+// start-up log gives. `code` is static data.
+struct BuiltProgram {
+    std::span<const sock_filter> code;
+    size_t calls = 0;  // system calls on the list (different names)
+    size_t rules = 0;  // rules (one per allowed argument value)
 };
-
-// The allowlist of a thread kind (vmm/sys/seccomp_filters.cpp): the calls every embervm thread
-// makes (memory, locks, time, logging, thread exit) and the kind's own.
-std::vector<AllowedCall> allowlist(ThreadKind kind);
-
-// In a sanitizer build (-Db_sanitize=address or undefined; scripts/test runs one) every filter
-// also allows what the sanitizer runtime does from any thread: LeakSanitizer's check at exit
-// stops the threads with a ptrace'ing clone, and an error report reads /proc/self/maps. Empty in
-// a normal build: the lists above are the whole of what embervm's threads may do.
-std::vector<AllowedCall> sanitizer_runtime_calls();
-
-// A compiled filter of one kind (libseccomp context). Throws embervm::Error naming the call if
-// a name is unknown or a rule is refused.
-class Filter {
-public:
-    explicit Filter(ThreadKind kind);
-    ~Filter();
-    Filter(const Filter&) = delete;
-    Filter& operator=(const Filter&) = delete;
-
-    ThreadKind kind() const { return kind_; }
-    // System calls on the list (different names) and rules (one per allowed argument value).
-    size_t calls() const { return calls_; }
-    size_t rules() const { return rules_; }
-    // Length of the BPF program the kernel runs on every system call of the thread.
-    size_t bpf_instructions() const;
-    // Loads it on the calling thread (irreversible). Throws embervm::Error.
-    void load() const;
-
-private:
-    ThreadKind kind_;
-    void* ctx_ = nullptr;  // scmp_filter_ctx
-    size_t calls_ = 0;
-    size_t rules_ = 0;
-};
+BuiltProgram built_program(ThreadKind kind);
 
 // Installs the filter of `kind` on the calling thread: the process's SIGSYS reporter first (once
-// per process), then the filter. Throws embervm::Error if the filter cannot be built or loaded.
+// per process), then no-new-privileges and the built program. Throws embervm::Error if the
+// kernel refuses it.
 void install_on_this_thread(ThreadKind kind);
 
 // The test hook, called where each kind's filter is (or, with seccomp off, would be) loaded:

@@ -14,7 +14,7 @@
 #include <termios.h>
 
 #include "vmm/kvm/kvm_abi.h"  // KVM ioctl numbers as the kernel knows them (header only)
-#include "vmm/sys/seccomp.h"
+#include "vmm/sys/seccomp_lists.h"
 
 namespace embervm::seccomp {
 

@@ -2,6 +2,7 @@
 // compiles; a child process under a filter lives through allowed calls and dies with SIGSYS,
 // after the report line, on a forbidden one.
 #include "vmm/sys/seccomp.h"
+#include "vmm/sys/seccomp_lists.h"
 
 #include <seccomp.h>
 
@@ -81,11 +82,30 @@ TEST_CASE("seccomp: every thread kind's allowlist compiles, each entry with a re
         const seccomp::Filter filter(kind);
         CHECK(filter.calls() > 10);
         CHECK(filter.rules() >= filter.calls());
-        const size_t instructions = filter.bpf_instructions();
+        const size_t instructions = filter.program().size();
         CHECK(instructions > filter.calls());
         CHECK(instructions < 4096);  // BPF_MAXINSNS
         WARN(seccomp::to_string(kind) << ": " << filter.calls() << " calls, " << filter.rules() << " rules, "
                                       << instructions << " BPF instructions");
+    }
+}
+
+TEST_CASE("seccomp: the programs built at build time are what libseccomp compiles from the lists now") {
+    for (const seccomp::ThreadKind kind : seccomp::kThreadKinds) {
+        INFO(seccomp::to_string(kind));
+        const seccomp::Filter filter(kind);
+        const std::vector<sock_filter> now = filter.program();
+        const seccomp::BuiltProgram built = seccomp::built_program(kind);
+        CHECK(built.calls == filter.calls());
+        CHECK(built.rules == filter.rules());
+        REQUIRE(built.code.size() == now.size());
+        for (size_t i = 0; i < now.size(); i++) {
+            INFO("instruction " << i);
+            CHECK(built.code[i].code == now[i].code);
+            CHECK(built.code[i].jt == now[i].jt);
+            CHECK(built.code[i].jf == now[i].jf);
+            CHECK(built.code[i].k == now[i].k);
+        }
     }
 }
 
