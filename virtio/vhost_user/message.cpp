@@ -62,12 +62,11 @@ const char* request_name(Request r) {
 }
 
 std::array<uint8_t, kHeaderSize> encode_header(const Header& h) {
-    std::vector<uint8_t> v;
-    put_u32(v, static_cast<uint32_t>(h.request));
-    put_u32(v, h.flags);
-    put_u32(v, h.size);
     std::array<uint8_t, kHeaderSize> out{};
-    std::memcpy(out.data(), v.data(), kHeaderSize);
+    const uint32_t words[3] = {static_cast<uint32_t>(h.request), h.flags, h.size};
+    for (size_t w = 0; w < 3; w++) {
+        for (size_t i = 0; i < 4; i++) out[4 * w + i] = static_cast<uint8_t>(words[w] >> (8 * i));
+    }
     return out;
 }
 
