@@ -20,8 +20,21 @@ GuestMemoryError::GuestMemoryError(GuestAddress addr, uint64_t len)
       addr_(addr),
       len_(len) {}
 
-GuestRegion::GuestRegion(GuestAddress start, size_t size) : start_(start), size_(size) {
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+GuestRegion::GuestRegion(GuestAddress start, size_t size, MemoryBacking backing) : start_(start), size_(size) {
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    if (backing == MemoryBacking::SharedMemfd) {
+        // MFD_CLOEXEC: the fd reaches a backend only through SCM_RIGHTS, never through exec.
+        fd_.reset(::memfd_create(fmt::format("embervm-guest-ram-{:#x}", start.value).c_str(), MFD_CLOEXEC));
+        if (!fd_) {
+            throw sys_error(fmt::format("memfd_create for guest memory at {:#x}", start.value));
+        }
+        if (::ftruncate(fd_.get(), static_cast<off_t>(size)) != 0) {
+            throw sys_error(fmt::format("ftruncate of the guest memory memfd at {:#x} to {} MiB", start.value,
+                                        size >> 20));
+        }
+        flags = MAP_SHARED | MAP_NORESERVE;
+    }
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, fd_.get(), 0);
     if (p == MAP_FAILED) {
         throw sys_error(fmt::format("mmap of {} MiB of guest memory at {:#x}", size >> 20, start.value));
     }
@@ -29,7 +42,10 @@ GuestRegion::GuestRegion(GuestAddress start, size_t size) : start_(start), size_
 }
 
 GuestRegion::GuestRegion(GuestRegion&& other) noexcept
-    : start_(other.start_), size_(other.size_), host_(std::exchange(other.host_, nullptr)) {}
+    : start_(other.start_),
+      size_(other.size_),
+      host_(std::exchange(other.host_, nullptr)),
+      fd_(std::move(other.fd_)) {}
 
 GuestRegion::~GuestRegion() {
     if (host_ != nullptr) {
@@ -45,7 +61,8 @@ bool GuestRegion::contains(GuestAddress addr, uint64_t len) const {
     return off <= size_ && len <= size_ - off;
 }
 
-GuestMemory::GuestMemory(const std::vector<std::pair<GuestAddress, size_t>>& ranges) {
+GuestMemory::GuestMemory(const std::vector<std::pair<GuestAddress, size_t>>& ranges, MemoryBacking backing)
+    : backing_(backing) {
     const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
     auto sorted = ranges;
     std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.first < b.first; });
@@ -62,11 +79,22 @@ GuestMemory::GuestMemory(const std::vector<std::pair<GuestAddress, size_t>>& ran
             throw Error(fmt::format("guest memory region {:#x}+{:#x} overlaps the previous one", start.value, size));
         }
         prev_end = start.value + size;
-        regions_.emplace_back(start, size);
+        regions_.emplace_back(start, size, backing);
     }
     if (regions_.empty()) {
         throw Error("guest memory needs at least one region");
     }
+}
+
+std::vector<SharedRegion> GuestMemory::shared_regions() const {
+    std::vector<SharedRegion> out;
+    if (backing_ != MemoryBacking::SharedMemfd) {
+        return out;
+    }
+    for (auto& r : regions_) {
+        out.push_back(SharedRegion{r.fd(), 0, r.size(), r.start(), reinterpret_cast<uint64_t>(r.host_base())});
+    }
+    return out;
 }
 
 uint64_t GuestMemory::total_size() const {
@@ -150,8 +178,9 @@ bool GuestMemory::discard(GuestAddress addr, uint64_t len) const {
     bool ok = true;
     for_each_chunk(addr, len, [&](uint8_t* host, uint64_t n, uint64_t) {
         // Private anonymous memory: DONTNEED drops the pages (zero-filled on the next touch).
-        // A shared mapping would need MADV_REMOVE to free its backing.
-        if (::madvise(host, n, MADV_DONTNEED) != 0) ok = false;
+        // A shared memfd keeps them behind DONTNEED; MADV_REMOVE punches them out of the file.
+        const int advice = backing_ == MemoryBacking::SharedMemfd ? MADV_REMOVE : MADV_DONTNEED;
+        if (::madvise(host, n, advice) != 0) ok = false;
     });
     return ok;
 }

@@ -14,6 +14,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "vmm/sys/fd.h"
+
 namespace embervm::memory {
 
 // A guest physical address. A distinct type so host and guest addresses cannot be mixed.
@@ -48,10 +50,18 @@ private:
     uint64_t len_;
 };
 
-// One contiguous range of guest physical memory backed by an anonymous mapping.
+// What backs guest memory. `Private` (the default) is an anonymous private mapping that only
+// this process sees. `SharedMemfd` is one memfd per region mapped MAP_SHARED, so that another
+// process (a vhost-user backend) handed the fd maps the same pages; the VMM turns it on only
+// when a device needs it (see Vmm::create_memory).
+enum class MemoryBacking { Private, SharedMemfd };
+
+// One contiguous range of guest physical memory backed by an anonymous mapping or a memfd.
 class GuestRegion {
 public:
-    GuestRegion(GuestAddress start, size_t size);  // mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE)
+    // Private: mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE); SharedMemfd: memfd_create,
+    // ftruncate to `size`, mmap(MAP_SHARED) of the memfd from offset 0.
+    GuestRegion(GuestAddress start, size_t size, MemoryBacking backing = MemoryBacking::Private);
     GuestRegion(const GuestRegion&) = delete;
     GuestRegion& operator=(const GuestRegion&) = delete;
     GuestRegion(GuestRegion&& other) noexcept;
@@ -65,20 +75,38 @@ public:
     bool contains(GuestAddress addr, uint64_t len) const;
     // Host address of the whole mapping: for KVM_SET_USER_MEMORY_REGION and madvise only.
     uint8_t* host_base() const { return host_; }
+    // The memfd behind a SharedMemfd region (the region is its bytes [0, size)), -1 otherwise.
+    int fd() const { return fd_.get(); }
 
 private:
     GuestAddress start_;
     size_t size_;
     uint8_t* host_;
+    FileDescriptor fd_;
+};
+
+// How another process maps one shared region: mmap `fd` from `fd_offset` for `size` bytes; the
+// guest sees it at `guest_address`, the VMM at `host_address` (vhost-user's "user address").
+struct SharedRegion {
+    int fd;
+    uint64_t fd_offset;
+    uint64_t size;
+    GuestAddress guest_address;
+    uint64_t host_address;
 };
 
 class GuestMemory {
 public:
     // Creates regions for the given (start, size) ranges; they must be page aligned,
     // non-empty and must not overlap.
-    explicit GuestMemory(const std::vector<std::pair<GuestAddress, size_t>>& ranges);
+    explicit GuestMemory(const std::vector<std::pair<GuestAddress, size_t>>& ranges,
+                         MemoryBacking backing = MemoryBacking::Private);
     GuestMemory(const GuestMemory&) = delete;
     GuestMemory& operator=(const GuestMemory&) = delete;
+
+    MemoryBacking backing() const { return backing_; }
+    // One entry per region, in guest address order; empty unless the backing is SharedMemfd.
+    std::vector<SharedRegion> shared_regions() const;
 
     const std::vector<GuestRegion>& regions() const { return regions_; }
     uint64_t total_size() const;
@@ -109,9 +137,9 @@ public:
     // GuestMemoryError if the range is not all guest memory (before reading anything),
     // embervm::Error naming `what` on a read error or if the file ends early.
     void read_from_file(GuestAddress addr, uint64_t len, int fd, uint64_t file_offset, std::string_view what) const;
-    // Gives the pages of [addr, addr+len) back to the host (madvise(MADV_DONTNEED) on the
-    // private anonymous mapping): they read as zeros afterwards and cost no host memory until
-    // written again. false, touching nothing, unless the range is 4 KiB aligned and guest memory.
+    // Gives the pages of [addr, addr+len) back to the host (madvise(MADV_DONTNEED) on a private
+    // mapping, MADV_REMOVE on a shared memfd, which also frees the memfd's pages that another
+    // process maps): they read as zeros afterwards and cost no host memory until written again. false, touching nothing, unless the range is 4 KiB aligned and guest memory.
     bool discard(GuestAddress addr, uint64_t len) const;
 
     template <typename T>
@@ -133,6 +161,7 @@ private:
     bool for_each_chunk(GuestAddress addr, uint64_t len, Fn&& fn) const;
 
     std::vector<GuestRegion> regions_;  // sorted by start
+    MemoryBacking backing_;
 };
 
 }  // namespace embervm::memory

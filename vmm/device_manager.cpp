@@ -19,6 +19,7 @@
 #include "devices/pci/pci_bus.h"
 #include "virtio/mmio_transport.h"
 #include "virtio/pci_transport.h"
+#include "virtio/vhost_user/vhost_user_device.h"
 #include "virtio/virtio_defs.h"
 #include "virtio/watchdog.h"
 #include "devices/bus.h"
@@ -179,6 +180,10 @@ void DeviceManager::attach_drives(const std::vector<DriveConfig>& drives) {
     for (const auto& d : drives) order.push_back(&d);
     std::stable_partition(order.begin(), order.end(), [](const DriveConfig* d) { return d->is_root_device; });
     for (const DriveConfig* d : order) {
+        if (d->socket) {
+            attach_vhost_user_drive(*d);
+            continue;
+        }
         std::unique_ptr<virtio::block::BlockBackend> backend;
         try {
             backend = virtio::block::open_block_backend(d->path_on_host, d->is_read_only, d->io_engine);
@@ -198,11 +203,35 @@ void DeviceManager::attach_drives(const std::vector<DriveConfig>& drives) {
         slots_.back()->block = std::move(device);
         slots_.back()->metrics_key = "block_" + d->drive_id;
         slots_.back()->drive_id = d->drive_id;
-        if (d->is_root_device) {
-            extra_args_.push_back(d->partuuid ? fmt::format("root=PARTUUID={}", *d->partuuid) : "root=/dev/vda");
-            extra_args_.push_back(d->is_read_only ? "ro" : "rw");
-        }
+        add_root_args(*d, d->is_read_only);
     }
+}
+
+void DeviceManager::add_root_args(const DriveConfig& d, bool read_only) {
+    if (!d.is_root_device) return;
+    extra_args_.push_back(d.partuuid ? fmt::format("root=PARTUUID={}", *d.partuuid) : "root=/dev/vda");
+    extra_args_.push_back(read_only ? "ro" : "rw");
+}
+
+void DeviceManager::attach_vhost_user_drive(const DriveConfig& d) {
+    virtio::vhost_user::VhostUserDeviceOptions opts;
+    opts.id = d.drive_id;
+    opts.socket_path = *d.socket;
+    opts.flush = d.cache_type == CacheType::Writeback;
+    std::shared_ptr<virtio::vhost_user::VhostUserDevice> device;
+    try {
+        device = virtio::vhost_user::VhostUserDevice::connect_block(opts);
+    } catch (const std::exception& e) {
+        throw ConfigError(fmt::format("drive {}: {}", d.drive_id, e.what()));
+    }
+    const bool read_only = device->read_only();
+    log::info("drive {}: vhost-user-blk backend at {} ({}, {} sectors, cache_type {}{})", d.drive_id, *d.socket,
+              read_only ? "read-only" : "read-write", device->capacity_sectors(), opts.flush ? "Writeback" : "Unsafe",
+              d.is_root_device ? ", root" : "");
+    attach(device);
+    slots_.back()->metrics_key = "block_" + d.drive_id;
+    slots_.back()->drive_id = d.drive_id;
+    add_root_args(d, read_only);
 }
 
 namespace {

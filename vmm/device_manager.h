@@ -112,6 +112,11 @@ public:
     std::vector<Window> windows() const;
 
 private:
+    // A drive with `socket`: a vhost-user-blk device on the backend there (ConfigError naming the
+    // drive when it cannot be reached or answers badly).
+    void attach_vhost_user_drive(const DriveConfig& d);
+    // root=/dev/vda (or PARTUUID) and rw/ro on the kernel command line for the root drive.
+    void add_root_args(const DriveConfig& d, bool read_only);
     struct Slot;
     virtio::TransportCore& attach_mmio(std::shared_ptr<virtio::VirtioDevice> device);
     virtio::TransportCore& attach_pci(std::shared_ptr<virtio::VirtioDevice> device);

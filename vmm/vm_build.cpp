@@ -1,4 +1,5 @@
 // Builds the VM from its configuration: the KVM VM, guest memory, devices, vCPUs and the kernel.
+#include <algorithm>
 #include <optional>
 
 #include <boost/asio/steady_timer.hpp>
@@ -69,7 +70,14 @@ void Vmm::build() {
 
 void Vmm::create_memory(const VmConfig& config) {
     const uint64_t bytes = config.machine_config.mem_size_mib << 20;
-    memory_ = std::make_unique<memory::GuestMemory>(boot::guest_memory_ranges(bytes));
+    // A vhost-user backend maps guest RAM itself: memfds, shared. Without one, private
+    // anonymous memory as always.
+    const bool shared = std::any_of(config.drives.begin(), config.drives.end(),
+                                    [](const DriveConfig& d) { return d.socket.has_value(); });
+    memory_ = std::make_unique<memory::GuestMemory>(
+        boot::guest_memory_ranges(bytes),
+        shared ? memory::MemoryBacking::SharedMemfd : memory::MemoryBacking::Private);
+    if (shared) log::info("guest memory: {} MiB in memfds, shared with vhost-user backends", bytes >> 20);
     uint32_t slot = 0;
     for (const auto& region : memory_->regions()) {
         vm_->set_user_memory_region(slot++, region.start().value, region.size(), region.host_base());

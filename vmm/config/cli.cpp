@@ -93,6 +93,8 @@ DriveConfig parse_drive(std::string_view flag, std::string_view text) {
         } else if (key == "path") {
             d.path_on_host = std::string(need());
             have_path = true;
+        } else if (key == "socket") {
+            d.socket = std::string(need());
         } else if (key == "ro") {
             d.is_read_only = on_off(flag, key, v);
         } else if (key == "root") {
@@ -110,11 +112,11 @@ DriveConfig parse_drive(std::string_view flag, std::string_view text) {
             else if (e == "async" || e == "Async") d.io_engine = IoEngine::Async;
             else throw flag_error(flag, fmt::format("io_engine: expected sync or async, got '{}'", e));
         } else {
-            throw flag_error(flag, fmt::format("unknown field '{}' (expected id, path, ro, root, partuuid, cache, "
-                                               "io_engine)", key));
+            throw flag_error(flag, fmt::format("unknown field '{}' (expected id, path, socket, ro, root, partuuid, "
+                                               "cache, io_engine)", key));
         }
     });
-    if (!have_path) throw flag_error(flag, fmt::format("'{}' has no path=", text));
+    if (!have_path && !d.socket) throw flag_error(flag, fmt::format("'{}' has no path= (or socket=)", text));
     if (!have_id) throw flag_error(flag, fmt::format("'{}' has no id=", text));
     return d;
 }
@@ -281,7 +283,8 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
     add_value("--drive", "SPEC",
               "a virtio-blk drive (repeatable), SPEC = comma-separated\n"
               "id=ID,path=FILE[,root][,ro][,partuuid=UUID]\n"
-              "[,cache=unsafe|writeback][,io_engine=sync|async]",
+              "[,cache=unsafe|writeback][,io_engine=sync|async];\n"
+              "id=ID,socket=PATH[,root][,cache=...]: vhost-user-blk",
               [&o](std::string_view flag, const std::string& v) { o.drives.push_back(parse_drive(flag, v)); })
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     add_value("--net", "SPEC",

@@ -74,6 +74,9 @@ using virtio::TokenBucketConfig;
 inline constexpr size_t kMaxDrives = 16;
 inline constexpr size_t kMaxDriveIdBytes = 64;
 
+// A Unix socket path (sun_path without its NUL).
+inline constexpr size_t kMaxSocketPathBytes = 107;
+
 struct DriveConfig {
     std::string drive_id;
     std::string path_on_host;
@@ -83,6 +86,10 @@ struct DriveConfig {
     CacheType cache_type = CacheType::Unsafe;
     IoEngine io_engine = IoEngine::Sync;
     std::optional<RateLimiterConfig> rate_limiter;
+    // vhost-user-blk (Firecracker's key): the Unix socket of a backend that serves the drive
+    // (qemu-storage-daemon, ...). Then path_on_host stays empty, is_read_only comes from the
+    // backend (VIRTIO_BLK_F_RO) and io_engine and rate_limiter do not apply.
+    std::optional<std::string> socket;
 
     bool operator==(const DriveConfig&) const = default;
 };

@@ -83,9 +83,14 @@ std::string json_text(std::string_view bytes) {
 }
 
 json to_json(const DriveConfig& d) {
-    json j = {{"drive_id", d.drive_id},         {"path_on_host", json_text(d.path_on_host)},
-              {"is_root_device", d.is_root_device}, {"is_read_only", d.is_read_only},
-              {"cache_type", to_string(d.cache_type)}, {"io_engine", to_string(d.io_engine)}};
+    json j = {{"drive_id", d.drive_id}, {"is_root_device", d.is_root_device}, {"cache_type", to_string(d.cache_type)}};
+    if (d.socket) {
+        j["socket"] = json_text(*d.socket);
+    } else {
+        j["path_on_host"] = json_text(d.path_on_host);
+        j["is_read_only"] = d.is_read_only;
+        j["io_engine"] = to_string(d.io_engine);
+    }
     if (d.partuuid) j["partuuid"] = *d.partuuid;
     if (d.rate_limiter) j["rate_limiter"] = to_json(*d.rate_limiter);
     return j;

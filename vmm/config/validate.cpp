@@ -81,6 +81,21 @@ void validate(const DriveConfig& d, std::string_view where) {
     const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
     // The id is also the virtio-blk serial (GET_ID) and appears in logs and API paths.
     check_id(path("drive_id"), d.drive_id);
+    if (d.socket) {
+        // vhost-user-blk: the backend owns the image, its access mode and its I/O.
+        if (d.socket->empty()) throw field_error(path("socket"), "must not be empty");
+        check_no_nul(path("socket"), *d.socket);
+        if (d.socket->size() > kMaxSocketPathBytes) {
+            throw field_error(path("socket"), fmt::format("longer than {} bytes (a Unix socket path)", kMaxSocketPathBytes));
+        }
+        if (!d.path_on_host.empty()) throw field_error(path("path_on_host"), "is not allowed with socket (vhost-user)");
+        if (d.is_read_only) {
+            throw field_error(path("is_read_only"), "is not allowed with socket: the backend says whether it is");
+        }
+        if (d.io_engine != IoEngine::Sync) throw field_error(path("io_engine"), "is not allowed with socket");
+        if (d.rate_limiter) throw field_error(path("rate_limiter"), "is not allowed with socket");
+        return;
+    }
     if (d.path_on_host.empty()) throw field_error(path("path_on_host"), "must not be empty");
     check_no_nul(path("path_on_host"), d.path_on_host);
     if (d.rate_limiter) validate(*d.rate_limiter, path("rate_limiter"));
@@ -219,6 +234,8 @@ void validate_files(const BootSourceConfig& bs, std::string_view where) {
 }
 
 void validate_files(const DriveConfig& d, std::string_view where) {
+    // A vhost-user drive's socket is connected to when the device is made (an error names it).
+    if (d.socket) return;
     const std::string field = fmt::format("{}.path_on_host", where);
     const FileDescriptor fd(::open(d.path_on_host.c_str(), (d.is_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
     if (!fd) {

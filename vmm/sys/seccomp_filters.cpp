@@ -81,6 +81,10 @@ Calls vcpu_calls() {
         {"timerfd_settime",
          "a device's rate-limiter timer, armed or disarmed when its driver activates or resets it "
          "(virtio/rate_limiter.h)"},
+        // A vhost-user device's driver activates or resets it: its requests to the backend (with
+        // the memfds and eventfds attached) and their replies, on the Unix socket opened at start.
+        {"sendmsg", "vhost-user requests when a driver activates or resets its device"},
+        {"recvmsg", "vhost-user replies when a driver activates or resets its device"},
     };
 }
 
@@ -130,6 +134,7 @@ Calls event_loop_calls() {
          "the end); TUNSETOFFLOAD (virtio-net features)",
          1, {BLKGETSIZE64, TCSETS, TCSETSW, TCSETSF, TCGETS, TUNSETOFFLOAD}},
         {"eventfd2", "a drive swap creates the new backend's completion eventfd"},
+        {"recvfrom", "vhost-user: a peek at a backend's socket that became readable (the backend hung up)"},
         {"rt_sigaction", "asio's signal_set restores the termination signals' default action when the VM ends",
          0, {sig(SIGINT), sig(SIGTERM), sig(SIGHUP)}},
     };

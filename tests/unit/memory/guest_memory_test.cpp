@@ -10,6 +10,7 @@
 #include <array>
 #include <vector>
 #include <cstdint>
+#include <cstring>
 
 #include "memory/guest_memory.h"
 #include "vmm/sys/error.h"
@@ -172,4 +173,41 @@ TEST_CASE("read_from_file reads a file range straight into guest memory", "[memo
     CHECK_THROWS_WITH(mem.read_from_file(GuestAddress(0), 0x10, -1, 0, "test file"),
                       Catch::Matchers::Contains("test file: read of 0x10 bytes at file offset 0x0"));
     ::close(fd);
+}
+
+TEST_CASE("private guest memory hands out no shared regions", "[memory]") {
+    auto mem = two_regions();
+    CHECK(mem.backing() == embervm::memory::MemoryBacking::Private);
+    CHECK(mem.shared_regions().empty());
+    CHECK(mem.regions()[0].fd() == -1);
+}
+
+TEST_CASE("memfd-backed guest memory is seen by a second mapping of its fds", "[memory]") {
+    using embervm::memory::MemoryBacking;
+    GuestMemory mem({{GuestAddress(0), 0x10000}, {GuestAddress(0x100000), 0x2000}}, MemoryBacking::SharedMemfd);
+    const auto shared = mem.shared_regions();
+    REQUIRE(shared.size() == 2);
+    CHECK(shared[1].guest_address.value == 0x100000);
+    CHECK(shared[1].size == 0x2000);
+    CHECK(shared[1].fd_offset == 0);
+    CHECK(shared[1].host_address == reinterpret_cast<uint64_t>(mem.regions()[1].host_base()));
+    CHECK(shared[0].fd != shared[1].fd);
+
+    // Map the second region's memfd as a backend would and see the guest's bytes both ways.
+    void* p = ::mmap(nullptr, shared[1].size, PROT_READ | PROT_WRITE, MAP_SHARED, shared[1].fd, 0);
+    REQUIRE(p != MAP_FAILED);
+    auto* other = static_cast<uint8_t*>(p);
+    mem.write_obj<uint32_t>(GuestAddress(0x100ffc), 0xdeadbeef);
+    uint32_t seen = 0;
+    std::memcpy(&seen, other + 0xffc, 4);
+    CHECK(seen == 0xdeadbeef);
+    other[0x1000] = 0x5a;
+    CHECK(mem.read_obj<uint8_t>(GuestAddress(0x101000)) == 0x5a);
+
+    // discard() frees the pages in the memfd itself: the other mapping reads zeros too.
+    REQUIRE(mem.discard(GuestAddress(0x100000), 0x2000));
+    std::memcpy(&seen, other + 0xffc, 4);
+    CHECK(seen == 0);
+    CHECK(other[0x1000] == 0);
+    ::munmap(p, shared[1].size);
 }

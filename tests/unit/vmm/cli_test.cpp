@@ -178,6 +178,12 @@ TEST_CASE("cli: values that look like flags, and repeated flags", "[cli]") {
     CHECK(d.drives[1].is_read_only);
     REQUIRE(d.network_interfaces.size() == 2);
     CHECK(d.network_interfaces[1].host_dev_name == "tap1");
+    // vhost-user-blk: socket= instead of path=.
+    const CliOptions vu = parse({"--drive", "id=vu,socket=/run/qsd.sock,root"});
+    REQUIRE(vu.drives.size() == 1);
+    CHECK(vu.drives[0].socket == "/run/qsd.sock");
+    CHECK(vu.drives[0].path_on_host.empty());
+    CHECK(vu.drives[0].is_root_device);
     CHECK(cli_error({"--balloon", "amount_mib=1", "--balloon=amount_mib=2"}) == "--balloon: given more than once");
 }
 

@@ -90,7 +90,7 @@ TEST_CASE("drives: every bad input names the field", "[config][drives]") {
     CHECK_THAT(drives_error("[" + drive(R"("rate_limiter": 5)") + "]"),
                Catch::StartsWith("drives[0].rate_limiter: expected an object"));
     CHECK(drives_error("[" + drive(R"("socket": "/tmp/vhost.sock")") + "]") ==
-          "drives[0].socket: is not supported by embervm");
+          "drives[0].path_on_host: is not allowed with socket (vhost-user)");
     CHECK_THAT(drives_error("[" + drive("", "") + "]"), Catch::StartsWith("drives[0].drive_id: must not be empty"));
     CHECK_THAT(drives_error("[" + drive("", "a b") + "]"), Catch::Contains("drives[0].drive_id: 'a b' may contain only"));
     CHECK_THAT(drives_error("[" + drive("", std::string(65, 'a')) + "]"),
@@ -171,4 +171,36 @@ TEST_CASE("drives: rate_limiter in Firecracker's shape, both ways", "[config][dr
     CHECK_NOTHROW(embervm::vmm::parse_config_json(
         R"({"drives": [{"drive_id": "a", "path_on_host": "/x", "is_root_device": false,
              "rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}}]})"));
+}
+
+TEST_CASE("drives: a vhost-user drive has a socket instead of an image", "[config][drives]") {
+    const auto config = vmm::parse_config_json(R"({"drives": [
+        {"drive_id": "vu", "socket": "/run/qsd.sock", "is_root_device": true, "cache_type": "Writeback"}]})");
+    REQUIRE(config.drives.size() == 1);
+    CHECK(config.drives[0].socket == "/run/qsd.sock");
+    CHECK(config.drives[0].path_on_host.empty());
+    CHECK(config.drives[0].cache_type == vmm::CacheType::Writeback);
+    const auto j = vmm::to_json(config);
+    CHECK(j["drives"][0]["socket"] == "/run/qsd.sock");
+    CHECK(j["drives"][0].count("path_on_host") == 0);
+    CHECK(j["drives"][0].count("is_read_only") == 0);  // the backend decides
+    CHECK(vmm::parse_config_json(j.dump()) == config);
+
+    const auto vu = [](std::string_view extra) {
+        return fmt::format(R"([{{"drive_id": "vu", "socket": "/run/qsd.sock", "is_root_device": false{}{}}}])",
+                           extra.empty() ? "" : ", ", extra);
+    };
+    CHECK(drives_error(vu(R"("is_read_only": true)")) ==
+          "drives[0].is_read_only: is not allowed with socket: the backend says whether it is");
+    CHECK(drives_error(vu(R"("io_engine": "Async")")) == "drives[0].io_engine: is not allowed with socket");
+    CHECK(drives_error(vu(R"("rate_limiter": {"ops": {"size": 10, "refill_time": 100}})")) ==
+          "drives[0].rate_limiter: is not allowed with socket");
+    CHECK(drives_error(R"([{"drive_id": "vu", "socket": "", "is_root_device": false}])") ==
+          "drives[0].socket: must not be empty");
+    CHECK_THAT(drives_error(fmt::format(R"([{{"drive_id": "vu", "socket": "/{}", "is_root_device": false}}])",
+                                        std::string(107, 's'))),
+               Catch::StartsWith("drives[0].socket: longer than 107 bytes"));
+    // Without a socket, path_on_host stays required.
+    CHECK_THAT(drives_error(R"([{"drive_id": "d", "is_root_device": false}])"),
+               Catch::StartsWith("drives[0].path_on_host"));
 }
