@@ -145,7 +145,8 @@ void DeviceBase::sync_locked(const std::shared_ptr<Link>& link) {
     subs->generation = generation_;
     const std::weak_ptr<Link> weak = link;
     try {
-        for (size_t q = 0; q < queue_events_.size() && q < queues_.size(); q++) {
+        const size_t watched_queues = watches_queue_events_locked() ? queue_events_.size() : 0;
+        for (size_t q = 0; q < watched_queues && q < queues_.size(); q++) {
             if (queue_events_[q] < 0 || !queues_[q].ready()) continue;
             FileDescriptor fd(::fcntl(queue_events_[q], F_DUPFD_CLOEXEC, 3));
             if (!fd) throw sys_error(fmt::format("dup of the eventfd of queue {}", q));

@@ -74,6 +74,9 @@ protected:
     virtual void on_queue_locked(uint16_t queue_index) = 0;
     // Back to the pre-activate state (the base clears the activation afterwards).
     virtual void on_reset_locked() = 0;
+    // Whether the device watches its queue eventfds on the loop (false: someone else reads them,
+    // e.g. the host kernel's vhost, and the loop must not take its kicks).
+    virtual bool watches_queue_events_locked() const { return true; }
     // The sources besides the queue eventfds, asked each time the subscriptions are made.
     virtual std::vector<EventSource> event_sources_locked() { return {}; }
     // A periodic timer while activated (nullopt: none) and its handler.
