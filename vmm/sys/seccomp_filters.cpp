@@ -188,7 +188,10 @@ Calls main_calls() {
         {"io_uring_enter", "an io_uring engine waits for its requests when it is destroyed"},
         {"flock", "image locks released"},
         {"unlink", "the API socket removed"},
-        {"ioctl", "TCSETS*: the console's terminal restored", 1, {TCSETS, TCSETSW, TCSETSF, TCGETS}},
+        {"ioctl",
+         "TCSETS*: the console's terminal restored; the vhost-net ioctls (a vhost interface's rings taken "
+         "back when the VM is destroyed with the device still activated)",
+         1, joined(std::vector<uint64_t>{TCSETS, TCSETSW, TCSETSF, TCGETS}, vhost_ioctls())},
         {"read", "eventfds drained when the VM is destroyed"},
         {"epoll_ctl", "fds unwatched when the VM is destroyed", 1, {EPOLL_CTL_DEL}},
         {"rt_sigaction", "asio's signal_set restores the termination signals' default action", 0,
