@@ -76,8 +76,9 @@ protected:
     virtual void on_reset_locked() = 0;
     // The sources besides the queue eventfds, asked each time the subscriptions are made.
     virtual std::vector<EventSource> event_sources_locked() { return {}; }
-    // True for a device whose queues another process serves (vhost-user): the queue eventfds go
-    // to that process, so the loop must not read them. Asked when the subscriptions are made.
+    // True for a device whose queues something else serves (the host kernel's vhost-net, a
+    // vhost-user backend process): the queue eventfds go there, so the loop must not read them
+    // and take its kicks. Asked when the subscriptions are made.
     virtual bool backend_reads_queue_events_locked() const { return false; }
     // A periodic timer while activated (nullopt: none) and its handler.
     virtual std::optional<std::chrono::nanoseconds> timer_interval_locked() const { return std::nullopt; }

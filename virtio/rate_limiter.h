@@ -49,6 +49,10 @@ struct RateLimiterConfig {
 
     bool operator==(const RateLimiterConfig&) const = default;
 };
+// Whether a limiter holds anything back (a bucket of size 0 is no limit).
+inline bool limits(const RateLimiterConfig& c) {
+    return (c.bandwidth && c.bandwidth->size != 0) || (c.ops && c.ops->size != 0);
+}
 
 // The limits on the values (the config's checks use them; the arithmetic relies on them).
 inline constexpr uint64_t kMaxBucketTokens = uint64_t{1} << 52;

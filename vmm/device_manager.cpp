@@ -15,6 +15,7 @@
 #include "virtio/console/console_device.h"
 #include "virtio/net/net_device.h"
 #include "virtio/net/tap.h"
+#include "virtio/net/vhost_net_device.h"
 #include "devices/pci/msix.h"
 #include "devices/pci/pci_bus.h"
 #include "virtio/mmio_transport.h"
@@ -298,7 +299,9 @@ void DeviceManager::update_network_rate_limiters(const std::string& iface_id,
         return s->net != nullptr && s->iface_id == iface_id;
     });
     if (it == slots_.end()) {
-        throw Error(fmt::format("network-interfaces.{}: no virtio-net device serves this interface", iface_id));
+        throw Error(fmt::format("network-interfaces.{}: no virtio-net device with rate limiters serves this "
+                                "interface (a vhost interface has none)",
+                                iface_id));
     }
     (*it)->net->update_rate_limiters(rx, tx);
 }
@@ -326,12 +329,31 @@ void DeviceManager::attach_network_interfaces(const std::vector<NetworkInterface
         if (n.tx_rate_limiter) opts.tx_rate_limiter = *n.tx_rate_limiter;
         log::info("network interface {}: TAP {}, MAC {}{}", n.iface_id, n.host_dev_name, format_mac(opts.mac),
                   n.mtu ? fmt::format(", MTU {}", *n.mtu) : std::string());
+        if (n.vhost) {
+            attach_vhost_net(n, std::move(tap), opts);
+            continue;
+        }
         auto device = std::make_shared<virtio::net::NetDevice>(std::move(tap), opts);
         attach(device);
         slots_.back()->net = std::move(device);
         slots_.back()->metrics_key = "net_" + n.iface_id;
         slots_.back()->iface_id = n.iface_id;
     }
+}
+
+void DeviceManager::attach_vhost_net(const NetworkInterfaceConfig& n, std::unique_ptr<virtio::net::Tap> tap,
+                                     const virtio::net::NetDeviceOptions& opts) {
+    std::shared_ptr<virtio::net::VhostNetDevice> device;
+    try {
+        auto vhost = std::make_unique<virtio::net::VhostNetFd>();
+        device = std::make_shared<virtio::net::VhostNetDevice>(
+            std::move(tap), std::move(vhost), virtio::net::VhostNetOptions{opts.id, opts.mac, opts.mtu});
+    } catch (const std::exception& e) {
+        throw ConfigError(fmt::format("network interface {}: vhost: {}", n.iface_id, e.what()));
+    }
+    attach(device);
+    slots_.back()->metrics_key = "net_" + n.iface_id;
+    slots_.back()->iface_id = n.iface_id;
 }
 
 std::shared_ptr<virtio::balloon::BalloonDevice> DeviceManager::attach_balloon(const BalloonConfig& config) {

@@ -39,6 +39,10 @@ namespace console {
 class ConsoleDevice;
 class ConsoleSink;
 }
+namespace net {
+class Tap;
+struct NetDeviceOptions;
+}
 }
 
 namespace embervm::vmm {
@@ -76,8 +80,9 @@ public:
     void update_network_rate_limiters(const std::string& iface_id, const std::optional<RateLimiterConfig>& rx,
                                       const std::optional<RateLimiterConfig>& tx);
 
-    // A virtio-net device per interface, on its (existing) TAP device. Throws ConfigError
-    // naming the interface if the TAP cannot be used.
+    // A virtio-net device per interface, on its (existing) TAP device; with "vhost" its queues
+    // are served by /dev/vhost-net. Throws ConfigError naming the interface if the TAP (or
+    // /dev/vhost-net) cannot be used.
     void attach_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces);
     // The virtio-balloon device; the caller keeps it for the run-time API (target, stats).
     std::shared_ptr<virtio::balloon::BalloonDevice> attach_balloon(const BalloonConfig& config);
@@ -122,6 +127,8 @@ private:
     virtio::TransportCore& attach_pci(std::shared_ptr<virtio::VirtioDevice> device);
     // The driver moved (or stopped decoding) a PCI device's BAR: its queue ioeventfds follow.
     void move_notify(Slot& slot, std::optional<uint64_t> notify_base);
+    void attach_vhost_net(const NetworkInterfaceConfig& n, std::unique_ptr<virtio::net::Tap> tap,
+                          const virtio::net::NetDeviceOptions& opts);
     VmEventRouting& vm_;
     Bus& mmio_bus_;
     EventLoop loop_;

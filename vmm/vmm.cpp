@@ -151,9 +151,14 @@ void Vmm::update_drive_rate_limiter(const std::string& drive_id, const RateLimit
 void Vmm::update_network_rate_limiters(const std::string& iface_id, const std::optional<RateLimiterConfig>& rx,
                                        const std::optional<RateLimiterConfig>& tx) {
     const std::string where = fmt::format("network-interfaces.{}", iface_id);
-    config_.network_interface(iface_id);  // no such interface
+    const NetworkInterfaceConfig iface = config_.network_interface(iface_id);  // no such interface
     if (rx) validate(*rx, where + ".rx_rate_limiter");
     if (tx) validate(*tx, where + ".tx_rate_limiter");
+    if (iface.vhost && ((rx && limits(*rx)) || (tx && limits(*tx)))) {
+        throw ConfigError(fmt::format("{}.{}: a rate limiter cannot apply with \"vhost\": true (the host kernel "
+                                      "moves the frames, the VMM never sees them)",
+                                      where, rx && limits(*rx) ? "rx_rate_limiter" : "tx_rate_limiter"));
+    }
     if (!started_ || ended_) throw Error(fmt::format("{}: the VM is not running", where));
     const bool ran = loop_calls_.call([this, &iface_id, &rx, &tx] {
         virtio_->update_network_rate_limiters(iface_id, rx, tx);

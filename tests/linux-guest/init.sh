@@ -110,6 +110,16 @@ case "$CMDLINE" in *gtest=net*)
       t "NET-TCP-ATTEMPT $try failed"
     done
     echo "NET-TCP-REPLY: $reply"
+    case "$CMDLINE" in *net_bulk_port=*)
+      # 4 MiB to the host's bulk server and back (both directions of the queues with large
+      # frames); the MD5 of what came back must be that of what went.
+      $B mkdir -p /tmp; $B dd if=/dev/urandom of=/tmp/bulk bs=65536 count=64 2>/dev/null
+      size=$($B stat -c %s /tmp/bulk)
+      { echo "SIZE $size"; $B cat /tmp/bulk; } | $B nc -w 30 "$net_host" "$net_bulk_port" > /tmp/bulk.back
+      sent=$($B md5sum < /tmp/bulk); back=$($B md5sum < /tmp/bulk.back)
+      echo "NET-BULK sent ${sent%% *} got ${back%% *} ($($B stat -c %s /tmp/bulk.back) bytes)"
+      [ "$sent" = "$back" ] && t "NET-BULK-OK $size bytes" ;;
+    esac
   else echo "NET-NO-ETH0"; fi ;;
 esac
 case "$CMDLINE" in *gtest=balloon*)

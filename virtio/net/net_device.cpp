@@ -40,18 +40,23 @@ void write_at(std::span<const std::span<uint8_t>> slices, size_t off, std::span<
 
 }  // namespace
 
+std::vector<uint8_t> net_config_space(const std::array<uint8_t, 6>& mac, std::optional<uint16_t> mtu) {
+    std::vector<uint8_t> config(kConfigSize, 0);
+    std::memcpy(config.data() + kCfgMac, mac.data(), 6);
+    const uint16_t status = kLinkUp, pairs = 1, mtu_value = mtu.value_or(0);
+    std::memcpy(config.data() + kCfgStatus, &status, 2);
+    std::memcpy(config.data() + kCfgMaxPairs, &pairs, 2);
+    std::memcpy(config.data() + kCfgMtu, &mtu_value, 2);
+    return config;
+}
+
 NetDevice::NetDevice(std::unique_ptr<NetBackend> backend, NetDeviceOptions options)
     : backend_(std::move(backend)),
       options_(std::move(options)),
       rx_limiter_(options_.rx_rate_limiter, options_.clock),
       tx_limiter_(options_.tx_rate_limiter, options_.clock),
       rx_frame_(kRxBounceBytes) {
-    config_.assign(kConfigSize, 0);
-    std::memcpy(config_.data() + kCfgMac, options_.mac.data(), 6);
-    const uint16_t status = kLinkUp, pairs = 1, mtu = options_.mtu.value_or(0);
-    std::memcpy(config_.data() + kCfgStatus, &status, 2);
-    std::memcpy(config_.data() + kCfgMaxPairs, &pairs, 2);
-    std::memcpy(config_.data() + kCfgMtu, &mtu, 2);
+    config_ = net_config_space(options_.mac, options_.mtu);
 }
 
 NetDevice::~NetDevice() = default;

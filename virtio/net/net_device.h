@@ -107,6 +107,8 @@ struct NetCounters {
 // The counters as a metrics section (vmm/metrics.h), without device_errors (the VMM adds the
 // transport's "needs_reset" count).
 nlohmann::json counters_json(const NetCounters& c);
+// struct virtio_net_config (5.1.4): the MAC, link up, one queue pair, the MTU (0 without one).
+std::vector<uint8_t> net_config_space(const std::array<uint8_t, 6>& mac, std::optional<uint16_t> mtu);
 
 
 class NetDevice : public DeviceBase {

@@ -121,7 +121,7 @@ DriveConfig parse_drive(std::string_view flag, std::string_view text) {
     return d;
 }
 
-// "--net id=eth0,tap=tap0[,mac=06:00:ac:10:00:02][,mtu=1500]": a network-interfaces entry.
+// "--net id=eth0,tap=tap0[,mac=06:00:ac:10:00:02][,mtu=1500][,vhost]": a network-interfaces entry.
 NetworkInterfaceConfig parse_net(std::string_view flag, std::string_view text) {
     NetworkInterfaceConfig n;
     bool have_id = false;
@@ -142,8 +142,10 @@ NetworkInterfaceConfig parse_net(std::string_view flag, std::string_view text) {
             }
         } else if (key == "mtu") {
             n.mtu = static_cast<uint32_t>(parse_uint(fmt::format("{}: mtu", flag), need(), kMinMtu, kMaxMtu));
+        } else if (key == "vhost") {
+            n.vhost = on_off(flag, key, v);
         } else {
-            throw flag_error(flag, fmt::format("unknown field '{}' (expected id, tap, mac, mtu)", key));
+            throw flag_error(flag, fmt::format("unknown field '{}' (expected id, tap, mac, mtu, vhost)", key));
         }
     });
     if (!have_tap) throw flag_error(flag, fmt::format("'{}' has no tap=", text));
@@ -289,7 +291,7 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     add_value("--net", "SPEC",
               "a virtio-net device on an existing TAP device (repeatable),\n"
-              "SPEC = id=ID,tap=TAPDEV[,mac=aa:bb:cc:dd:ee:ff][,mtu=N]",
+              "SPEC = id=ID,tap=TAPDEV[,mac=aa:bb:cc:dd:ee:ff][,mtu=N][,vhost]",
               [&o](std::string_view flag, const std::string& v) {
                   o.network_interfaces.push_back(parse_net(flag, v));
               })

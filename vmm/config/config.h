@@ -112,6 +112,9 @@ struct NetworkInterfaceConfig {
     std::optional<uint32_t> mtu;
     std::optional<RateLimiterConfig> rx_rate_limiter;  // frames from the TAP to the guest
     std::optional<RateLimiterConfig> tx_rate_limiter;  // frames from the guest to the TAP
+    // An embervm extension: the queues are served by the host kernel's /dev/vhost-net
+    // (virtio/net/vhost_net_device.h); no rate limiters then (frames never pass the VMM).
+    bool vhost = false;
 
     bool operator==(const NetworkInterfaceConfig&) const = default;
 };

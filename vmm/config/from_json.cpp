@@ -132,7 +132,7 @@ DriveConfig drive_from_json(const json& j, const std::string& where) {
 
 NetworkInterfaceConfig network_interface_from_json(const json& j, const std::string& where) {
     const JsonFields f(j, where, {"iface_id", "host_dev_name", "guest_mac", "mtu", "rx_rate_limiter",
-                                  "tx_rate_limiter"});
+                                  "tx_rate_limiter", "vhost"});
     NetworkInterfaceConfig n;
     n.iface_id = f.required_string("iface_id");
     n.host_dev_name = f.required_string("host_dev_name");
@@ -140,6 +140,7 @@ NetworkInterfaceConfig network_interface_from_json(const json& j, const std::str
     if (const auto mtu = f.optional_uint("mtu", kMinMtu, kMaxMtu)) n.mtu = static_cast<uint32_t>(*mtu);
     n.rx_rate_limiter = optional_rate_limiter(f, "rx_rate_limiter");
     n.tx_rate_limiter = optional_rate_limiter(f, "tx_rate_limiter");
+    n.vhost = f.optional_bool("vhost").value_or(false);
     validate(n, where);
     return n;
 }

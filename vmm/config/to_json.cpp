@@ -102,6 +102,7 @@ json to_json(const NetworkInterfaceConfig& n) {
     if (n.mtu) j["mtu"] = *n.mtu;
     if (n.rx_rate_limiter) j["rx_rate_limiter"] = to_json(*n.rx_rate_limiter);
     if (n.tx_rate_limiter) j["tx_rate_limiter"] = to_json(*n.tx_rate_limiter);
+    if (n.vhost) j["vhost"] = true;
     return j;
 }
 

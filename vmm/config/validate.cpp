@@ -157,6 +157,16 @@ void validate(const NetworkInterfaceConfig& n, std::string_view where) {
     if (n.mtu) check_range(path("mtu"), *n.mtu, kMinMtu, kMaxMtu);
     if (n.rx_rate_limiter) validate(*n.rx_rate_limiter, path("rx_rate_limiter"));
     if (n.tx_rate_limiter) validate(*n.tx_rate_limiter, path("tx_rate_limiter"));
+    if (n.vhost) {
+        // vhost-net moves the frames in the host kernel: no limiter would see them.
+        for (const auto& [key, limiter] : {std::pair{"rx_rate_limiter", &n.rx_rate_limiter},
+                                           std::pair{"tx_rate_limiter", &n.tx_rate_limiter}}) {
+            if (*limiter && limits(**limiter)) {
+                throw field_error(path(key), "a rate limiter cannot apply with \"vhost\": true (the host kernel "
+                                             "moves the frames, the VMM never sees them)");
+            }
+        }
+    }
 }
 
 void validate_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces, std::string_view where) {

@@ -13,6 +13,7 @@
 #include <sys/ioctl.h>
 #include <termios.h>
 
+#include "virtio/net/vhost_abi.h"  // vhost ioctl numbers (header only)
 #include "vmm/kvm/kvm_abi.h"  // KVM ioctl numbers as the kernel knows them (header only)
 #include "vmm/sys/seccomp_lists.h"
 
@@ -69,13 +70,31 @@ std::vector<uint64_t> vcpu_ioctls() {
             KVM_IOEVENTFD};
 }
 
+// vhost-net ioctls of a device's activation (the rings handed to the kernel) and reset (taken
+// back): virtio/net/vhost_net_device.h. Opening /dev/vhost-net, SET_OWNER and GET_FEATURES
+// happen before any filter is loaded.
+std::vector<uint64_t> vhost_ioctls() {
+    namespace abi = virtio::net::vhost_abi;
+    return {abi::kSetFeatures,  abi::kSetMemTable,  abi::kSetVringNum,  abi::kSetVringAddr,
+            abi::kSetVringBase, abi::kGetVringBase, abi::kSetVringKick, abi::kSetVringCall,
+            abi::kSetVringErr,  abi::kNetSetBackend};
+}
+
+template <typename... Lists>
+std::vector<uint64_t> joined(Lists&&... lists) {
+    std::vector<uint64_t> out;
+    (out.insert(out.end(), lists.begin(), lists.end()), ...);
+    return out;
+}
+
 Calls vcpu_calls() {
     return {
         {"ioctl",
          "KVM_RUN and the vCPU's registers (exits, emulation, reports); TUNSETOFFLOAD when a virtio-net "
          "driver activates its device (device activation runs on the vCPU that writes the status); "
-         "KVM_SET_GSI_ROUTING and KVM_IOEVENTFD when a virtio-pci driver programs MSI-X or moves a BAR",
-         1, vcpu_ioctls()},
+         "KVM_SET_GSI_ROUTING and KVM_IOEVENTFD when a virtio-pci driver programs MSI-X or moves a BAR; "
+         "the vhost-net ioctls when a driver activates or resets a vhost interface",
+         1, joined(vcpu_ioctls(), vhost_ioctls())},
         {"io_uring_enter", "a virtio-blk reset waits for its io_uring requests in flight"},
         {"read", "eventfds"},
         {"timerfd_settime",
@@ -131,8 +150,9 @@ Calls event_loop_calls() {
         {"flock", "a drive swap locks the new image and unlocks the old one"},
         {"ioctl",
          "BLKGETSIZE64 (a drive swap to a block device); TCSETS* (the console's terminal restored at "
-         "the end); TUNSETOFFLOAD (virtio-net features)",
-         1, {BLKGETSIZE64, TCSETS, TCSETSW, TCSETSF, TCGETS, TUNSETOFFLOAD}},
+         "the end); TUNSETOFFLOAD (virtio-net features); the vhost-net ioctls (a vhost interface's rings "
+         "taken back when the VM ends)",
+         1, joined(std::vector<uint64_t>{BLKGETSIZE64, TCSETS, TCSETSW, TCSETSF, TCGETS, TUNSETOFFLOAD}, vhost_ioctls())},
         {"eventfd2", "a drive swap creates the new backend's completion eventfd"},
         {"recvfrom", "vhost-user: a peek at a backend's socket that became readable (the backend hung up)"},
         {"rt_sigaction", "asio's signal_set restores the termination signals' default action when the VM ends",
@@ -173,7 +193,10 @@ Calls main_calls() {
         {"io_uring_enter", "an io_uring engine waits for its requests when it is destroyed"},
         {"flock", "image locks released"},
         {"unlink", "the API socket removed"},
-        {"ioctl", "TCSETS*: the console's terminal restored", 1, {TCSETS, TCSETSW, TCSETSF, TCGETS}},
+        {"ioctl",
+         "TCSETS*: the console's terminal restored; the vhost-net ioctls (a vhost interface's rings taken "
+         "back when the VM is destroyed with the device still activated)",
+         1, joined(std::vector<uint64_t>{TCSETS, TCSETSW, TCSETSF, TCGETS}, vhost_ioctls())},
         {"read", "eventfds drained when the VM is destroyed"},
         {"epoll_ctl", "fds unwatched when the VM is destroyed", 1, {EPOLL_CTL_DEL}},
         {"rt_sigaction", "asio's signal_set restores the termination signals' default action", 0,

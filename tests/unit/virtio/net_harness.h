@@ -41,6 +41,12 @@ inline constexpr uint64_t kBufs = 0x100000;  // receive / transmit buffers
 inline constexpr uint64_t kMemSize = 0x400000;
 inline constexpr uint16_t kRingSize = 32;
 
+// Runs what is ready on `io` (kicks, readable fds, posted work) until nothing is.
+inline void poll_ready(boost::asio::io_context& io) {
+    io.restart();
+    io.poll();
+}
+
 class FakeNetBackend : public NetBackend {
 public:
     // Readable like a TAP: from a frame's arrival until a read finds none waiting.
@@ -143,10 +149,7 @@ struct Harness {
         run();
     }
     // Runs what is ready on the loop (a kick, a readable backend, posted work) until nothing is.
-    void run() {
-        io.restart();
-        io.poll();
-    }
+    void run() { poll_ready(io); }
     // The driver notifies queue `q` (KVM writes its ioeventfd); the loop runs.
     void kick(uint16_t q) {
         kicks[q].signal();

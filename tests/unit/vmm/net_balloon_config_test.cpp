@@ -127,6 +127,27 @@ TEST_CASE("network-interfaces: bad fields name the field", "[config][net]") {
           "network-interfaces[0].host_dev_name: required");
 }
 
+TEST_CASE("network-interfaces: vhost (an embervm extension), without rate limiters", "[config][net]") {
+    const auto config = vmm::parse_config_json(R"({"network-interfaces": [
+        {"iface_id": "eth0", "host_dev_name": "tap0", "vhost": true},
+        {"iface_id": "eth1", "host_dev_name": "tap1", "vhost": false},
+        {"iface_id": "eth2", "host_dev_name": "tap2", "vhost": true,
+         "rx_rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}}]})");
+    CHECK(config.network_interfaces[0].vhost);
+    CHECK_FALSE(config.network_interfaces[1].vhost);
+    CHECK(config.network_interfaces[2].vhost);  // a limiter of size 0 limits nothing
+    CHECK(vmm::to_json(config)["network-interfaces"][0]["vhost"] == true);
+    CHECK_FALSE(vmm::to_json(config)["network-interfaces"][1].contains("vhost"));
+    CHECK(vmm::parse_config_json(vmm::to_json(config).dump()) == config);
+
+    CHECK(iface_error(R"("vhost": 1)") == "network-interfaces[0].vhost: expected a boolean, got number 1");
+    CHECK(iface_error(R"("vhost": true, "rx_rate_limiter": {"ops": {"size": 10, "refill_time": 100}})") ==
+          "network-interfaces[0].rx_rate_limiter: a rate limiter cannot apply with \"vhost\": true (the host kernel "
+          "moves the frames, the VMM never sees them)");
+    CHECK(iface_error(R"("vhost": true, "tx_rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}})")
+              .starts_with("network-interfaces[0].tx_rate_limiter: a rate limiter cannot apply"));
+}
+
 TEST_CASE("network-interfaces: checks across interfaces", "[config][net]") {
     CHECK(config_error(R"({"network-interfaces": [{"iface_id": "a", "host_dev_name": "tap0"},
                                                   {"iface_id": "a", "host_dev_name": "tap1"}]})") ==
@@ -201,7 +222,11 @@ TEST_CASE("cli: --net and --balloon", "[cli][net][balloon]") {
     CHECK(cli_error({"--net", "id=eth0,tap=tap0,mac=zz"}) ==
           "--net: mac: 'zz' is not a MAC address (expected aa:bb:cc:dd:ee:ff)");
     CHECK(cli_error({"--net", "id=eth0,tap=tap0,mtu=1"}) == "--net: mtu: 1 is out of range 68..65535");
-    CHECK(cli_error({"--net", "id=eth0,tap=tap0,vhost"}) == "--net: unknown field 'vhost' (expected id, tap, mac, mtu)");
+    CHECK(cli_error({"--net", "id=eth0,tap=tap0,vhost=maybe"}) == "--net: vhost: expected on or off, got 'maybe'");
+    CHECK(cli_error({"--net", "id=eth0,tap=tap0,queues=2"}) ==
+          "--net: unknown field 'queues' (expected id, tap, mac, mtu, vhost)");
+    CHECK(parse({"--net", "id=eth0,tap=tap0,vhost"}).network_interfaces.at(0).vhost);
+    CHECK_FALSE(parse({"--net", "id=eth0,tap=tap0"}).network_interfaces.at(0).vhost);
     CHECK(cli_error({"--net", "id=eth0,,tap=tap0"}) == "--net: empty field in 'id=eth0,,tap=tap0'");
     CHECK(cli_error({"--balloon", "deflate_on_oom"}) == "--balloon: 'deflate_on_oom' has no amount_mib=");
     CHECK(cli_error({"--balloon", "amount_mib=x"}) == "--balloon: amount_mib: expected an unsigned integer, got 'x'");

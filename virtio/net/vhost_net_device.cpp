@@ -1,0 +1,183 @@
+// virtio-net served by the host kernel's vhost-net: the rings handed over at activation and
+// taken back at reset (see vhost_net_device.h).
+#include "virtio/net/vhost_net_device.h"
+
+#include <cstdint>
+#include <exception>
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "vmm/sys/error.h"
+#include "vmm/sys/log.h"
+
+namespace embervm::virtio::net {
+
+namespace log = embervm::log;
+
+namespace {
+
+// Bytes of the split ring's parts for a queue of `size` entries (2.7): descriptor table,
+// driver area (flags, idx, ring, used_event), device area (flags, idx, ring, avail_event).
+uint64_t desc_bytes(uint64_t size) { return 16 * size; }
+uint64_t avail_bytes(uint64_t size) { return 6 + 2 * size; }
+uint64_t used_bytes(uint64_t size) { return 6 + 8 * size; }
+
+uint64_t host_address(const memory::GuestMemory& mem, memory::GuestAddress addr, uint64_t len, const char* what) {
+    const auto slice = mem.get_slice(addr, len);
+    // Queue::validate checked the rings at DRIVER_OK; a ring across two regions is refused here.
+    if (!slice) throw QueueError(fmt::format("{} at {:#x} is not inside one guest memory region", what, addr.value));
+    return reinterpret_cast<uint64_t>(slice->data());
+}
+
+}  // namespace
+
+VhostNetDevice::VhostNetDevice(std::unique_ptr<NetBackend> tap, std::unique_ptr<VhostKernel> vhost,
+                               VhostNetOptions options)
+    : tap_(std::move(tap)), vhost_(std::move(vhost)), options_(std::move(options)) {
+    config_ = net_config_space(options_.mac, options_.mtu);
+    vhost_features_ = vhost_->get_features();
+    if ((vhost_features_ & feature::kVersion1) == 0) {
+        throw Error(fmt::format("/dev/vhost-net does not offer VIRTIO_F_VERSION_1 (features {:#x})", vhost_features_));
+    }
+}
+
+VhostNetDevice::~VhostNetDevice() = default;
+
+uint64_t VhostNetDevice::available_features() const {
+    uint64_t f = net_feature::kMac | net_feature::kStatus;
+    f |= kVhostRingFeatures & vhost_features_ & ~feature::kVersion1;  // the transport adds VERSION_1
+    f |= tap_->supported_offload_features();
+    if (options_.mtu) f |= net_feature::kMtu;
+    return f;
+}
+
+void VhostNetDevice::read_config(uint64_t offset, std::span<uint8_t> data) const {
+    read_config_space(config_, offset, data);
+}
+
+void VhostNetDevice::write_config(uint64_t offset, std::span<const uint8_t> data) {
+    log::debug("{}: ignored config write of {} bytes at offset {:#x}", name(), data.size(), offset);
+}
+
+void VhostNetDevice::on_activate_locked(const Activation& a) {
+    if (a.queues.size() < kNumQueues || !a.queues[0].ready() || !a.queues[1].ready()) {
+        throw QueueError("the receive and transmit queues must both be set up");
+    }
+    if (a.queue_events.size() < kNumQueues || a.queue_events[0] < 0 || a.queue_events[1] < 0) {
+        throw Error("vhost-net needs an ioeventfd for each queue");
+    }
+    kicks_ = {a.queue_events[0], a.queue_events[1]};
+    tap_->set_offloads(a.acked_features);
+    vhost_->set_features(a.acked_features & kVhostRingFeatures & vhost_features_);
+    std::vector<VhostMemoryRegion> table;
+    for (const memory::GuestRegion& r : a.mem.regions()) {
+        table.push_back({r.start().value, r.size(), reinterpret_cast<uint64_t>(r.host_base())});
+    }
+    vhost_->set_mem_table(table);
+    attached_ = true;  // from here on a reset (or a failure below) takes the rings back
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) {
+        calls_[ring].consume();  // stale events of an earlier activation
+        errors_[ring].consume();
+        start_ring_locked(a, ring);
+    }
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) {
+        vhost_->set_backend(ring, tap_->fd());
+    }
+    counters_.activations++;
+    log::info("{}: activated on {} through /dev/vhost-net (features {:#x}, vhost {:#x})", name(), tap_->name(),
+              a.acked_features, a.acked_features & kVhostRingFeatures & vhost_features_);
+}
+
+void VhostNetDevice::start_ring_locked(const Activation& a, uint32_t ring) {
+    const Queue& q = a.queues[ring];
+    vhost_->set_vring_num(ring, q.size());
+    vhost_->set_vring_base(ring, q.next_avail());
+    VhostVringAddr addr{};
+    addr.desc = host_address(a.mem, q.desc_table(), desc_bytes(q.size()), "descriptor table");
+    addr.avail = host_address(a.mem, q.avail_ring(), avail_bytes(q.size()), "driver area");
+    addr.used = host_address(a.mem, q.used_ring(), used_bytes(q.size()), "device area");
+    vhost_->set_vring_addr(ring, addr);
+    vhost_->set_vring_kick(ring, kicks_[ring]);
+    vhost_->set_vring_call(ring, calls_[ring].fd());
+    vhost_->set_vring_err(ring, errors_[ring].fd());
+}
+
+void VhostNetDevice::stop_rings_locked() {
+    if (!attached_) return;
+    attached_ = false;
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) {
+        try {
+            vhost_->set_backend(ring, -1);
+            const uint32_t base = vhost_->get_vring_base(ring);
+            log::debug("{}: ring {} stopped at available index {}", name(), ring, base);
+        } catch (const std::exception& e) {
+            log::error("{}: {}", name(), e.what());
+        }
+    }
+}
+
+void VhostNetDevice::on_reset_locked() {
+    // Also after a failed activation: whatever was handed over is taken back.
+    stop_rings_locked();
+    kicks_ = {-1, -1};
+}
+
+void VhostNetDevice::on_queue_locked(uint16_t queue_index) {
+    // A notification that reached the registers rather than the ioeventfd: pass it on.
+    if (queue_index < kNumQueues && kicks_[queue_index] >= 0) {
+        const uint64_t one = 1;
+        [[maybe_unused]] const ssize_t n = ::write(kicks_[queue_index], &one, sizeof(one));
+    }
+}
+
+std::vector<DeviceBase::EventSource> VhostNetDevice::event_sources_locked() {
+    std::vector<EventSource> sources;
+    for (uint16_t ring = 0; ring < kNumQueues; ring++) {
+        sources.push_back({calls_[ring].fd(), [this, ring] {
+                               if (calls_[ring].consume() != 0) {
+                                   counters_.used_interrupts++;
+                                   interrupt().signal_used_queue(ring);
+                               }
+                               return true;
+                           }});
+        sources.push_back({errors_[ring].fd(), [this, ring] {
+                               if (errors_[ring].consume() != 0) {
+                                   counters_.ring_errors++;
+                                   fail_locked(fmt::format("vhost-net: the guest broke queue {} (a bad address, "
+                                                           "descriptor or index)",
+                                                           ring));
+                               }
+                               return true;
+                           }});
+    }
+    return sources;
+}
+
+DeviceProgress VhostNetDevice::progress() const {
+    std::lock_guard lock(mutex());
+    return queues_progress_locked();  // the kernel's buffers in flight are not visible here
+}
+
+VhostNetCounters VhostNetDevice::counters() const {
+    std::lock_guard lock(mutex());
+    return counters_;
+}
+
+nlohmann::json VhostNetDevice::metrics_json() const {
+    // NetDevice's frame and byte counters would all stay 0: the frames never pass the VMM.
+    const VhostNetCounters c = counters();
+    return {{"vhost", 1},
+            {"vhost_used_interrupts", c.used_interrupts},
+            {"vhost_ring_errors", c.ring_errors},
+            {"vhost_activations", c.activations}};
+}
+
+void VhostNetDevice::log_counters() const {
+    const VhostNetCounters c = counters();
+    log::info("{}: {} activations, {} used-buffer interrupts forwarded, {} ring errors, {} device errors", name(),
+              c.activations, c.used_interrupts, c.ring_errors, device_errors());
+}
+
+}  // namespace embervm::virtio::net
