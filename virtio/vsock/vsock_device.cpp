@@ -44,24 +44,24 @@ bool socket_is_live(const std::string& path) {
 }
 
 FileDescriptor listen_at(const std::string& path) {
-    if (path.empty()) throw Error("vsock uds_path: empty path");
+    if (path.empty()) throw Error("vsock socket: empty path");
     // "<path>_4294967295" must fit too: the guest's connections go there.
     if (path.size() + 11 >= sizeof(sockaddr_un::sun_path)) {
-        throw Error(fmt::format("vsock uds_path {}: longer than {} bytes", path, sizeof(sockaddr_un::sun_path) - 12));
+        throw Error(fmt::format("vsock socket {}: longer than {} bytes", path, sizeof(sockaddr_un::sun_path) - 12));
     }
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) throw Error(fmt::format("vsock uds_path {}: a file that is not a socket is in the way", path));
-        if (socket_is_live(path)) throw Error(fmt::format("vsock uds_path {}: another process is serving on it", path));
-        if (::unlink(path.c_str()) != 0) throw sys_error(fmt::format("vsock uds_path {}: removing the stale socket", path));
+        if (!S_ISSOCK(st.st_mode)) throw Error(fmt::format("vsock socket {}: a file that is not a socket is in the way", path));
+        if (socket_is_live(path)) throw Error(fmt::format("vsock socket {}: another process is serving on it", path));
+        if (::unlink(path.c_str()) != 0) throw sys_error(fmt::format("vsock socket {}: removing the stale socket", path));
     }
     FileDescriptor fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd) throw sys_error(fmt::format("vsock uds_path {}: socket", path));
+    if (!fd) throw sys_error(fmt::format("vsock socket {}: socket", path));
     const sockaddr_un addr = unix_address(path);
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-        throw sys_error(fmt::format("vsock uds_path {}: bind", path));
+        throw sys_error(fmt::format("vsock socket {}: bind", path));
     }
-    if (::listen(fd.get(), 128) != 0) throw sys_error(fmt::format("vsock uds_path {}: listen", path));
+    if (::listen(fd.get(), 128) != 0) throw sys_error(fmt::format("vsock socket {}: listen", path));
     return fd;
 }
 
@@ -212,6 +212,7 @@ void VsockDevice::on_timer_locked() {
             ++it;
         }
     }
+    update_listener_locked();
     std::vector<Key> late;
     for (auto& [key, c] : connections_) {
         if (c->state == Connection::State::kLocalInit && !c->want_rst && now >= c->deadline) late.push_back(key);
@@ -689,7 +690,10 @@ void VsockDevice::erase_locked(Key key) {
     const auto it = connections_.find(key);
     if (it == connections_.end()) return;
     if (it->second->fd) by_fd_.erase(it->second->fd.get());
-    connections_.erase(it);  // a stale rx_queue_ entry finds nothing or a newer connection, not in_rx_queue
+    // Out of the receive queue too: a guest that opens and resets connections without giving
+    // receive buffers must not grow it.
+    if (it->second->in_rx_queue) std::erase(rx_queue_, key);
+    connections_.erase(it);
     update_listener_locked();
 }
 
