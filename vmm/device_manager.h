@@ -39,6 +39,9 @@ namespace console {
 class ConsoleDevice;
 class ConsoleSink;
 }
+namespace vsock {
+class VsockDevice;
+}
 }
 
 namespace embervm::vmm {
@@ -84,6 +87,9 @@ public:
     // The virtio-console device (hvc0), its output to `sink`; the caller connects the host's
     // input to it (devices::ConsoleInput).
     std::shared_ptr<virtio::console::ConsoleDevice> attach_console(std::unique_ptr<virtio::console::ConsoleSink> sink);
+    // The virtio-vsock device, listening on config.uds_path from now on. Throws ConfigError
+    // naming vsock.uds_path if the socket cannot be made there.
+    std::shared_ptr<virtio::vsock::VsockDevice> attach_vsock(const VsockConfig& config);
 
     // The stall watchdog (virtio/watchdog.h): every `interval` on the event loop, each device's
     // progress is checked; slow backend requests and used-buffer interrupts the driver does not

@@ -10,6 +10,7 @@
 #include <linux/if_tun.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 
@@ -130,6 +131,14 @@ Calls event_loop_calls() {
          "the end); TUNSETOFFLOAD (virtio-net features)",
          1, {BLKGETSIZE64, TCSETS, TCSETSW, TCSETSF, TCGETS, TUNSETOFFLOAD}},
         {"eventfd2", "a drive swap creates the new backend's completion eventfd"},
+        // virtio-vsock's host side (virtio/vsock/vsock_device.h): Unix sockets only.
+        {"socket", "virtio-vsock connects a guest connection to <uds_path>_<port>", 0, {AF_UNIX}},
+        {"connect", "virtio-vsock: the Unix socket it just made (no other socket can be made here)"},
+        {"accept4", "virtio-vsock: host processes connecting to uds_path"},
+        {"recvfrom", "virtio-vsock: the CONNECT line (MSG_PEEK)"},
+        {"sendto", "virtio-vsock: OK lines and guest data to the host sockets"},
+        {"sendmsg", "virtio-vsock: guest data to the host sockets"},
+        {"shutdown", "virtio-vsock: the guest's SHUTDOWN(SEND) passed on"},
         {"rt_sigaction", "asio's signal_set restores the termination signals' default action when the VM ends",
          0, {sig(SIGINT), sig(SIGTERM), sig(SIGHUP)}},
     };
@@ -167,7 +176,7 @@ Calls main_calls() {
         {"close", "the VM's fds closed when it is destroyed"},
         {"io_uring_enter", "an io_uring engine waits for its requests when it is destroyed"},
         {"flock", "image locks released"},
-        {"unlink", "the API socket removed"},
+        {"unlink", "the API socket and virtio-vsock's uds_path removed"},
         {"ioctl", "TCSETS*: the console's terminal restored", 1, {TCSETS, TCSETSW, TCSETSF, TCGETS}},
         {"read", "eventfds drained when the VM is destroyed"},
         {"epoll_ctl", "fds unwatched when the VM is destroyed", 1, {EPOLL_CTL_DEL}},
