@@ -1,5 +1,5 @@
 /* vsock-agent: the guest side of the virtio-vsock Linux guest test (built with gcc -static into
- * the test initramfs; not wired into a test yet).
+ * the test initramfs as /bin/vsock-agent; run by init.sh's gtest=vsock, see tests/integration/linux-vsock-test).
  *
  *   vsock-agent connect PORT N BYTES   opens N connections to the host (CID 2) port PORT at once
  *                                      (the host's <uds_path>_PORT), then on each sends BYTES of
