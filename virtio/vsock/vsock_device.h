@@ -48,6 +48,10 @@
 // timer checks the timeouts. On reset every connection is closed; the listener stays.
 //
 // Threading: everything runs under the device lock (DeviceBase::mutex()).
+//
+// Files: vsock_device.cpp has the queues, the packets both ways and the credit; host_side.cpp the
+// constructor (which opens the listener), the CONNECT lines, the connections' host sockets and
+// the epoll set; connection.h the per-connection state both share.
 #pragma once
 
 #include <chrono>
@@ -156,21 +160,22 @@ private:
     // ---- Connections ----
     Connection* find_locked(Key key);
     size_t open_connections_locked() const { return connections_.size() + pending_.size(); }
-    void connect_to_host_locked(const PacketHeader& h);
-    void guest_data_locked(Connection& c, const PacketHeader& h, Reader& payload);
     void update_peer_credit_locked(Connection& c, const PacketHeader& h);
     uint32_t peer_credit(const Connection& c) const;
-    void flush_to_host_locked(Connection& c);
-    void after_flush_locked(Connection& c);
     // Something for the guest waits on `c`: queue it for the receive queue.
     void schedule_locked(Connection& c);
     bool has_packet_locked(const Connection& c) const;
     // RST to the guest, then the connection goes; its socket is closed now.
     void reset_connection_locked(Connection& c);
     void erase_locked(Key key);
-    void update_interest_locked(Connection& c);
 
-    // ---- The host's side ----
+    // ---- The host's side (host_side.cpp) ----
+    // A guest REQUEST: connect to "<uds_path>_P" now; RESPONSE or RST.
+    void connect_to_host_locked(const PacketHeader& h);
+    void guest_data_locked(Connection& c, const PacketHeader& h, Reader& payload);
+    void flush_to_host_locked(Connection& c);
+    void after_flush_locked(Connection& c);
+    void update_interest_locked(Connection& c);
     void on_epoll_locked();
     void accept_locked();
     void update_listener_locked();
