@@ -11,6 +11,7 @@
 #include "boot/layout.h"
 #include "virtio/block/backend.h"
 #include "virtio/balloon/balloon_device.h"
+#include "virtio/vsock/vsock_device.h"
 #include "virtio/block/block_device.h"
 #include "virtio/console/console_device.h"
 #include "virtio/net/net_device.h"
@@ -374,6 +375,19 @@ std::shared_ptr<virtio::console::ConsoleDevice> DeviceManager::attach_console(
     attach(console);
     slots_.back()->metrics_key = "console";
     return console;
+}
+
+std::shared_ptr<virtio::vsock::VsockDevice> DeviceManager::attach_vsock(const VsockConfig& config) {
+    std::shared_ptr<virtio::vsock::VsockDevice> vsock;
+    try {
+        vsock = std::make_shared<virtio::vsock::VsockDevice>(config.guest_cid, config.uds_path);
+    } catch (const Error& e) {
+        throw ConfigError(fmt::format("vsock.uds_path: {}", e.what()));
+    }
+    log::info("vsock: guest CID {}, host socket {}", config.guest_cid, config.uds_path);
+    attach(vsock);
+    slots_.back()->metrics_key = "vsock";
+    return vsock;
 }
 
 void DeviceManager::start_watchdog(std::function<bool()> guest_running, std::chrono::milliseconds interval) {

@@ -43,6 +43,9 @@ namespace net {
 class Tap;
 struct NetDeviceOptions;
 }
+namespace vsock {
+class VsockDevice;
+}
 }
 
 namespace embervm::vmm {
@@ -89,6 +92,9 @@ public:
     // The virtio-console device (hvc0), its output to `sink`; the caller connects the host's
     // input to it (devices::ConsoleInput).
     std::shared_ptr<virtio::console::ConsoleDevice> attach_console(std::unique_ptr<virtio::console::ConsoleSink> sink);
+    // The virtio-vsock device, listening on config.uds_path from now on. Throws ConfigError
+    // naming vsock.uds_path if the socket cannot be made there.
+    std::shared_ptr<virtio::vsock::VsockDevice> attach_vsock(const VsockConfig& config);
 
     // The stall watchdog (virtio/watchdog.h): every `interval` on the event loop, each device's
     // progress is checked; slow backend requests and used-buffer interrupts the driver does not

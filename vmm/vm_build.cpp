@@ -12,6 +12,7 @@
 #include "virtio/balloon/balloon_device.h"
 #include "virtio/console/console_device.h"
 #include "virtio/console/fd_sink.h"
+#include "virtio/vsock/vsock_device.h"
 #include "vmm/console.h"
 #include "vmm/kvm/cpu_setup.h"
 #include "vmm/kvm/kvm.h"
@@ -99,6 +100,9 @@ void Vmm::create_devices(const VmConfig& config) {
     virtio_->attach_network_interfaces(config.network_interfaces);
     if (config.balloon) {
         balloon_ = virtio_->attach_balloon(*config.balloon);
+    }
+    if (config.vsock) {
+        vsock_ = virtio_->attach_vsock(*config.vsock);
     }
     if (config.console && config.console->type == ConsoleType::Virtio) {
         // The same output as the UART's: stdout or the --serial-out file.

@@ -25,6 +25,9 @@ namespace embervm::virtio::balloon {
 class BalloonDevice;
 struct BalloonStats;
 }
+namespace embervm::virtio::vsock {
+class VsockDevice;
+}
 namespace embervm::virtio::console {
 class ConsoleDevice;
 }
@@ -161,6 +164,7 @@ private:
     std::unique_ptr<LegacyDevices> legacy_;
     std::unique_ptr<DeviceManager> virtio_;  // before vcpus_: destroyed after them
     std::shared_ptr<virtio::balloon::BalloonDevice> balloon_;
+    std::shared_ptr<virtio::vsock::VsockDevice> vsock_;
     // The virtio-console device (console.type virtio): the console's input goes there.
     std::shared_ptr<virtio::console::ConsoleDevice> console_;
     // Metrics: both set before started_ and kept until the Vmm goes (they hold timers on io_).

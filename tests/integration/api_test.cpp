@@ -229,7 +229,7 @@ TEST_CASE("API: unknown paths, wrong methods and unsupported Firecracker resourc
     CHECK(r.status == 400);
     CHECK(r.fault() == "/mmds: not supported by embervm");
     CHECK(api.call("PUT", "/snapshot/create", json::object()).status == 400);
-    CHECK(api.call("PUT", "/vsock", json::object()).status == 400);
+    CHECK(api.call("PUT", "/entropy", json::object()).status == 400);
     // The query string is not part of the path.
     CHECK(api.call("GET", "/machine-config?x=1").status == 200);
 }
@@ -446,7 +446,20 @@ TEST_CASE("API: drives, network interfaces and the balloon before boot", "[api]"
     CHECK(api.call("GET", "/console").status == 405);
     CHECK(api.call("PUT", "/console", json{{"type", "virtio"}}).status == 204);
 
+    r = api.call("PUT", "/vsock", json::object());
+    CHECK(r.status == 400);
+    CHECK(r.fault().starts_with("vsock.guest_cid"));
+    r = api.call("PUT", "/vsock", json{{"guest_cid", 2}, {"uds_path", "/tmp/v.sock"}});
+    CHECK(r.status == 400);
+    CHECK(r.fault().starts_with("vsock.guest_cid"));
+    r = api.call("PUT", "/vsock", json{{"guest_cid", 3}, {"uds_path", ""}});
+    CHECK(r.fault().starts_with("vsock.uds_path"));
+    CHECK(api.call("GET", "/vsock").status == 405);
+    // Firecracker's deprecated vsock_id is accepted.
+    CHECK(api.call("PUT", "/vsock", json{{"vsock_id", "vsock0"}, {"guest_cid", 3}, {"uds_path", "/tmp/v.sock"}}).status == 204);
+
     const json cfg = api.call("GET", "/vm/config").j();
+    CHECK(cfg["vsock"] == json{{"guest_cid", 3}, {"uds_path", "/tmp/v.sock"}});
     CHECK(cfg["console"]["type"] == "virtio");
     REQUIRE(cfg["drives"].size() == 2);
     CHECK(cfg["drives"][0]["drive_id"] == "rootfs");

@@ -1,6 +1,6 @@
 #!/bin/busybox sh
 # /init of the embervm Linux guest initramfs (scripts/build-initramfs packs it with a static
-# busybox as /bin/busybox; nothing else). Based on /work/shared/guest-kernel/example-init.sh.
+# busybox as /bin/busybox and the vsock test's /bin/vsock-agent). Based on /work/shared/guest-kernel/example-init.sh.
 # The same tree also serves as an ext4 root file system on a virtio-blk drive (gtest=root: no
 # initrd, the kernel mounts /dev/vda as / and runs this file with init=/init).
 #
@@ -17,7 +17,7 @@
 #   boottimer=1       write 123 to the VMM's boot-timer MMIO byte at 0xd0000000 (needs /dev/mem,
 #                     i.e. a kernel with CONFIG_DEVMEM=y); the VMM logs the time since it started
 #   gtest=quick       stop right after BOOT-OK
-#   gtest=diag|rw|durable|root|net|balloon|console|ratelimit-blk|ratelimit-net   extra checks (see below)
+#   gtest=diag|rw|durable|root|net|balloon|console|ratelimit-blk|ratelimit-net|vsock   extra checks (see below)
 #   gtest=shell       interactive busybox shell on the console; `exit` reboots (ends the VMM)
 #
 # No `busybox --install`: symlink syscalls are slow on the project's nested-KVM hosts, and
@@ -163,6 +163,14 @@ case "$CMDLINE" in *gtest=ratelimit-*)
       tx 7101 "$rl_tx" TX; read s i < /proc/uptime; $B nc "$rl_host" 7102 </dev/null >/dev/null
       read e i < /proc/uptime; echo "RL-RX start=$s end=$e"; wt tx; tx 7103 "$rl_tx2" TX2 ;;
   esac ;;
+case "$CMDLINE" in *gtest=vsock*)
+  # virtio-vsock with /bin/vsock-agent (tests/linux-guest/vsock-agent.c): guest to host (the
+  # host echoes on port 5000), 1 then 100 connections at once; host to guest, the agent listens
+  # on 6000 (1 connection) then 6001 (100) and answers each with a checksum; one more connection
+  # to the host at the end shows the device still works after all that.
+  A=/bin/vsock-agent
+  $A connect 5000 1 200000 && $A connect 5000 100 4096 && $A listen 6000 1 && $A listen 6001 100 &&
+    $A connect 5000 1 1000 && t "VSOCK-ALL-OK" ;;
 esac
 case "$CMDLINE" in *gtest=shell*)
   echo "SHELL: busybox sh on the console (applets run by name: ls, cat, dmesg, ...); 'exit' reboots the guest and ends the VMM"

@@ -37,8 +37,8 @@ RateLimiterConfig merge_rate_limiter(const std::optional<RateLimiterConfig>& cur
 }
 
 // Firecracker resources embervm does not implement: refused by name rather than "not found".
-constexpr std::array<std::string_view, 9> kUnsupportedPaths = {
-    "/mmds", "/mmds/config", "/snapshot/create", "/snapshot/load", "/vsock", "/entropy", "/cpu-config",
+constexpr std::array<std::string_view, 8> kUnsupportedPaths = {
+    "/mmds", "/mmds/config", "/snapshot/create", "/snapshot/load", "/entropy", "/cpu-config",
     "/serial", "/hotplug/memory",
 };
 
@@ -246,6 +246,10 @@ ApiResponse ApiController::route(const ApiRequest& request) {
     if (path == "/console") {
         if (auto r = allow({"PUT"})) return *r;
         return put_console(body("console"));
+    }
+    if (path == "/vsock") {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_vsock(body("vsock"));
     }
     for (std::string_view unsupported : kUnsupportedPaths) {
         if (path == unsupported || (path.starts_with(unsupported) && path[unsupported.size()] == '/')) {
@@ -472,6 +476,14 @@ ApiResponse ApiController::put_console(const json& body) {
     ConsoleConfig console = console_from_json(body, "console");
     std::lock_guard lock(mutex_);
     draft_.console = console;
+    return no_content();
+}
+
+ApiResponse ApiController::put_vsock(const json& body) {
+    if (auto r = refuse_unless(true, "PUT /vsock")) return *r;
+    VsockConfig vsock = vsock_from_json(body, "vsock");
+    std::lock_guard lock(mutex_);
+    draft_.vsock = std::move(vsock);
     return no_content();
 }
 

@@ -2,7 +2,6 @@
 #include "vmm/api/api_server.h"
 
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -27,6 +26,7 @@
 #include "vmm/sys/log.h"
 #include "vmm/sys/log_limiter.h"
 #include "vmm/sys/seccomp.h"
+#include "vmm/sys/unix_socket.h"
 
 namespace embervm::vmm {
 
@@ -41,22 +41,6 @@ ApiResponse api_fault(unsigned status, std::string_view message) {
     return ApiResponse{status, nlohmann::json{{"fault_message", message}}.dump(
                                    -1, ' ', false, nlohmann::json::error_handler_t::replace)};
 }
-
-namespace {
-
-// Whether something accepts connections on the Unix socket at `path`.
-bool socket_is_live(const std::string& path) {
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, path.data(), path.size());
-    const bool live = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
-    ::close(fd);
-    return live;
-}
-
-}  // namespace
 
 struct ApiServer::Impl {
     class Session;
@@ -228,12 +212,7 @@ ApiServer::ApiServer(std::string socket_path, Handler handler, ApiServerOptions 
     if (path.size() >= sizeof(sockaddr_un::sun_path)) {
         throw Error(fmt::format("API socket {}: path longer than {} bytes", path, sizeof(sockaddr_un::sun_path) - 1));
     }
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) throw Error(fmt::format("API socket {}: a file that is not a socket is in the way", path));
-        if (socket_is_live(path)) throw Error(fmt::format("API socket {}: another process is serving on it", path));
-        if (::unlink(path.c_str()) != 0) throw sys_error(fmt::format("API socket {}: removing the stale socket", path));
-    }
+    remove_stale_unix_socket(path, "API");
     boost::system::error_code ec;
     impl_->acceptor.open(local(), ec);
     if (!ec) {

@@ -178,6 +178,32 @@ BalloonConfig parse_balloon(std::string_view flag, std::string_view text) {
     return b;
 }
 
+// "--vsock cid=3,path=/run/vm.vsock".
+VsockConfig parse_vsock(std::string_view flag, std::string_view text) {
+    VsockConfig v;
+    bool have_cid = false, have_path = false;
+    for_each_field(flag, text, [&](std::string_view key, std::optional<std::string_view> value) {
+        const auto need = [&] { return need_value(flag, key, value); };
+        if (key == "cid") {
+            v.guest_cid = parse_uint(fmt::format("{}: cid", flag), need(), kMinVsockGuestCid, kMaxVsockGuestCid);
+            have_cid = true;
+        } else if (key == "path") {
+            v.uds_path = std::string(need());
+            have_path = true;
+        } else {
+            throw flag_error(flag, fmt::format("unknown field '{}' (expected cid, path)", key));
+        }
+    });
+    if (!have_cid) throw flag_error(flag, fmt::format("'{}' has no cid=", text));
+    if (!have_path) throw flag_error(flag, fmt::format("'{}' has no path=", text));
+    try {
+        validate(v, "vsock");
+    } catch (const ConfigError& e) {
+        throw flag_error(flag, e.what());
+    }
+    return v;
+}
+
 // --help: "  --config PATH, --config-file PATH" (every spelling with its value), the description
 // from column 22, then the footer (syntax, overrides, exit statuses).
 class HelpFormatter : public CLI::Formatter {
@@ -300,6 +326,11 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
               "a virtio-balloon device, SPEC = amount_mib=N[,deflate_on_oom]\n"
               "[,stats_interval=SECONDS][,free_page_reporting]",
               [&o](std::string_view flag, const std::string& v) { o.balloon = parse_balloon(flag, v); });
+    add_value("--vsock", "SPEC",
+              "a virtio-vsock device, SPEC = cid=GUEST_CID,path=UDS_PATH: guest\n"
+              "connections to port P reach UDS_PATH_P; host processes connect\n"
+              "to UDS_PATH and send \"CONNECT P\\n\"",
+              [&o](std::string_view flag, const std::string& v) { o.vsock = parse_vsock(flag, v); });
     add_value("--serial-out", "PATH", "write the guest console to PATH instead of stdout", path(o.serial_out));
     add_value("--console", "TYPE",
               "the guest's console: serial (COM1, ttyS0; the default) or\n"
@@ -367,7 +398,7 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
     add_switch("--version", "print the version and exit", [&o] { o.version = true; });
 
     app_.footer(R"(Flags take "--flag VALUE" or "--flag=VALUE". With --config, --kernel, --initrd,
---cmdline, --vcpus, --mem, --no-acpi, --enable-pci, --balloon, --console, --log-level, --log-path and
+--cmdline, --vcpus, --mem, --no-acpi, --enable-pci, --balloon, --vsock, --console, --log-level, --log-path and
 --metrics-path override the file's fields, --drive and --net add devices;
 without it, --kernel is required (unless --api-sock is given).
 
@@ -513,6 +544,7 @@ VmConfig resolve_config(const CliOptions& o) {
                                        o.balloon->amount_mib, config.machine_config.mem_size_mib));
         }
     }
+    if (o.vsock) config.vsock = o.vsock;
     if (o.console) config.console = ConsoleConfig{*o.console};
     if (o.metrics_path) {
         if (!config.metrics) config.metrics.emplace();

@@ -37,6 +37,7 @@ struct CliOptions {
     std::vector<DriveConfig> drives;         // --drive (repeatable), added to the file's drives
     std::vector<NetworkInterfaceConfig> network_interfaces;  // --net (repeatable), added
     std::optional<BalloonConfig> balloon;    // --balloon, replaces the file's
+    std::optional<VsockConfig> vsock;        // --vsock, replaces the file's
     std::optional<std::string> serial_out;   // --serial-out: guest console to a file
     std::optional<ConsoleType> console;      // --console serial|virtio: replaces the file's
     std::optional<log::Level> log_level;     // --log-level

@@ -135,6 +135,21 @@ struct BalloonConfig {
     bool operator==(const BalloonConfig&) const = default;
 };
 
+// "vsock": a virtio-vsock device whose host side is Unix sockets (Firecracker's schema): guest
+// connections to port P reach "<uds_path>_P", host processes connect to uds_path and send
+// "CONNECT P\n" (virtio/vsock/vsock_device.h). Firecracker's deprecated "vsock_id" is accepted
+// and ignored.
+inline constexpr uint64_t kMinVsockGuestCid = 3;        // 0-2 are reserved (hypervisor, local, host)
+inline constexpr uint64_t kMaxVsockGuestCid = 0xffffffff;  // Linux's CIDs are 32-bit
+inline constexpr size_t kMaxVsockUdsPathLength = 96;     // "<uds_path>_4294967295" fits sun_path
+
+struct VsockConfig {
+    uint64_t guest_cid = 0;
+    std::string uds_path;
+
+    bool operator==(const VsockConfig&) const = default;
+};
+
 // "logger": where the VMM's log lines go and what they show (Firecracker's schema). The logger
 // is process-wide: applying a LoggerConfig (apply_logger_config) changes it for every VM in the
 // process. Absent fields leave the logger as it is (embervm's defaults: stderr, Info, the
@@ -187,6 +202,7 @@ struct VmConfig {
     std::vector<DriveConfig> drives;  // in the order given; the root device is attached first
     std::vector<NetworkInterfaceConfig> network_interfaces;
     std::optional<BalloonConfig> balloon;
+    std::optional<VsockConfig> vsock;
     std::optional<LoggerConfig> logger;
     std::optional<MetricsConfig> metrics;
     std::optional<ConsoleConfig> console;

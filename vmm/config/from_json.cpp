@@ -70,6 +70,7 @@ const Section kSections[] = {
      }},
     {"balloon",
      [](const json& j, const std::string& where, VmConfig& out) { out.balloon = balloon_from_json(j, where); }},
+    {"vsock", [](const json& j, const std::string& where, VmConfig& out) { out.vsock = vsock_from_json(j, where); }},
     {"logger",
      [](const json& j, const std::string& where, VmConfig& out) { out.logger = logger_from_json(j, where); }},
     {"metrics",
@@ -190,6 +191,16 @@ BalloonConfig balloon_from_json(const json& j, const std::string& where) {
     b.free_page_reporting = f.optional_bool("free_page_reporting").value_or(false);
     validate(b, where);
     return b;
+}
+
+VsockConfig vsock_from_json(const json& j, const std::string& where) {
+    const JsonFields f(j, where, {"guest_cid", "uds_path", "vsock_id"});
+    f.optional_string("vsock_id");  // Firecracker's deprecated device name: checked, not used
+    VsockConfig v;
+    v.guest_cid = f.required_uint("guest_cid", kMinVsockGuestCid, kMaxVsockGuestCid);
+    v.uds_path = f.required_string("uds_path");
+    validate(v, where);
+    return v;
 }
 
 LoggerConfig logger_from_json(const json& j, const std::string& where) {

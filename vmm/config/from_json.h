@@ -34,6 +34,7 @@ RateLimiterConfig rate_limiter_from_json(const nlohmann::json& j, const std::str
 std::optional<RateLimiterConfig> optional_rate_limiter(const JsonFields& f, std::string_view key);
 NetworkInterfaceConfig network_interface_from_json(const nlohmann::json& j, const std::string& where);
 BalloonConfig balloon_from_json(const nlohmann::json& j, const std::string& where);
+VsockConfig vsock_from_json(const nlohmann::json& j, const std::string& where);
 // "level" is matched case-insensitively ("info", "Warning"; "warn" is accepted too).
 LoggerConfig logger_from_json(const nlohmann::json& j, const std::string& where);
 MetricsConfig metrics_from_json(const nlohmann::json& j, const std::string& where);

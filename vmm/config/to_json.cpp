@@ -113,6 +113,8 @@ json to_json(const BalloonConfig& b) {
             {"free_page_reporting", b.free_page_reporting}};
 }
 
+json to_json(const VsockConfig& v) { return {{"guest_cid", v.guest_cid}, {"uds_path", json_text(v.uds_path)}}; }
+
 json to_json(const LoggerConfig& l) {
     json j = json::object();
     if (l.log_path) j["log_path"] = json_text(*l.log_path);
@@ -152,6 +154,7 @@ json to_json(const VmConfig& config) {
     put("drives", array_to_json(config.drives));
     put("network-interfaces", array_to_json(config.network_interfaces));
     if (config.balloon) put("balloon", to_json(*config.balloon));
+    if (config.vsock) put("vsock", to_json(*config.vsock));
     if (config.logger) put("logger", to_json(*config.logger));
     if (config.metrics) put("metrics", to_json(*config.metrics));
     if (config.console) put("console", to_json(*config.console));

@@ -198,6 +198,18 @@ void validate(const BalloonConfig& b, std::string_view where) {
     check_range(path("stats_polling_interval_s"), b.stats_polling_interval_s, 0, kMaxStatsPollingIntervalS);
 }
 
+void validate(const VsockConfig& v, std::string_view where) {
+    const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
+    check_range(path("guest_cid"), v.guest_cid, kMinVsockGuestCid, kMaxVsockGuestCid);
+    if (v.uds_path.empty()) throw field_error(path("uds_path"), "must not be empty");
+    check_no_nul(path("uds_path"), v.uds_path);
+    if (v.uds_path.size() > kMaxVsockUdsPathLength) {
+        throw field_error(path("uds_path"), fmt::format("longer than {} bytes (the guest's connections go to "
+                                                        "<uds_path>_<port>, which must fit a Unix socket address)",
+                                                        kMaxVsockUdsPathLength));
+    }
+}
+
 void validate(const LoggerConfig& l, std::string_view where) {
     if (l.log_path) {
         const std::string path = fmt::format("{}.log_path", where);
@@ -220,6 +232,7 @@ void validate(const VmConfig& config) {
     validate_network_interfaces(config.network_interfaces);
     if (config.logger) validate(*config.logger);
     if (config.metrics) validate(*config.metrics);
+    if (config.vsock) validate(*config.vsock);
     if (config.balloon) {
         validate(*config.balloon);
         if (config.balloon->amount_mib > config.machine_config.mem_size_mib) {

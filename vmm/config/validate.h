@@ -25,6 +25,7 @@ void validate(const NetworkInterfaceConfig& iface, std::string_view where);
 void validate_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifaces,
                                  std::string_view where = "network-interfaces");
 void validate(const BalloonConfig& balloon, std::string_view where = "balloon");
+void validate(const VsockConfig& vsock, std::string_view where = "vsock");
 void validate(const LoggerConfig& logger, std::string_view where = "logger");
 void validate(const MetricsConfig& metrics, std::string_view where = "metrics");
 void validate(const VmConfig& config);

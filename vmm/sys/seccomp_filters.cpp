@@ -10,6 +10,7 @@
 #include <linux/if_tun.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 
@@ -154,7 +155,14 @@ Calls event_loop_calls() {
          "taken back when the VM ends)",
          1, joined(std::vector<uint64_t>{BLKGETSIZE64, TCSETS, TCSETSW, TCSETSF, TCGETS, TUNSETOFFLOAD}, vhost_ioctls())},
         {"eventfd2", "a drive swap creates the new backend's completion eventfd"},
-        {"recvfrom", "vhost-user: a peek at a backend's socket that became readable (the backend hung up)"},
+        // virtio-vsock's host side (virtio/vsock/vsock_device.h): Unix sockets only.
+        {"socket", "virtio-vsock connects a guest connection to <uds_path>_<port>", 0, {AF_UNIX}},
+        {"connect", "virtio-vsock: the Unix socket it just made (no other socket can be made here)"},
+        {"accept4", "virtio-vsock: host processes connecting to uds_path"},
+        {"recvfrom", "virtio-vsock: the CONNECT line (MSG_PEEK); vhost-user: a peek at a backend's socket that became readable (the backend hung up)"},
+        {"sendto", "virtio-vsock: OK lines and guest data to the host sockets"},
+        {"sendmsg", "virtio-vsock: guest data to the host sockets"},
+        {"shutdown", "virtio-vsock: the guest's SHUTDOWN(SEND) passed on"},
         {"rt_sigaction", "asio's signal_set restores the termination signals' default action when the VM ends",
          0, {sig(SIGINT), sig(SIGTERM), sig(SIGHUP)}},
     };
@@ -192,7 +200,7 @@ Calls main_calls() {
         {"close", "the VM's fds closed when it is destroyed"},
         {"io_uring_enter", "an io_uring engine waits for its requests when it is destroyed"},
         {"flock", "image locks released"},
-        {"unlink", "the API socket removed"},
+        {"unlink", "the API socket and virtio-vsock's uds_path removed"},
         {"ioctl",
          "TCSETS*: the console's terminal restored; the vhost-net ioctls (a vhost interface's rings taken "
          "back when the VM is destroyed with the device still activated)",

@@ -19,15 +19,7 @@
 namespace vmm = embervm::vmm;
 using embervm::test::config_error;
 using embervm::test::TempDir;
-
-namespace {
-
-vmm::CliOptions parse(std::vector<const char*> args) {
-    args.insert(args.begin(), "embervm");
-    return vmm::parse_cli(static_cast<int>(args.size()), args.data());
-}
-
-}  // namespace
+constexpr auto parse = embervm::test::parse_args;
 
 TEST_CASE("console: the section selects the device, the UART by default", "[config][console]") {
     CHECK_FALSE(vmm::parse_config_json("{}").console);

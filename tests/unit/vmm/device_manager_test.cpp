@@ -387,6 +387,27 @@ TEST_CASE("device manager: a drive or TAP that cannot be opened is a ConfigError
     CHECK(f.dm.kernel_cmdline_args().empty());
 }
 
+TEST_CASE("device manager: the vsock device listens on uds_path, has a vsock metrics section; a live socket there is "
+          "a ConfigError naming vsock.uds_path", "[device_manager][vsock]") {
+    Fixture f;
+    embervm::test::TempDir dir;
+    vmm::VsockConfig config;
+    config.guest_cid = 3;
+    config.uds_path = dir.file("v.sock");
+    {
+        auto vsock = f.dm.attach_vsock(config);
+        CHECK(f.vm.irqfds.size() == 1);
+        CHECK(f.vm.ioeventfds.size() == 3);  // rx, tx, event
+        CHECK(f.metrics()["vsock"]["connections_open"] == 0);
+        // The socket is live while the device is: a second device cannot take the path.
+        Fixture g;
+        const std::string msg = error_of<vmm::ConfigError>([&] { g.dm.attach_vsock(config); });
+        CHECK(msg.rfind("vsock.uds_path: ", 0) == 0);
+        CHECK(msg.find("another process") != std::string::npos);
+        CHECK(g.vm.irqfds.empty());
+    }
+}
+
 TEST_CASE("device manager: add_metrics adds a section per drive and the balloon, with the watchdog's fields",
           "[device_manager]") {
     Fixture f;

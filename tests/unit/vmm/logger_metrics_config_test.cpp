@@ -35,12 +35,9 @@ using embervm::test::config_error;
 std::string logger_error(std::string_view body) { return config_error(fmt::format(R"({{"logger": {}}})", body)); }
 std::string metrics_error(std::string_view body) { return config_error(fmt::format(R"({{"metrics": {}}})", body)); }
 
-vmm::CliOptions parse(std::vector<const char*> args) {
-    args.insert(args.begin(), "embervm");
-    return vmm::parse_cli(static_cast<int>(args.size()), args.data());
-}
 
 using embervm::test::TempDir;
+constexpr auto parse = embervm::test::parse_args;
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path);

@@ -23,6 +23,7 @@ namespace vmm = embervm::vmm;
 namespace {
 
 using embervm::test::config_error;
+constexpr auto parse = embervm::test::parse_args;
 
 std::string iface_error(std::string_view extra, std::string_view id = "eth0", std::string_view tap = "tap0") {
     return config_error(fmt::format(R"({{"network-interfaces": [{{"iface_id": "{}", "host_dev_name": "{}"{}{}}}]}})", id,
@@ -31,10 +32,6 @@ std::string iface_error(std::string_view extra, std::string_view id = "eth0", st
 
 std::string balloon_error(std::string_view body) { return config_error(fmt::format(R"({{"balloon": {}}})", body)); }
 
-vmm::CliOptions parse(std::vector<const char*> args) {
-    args.insert(args.begin(), "embervm");
-    return vmm::parse_cli(static_cast<int>(args.size()), args.data());
-}
 
 std::string cli_error(std::vector<const char*> args) {
     try {

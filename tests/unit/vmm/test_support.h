@@ -2,9 +2,11 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "vmm/config/cli.h"
 #include "vmm/config/from_json.h"
 #include "vmm/sys/log.h"
 
@@ -19,6 +21,12 @@ inline std::string config_error(const std::string& doc) {
     }
     FAIL("parse_config_json accepted: " << doc);
     return {};
+}
+
+// parse_cli of `embervm ARGS...`.
+inline vmm::CliOptions parse_args(std::vector<const char*> args) {
+    args.insert(args.begin(), "embervm");
+    return vmm::parse_cli(static_cast<int>(args.size()), args.data());
 }
 
 // Puts the process logger back as the other tests expect it (stderr, Info, level shown, no

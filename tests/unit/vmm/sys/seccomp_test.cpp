@@ -137,11 +137,29 @@ TEST_CASE("seccomp: no thread may create a VM, a vCPU or a process, or open a so
         std::set<std::string_view> names;
         for (const auto& call : seccomp::allowlist(kind)) names.insert(call.name);
         INFO(seccomp::to_string(kind));
-        for (const char* forbidden : {"execve", "execveat", "fork", "vfork", "clone", "clone3", "socket", "connect",
-                                      "ptrace", "mount", "setuid", "init_module", "bpf", "seccomp"}) {
+        for (const char* forbidden : {"execve", "execveat", "fork", "vfork", "clone", "clone3", "ptrace", "mount",
+                                      "setuid", "init_module", "bpf", "seccomp"}) {
             CHECK(names.count(forbidden) == 0);
         }
+        // Only the event loop makes sockets (virtio-vsock's host side), and only Unix ones.
+        for (const auto& call : seccomp::allowlist(kind)) {
+            if (call.name == "socket") {
+                CHECK(kind == seccomp::ThreadKind::EventLoop);
+                CHECK(call.arg == 0);
+                CHECK(call.values == std::vector<uint64_t>{AF_UNIX});
+            }
+            if (call.name == "connect") CHECK(kind == seccomp::ThreadKind::EventLoop);
+        }
     }
+}
+
+TEST_CASE("seccomp: the event loop may make Unix sockets, not network ones") {
+    const auto unix_ok = run_filtered(seccomp::ThreadKind::EventLoop, [] {
+        if (::socket(AF_UNIX, SOCK_STREAM, 0) < 0) ::_exit(94);
+    });
+    CHECK(exited_0(unix_ok));
+    const auto inet = run_filtered(seccomp::ThreadKind::EventLoop, [] { ::socket(AF_INET, SOCK_STREAM, 0); });
+    CHECK_THAT(inet.output, Catch::Contains("made system call socket (41)"));
 }
 
 TEST_CASE("seccomp: a vCPU-filtered process lives through allowed calls") {
