@@ -7,7 +7,7 @@
 // itself does not link libseccomp: compiling one list at start-up cost about 0.54 M
 // instructions (half a CPU millisecond) per thread kind.
 //
-// Which thread installs what, and when (each thread loads its own filter with seccomp_load, no
+// Which thread installs what, and when (each thread loads its own filter with prctl, no
 // TSYNC: the kinds differ, and a filter is inherited by the threads a thread creates later):
 //   - vCPU threads: their first act (Vcpu::thread_main), before the first KVM_RUN;
 //   - the event loop (the VM's thread, Vmm::run): once the vCPU threads exist (it creates them,
