@@ -163,6 +163,7 @@ case "$CMDLINE" in *gtest=ratelimit-*)
       tx 7101 "$rl_tx" TX; read s i < /proc/uptime; $B nc "$rl_host" 7102 </dev/null >/dev/null
       read e i < /proc/uptime; echo "RL-RX start=$s end=$e"; wt tx; tx 7103 "$rl_tx2" TX2 ;;
   esac ;;
+esac
 case "$CMDLINE" in *gtest=vsock*)
   # virtio-vsock with /bin/vsock-agent (tests/linux-guest/vsock-agent.c): guest to host (the
   # host echoes on port 5000), 1 then 100 connections at once; host to guest, the agent listens
