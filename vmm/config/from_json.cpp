@@ -34,16 +34,6 @@ std::vector<T> array_from_json(const json& j, const std::string& where,
     return out;
 }
 
-// Firecracker keys that embervm does not implement are refused by name (unless null) rather
-// than silently ignored. (No key needs it at the moment: drives' `socket` was the last.)
-[[maybe_unused]] void refuse_unsupported(const JsonFields& f, std::initializer_list<const char*> keys) {
-    for (const char* key : keys) {
-        if (const json* v = f.find(key); v && !v->is_null()) {
-            throw field_error(f.path(key), "is not supported by embervm");
-        }
-    }
-}
-
 // One top-level section of the config document. Adding a section means writing its parser here,
 // its to_json in to_json.cpp, and adding a row to kSections.
 struct Section {
