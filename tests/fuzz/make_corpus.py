@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the binary seed corpora of the fuzz targets that take images or machine state:
-boot_elf, boot_bzimage, boot_initrd and insn_decode (tests/fuzz/corpus/NAME/). Their input
-layouts are described at the top of tests/fuzz/boot_harness.h, boot_initrd.cpp and
-insn_decode.cpp. Deterministic: running it again rewrites the same files.
+boot_elf, boot_bzimage, boot_initrd, insn_decode and vhost_user_frontend
+(tests/fuzz/corpus/NAME/). Their input layouts are described at the top of
+tests/fuzz/boot_harness.h, boot_initrd.cpp, insn_decode.cpp and vhost_user_frontend.cpp. Deterministic: running it again rewrites the same files.
 
     tests/fuzz/make_corpus.py
 """
@@ -191,8 +191,63 @@ def insn_decode():
     case("unsupported", [0x0f, 0x05])
 
 
+# vhost_user_frontend.cpp: request numbers and the reply flags (version 1 | reply).
+VU = {"GET_FEATURES": 1, "SET_FEATURES": 2, "SET_OWNER": 3, "SET_MEM_TABLE": 5, "SET_VRING_NUM": 8,
+      "SET_VRING_ADDR": 9, "SET_VRING_BASE": 10, "GET_VRING_BASE": 11, "SET_VRING_KICK": 12,
+      "SET_VRING_CALL": 13, "SET_VRING_ERR": 14, "GET_PROTOCOL_FEATURES": 15, "GET_QUEUE_NUM": 17,
+      "SET_VRING_ENABLE": 18, "GET_CONFIG": 24}
+
+
+def vu_reply(request, payload, flags=5):
+    return struct.pack("<III", VU[request], flags, len(payload)) + payload
+
+
+def vu_ack(request, status=0):
+    return vu_reply(request, struct.pack("<Q", status))
+
+
+def vu_stream(messages, fd_on=()):
+    """The backend's stream: each message one chunk (ctl = its length, bit 7 = attach an eventfd)."""
+    out = b""
+    for i, m in enumerate(messages):
+        while m:
+            part, m = m[:127], m[127:]
+            out += bytes([len(part) | (0x80 if i in fd_on else 0)]) + part
+    return out
+
+
+def vu_config(wanted=7, cfg_offset=0, cfg_size=60, acked=1 << 32, index=0, size=128, base=0):
+    return struct.pack("<BBHQBHH", wanted, cfg_offset, cfg_size, acked, index, size, base)
+
+
+def vhost_user_frontend():
+    blk_config = bytes.fromhex("0000020000000000000000007e0000000000000000020000000001000100000000000100008000000100"
+                               "000001000000008000000100000000000000")
+    setup = [vu_reply("GET_FEATURES", struct.pack("<Q", 0x175007e46)),
+             vu_reply("GET_PROTOCOL_FEATURES", struct.pack("<Q", 0x8f2b)),
+             vu_ack("SET_OWNER"),
+             vu_reply("GET_QUEUE_NUM", struct.pack("<Q", 1)),
+             vu_reply("GET_CONFIG", struct.pack("<III", 0, 60, 0) + blk_config)]
+    start = [vu_ack(r) for r in ("SET_FEATURES", "SET_MEM_TABLE", "SET_VRING_NUM", "SET_VRING_BASE",
+                                 "SET_VRING_ADDR", "SET_VRING_KICK", "SET_VRING_CALL", "SET_VRING_ERR",
+                                 "SET_VRING_ENABLE")]
+    stop = [vu_reply("GET_VRING_BASE", struct.pack("<II", 0, 17))]
+    write("vhost_user_frontend", "whole-conversation-reply-ack", vu_config() + vu_stream(setup + start + stop))
+    write("vhost_user_frontend", "no-protocol-features",
+          vu_config(wanted=0) + vu_stream([vu_reply("GET_FEATURES", struct.pack("<Q", 0x100000000))] + stop))
+    write("vhost_user_frontend", "descriptor-with-features", vu_config() + vu_stream(setup, fd_on=(0,)))
+    write("vhost_user_frontend", "nack-mem-table",
+          vu_config() + vu_stream(setup + [vu_ack("SET_FEATURES"), vu_ack("SET_MEM_TABLE", 1)]))
+    write("vhost_user_frontend", "config-size-mismatch",
+          vu_config() + vu_stream(setup[:4] + [vu_reply("GET_CONFIG", struct.pack("<III", 0, 59, 0) + blk_config[:59])]))
+    write("vhost_user_frontend", "wrong-queue-base",
+          vu_config() + vu_stream(setup + start + [vu_reply("GET_VRING_BASE", struct.pack("<II", 3, 17))]))
+    write("vhost_user_frontend", "truncated-header", vu_config() + vu_stream([setup[0][:7]]))
+
+
 if __name__ == "__main__":
     boot_elf()
     boot_bzimage()
     boot_initrd()
     insn_decode()
+    vhost_user_frontend()

@@ -14,6 +14,7 @@
 
 #include "memory/guest_memory.h"
 #include "tests/unit/virtio/vhost_user/recorded.h"
+#include "tests/unit/virtio/vhost_user/send_fd.h"
 #include "virtio/vhost_user/frontend.h"
 
 using namespace embervm::virtio::vhost_user;
@@ -21,6 +22,7 @@ using embervm::FileDescriptor;
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using embervm::test::vhost_user::from_hex;
+using embervm::test::vhost_user::send_with_fd;
 namespace rec = embervm::test::vhost_user;
 
 namespace {
@@ -43,19 +45,7 @@ public:
     }
     void queue_reply_with_fd(std::string_view hex, int fd) {
         const auto bytes = from_hex(hex);
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
-        iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof(control);
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-        REQUIRE(::sendmsg(backend_end_.get(), &msg, 0) == static_cast<ssize_t>(bytes.size()));
+        REQUIRE(send_with_fd(backend_end_.get(), bytes, fd) == static_cast<ssize_t>(bytes.size()));
     }
 
     struct Received {
