@@ -455,6 +455,72 @@ def mmio_seeds(out):
     write(out, 'mmio_transport', 'bad-negotiation', e)
 
 
+# ---------------------------------------------------------------------------------------------
+# virtio_vsock: steps 0 guest packet, 3 receive buffer, 4 kick, 5 host connect, 6 host write,
+# 7 host close, 9 reset, 11 run the loop (tests/fuzz/virtio_vsock.cpp).
+VS_SERVICE, VS_HOST_PORT, VS_GUEST_PORT = 0, 1, 2
+
+
+def vs_start(e, max_connections=7, features=0):
+    return e.u8(max_connections).u32(features)
+
+
+def vs_rx(e, n=4):
+    for _ in range(n):
+        e.u8(3).u8(1).u8(0)
+    return e.u8(4).u8(0)
+
+
+def vs_packet(e, op, src=(VS_GUEST_PORT, 0), dst=(VS_SERVICE, 0), data=b'', flags=0, mode=0, extra=()):
+    """op 1-7 (REQUEST .. CREDIT_REQUEST); src/dst: (selector, index) as VsockFuzzer::port reads them."""
+    e.u8(0).u8(mode)
+    for v in extra:
+        e.u64(v)
+    e.u8(src[0]).u8(src[1]).u8(dst[0]).u8(dst[1])
+    e.u8(op - 1).u8(flags).u32(0).u16(len(data)).raw(data)
+    return e.u8(1)
+
+
+def vsock_seeds(out):
+    # Guest to a host service: REQUEST, data both ways, SHUTDOWN of both directions.
+    e = vs_rx(vs_start(Enc()))
+    vs_packet(e, 1)
+    vs_packet(e, 5, data=b'hello')
+    e.u8(6).u16(5).raw(b'world').u8(0)
+    vs_packet(e, 6)
+    vs_packet(e, 4, flags=3)
+    e.u8(11)
+    write(out, 'virtio_vsock', 'guest-connects-data-shutdown', e)
+
+    # Host to guest: CONNECT 1000, the guest's RESPONSE to the host port it was offered, data
+    # both ways, then the host closes.
+    e = vs_rx(vs_start(Enc()))
+    e.u8(5).u8(1).u8(VS_GUEST_PORT).u8(0)
+    vs_packet(e, 2, dst=(VS_HOST_PORT, 0))
+    e.u8(6).u16(4).raw(b'ping').u8(0)
+    vs_packet(e, 5, dst=(VS_HOST_PORT, 0), data=b'pong')
+    e.u8(7).u8(0).u8(0)
+    e.u8(11)
+    write(out, 'virtio_vsock', 'host-connects-data-close', e)
+
+    # Malformed: another source CID, a datagram type, a len beyond the payload, an unknown op,
+    # a REQUEST to a port nobody listens on, a garbage CONNECT line; then a reset while a
+    # connection is open.
+    e = vs_rx(vs_start(Enc(), max_connections=1))
+    vs_packet(e, 1, mode=1, extra=(99,))
+    e.u8(0).u8(4).u8(VS_GUEST_PORT).u8(1).u8(VS_SERVICE).u8(1).u16(3).u8(0).u8(0).u32(0).u16(0).u8(1)
+    e.u8(0).u8(32).u8(VS_GUEST_PORT).u8(1).u8(VS_SERVICE).u8(1).u8(4).u8(0).u32(0).u16(3).raw(b'abc').u32(4096).u8(1)
+    e.u8(0).u8(8).u8(VS_GUEST_PORT).u8(2).u8(VS_SERVICE).u8(0).u16(0x99).u8(0).u32(0).u16(0).u8(1)
+    vs_packet(e, 1, src=(VS_GUEST_PORT, 3), dst=(3, 0))
+    e.raw(b'\x00\x00\x00\x00')
+    e.u8(5).u8(0).u8(9).raw(b'CONNECT x')
+    vs_packet(e, 1, src=(VS_GUEST_PORT, 2), dst=(VS_SERVICE, 1))
+    e.u8(9).u32(0)
+    vs_rx(e)
+    e.u8(11)
+    write(out, 'virtio_vsock', 'malformed-and-reset', e)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), 'corpus')
     split_queue_seeds(out)
@@ -462,6 +528,7 @@ def main():
     net_seeds(out)
     balloon_seeds(out)
     mmio_seeds(out)
+    vsock_seeds(out)
 
 
 if __name__ == '__main__':
