@@ -406,6 +406,43 @@ def startup_instructions():
     return count
 
 
+def qemu_startup_instructions(guest):
+    """QEMU's instructions from exec to a machine ready to run `guest` (-S: built, paused, QMP
+    answering), then qmp_capabilities and quit (so a little more than its start-up), under
+    callgrind: the figure to set beside embervm's count. QEMU offers no marker at its first
+    KVM_RUN; -S stops it just before. None without valgrind."""
+    if not callgrind_startup.available():
+        return None
+    out = os.path.join(work, f"callgrind.qemu.{guest}")
+    sock = os.path.join(work, "callgrind.qmp")
+    err_path = os.path.join(work, "callgrind.qemu.stderr")
+    argv = callgrind_startup.prefix(out) + argv_for("qemu", guest, "api", sock)
+    with open(err_path, "wb") as err:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        s = connect(sock, p.pid, time.monotonic() + TIMEOUT)
+        with s, s.makefile("rb") as f:
+            if b"QMP" not in f.readline():
+                raise Fail("no QMP greeting")
+            qmp(f, s, "qmp_capabilities")
+            s.sendall(b'{"execute": "quit"}\n')
+            # Open until QEMU has gone: a monitor closed at once drops the quit unread.
+            p.wait(timeout=TIMEOUT)
+    except (Fail, OSError, subprocess.TimeoutExpired) as e:
+        p.kill()
+        p.wait()
+        with open(err_path, "rb") as f:
+            raise Fail(f"QEMU under callgrind: {e}\n  command: {' '.join(argv)}\n---- stderr ----\n"
+                       + f.read().decode(errors="replace")[-2000:])
+    try:
+        count = callgrind_startup.total_instructions(out)
+    except callgrind_startup.NoProfile as e:
+        raise Fail(str(e))
+    os.unlink(out)
+    os.unlink(err_path)
+    return count
+
+
 # ---- batches ---------------------------------------------------------------------------------
 
 def batch(trace, vmm, guest, via, mode, n):
@@ -516,7 +553,7 @@ def main():
             raise Fail(f"{path} is missing")
     trace = Trace()
     summaries, all_vms = [], []
-    instructions = None
+    instructions = qemu_instructions = None
     try:
         # One launch of each VMM and guest first, not counted: the first exec reads the VMM, its
         # libraries and the guest from disk (over 9p in scripts/with-kvm's VM), the later ones
@@ -528,6 +565,10 @@ def main():
             instructions = startup_instructions()
             if instructions is not None:
                 say(f"embervm, tiny guest: {instructions} instructions from exec to the first KVM_RUN (callgrind)")
+        if CALLGRIND and "qemu" in VMMS:
+            qemu_instructions = qemu_startup_instructions("tiny")
+            if qemu_instructions is not None:
+                say(f"QEMU, tiny guest: {qemu_instructions} instructions from exec to ready (-S) and quit (callgrind)")
         load = open("/proc/loadavg").read().split()[:3]
         say(f"{NCPU} CPU(s), load {' '.join(load)}; N = {NS}, {MODES}, {VIAS}, {GUESTS}, {VMMS}; 1 vCPU, {MEM} MiB")
         for guest in GUESTS:
@@ -553,9 +594,14 @@ def main():
     if instructions is not None:
         print(f"embervm, tiny guest, command line: {instructions} instructions from exec to the first KVM_RUN "
               f"(callgrind; a figure of work, unlike the times above)")
+    if qemu_instructions is not None:
+        ratio = f"; embervm / QEMU {instructions / qemu_instructions:.3f}" if instructions else ""
+        print(f"QEMU, tiny guest: {qemu_instructions} instructions from exec to a paused machine ready to run (-S), "
+              f"QMP's greeting, qmp_capabilities and quit{ratio}")
     if E["BL_JSON"]:
         with open(E["BL_JSON"], "w") as f:
-            json.dump({"cpus": NCPU, "mem_mib": MEM, "startup_instructions": instructions, "summaries": summaries,
+            json.dump({"cpus": NCPU, "mem_mib": MEM, "startup_instructions": instructions,
+                       "qemu_startup_instructions": qemu_instructions, "summaries": summaries,
                        "vms": all_vms}, f, indent=1)
         say(f"wrote {E['BL_JSON']}")
 

@@ -50,6 +50,19 @@ def instructions(out):
     return int(total.group(1))
 
 
+def total_instructions(out):
+    """The instruction count of a whole run with prefix(out) (the profile written at its exit)."""
+    try:
+        with open(out) as f:
+            text = f.read()
+    except OSError:
+        raise NoProfile(f"callgrind wrote no profile {out}")
+    total = re.search(r"^totals: (\d+)", text, re.M) or re.search(r"^summary: (\d+)", text, re.M)
+    if not total:
+        raise NoProfile(f"{out} has no instruction total")
+    return int(total.group(1))
+
+
 def remove(out):
     """Removes the profiles of a run with prefix(out)."""
     for name in (out, part(out)):
