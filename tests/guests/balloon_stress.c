@@ -517,7 +517,7 @@ static int run(void) {
         if ((at_target || (target != settled_at && rand_chance(10))) && write_actual((uint32_t)count[PG_BALLOON]) != 0) {
             return -1;
         }
-        const uint32_t gen = at_target ? virtio_read32(dev, VIRTIO_MMIO_CONFIG_GENERATION) : settled_gen;
+        const uint32_t gen = at_target ? virtio_config_generation(dev) : settled_gen;
         if (at_target && (settled_at != target || gen != settled_gen)) {
             settled_at = target;
             settled_gen = gen;

@@ -165,12 +165,12 @@ int guest_main(void) {
         return GUEST_FAIL;
     }
     struct virtio_mmio_entry entries[VIRTIO_MAX_DEVICES];
-    const int found = virtio_mmio_parse_cmdline(cmdline, entries, VIRTIO_MAX_DEVICES);
+    const int found = virtio_find_devices(cmdline, entries, VIRTIO_MAX_DEVICES);
     if (found < 0) {
         printf("blk: FAIL: malformed virtio_mmio.device= entry in: %s\n", cmdline);
         return GUEST_FAIL;
     }
-    printf("blk: mode %s, seed %lu, %d virtio-mmio devices%s%s\n", mode_name(opt.mode), opt.seed, found,
+    printf("blk: mode %s, seed %lu, %d virtio devices%s%s\n", mode_name(opt.mode), opt.seed, found,
            (opt.wanted & VIRTIO_BIT(VIRTIO_F_EVENT_IDX)) ? "" : ", no EVENT_IDX",
            (opt.wanted & VIRTIO_BIT(VIRTIO_F_INDIRECT_DESC)) ? "" : ", no INDIRECT_DESC");
 
@@ -220,7 +220,8 @@ int guest_main(void) {
         struct blk_dev* b = &drives[i];
         switch (opt.mode) {
             case MODE_FULL:
-                full_drive(b);
+                pci_drive_checks(b);
+                if (!failures) full_drive(b);
                 break;
             case MODE_WRITE:
             case MODE_WRITE_FLUSH_IDLE:

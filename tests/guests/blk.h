@@ -1,4 +1,4 @@
-// blk test guest: what its parts share (blk.c, blk_pattern.c, blk_checks.c, blk_bench.c).
+// blk test guest: what its parts share (blk.c, blk_pattern.c, blk_checks.c, blk_bench.c, blk_pci.c).
 #pragma once
 
 #include <stddef.h>
@@ -83,3 +83,5 @@ void bench_drive(struct blk_dev* b);
 // blk.mode=eio / enospc on one drive (blk_faults.c).
 void eio_drive(struct blk_dev* b);
 void enospc_drive(struct blk_dev* b);
+// virtio-pci only (blk_pci.c): MSI-X delivery and masking, BAR relocation. A no-op on virtio-mmio.
+void pci_drive_checks(struct blk_dev* b);

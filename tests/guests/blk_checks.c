@@ -335,9 +335,12 @@ static void check_read_only(struct blk_dev* b) {
 
 void describe(struct blk_dev* b) {
     printf("blk: id %s\n", b->id);
-    printf("blk: %s: virtio-mmio at 0x%lx gsi %u, capacity %lu sectors (%lu KiB), seg_max %u, blk_size %u, "
+    char where[64];
+    if (virtio_is_pci(&b->v)) snprintf(where, sizeof(where), "virtio-pci 00:%02x.0 BAR 0x%lx", b->v.pci.slot, b->v.base);
+    else snprintf(where, sizeof(where), "virtio-mmio at 0x%lx gsi %u", b->entry.base, b->entry.gsi);
+    printf("blk: %s: %s, capacity %lu sectors (%lu KiB), seg_max %u, blk_size %u, "
            "features 0x%lx (offered 0x%lx)%s%s%s%s\n",
-           b->id, b->entry.base, b->entry.gsi, b->capacity, b->capacity / 2, b->seg_max, b->blk_size, b->v.features,
+           b->id, where, b->capacity, b->capacity / 2, b->seg_max, b->blk_size, b->v.features,
            b->v.device_features, b->ro ? ", read-only" : "", b->flush ? ", flush" : "", b->discard ? ", discard" : "",
            b->write_zeroes ? ", write-zeroes" : "");
     if (b->ro) printf("blk: %s: read-only\n", b->id);

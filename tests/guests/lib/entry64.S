@@ -162,6 +162,29 @@ irq_timer_stub:
     pop %rax
     iretq
 
+    // MSIs (pci.c): vector MSI_VECTOR_BASE + i counted in msi_count[i], and in irq_count like
+    // any device interrupt (irq_wait() callers see it), with the TSC in irq_last_tsc.
+    .macro MSI_STUB index
+    .p2align 4
+msi_stub_\index:
+    push %rax
+    push %rdx
+    incq msi_count + 8 * \index(%rip)
+    incq irq_count(%rip)
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, irq_last_tsc(%rip)
+    mov $LAPIC_EOI_ADDR, %eax
+    movl $0, (%rax)
+    pop %rdx
+    pop %rax
+    iretq
+    .endm
+    .irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    MSI_STUB \i
+    .endr
+
     // The local APIC's spurious-interrupt vector: no EOI.
     .p2align 4
     .globl irq_spurious_stub
@@ -174,6 +197,11 @@ irq_spurious_stub:
 exception_stub_table:
     .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad exception_stub_\v
+    .endr
+    .globl msi_stub_table
+msi_stub_table:
+    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad msi_stub_\v
     .endr
 
 // ---- GDT (also loaded by the AP trampoline and the PVH entry, hence in the low 4 GiB) ----

@@ -31,4 +31,8 @@
 #define IRQ_VECTOR 0x40
 #define IRQ_TIMER_VECTOR 0x41
 #define IRQ_SPURIOUS_VECTOR 0xff
+// MSIs (pci.c): vector MSI_VECTOR_BASE + i is counted in msi_count[i] (entry64.S has one stub
+// per vector: keep its .irp lists at MSI_VECTORS entries).
+#define MSI_VECTOR_BASE 0x50
+#define MSI_VECTORS 32
 #define LAPIC_EOI_ADDR 0xfee000b0

@@ -27,17 +27,23 @@ static void ioapic_write(uint32_t reg, uint32_t v) {
     mmio_write32(ioapic_base + IOAPIC_WINDOW, v);
 }
 
+const char* irq_lapic_setup(void) {
+    // The legacy PICs would otherwise deliver ISA IRQs on their own (exception) vectors.
+    outb(0x21, 0xff);
+    outb(0xa1, 0xff);
+    if (lapic_enable() != 0) return "the local APIC is in x2APIC mode";
+    lapic_write(LAPIC_TPR, 0);
+    return NULL;
+}
+
 const char* irq_route_gsi(uint32_t gsi) {
     if (ioapic_base == 0) {
         struct mp_info mp;
         ioapic_base = IOAPIC_DEFAULT_BASE;
         if (mptable_read(&mp) == NULL && mp.ioapic_count > 0 && mp.ioapic_addr != 0) ioapic_base = mp.ioapic_addr;
     }
-    // The legacy PICs would otherwise deliver ISA IRQs on their own (exception) vectors.
-    outb(0x21, 0xff);
-    outb(0xa1, 0xff);
-    if (lapic_enable() != 0) return "the local APIC is in x2APIC mode";
-    lapic_write(LAPIC_TPR, 0);
+    const char* err = irq_lapic_setup();
+    if (err) return err;
     const uint32_t pins = ((ioapic_read(IOAPIC_REG_VERSION) >> 16) & 0xff) + 1;
     if (gsi >= pins) return "the GSI is beyond the first I/O APIC's pins";
     // High word first: the entry is unmasked only once the destination is right.

@@ -26,6 +26,10 @@
 
 extern volatile uint64_t irq_count;  // interrupts taken on IRQ_VECTOR
 
+// Masks both 8259s and enables the local APIC (TPR 0): what MSIs need (pci.h). Returns NULL,
+// or what failed.
+const char* irq_lapic_setup(void);
+
 // Routes `gsi` (an I/O APIC pin) to IRQ_VECTOR on the calling CPU. The I/O APIC's address comes
 // from the MP table if there is one, else IOAPIC_DEFAULT_BASE. Returns NULL, or what failed.
 const char* irq_route_gsi(uint32_t gsi);

@@ -36,6 +36,7 @@ struct descriptor_ptr {
 
 extern const uint64_t exception_stub_table[EXCEPTION_VECTORS];  // entry64.S
 extern char irq_stub[], irq_timer_stub[], irq_spurious_stub[];   // entry64.S
+extern const uint64_t msi_stub_table[MSI_VECTORS];               // entry64.S
 // All 256 vectors: an interrupt on a vector without a gate raises #NP (error code vector * 8 + 2),
 // which is reported like any other exception.
 static struct idt_gate idt[IDT_VECTORS] __attribute__((aligned(16)));
@@ -58,6 +59,8 @@ static void idt_build(void) {
     idt_set(IRQ_VECTOR, (uint64_t)(uintptr_t)irq_stub);
     idt_set(IRQ_TIMER_VECTOR, (uint64_t)(uintptr_t)irq_timer_stub);
     idt_set(IRQ_SPURIOUS_VECTOR, (uint64_t)(uintptr_t)irq_spurious_stub);
+    // MSIs (pci.c), each vector counted apart.
+    for (unsigned i = 0; i < MSI_VECTORS; i++) idt_set(MSI_VECTOR_BASE + i, msi_stub_table[i]);
 }
 
 void idt_load(void) {

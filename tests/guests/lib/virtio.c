@@ -1,9 +1,11 @@
-// libguest: minimal virtio-mmio (version 2) driver with split virtqueues (see virtio.h).
+// libguest: minimal virtio driver with split virtqueues, the transport-independent part and
+// virtio-mmio (version 2); virtio_pci.c has the virtio-pci transport (see virtio.h).
 #include "virtio.h"
 
 #include "guest.h"
 #include "io.h"
 #include "str.h"
+#include "virtio_pci.h"
 
 // ---- bounded waits ----
 
@@ -74,16 +76,121 @@ int virtio_mmio_parse_cmdline(const char* cmdline, struct virtio_mmio_entry* out
         }
         if (s != p) return -1;
         e.gsi = (uint32_t)gsi;
+        e.pci_slot = -1;
         if (count < max) out[count] = e;
         count++;
     }
     return count;
 }
 
+int virtio_find_devices(const char* cmdline, struct virtio_mmio_entry* out, int max) {
+    int count = virtio_mmio_parse_cmdline(cmdline, out, max);
+    if (count < 0) return -1;
+    struct pci_fn fns[PCI_MAX_FUNCTIONS];
+    const int nfn = pci_scan(fns, PCI_MAX_FUNCTIONS);
+    for (int i = 0; i < nfn; i++) {
+        if (fns[i].vendor_id != VIRTIO_PCI_VENDOR_ID || fns[i].device_id < VIRTIO_PCI_DEVICE_ID_BASE ||
+            fns[i].device_id > VIRTIO_PCI_DEVICE_ID_LAST)
+            continue;
+        if (count < max) {
+            out[count] = (struct virtio_mmio_entry){.base = fns[i].bar[0], .size = 0, .gsi = 0, .pci_slot = fns[i].slot};
+        }
+        count++;
+    }
+    return count;
+}
+
+// ---- virtio-mmio transport ----
+
+static uint32_t mmio_status(const struct virtio_dev* d) { return virtio_read32(d, VIRTIO_MMIO_STATUS); }
+static void mmio_set_status(const struct virtio_dev* d, uint32_t s) { virtio_write32(d, VIRTIO_MMIO_STATUS, s); }
+static uint32_t mmio_config_generation(const struct virtio_dev* d) {
+    return virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION);
+}
+
+uint64_t virtio_read_features_at(uint64_t select, uint64_t value) {
+    mmio_write32(select, 0);
+    const uint64_t lo = mmio_read32(value);
+    mmio_write32(select, 1);
+    return lo | (uint64_t)mmio_read32(value) << 32;
+}
+
+void virtio_write_features_at(uint64_t select, uint64_t value, uint64_t features) {
+    mmio_write32(select, 0);
+    mmio_write32(value, (uint32_t)features);
+    mmio_write32(select, 1);
+    mmio_write32(value, (uint32_t)(features >> 32));
+}
+
+static uint64_t mmio_device_features(const struct virtio_dev* d) {
+    return virtio_read_features_at(d->base + VIRTIO_MMIO_DEVICE_FEATURES_SEL, d->base + VIRTIO_MMIO_DEVICE_FEATURES);
+}
+
+static void mmio_write_driver_features(const struct virtio_dev* d, uint64_t features) {
+    virtio_write_features_at(d->base + VIRTIO_MMIO_DRIVER_FEATURES_SEL, d->base + VIRTIO_MMIO_DRIVER_FEATURES, features);
+}
+
+static uint32_t mmio_queue_num_max(const struct virtio_dev* d, unsigned qi) {
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_SEL, qi);
+    return virtio_read32(d, VIRTIO_MMIO_QUEUE_NUM_MAX);
+}
+
+static uint32_t mmio_queue_ready(const struct virtio_dev* d, unsigned qi) {
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_SEL, qi);
+    return virtio_read32(d, VIRTIO_MMIO_QUEUE_READY);
+}
+
+static uint32_t mmio_queue_program(struct virtio_dev* d, struct virtq* q, unsigned qi, uint16_t num, uint64_t desc,
+                                   uint64_t avail, uint64_t used) {
+    (void)q;
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_SEL, qi);
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_NUM, num);
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)desc);
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)avail);
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_DRIVER_HIGH, (uint32_t)(avail >> 32));
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)used);
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, (uint32_t)(used >> 32));
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_READY, 1);
+    return virtio_read32(d, VIRTIO_MMIO_QUEUE_READY);
+}
+
+static void mmio_notify(const struct virtio_dev* d, const struct virtq* q) {
+    virtio_write32(d, VIRTIO_MMIO_QUEUE_NOTIFY, q->index);
+}
+
+static uint32_t mmio_isr_read(struct virtio_dev* d) { return virtio_read32(d, VIRTIO_MMIO_INTERRUPT_STATUS); }
+static void mmio_isr_ack(struct virtio_dev* d, uint32_t bits) { virtio_write32(d, VIRTIO_MMIO_INTERRUPT_ACK, bits); }
+static uint64_t mmio_config_address(const struct virtio_dev* d) { return d->base + VIRTIO_MMIO_CONFIG; }
+
+static const struct virtio_transport_ops mmio_ops = {
+    .status = mmio_status,
+    .set_status = mmio_set_status,
+    .config_generation = mmio_config_generation,
+    .device_features = mmio_device_features,
+    .write_driver_features = mmio_write_driver_features,
+    .after_features = NULL,
+    .queue_num_max = mmio_queue_num_max,
+    .queue_ready = mmio_queue_ready,
+    .queue_program = mmio_queue_program,
+    .notify = mmio_notify,
+    .isr_read = mmio_isr_read,
+    .isr_ack = mmio_isr_ack,
+    .config_address = mmio_config_address,
+};
+
 // ---- device ----
 
+uint32_t virtio_status(const struct virtio_dev* d) { return d->ops->status(d); }
+void virtio_set_status(const struct virtio_dev* d, uint32_t s) { d->ops->set_status(d, s); }
+uint32_t virtio_config_generation(const struct virtio_dev* d) { return d->ops->config_generation(d); }
+
 const char* virtio_probe(struct virtio_dev* d, const struct virtio_mmio_entry* e) {
+    if (e->pci_slot >= 0) return virtio_pci_probe(d, e);
     memset(d, 0, sizeof(*d));
+    d->ops = &mmio_ops;
+    d->pci_slot = -1;
+    d->msi_first = -1;
     d->base = e->base;
     d->window_size = e->size;
     d->gsi = e->gsi;
@@ -115,19 +222,10 @@ int virtio_reset(struct virtio_dev* d) {
     return 0;
 }
 
-uint64_t virtio_device_features(const struct virtio_dev* d) {
-    virtio_write32(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-    const uint64_t lo = virtio_read32(d, VIRTIO_MMIO_DEVICE_FEATURES);
-    virtio_write32(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-    const uint64_t hi = virtio_read32(d, VIRTIO_MMIO_DEVICE_FEATURES);
-    return lo | hi << 32;
-}
+uint64_t virtio_device_features(const struct virtio_dev* d) { return d->ops->device_features(d); }
 
 void virtio_write_driver_features(const struct virtio_dev* d, uint64_t features) {
-    virtio_write32(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-    virtio_write32(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
-    virtio_write32(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-    virtio_write32(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
+    d->ops->write_driver_features(d, features);
 }
 
 const char* virtio_negotiate(struct virtio_dev* d, uint64_t wanted) {
@@ -141,7 +239,7 @@ const char* virtio_negotiate(struct virtio_dev* d, uint64_t wanted) {
     d->features = features;
     virtio_set_status(d, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
     if (!(virtio_status(d) & VIRTIO_STATUS_FEATURES_OK)) return "FEATURES_OK did not stick (features refused)";
-    return NULL;
+    return d->ops->after_features ? d->ops->after_features(d) : NULL;
 }
 
 void virtio_driver_ok(const struct virtio_dev* d) {
@@ -168,19 +266,7 @@ struct virtq_pages* virtio_queue_pages(struct virtio_dev* d, unsigned qi) {
     return &ring_pool[ring_pool_used++];
 }
 
-uint32_t virtio_queue_num_max(const struct virtio_dev* d, unsigned qi) {
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_SEL, qi);
-    return virtio_read32(d, VIRTIO_MMIO_QUEUE_NUM_MAX);
-}
-
-static void write_queue_addresses(const struct virtio_dev* d, uint64_t desc, uint64_t avail, uint64_t used) {
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)desc);
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)avail);
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_DRIVER_HIGH, (uint32_t)(avail >> 32));
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)used);
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, (uint32_t)(used >> 32));
-}
+uint32_t virtio_queue_num_max(const struct virtio_dev* d, unsigned qi) { return d->ops->queue_num_max(d, qi); }
 
 static void queue_init_state(struct virtio_dev* d, struct virtq* q, struct virtq_pages* pages, uint16_t size) {
     memset(pages, 0, sizeof(*pages));
@@ -207,9 +293,8 @@ const char* virtio_queue_setup(struct virtio_dev* d, unsigned qi, uint16_t size)
     if (qi >= VIRTIO_MAX_QUEUES) return "queue index beyond VIRTIO_MAX_QUEUES";
     struct virtq* q = &d->vq[qi];
     q->index = qi;
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_SEL, qi);
-    if (virtio_read32(d, VIRTIO_MMIO_QUEUE_READY) != 0) return "QueueReady is not 0 before the queue is set up";
-    const uint32_t max = virtio_read32(d, VIRTIO_MMIO_QUEUE_NUM_MAX);
+    if (d->ops->queue_ready(d, qi) != 0) return "QueueReady is not 0 before the queue is set up";
+    const uint32_t max = d->ops->queue_num_max(d, qi);
     if (max == 0) return "QueueNumMax is 0 (queue not available)";
     if (size == 0) {
         uint32_t s = max < VIRTQ_MAX_SIZE ? max : VIRTQ_MAX_SIZE;
@@ -219,11 +304,11 @@ const char* virtio_queue_setup(struct virtio_dev* d, unsigned qi, uint16_t size)
     if (size > max) return "requested queue size is larger than QueueNumMax";
     if (size > VIRTQ_MAX_SIZE || (size & (size - 1)) != 0) return "requested queue size is not a power of two <= 256";
     queue_init_state(d, q, virtio_queue_pages(d, qi), size);
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_NUM, size);
-    write_queue_addresses(d, (uint64_t)(uintptr_t)q->pages->desc, (uint64_t)(uintptr_t)q->pages->avail,
-                          (uint64_t)(uintptr_t)q->pages->used);
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_READY, 1);
-    if (virtio_read32(d, VIRTIO_MMIO_QUEUE_READY) != 1) return "QueueReady did not read back 1";
+    const uint32_t ready = d->ops->queue_program(d, q, qi, size, (uint64_t)(uintptr_t)q->pages->desc,
+                                                 (uint64_t)(uintptr_t)q->pages->avail, (uint64_t)(uintptr_t)q->pages->used);
+    if (ready != 1) return "QueueReady did not read back 1";
+    if (virtio_is_pci(d) && d->msi_first >= 0 && virtio_pci_queue_vector(d, qi) != qi)
+        return "queue_msix_vector did not read back the vector written";
     return NULL;
 }
 
@@ -241,23 +326,19 @@ uint32_t virtio_queue_setup_raw(struct virtio_dev* d, unsigned qi, uint16_t num,
         memset(pages, 0, sizeof(*pages));
         q->size = 0;
     }
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_SEL, qi);
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_NUM, num);
-    write_queue_addresses(d, desc, avail, used);
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_READY, 1);
-    return virtio_read32(d, VIRTIO_MMIO_QUEUE_READY);
+    return d->ops->queue_program(d, q, qi, num, desc, avail, used);
 }
 
 // ---- interrupts ----
 
 uint32_t virtio_isr_read(struct virtio_dev* d) {
-    const uint32_t v = virtio_read32(d, VIRTIO_MMIO_INTERRUPT_STATUS);
+    const uint32_t v = d->ops->isr_read(d);
     d->isr_seen |= v;
     return v;
 }
 
 void virtio_isr_ack(struct virtio_dev* d, uint32_t bits) {
-    if (bits) virtio_write32(d, VIRTIO_MMIO_INTERRUPT_ACK, bits);
+    if (bits) d->ops->isr_ack(d, bits);
 }
 
 uint32_t virtio_wait_isr(struct virtio_dev* d, uint32_t bits) {
@@ -279,35 +360,36 @@ uint32_t virtio_wait_isr(struct virtio_dev* d, uint32_t bits) {
 #define CONFIG_RETRIES 100
 
 uint8_t virtio_config_read8(const struct virtio_dev* d, uint32_t off) {
-    return mmio_read8(d->base + VIRTIO_MMIO_CONFIG + off);
+    return mmio_read8(d->ops->config_address(d) + off);
 }
 
 uint16_t virtio_config_read16(const struct virtio_dev* d, uint32_t off) {
-    return mmio_read16(d->base + VIRTIO_MMIO_CONFIG + off);
+    return mmio_read16(d->ops->config_address(d) + off);
 }
 
 uint32_t virtio_config_read32(const struct virtio_dev* d, uint32_t off) {
-    return mmio_read32(d->base + VIRTIO_MMIO_CONFIG + off);
+    return mmio_read32(d->ops->config_address(d) + off);
 }
 
 uint64_t virtio_config_read64(const struct virtio_dev* d, uint32_t off) {
     uint64_t v = 0;
+    const uint64_t base = d->ops->config_address(d);
     for (int i = 0; i < CONFIG_RETRIES; i++) {
-        const uint32_t before = virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION);
-        const uint64_t lo = mmio_read32(d->base + VIRTIO_MMIO_CONFIG + off);
-        const uint64_t hi = mmio_read32(d->base + VIRTIO_MMIO_CONFIG + off + 4);
+        const uint32_t before = virtio_config_generation(d);
+        const uint64_t lo = mmio_read32(base + off);
+        const uint64_t hi = mmio_read32(base + off + 4);
         v = lo | hi << 32;
-        if (virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION) == before) break;
+        if (virtio_config_generation(d) == before) break;
     }
     return v;
 }
 
 void virtio_config_write8(const struct virtio_dev* d, uint32_t off, uint8_t v) {
-    mmio_write8(d->base + VIRTIO_MMIO_CONFIG + off, v);
+    mmio_write8(d->ops->config_address(d) + off, v);
 }
 
 void virtio_config_write32(const struct virtio_dev* d, uint32_t off, uint32_t v) {
-    virtio_write32(d, VIRTIO_MMIO_CONFIG + off, v);
+    mmio_write32(d->ops->config_address(d) + off, v);
 }
 
 // ---- virtqueue ----
@@ -364,7 +446,7 @@ void virtq_publish(struct virtq* q) {
 }
 
 void virtq_notify(struct virtio_dev* d, struct virtq* q) {
-    virtio_write32(d, VIRTIO_MMIO_QUEUE_NOTIFY, q->index);
+    d->ops->notify(d, q);
     q->notifications++;
     q->kicked_idx = q->avail_idx;
 }

@@ -1,9 +1,16 @@
-// libguest: a minimal virtio 1.x driver for the virtio-mmio transport (version 2, "modern") with
-// split virtqueues, written for test guests that drive embervm's virtio devices from the inside.
+// libguest: a minimal virtio 1.x driver for the virtio-mmio transport (version 2, "modern") and
+// the modern virtio-pci transport, with split virtqueues, written for test guests that drive
+// embervm's virtio devices from the inside. The device logic on top (virtio_blk.c, virtio_net.c,
+// the guests) is the same for both: every function below picks the transport from the device.
 //
 // The pieces, in the order a driver uses them (virtio 1.2, "Device Initialization" 3.1.1):
 //   virtio_mmio_parse_cmdline()   the devices the VMM announced: "virtio_mmio.device=4K@0xADDR:GSI"
-//   virtio_probe()                magic 0x74726976, version 2, device and vendor ID
+//   virtio_find_devices()         those, then the virtio-pci functions on PCI bus 0 (pci.h)
+//   virtio_probe()                mmio: magic 0x74726976, version 2, device and vendor ID; pci:
+//                                 vendor 0x1AF4, device ID 0x1040 + N, the common / notify / ISR /
+//                                 device-config capabilities and MSI-X
+//   virtio_negotiate()            reset, ACKNOWLEDGE | DRIVER, 64-bit features, FEATURES_OK (checked);
+//                                 pci: MSI-X set up (one vector per queue + config, see below)
 //   virtio_negotiate()            reset, ACKNOWLEDGE | DRIVER, 64-bit features, FEATURES_OK (checked)
 //   virtio_queue_setup()          QueueSel / QueueNumMax / QueueNum / addresses / QueueReady; the rings
 //                                 are static, page-aligned pages of the guest image (.noinit)
@@ -17,6 +24,13 @@
 // Raw helpers (virtq_raw_*) write arbitrary descriptor-table and available-ring contents, for
 // tests that hand the device malformed chains on purpose.
 //
+// virtio-pci interrupts are MSI-X: table entry i (queue i) and entry N (configuration, N = the
+// queues the library drives) aim at this CPU's local APIC on IDT vectors of their own (pci.h's
+// msi_alloc), each counted in msi_count[]. virtio_isr_read() takes pending interrupts and turns
+// the MSIs counted since the last look into the InterruptStatus bits virtio-mmio would show (queue
+// vectors: VRING, config vector: CONFIG), ORed with the ISR byte (read-to-clear), so callers do not
+// care which transport they drive.
+//
 // Everything is polled and single-CPU. Notification suppression follows the spec: with
 // VIRTIO_F_EVENT_IDX the driver keeps used_event at the next used index it waits for and notifies
 // only when avail_event asks for it; without it, it honours VIRTQ_USED_F_NO_NOTIFY.
@@ -24,6 +38,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "pci.h"
 
 // ---- virtio-mmio registers (virtio 1.2, 4.2.2 "MMIO Device Register Layout") ----
 #define VIRTIO_MMIO_MAGIC_VALUE 0x000
@@ -140,6 +156,7 @@ struct virtq_pages {
 
 struct virtq {
     unsigned index;  // queue index on the device
+    uint16_t notify_off;  // virtio-pci: queue_notify_off
     uint16_t size;   // 0 while not set up
     struct virtq_pages* pages;
     volatile struct virtq_desc* desc;
@@ -157,10 +174,53 @@ struct virtq {
     uint32_t suppressed;      // notifications skipped because the device did not want them
 };
 
+// virtio-pci: a capability's place (virtio_pci_cap: bar, offset, length).
+struct virtio_pci_region {
+    uint8_t bar;
+    uint32_t offset, length;
+};
+
+struct virtio_dev;
+struct virtq;
+
+// What differs between the transports (virtio.c: virtio-mmio, virtio_pci.c: virtio-pci). The
+// library's functions below go through d->ops; the device logic never sees it.
+struct virtio_transport_ops {
+    uint32_t (*status)(const struct virtio_dev* d);
+    void (*set_status)(const struct virtio_dev* d, uint32_t s);
+    uint32_t (*config_generation)(const struct virtio_dev* d);
+    uint64_t (*device_features)(const struct virtio_dev* d);
+    void (*write_driver_features)(const struct virtio_dev* d, uint64_t features);
+    // After FEATURES_OK (virtio-pci: the MSI-X vectors). NULL or what failed.
+    const char* (*after_features)(struct virtio_dev* d);
+    uint32_t (*queue_num_max)(const struct virtio_dev* d, unsigned qi);
+    uint32_t (*queue_ready)(const struct virtio_dev* d, unsigned qi);
+    // Selects queue `qi` and writes its size, ring addresses (and, virtio-pci, its MSI-X vector;
+    // q->notify_off read back), then ready = 1. Returns what ready reads back.
+    uint32_t (*queue_program)(struct virtio_dev* d, struct virtq* q, unsigned qi, uint16_t num, uint64_t desc,
+                              uint64_t avail, uint64_t used);
+    void (*notify)(const struct virtio_dev* d, const struct virtq* q);
+    uint32_t (*isr_read)(struct virtio_dev* d);
+    void (*isr_ack)(struct virtio_dev* d, uint32_t bits);
+    uint64_t (*config_address)(const struct virtio_dev* d);  // device-specific configuration
+};
+
 struct virtio_dev {
-    uint64_t base;  // MMIO window
+    const struct virtio_transport_ops* ops;
+    uint64_t base;  // MMIO window; virtio-pci: the common configuration's BAR as found at probe
     uint64_t window_size;
     uint32_t gsi;
+    int pci_slot;  // -1: virtio-mmio; else the virtio-pci function 00:slot.0
+    // virtio-pci: the function, its capabilities and where they are now (virtio_pci_locate()).
+    struct pci_fn pci;
+    struct virtio_pci_region common_cap, notify_cap, isr_cap, device_cap;
+    uint32_t notify_mult;
+    uint64_t common, notify, isr, device_cfg;
+    uint16_t num_queues;
+    struct pci_msix msix;  // msix.cap 0: no MSI-X
+    int msi_first;         // msi_count index of table entry 0 (-1: MSI-X not set up)
+    uint16_t msi_entries;  // table entries in use: queues 0..msi_entries-2, config the last
+    uint64_t msi_seen[VIRTIO_MAX_QUEUES + 1];  // msi_count values already turned into ISR bits
     uint32_t version, device_id, vendor_id;
     uint64_t device_features;  // offered (read by virtio_negotiate)
     uint64_t features;         // negotiated
@@ -170,19 +230,27 @@ struct virtio_dev {
 
 // ---- discovery ----
 
+// One device found: a virtio-mmio window, or (pci_slot >= 0) a virtio-pci function (base: its
+// BAR 0, size and gsi 0).
 struct virtio_mmio_entry {
     uint64_t base;
     uint64_t size;
     uint32_t gsi;
+    int pci_slot;
 };
 
 // Parses every "virtio_mmio.device=<size>@<base>:<gsi>" word of `cmdline` (size in bytes with
 // an optional K/M/G suffix, base decimal or 0x hex, as Linux's virtio_mmio.device= takes it).
 // Returns how many were found (at most `max` are stored), or -1 if one is malformed.
 int virtio_mmio_parse_cmdline(const char* cmdline, struct virtio_mmio_entry* out, int max);
+// The virtio-mmio devices of `cmdline`, then the virtio-pci functions of PCI bus 0 (vendor
+// 0x1AF4, device ID 0x1040-0x107F). Returns how many (at most `max` stored), or -1 if a
+// virtio_mmio.device= word is malformed.
+int virtio_find_devices(const char* cmdline, struct virtio_mmio_entry* out, int max);
 
 // ---- device and transport ----
 
+// virtio-mmio registers (only for virtio-mmio devices: tests of that transport itself).
 static inline uint32_t virtio_read32(const struct virtio_dev* d, uint32_t reg) {
     return *(volatile uint32_t*)(d->base + reg);
 }
@@ -191,11 +259,21 @@ static inline void virtio_write32(const struct virtio_dev* d, uint32_t reg, uint
 }
 
 // Fills `d` from the window's identification registers. Returns NULL if it is a virtio-mmio
-// version 2 device (device ID may be 0: a placeholder), else what is wrong.
+// version 2 device (device ID may be 0: a placeholder), else what is wrong. For a virtio-pci
+// entry: the IDs, the four virtio capabilities (each inside an implemented memory BAR) and MSI-X.
 const char* virtio_probe(struct virtio_dev* d, const struct virtio_mmio_entry* e);
+// virtio-pci: recomputes the capabilities' and the MSI-X table's addresses from the BARs as
+// they are now (after the guest moved one with pci_bar_move()).
+void virtio_pci_locate(struct virtio_dev* d);
+static inline int virtio_is_pci(const struct virtio_dev* d) { return d->pci_slot >= 0; }
 
-static inline uint32_t virtio_status(const struct virtio_dev* d) { return virtio_read32(d, VIRTIO_MMIO_STATUS); }
-static inline void virtio_set_status(const struct virtio_dev* d, uint32_t s) { virtio_write32(d, VIRTIO_MMIO_STATUS, s); }
+uint32_t virtio_status(const struct virtio_dev* d);
+void virtio_set_status(const struct virtio_dev* d, uint32_t s);
+// ConfigGeneration (mmio: 32 bits; pci: the 8-bit config_generation).
+uint32_t virtio_config_generation(const struct virtio_dev* d);
+// virtio-pci: the msi_count index of the vector for queue `qi` (qi = VIRTIO_MAX_QUEUES: the
+// configuration vector), or -1 without MSI-X.
+int virtio_msi_index(const struct virtio_dev* d, unsigned qi);
 
 // Writes 0 to Status and waits (bounded) until Status reads 0. Forgets the driver-side queue
 // state. Returns 0, or -1 if Status never read back 0.
@@ -225,7 +303,7 @@ uint32_t virtio_queue_num_max(const struct virtio_dev* d, unsigned qi);
 // Sets DRIVER_OK (on top of the current status bits).
 void virtio_driver_ok(const struct virtio_dev* d);
 
-// InterruptStatus: read, acknowledge.
+// InterruptStatus: read, acknowledge. virtio-pci: see the top of this file (the ack is a no-op).
 uint32_t virtio_isr_read(struct virtio_dev* d);
 void virtio_isr_ack(struct virtio_dev* d, uint32_t bits);
 // Polls InterruptStatus (bounded, shortly) until any of `bits` is set; acknowledges what it saw.

@@ -11,11 +11,12 @@ const char* virtio_irq_setup(struct virtio_irq_waiter* w, struct virtio_dev* d, 
     memset(w, 0, sizeof(*w));
     w->dev = d;
     w->lost_ms = lost_ms;
-    const char* err = irq_route_gsi(d->gsi);
+    // virtio-pci: MSI-X, set up by virtio_negotiate(); virtio-mmio: the GSI's I/O APIC pin.
+    const char* err = virtio_is_pci(d) ? irq_lapic_setup() : irq_route_gsi(d->gsi);
     if (err) return err;
     w->tsc_per_ms = irq_timer_start(tick_us);
     if (!w->tsc_per_ms) return "the local APIC timer does not tick";
-    w->config_gen = virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION);
+    w->config_gen = virtio_config_generation(d);
     return NULL;
 }
 
@@ -66,7 +67,7 @@ enum virtio_irq_result virtio_irq_sleep(struct virtio_irq_waiter* w, uint32_t qu
     }
     // used_event before the used index (store-load): see virtio_irq.h.
     mb();
-    uint32_t gen = virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION);
+    uint32_t gen = virtio_config_generation(d);
     if (pending_queue(d, queue_mask) || gen != w->config_gen) {
         w->config_gen = gen;
         return VIRTIO_IRQ_READY;
@@ -82,7 +83,7 @@ enum virtio_irq_result virtio_irq_sleep(struct virtio_irq_waiter* w, uint32_t qu
         if (irq_count != base) {
             w->isr = virtio_isr_read(d);
             virtio_isr_ack(d, w->isr);
-            w->config_gen = virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION);
+            w->config_gen = virtio_config_generation(d);
             w->irqs++;
             if (seen_at) {
                 const uint64_t ms = virtio_irq_ms_since(w, seen_at);
@@ -94,7 +95,7 @@ enum virtio_irq_result virtio_irq_sleep(struct virtio_irq_waiter* w, uint32_t qu
         w->ticks++;
         const unsigned q1 = pending_queue(d, queue_mask);
         const uint64_t used = used_indices(d, queue_mask);
-        gen = virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION);
+        gen = virtio_config_generation(d);
         if (q1 || gen != w->config_gen) {
             // A device may publish a batch element by element and interrupt once at its end:
             // lost only once nothing has changed for lost_ms.

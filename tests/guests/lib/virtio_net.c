@@ -7,7 +7,7 @@
 
 int virtio_net_find(struct virtio_dev* d, const char* cmdline) {
     struct virtio_mmio_entry entries[VIRTIO_MAX_DEVICES];
-    const int found = virtio_mmio_parse_cmdline(cmdline, entries, VIRTIO_MAX_DEVICES);
+    const int found = virtio_find_devices(cmdline, entries, VIRTIO_MAX_DEVICES);
     for (int i = 0; i < found && i < VIRTIO_MAX_DEVICES; i++) {
         if (virtio_probe(d, &entries[i]) == NULL && d->device_id == VIRTIO_ID_NET) return 0;
     }
@@ -16,12 +16,12 @@ int virtio_net_find(struct virtio_dev* d, const char* cmdline) {
 
 void virtio_net_read_config(const struct virtio_dev* d, struct virtio_net_config_info* out) {
     for (int tries = 0; tries < 100; tries++) {
-        const uint32_t before = virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION);
+        const uint32_t before = virtio_config_generation(d);
         for (uint32_t i = 0; i < 6; i++) out->mac[i] = virtio_config_read8(d, VIRTIO_NET_CFG_MAC + i);
         out->status = virtio_config_read16(d, VIRTIO_NET_CFG_STATUS);
         out->max_pairs = virtio_config_read16(d, VIRTIO_NET_CFG_MAX_VQ_PAIRS);
         out->mtu = virtio_config_read16(d, VIRTIO_NET_CFG_MTU);
-        if (virtio_read32(d, VIRTIO_MMIO_CONFIG_GENERATION) == before) return;
+        if (virtio_config_generation(d) == before) return;
     }
 }
 

@@ -1,7 +1,7 @@
 // libguest: virtio-net definitions and small helpers on top of virtio.h (virtio 1.2, 5.1
 // "Network Device"), for the test guests net.c and net_malicious.c.
 //
-//   virtio_net_find()          the first virtio-net device among the virtio_mmio.device= words
+//   virtio_net_find()          the first virtio-net device (virtio_find_devices(): mmio or pci)
 //   virtio_net_read_config()   mac, status, max_virtqueue_pairs, mtu (ConfigGeneration-consistent)
 //   struct virtio_net_hdr_v1   the 12-byte header in front of every frame (VERSION_1: always
 //                              with num_buffers, 5.1.6)
@@ -70,8 +70,8 @@ struct virtio_net_config_info {
     uint16_t mtu;        // valid with VIRTIO_NET_F_MTU
 };
 
-// Probes the virtio_mmio.device= entries of `cmdline` in order and fills `d` with the first
-// virtio-net device. Returns 0, or -1 if there is none (or the entries are malformed).
+// Probes the devices virtio_find_devices() lists (virtio-mmio from `cmdline`, then virtio-pci)
+// in order and fills `d` with the first virtio-net device. Returns 0, or -1 if there is none (or the entries are malformed).
 int virtio_net_find(struct virtio_dev* d, const char* cmdline);
 
 // Reads the configuration fields (all of them; which are meaningful depends on the features)
