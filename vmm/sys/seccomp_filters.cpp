@@ -260,6 +260,9 @@ std::vector<AllowedCall> sanitizer_runtime_calls() {
         {"sigaltstack", "sanitizer runtimes: the tracer's signal stack"},
         {"rt_sigaction", "sanitizer runtimes: the tracer's signal handlers"},
         {"rt_sigprocmask", "sanitizer runtimes: signals blocked around the leak check"},
+        {"pipe2", "UndefinedBehaviorSanitizer: its vptr check tests whether a vtable is readable by writing it into a "
+                  "new pipe (IsAccessibleMemoryRange), on any thread"},
+        {"write", "UndefinedBehaviorSanitizer: the vptr check's pipe; sanitizer runtimes: reports"},
         {"exit", "LeakSanitizer: the tracer thread ends"},
         {"exit_group", "sanitizer runtimes: the process ends with the report's status"},
     };
