@@ -4,6 +4,9 @@
 
 #include <array>
 #include <utility>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include "vmm/sys/log.h"
 
@@ -363,6 +366,63 @@ void I8042::update_irq(Effects& fx) const {
     if (!output_.empty() && output_.front().from_keyboard && (command_byte_ & kCbKbdInterrupt)) {
         fx.raise_irq = true;
     }
+}
+
+namespace {
+constexpr uint32_t kI8042StateVersion = 1;
+}
+
+void I8042::save_state(StateWriter& w) {
+    std::lock_guard lock(mutex_);
+    w.put<uint32_t>(kI8042StateVersion);
+    w.put<uint32_t>(static_cast<uint32_t>(output_.size()));
+    for (const Byte& b : output_) {
+        w.put(b.value);
+        w.put_bool(b.from_keyboard);
+    }
+    w.put(last_data_);
+    w.put(command_byte_);
+    w.put(output_port_);
+    w.put<uint8_t>(static_cast<uint8_t>(pending_));
+    w.put_bool(last_write_was_command_);
+    w.put_blob(std::vector<uint8_t>(keyboard_buffer_.begin(), keyboard_buffer_.end()));
+    w.put_bool(scanning_);
+}
+
+void I8042::restore_state(StateReader& r) {
+    r.get_version(kI8042StateVersion);
+    const auto count = r.get<uint32_t>("output");
+    if (count > kOutputBufferMax) {
+        r.fail("output", fmt::format("{} bytes, the output buffer holds {}", count, kOutputBufferMax));
+    }
+    std::deque<Byte> output;
+    for (uint32_t i = 0; i < count; i++) {
+        const auto value = r.get<uint8_t>("output");
+        output.push_back(Byte{value, r.get_bool("output")});
+    }
+    const auto last_data = r.get<uint8_t>("last_data");
+    const auto command_byte = r.get<uint8_t>("command_byte");
+    const auto output_port = r.get<uint8_t>("output_port");
+    const auto pending = r.get<uint8_t>("pending");
+    if (pending > static_cast<uint8_t>(Pending::KbdParameter)) {
+        r.fail("pending", fmt::format("{} is not a pending command", pending));
+    }
+    const bool last_write_was_command = r.get_bool("last_write_was_command");
+    const auto keyboard = r.get_blob("keyboard_buffer");
+    if (keyboard.size() > kKeyboardBufferMax) {
+        r.fail("keyboard_buffer", fmt::format("{} bytes, the keyboard holds {}", keyboard.size(), kKeyboardBufferMax));
+    }
+    const bool scanning = r.get_bool("scanning");
+
+    std::lock_guard lock(mutex_);
+    output_ = std::move(output);
+    last_data_ = last_data;
+    command_byte_ = command_byte;
+    output_port_ = output_port;
+    pending_ = static_cast<Pending>(pending);
+    last_write_was_command_ = last_write_was_command;
+    keyboard_buffer_.assign(keyboard.begin(), keyboard.end());
+    scanning_ = scanning;
 }
 
 }  // namespace embervm::devices

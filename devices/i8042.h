@@ -31,6 +31,7 @@
 
 #include "devices/irq.h"
 #include "devices/bus.h"
+#include "vmm/sys/state_stream.h"
 
 namespace embervm::devices {
 
@@ -52,6 +53,13 @@ public:
     // keyboard dropped the key strokes: scanning disabled by the guest, or the keyboard's
     // buffer still holds earlier key strokes the guest has not read.
     bool send_ctrl_alt_del();
+
+    // Snapshots: command byte, output port, the output buffer, a command waiting for its
+    // parameter and the keyboard's held scancodes. Restore validates every field (StateError
+    // naming it), changes nothing when one is bad and raises no interrupt (the irqchip's saved
+    // state has any the guest had not taken).
+    void save_state(StateWriter& w);
+    void restore_state(StateReader& r);
 
 private:
     // What a data-port write is for, when a controller command asked for a parameter.

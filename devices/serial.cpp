@@ -7,6 +7,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
@@ -372,6 +375,57 @@ Serial::OutputSink fd_output_sink(FileDescriptor fd) {
     state->fd = fd.get();
     state->owned = std::move(fd);
     return make_fd_sink(std::move(state));
+}
+
+namespace {
+constexpr uint32_t kSerialStateVersion = 1;
+}
+
+void Serial::save_state(StateWriter& w) const {
+    std::lock_guard lock(mutex_);
+    w.put<uint32_t>(kSerialStateVersion);
+    const std::vector<uint8_t> rx(rx_.begin(), rx_.end());
+    w.put_blob(rx);
+    for (uint8_t reg : {last_rx_, ier_, lcr_, mcr_, msr_, scr_, dll_, dlm_}) w.put(reg);
+    w.put_bool(fifo_enabled_);
+    w.put_bool(overrun_);
+    w.put_bool(thre_pending_);
+}
+
+void Serial::restore_state(StateReader& r) {
+    r.get_version(kSerialStateVersion);
+    const auto rx = r.get_blob("rx");
+    if (rx.size() > rx_capacity_) {
+        r.fail("rx", fmt::format("{} bytes do not fit the {}-byte RX buffer", rx.size(), rx_capacity_));
+    }
+    const auto last_rx = r.get<uint8_t>("last_rx");
+    const auto ier = r.get<uint8_t>("ier");
+    if ((ier & ~kIerMask) != 0) r.fail("ier", fmt::format("{:#04x} has reserved bits set", ier));
+    const auto lcr = r.get<uint8_t>("lcr");
+    const auto mcr = r.get<uint8_t>("mcr");
+    if ((mcr & ~kMcrMask) != 0) r.fail("mcr", fmt::format("{:#04x} has reserved bits set", mcr));
+    const auto msr = r.get<uint8_t>("msr");
+    const auto scr = r.get<uint8_t>("scr");
+    const auto dll = r.get<uint8_t>("dll");
+    const auto dlm = r.get<uint8_t>("dlm");
+    const bool fifo_enabled = r.get_bool("fifo_enabled");
+    const bool overrun = r.get_bool("overrun");
+    const bool thre_pending = r.get_bool("thre_pending");
+
+    std::lock_guard lock(mutex_);
+    rx_.assign(rx.begin(), rx.end());
+    last_rx_ = last_rx;
+    ier_ = ier;
+    lcr_ = lcr;
+    mcr_ = mcr;
+    msr_ = msr;
+    scr_ = scr;
+    dll_ = dll;
+    dlm_ = dlm;
+    fifo_enabled_ = fifo_enabled;
+    overrun_ = overrun;
+    thre_pending_ = thre_pending;
+    input_refused_ = false;
 }
 
 }  // namespace embervm::devices

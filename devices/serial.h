@@ -20,6 +20,7 @@
 #include "devices/irq.h"
 #include "devices/bus.h"
 #include "vmm/sys/fd.h"
+#include "vmm/sys/state_stream.h"
 
 namespace embervm::devices {
 
@@ -53,6 +54,12 @@ public:
     // may still run the previous callback, so whatever it reaches must outlive that (a
     // shared_ptr, an io_context that stays).
     void set_input_ready_callback(std::function<void()> callback) override;
+
+    // Snapshots: the registers, latched interrupt conditions and the unread host input. Restore
+    // validates every field (StateError naming it) and changes nothing when one is bad; it raises
+    // no interrupt (one the guest had not taken is in the saved irqchip state).
+    void save_state(StateWriter& w) const;
+    void restore_state(StateReader& r);
 
 private:
     struct Effects {

@@ -450,6 +450,37 @@ std::vector<DeviceManager::Window> DeviceManager::windows() const {
     return out;
 }
 
+namespace {
+
+// A slot's device as snapshot messages name it: "virtio-blk rootfs", "virtio-balloon".
+std::string snapshot_device_id(const std::string& metrics_key) {
+    if (metrics_key.starts_with("block_")) return "virtio-blk " + metrics_key.substr(6);
+    if (metrics_key.starts_with("net_")) return "virtio-net " + metrics_key.substr(4);
+    return "virtio-" + metrics_key;
+}
+
+}  // namespace
+
+// Placeholder until the virtio devices can save their state: a VM without virtio devices has
+// nothing to save; any device makes the snapshot fail, naming it.
+std::vector<DeviceState> DeviceManager::pause_and_save_devices() {
+    if (!slots_.empty()) {
+        throw Error(fmt::format("snapshot: device '{}' cannot be saved yet", snapshot_device_id(slots_.front()->metrics_key)));
+    }
+    return {};
+}
+
+void DeviceManager::resume_devices() {}
+
+void DeviceManager::restore_devices(std::span<const DeviceState> states) {
+    if (!states.empty()) {
+        throw Error(fmt::format("snapshot: device '{}' cannot be restored yet", states.front().id));
+    }
+    if (!slots_.empty()) {
+        throw Error(fmt::format("snapshot: device '{}' has no saved state", snapshot_device_id(slots_.front()->metrics_key)));
+    }
+}
+
 std::string DeviceManager::kernel_cmdline_args() const {
     std::string out;
     for (const auto& slot : slots_) {

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,12 @@ namespace embervm::vmm {
 
 class Bus;
 class VmEventRouting;
+
+// One virtio device's saved state (transport and device) in a snapshot.
+struct DeviceState {
+    std::string id;              // "virtio-blk rootfs", "virtio-net eth0", "virtio-balloon"
+    std::vector<uint8_t> bytes;  // the device's own encoding (vmm/sys/state_stream.h)
+};
 
 inline constexpr uint32_t kFirstVirtioGsi = 5;
 inline constexpr uint32_t kLastVirtioGsi = 23;  // IOAPIC pins 5..23
@@ -114,6 +121,16 @@ public:
     // "driver_stalled". Any thread
     // once the devices are attached.
     void add_metrics(nlohmann::json& out) const;
+
+    // Snapshots. With every vCPU paused: completes every request the virtio devices handed to
+    // backends, stops their event processing (no queue, TAP, socket or timer handler runs until
+    // resume_devices()) and returns each virtio device's state (transport and device). Throws
+    // Error naming the device when one cannot be saved.
+    std::vector<DeviceState> pause_and_save_devices();
+    void resume_devices();
+    // On restore: the devices were created from the snapshot's config; before any vCPU runs.
+    // Throws StateError/Error with a one-line message naming the device.
+    void restore_devices(std::span<const DeviceState> states);
 
     // What to append to the kernel command line (entries, root=, ...), space separated.
     std::string kernel_cmdline_args() const;

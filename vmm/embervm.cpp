@@ -43,17 +43,50 @@ std::unique_ptr<Vm> Vm::from_json(std::string_view config_json, VmOptions option
     return std::make_unique<Vm>(vmm::parse_config_json(config_json), std::move(options));
 }
 
-Vm::Vm(vmm::VmConfig config, VmOptions options) : impl_(std::make_unique<Impl>()) {
-    if (!config.boot_source) throw vmm::ConfigError("boot-source: required (the guest kernel)");
-    vmm::validate(config);
-    vmm::validate_files(config);
+namespace {
+vmm::RunOptions run_options(const VmOptions& options) {
     vmm::RunOptions run;
     run.serial_out = options.console ? options.serial_out : options.serial_out.value_or("/dev/null");
     run.prefer_pvh = options.prefer_pvh;
     run.attach_stdin = options.console;
     run.handle_signals = options.handle_signals;
     run.seccomp = options.seccomp;
-    impl_->vmm = std::make_unique<vmm::Vmm>(std::move(config), run);
+    return run;
+}
+}  // namespace
+
+Vm::Vm(vmm::VmConfig config, VmOptions options) : impl_(std::make_unique<Impl>()) {
+    if (!config.boot_source) throw vmm::ConfigError("boot-source: required (the guest kernel)");
+    vmm::validate(config);
+    vmm::validate_files(config);
+    impl_->vmm = std::make_unique<vmm::Vmm>(std::move(config), run_options(options));
+}
+
+std::unique_ptr<Vm> Vm::restore(const SnapshotFiles& files, RestoreOptions restore, VmOptions options) {
+    return std::unique_ptr<Vm>(new Vm(RestoreTag{}, files, restore, std::move(options)));
+}
+
+Vm::Vm(RestoreTag, const SnapshotFiles& files, RestoreOptions restore, VmOptions options)
+    : impl_(std::make_unique<Impl>()) {
+    auto source = std::make_shared<vmm::RestoreSource>(
+        vmm::read_restore_source(files.snapshot_path, files.mem_file_path, restore.resume_vm));
+    source->config.machine_config.track_dirty_pages = restore.track_dirty_pages;
+    vmm::validate(source->config);
+    // The drives are re-opened by path: each must still be there (the kernel need not be).
+    for (const vmm::DriveConfig& d : source->config.drives) {
+        if (!d.socket) vmm::validate_files(d, "drives." + d.drive_id);
+    }
+    vmm::RunOptions run = run_options(options);
+    run.restore = source;
+    impl_->vmm = std::make_unique<vmm::Vmm>(source->config, run);
+}
+
+void Vm::snapshot(SnapshotKind kind, const SnapshotFiles& files) {
+    vmm::SnapshotRequest request;
+    request.type = kind == SnapshotKind::Full ? snapshot::SnapshotType::Full : snapshot::SnapshotType::Diff;
+    request.snapshot_path = files.snapshot_path;
+    request.mem_file_path = files.mem_file_path;
+    impl_->vmm->create_snapshot(request);
 }
 
 Vm::~Vm() {

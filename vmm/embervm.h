@@ -46,6 +46,18 @@ struct VmOptions {
 };
 
 enum class VmState { Created, Running, Paused, Ended };
+
+// Snapshots (Vm::snapshot, Vm::restore): a snapshot file (the VM's configuration and the state of
+// its vCPUs, irqchip, clocks and devices) and a memory file.
+enum class SnapshotKind { Full, Diff };
+struct SnapshotFiles {
+    std::string snapshot_path;
+    std::string mem_file_path;
+};
+struct RestoreOptions {
+    bool resume_vm = false;          // run at once; else Paused until resume()
+    bool track_dirty_pages = false;  // the restored VM logs written pages (for Diff snapshots)
+};
 const char* to_string(VmState state);
 
 class Vm {
@@ -53,6 +65,11 @@ public:
     // Parses a Firecracker-style configuration document (the --config-file schema).
     static std::unique_ptr<Vm> from_json(std::string_view config_json, VmOptions options = {});
     explicit Vm(vmm::VmConfig config, VmOptions options = {});
+    // A VM restored from a snapshot (not started: start() restores it and runs it, or with
+    // without resume_vm leaves it Paused until resume()). The snapshot file, its configuration,
+    // the drives' files and the memory file's size are checked here, before KVM is touched:
+    // Error (or snapshot::SnapshotError, vmm::ConfigError) with one line naming the file or field.
+    static std::unique_ptr<Vm> restore(const SnapshotFiles& files, RestoreOptions restore, VmOptions options = {});
     // Ends a VM that still runs (as request_shutdown()) and waits for it.
     ~Vm();
     Vm(const Vm&) = delete;
@@ -64,6 +81,10 @@ public:
     // false if the VM is not running (not started, already ended).
     bool pause();
     bool resume();
+    // Writes a snapshot of the paused VM (Full: all memory; Diff: the pages written since the
+    // last snapshot, with machine_config.track_dirty_pages). Returns when both files are
+    // complete; the VM stays paused. Throws Error naming the state, the device or the file.
+    void snapshot(SnapshotKind kind, const SnapshotFiles& files);
     // Ends the VM now (exit reason Requested, status 0). Returns at once; wait() for the end.
     void request_shutdown();
     // Ends the VM because the process got signal `signo` (exit reason Signal, status 128 +
@@ -113,6 +134,8 @@ public:
 
 private:
     struct Impl;
+    struct RestoreTag {};
+    Vm(RestoreTag, const SnapshotFiles& files, RestoreOptions restore, VmOptions options);
     std::unique_ptr<Impl> impl_;
 };
 

@@ -89,6 +89,17 @@ int run_without_api(const vmm::VmConfig& config, VmOptions options) {
     return vm.wait().status;  // the VMM logged how the VM ended
 }
 
+// Runs the VM saved in the --restore snapshot; the process's console is the guest's.
+int run_restored(const vmm::CliOptions& cli, VmOptions options) {
+    options.handle_signals = true;
+    RestoreOptions restore;
+    restore.resume_vm = true;
+    const std::unique_ptr<Vm> vm = Vm::restore({*cli.restore, *cli.restore_mem}, restore, options);
+    vm->start();
+    filter_main_thread(options);
+    return vm->wait().status;
+}
+
 // Serves the API until the VM ends (or a signal comes). If the configuration has a kernel,
 // the VM starts at once, as Firecracker does with --config-file and an API socket.
 int run_with_api(const vmm::CliOptions& cli, const vmm::VmConfig& config, const VmOptions& options) {
@@ -184,6 +195,7 @@ int main(int argc, char** argv) {
         options.prefer_pvh = cli.boot_protocol != vmm::BootProtocol::Linux64;
         options.console = true;
         options.seccomp = !cli.no_seccomp;
+        if (cli.restore) return run_restored(cli, options);
         return cli.api_sock ? run_with_api(cli, config, options) : run_without_api(config, options);
     } catch (const vmm::ConfigError& e) {
         // Found only when the VM is built (e.g. a file that is not a kernel image).

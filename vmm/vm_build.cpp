@@ -19,6 +19,7 @@
 #include "vmm/kvm/vcpu.h"
 #include "vmm/legacy_devices.h"
 #include "vmm/metrics.h"
+#include "vmm/snapshot/memory_file.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
 #include "vmm/device_manager.h"
@@ -35,7 +36,7 @@ constexpr const char* kDefaultCmdlineVirtioConsole = "console=hvc0 reboot=k pani
 
 void Vmm::build() {
     const VmConfig config = config_.snapshot();
-    if (!config.boot_source) {
+    if (!config.boot_source && !options_.restore) {
         throw Error("no boot source configured");
     }
     kvm_ = std::make_unique<KvmSystem>();
@@ -55,8 +56,13 @@ void Vmm::build() {
     log::debug("memory and devices ready at {} us", log::micros_since_start());
     create_vcpus(config);
     log::debug("{} vCPUs created at {} us", vcpus_.size(), log::micros_since_start());
-    load_guest(config);
-    log::debug("guest loaded at {} us", log::micros_since_start());
+    if (options_.restore) {
+        restore_state(*options_.restore);
+        log::debug("state restored from {} at {} us", options_.restore->snapshot_path, log::micros_since_start());
+    } else {
+        load_guest(config);
+        log::debug("guest loaded at {} us", log::micros_since_start());
+    }
     loop_probe_ = std::make_unique<EventLoopProbe>(io_);
     if (config.metrics) {
         try {
@@ -79,9 +85,14 @@ void Vmm::create_memory(const VmConfig& config) {
         boot::guest_memory_ranges(bytes),
         shared ? memory::MemoryBacking::SharedMemfd : memory::MemoryBacking::Private);
     if (shared) log::info("guest memory: {} MiB in memfds, shared with vhost-user backends", bytes >> 20);
+    // A restore maps the memory file in place of the fresh mapping (vmm/snapshot/memory_file.h):
+    // before KVM is given the addresses, and nothing of it is read now.
+    if (options_.restore) snapshot::map_memory_file(*memory_, options_.restore->mem_file_path);
+    // track_dirty_pages: KVM logs the pages the guest writes, for Diff snapshots.
+    const uint32_t flags = config.machine_config.track_dirty_pages ? KVM_MEM_LOG_DIRTY_PAGES : 0;
     uint32_t slot = 0;
     for (const auto& region : memory_->regions()) {
-        vm_->set_user_memory_region(slot++, region.start().value, region.size(), region.host_base());
+        vm_->set_user_memory_region(slot++, region.start().value, region.size(), region.host_base(), flags);
     }
 }
 

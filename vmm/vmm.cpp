@@ -225,6 +225,11 @@ VmExit Vmm::run() {
     if (metrics_) metrics_->start();
     {
         std::lock_guard lock(pause_mutex_);
+        // A restored VM without resume_vm starts paused: its vCPUs park before their first KVM_RUN.
+        if (options_.restore && !options_.restore->resume_vm) {
+            for (auto& v : vcpus_) v->pause();
+            paused_ = true;
+        }
         for (auto& v : vcpus_) {
             v->start(options_.seccomp);
         }

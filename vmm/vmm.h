@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -14,6 +15,8 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "vmm/config/config.h"
+#include "vmm/snapshot/memory_file.h"
+#include "vmm/snapshot/snapshot_file.h"
 #include "vmm/kvm/vm_exit.h"
 #include "vmm/runtime_config.h"
 #include "vmm/sys/loop_call.h"
@@ -51,6 +54,8 @@ struct BalloonSize {
     uint32_t actual_pages = 0;  // 4 KiB pages
 };
 
+struct RestoreSource;  // below: a snapshot to restore
+
 struct RunOptions {
     std::optional<std::string> serial_out;  // guest console to this file instead of stdout
     bool prefer_pvh = true;                 // ELF kernels with a PVH note: use the PVH entry
@@ -60,6 +65,33 @@ struct RunOptions {
                                             // program may want them for itself)
     bool seccomp = true;                    // the vCPU and event-loop threads run under their
                                             // seccomp allowlists (vmm/sys/seccomp.h)
+    // Restore this snapshot instead of loading a kernel (its config must be the Vmm's config).
+    std::shared_ptr<const RestoreSource> restore;
+};
+
+// A snapshot to restore instead of booting (RunOptions::restore): the decoded snapshot file and
+// its memory file (vmm/vmm_snapshot.cpp). read_restore_source() makes one.
+struct RestoreSource {
+    std::string snapshot_path;
+    snapshot::SnapshotContents contents;
+    VmConfig config;  // the snapshot's
+    std::string mem_file_path;
+    bool resume_vm = false;  // run at once; else the VM starts paused (resume() lets it run)
+};
+// Reads and checks the snapshot file and its configuration, and that the memory file is there
+// with the snapshot's memory size: everything that can be checked before KVM is touched. Throws
+// snapshot::SnapshotError / Error / ConfigError with one line naming the file or field.
+RestoreSource read_restore_source(const std::string& snapshot_path, const std::string& mem_file_path, bool resume_vm);
+
+struct SnapshotRequest {
+    snapshot::SnapshotType type = snapshot::SnapshotType::Full;
+    std::string snapshot_path;
+    std::string mem_file_path;
+};
+struct SnapshotSummary {
+    uint64_t state_bytes = 0;  // the snapshot file
+    snapshot::MemoryFileStats memory;
+    std::chrono::microseconds duration{0};
 };
 
 class Vmm {
@@ -129,6 +161,13 @@ public:
     void update_network_rate_limiters(const std::string& iface_id, const std::optional<RateLimiterConfig>& rx,
                                       const std::optional<RateLimiterConfig>& tx);
 
+    // Snapshots (vmm/vmm_snapshot.cpp). Writes the VM's state to request.snapshot_path and its
+    // memory to request.mem_file_path (Full: every non-zero page; Diff: the pages written since
+    // the previous snapshot, which needs machine_config.track_dirty_pages), each through a
+    // temporary file renamed when complete. The VM must be paused and stays paused. Throws Error
+    // naming the state ("the VM is running: pause it first"), the device or the file. Any thread.
+    SnapshotSummary create_snapshot(const SnapshotRequest& request);
+
     // Metrics (vmm/metrics.h): the current metrics document as one line of JSON. Any thread;
     // before the VM runs it holds only the timestamp. Does not start a new event-loop window.
     std::string metrics_json();
@@ -143,6 +182,9 @@ private:
     void create_devices(const VmConfig& config);
     void create_vcpus(const VmConfig& config);
     void load_guest(const VmConfig& config);
+    // Restoring (vmm/vmm_snapshot.cpp): the CPU identity, the KVM VM and vCPU state and the
+    // devices' state from options_.restore, after the VM was built from its config.
+    void restore_state(const RestoreSource& source);
 
     void shutdown_vcpus();
     // The metrics document; `new_window` starts a new event-loop latency window (a line

@@ -228,7 +228,18 @@ TEST_CASE("API: unknown paths, wrong methods and unsupported Firecracker resourc
     r = api.call("PUT", "/mmds", json::object());
     CHECK(r.status == 400);
     CHECK(r.fault() == "/mmds: not supported by embervm");
-    CHECK(api.call("PUT", "/snapshot/create", json::object()).status == 400);
+    // Snapshots: the fields are checked, then the state (no microVM to save yet).
+    r = api.call("PUT", "/snapshot/create", json::object());
+    CHECK(r.status == 400);
+    CHECK(r.fault() == "snapshot.snapshot_path: required");
+    r = api.call("PUT", "/snapshot/create", json{{"snapshot_path", "/s"}, {"mem_file_path", "/m"}});
+    CHECK(r.status == 400);
+    CHECK(r.fault() == "PUT /snapshot/create: not allowed before the microVM started (InstanceStart first)");
+    r = api.call("PUT", "/snapshot/load",
+                 json{{"snapshot_path", "/s"}, {"mem_backend", {{"backend_type", "Uffd"}, {"backend_path", "/u"}}}});
+    CHECK(r.status == 400);
+    CHECK(r.fault() == "snapshot.mem_backend.backend_type: Uffd is not supported yet (use File)");
+    CHECK(api.call("GET", "/snapshot/load").status == 405);
     CHECK(api.call("PUT", "/entropy", json::object()).status == 400);
     // The query string is not part of the path.
     CHECK(api.call("GET", "/machine-config?x=1").status == 200);

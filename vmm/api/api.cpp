@@ -37,9 +37,8 @@ RateLimiterConfig merge_rate_limiter(const std::optional<RateLimiterConfig>& cur
 }
 
 // Firecracker resources embervm does not implement: refused by name rather than "not found".
-constexpr std::array<std::string_view, 8> kUnsupportedPaths = {
-    "/mmds", "/mmds/config", "/snapshot/create", "/snapshot/load", "/entropy", "/cpu-config",
-    "/serial", "/hotplug/memory",
+constexpr std::array<std::string_view, 6> kUnsupportedPaths = {
+    "/mmds", "/mmds/config", "/entropy", "/cpu-config", "/serial", "/hotplug/memory",
 };
 
 // "/drives/rootfs" with prefix "/drives/" -> "rootfs"; nullopt if the path is not of that form.
@@ -128,19 +127,11 @@ void ApiController::start_instance() {
     start_instance_locked();
 }
 
-void ApiController::start_instance_locked() {
-    VmConfig config;
-    {
-        std::lock_guard lock(mutex_);
-        if (vm_) throw ConfigError("InstanceStart: the microVM was started already");
-        if (!draft_.boot_source) throw ConfigError("boot-source: required before InstanceStart (PUT /boot-source)");
-        config = draft_;
-    }
-    // Vm's constructor validates the whole configuration and its files; start() builds the VM.
+void ApiController::start_vm(const std::function<std::shared_ptr<Vm>()>& make) {
     // Without mutex_: the runner may wait for a thread that calls vm() meanwhile.
     std::shared_ptr<Vm> vm;
     const auto build = [&] {
-        vm = std::make_shared<Vm>(config, options_.vm_options);
+        vm = make();
         vm->start();
     };
     if (options_.run_instance_start) {
@@ -159,6 +150,18 @@ void ApiController::start_instance_locked() {
     }
     std::lock_guard lock(mutex_);
     vm_ = std::move(vm);
+}
+
+void ApiController::start_instance_locked() {
+    VmConfig config;
+    {
+        std::lock_guard lock(mutex_);
+        if (vm_) throw ConfigError("InstanceStart: the microVM was started already");
+        if (!draft_.boot_source) throw ConfigError("boot-source: required before InstanceStart (PUT /boot-source)");
+        config = draft_;
+    }
+    // Vm's constructor validates the whole configuration and its files; start() builds the VM.
+    start_vm([&] { return std::make_shared<Vm>(config, options_.vm_options); });
     log::info("API: the microVM started");
 }
 
@@ -250,6 +253,14 @@ ApiResponse ApiController::route(const ApiRequest& request) {
     if (path == "/vsock") {
         if (auto r = allow({"PUT"})) return *r;
         return put_vsock(body("vsock"));
+    }
+    if (path == "/snapshot/create") {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_snapshot_create(body("snapshot"));
+    }
+    if (path == "/snapshot/load") {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_snapshot_load(body("snapshot"));
     }
     for (std::string_view unsupported : kUnsupportedPaths) {
         if (path == unsupported || (path.starts_with(unsupported) && path[unsupported.size()] == '/')) {
@@ -484,6 +495,58 @@ ApiResponse ApiController::put_vsock(const json& body) {
     VsockConfig vsock = vsock_from_json(body, "vsock");
     std::lock_guard lock(mutex_);
     draft_.vsock = std::move(vsock);
+    return no_content();
+}
+
+// Firecracker's PUT /snapshot/create: on a paused microVM; returns when both files are written.
+ApiResponse ApiController::put_snapshot_create(const json& body) {
+    const JsonFields f(body, "snapshot", {"snapshot_type", "snapshot_path", "mem_file_path", "version"});
+    const auto type = f.optional_choice("snapshot_type", {"Full", "Diff"}).value_or("Full");
+    SnapshotFiles files{f.required_string("snapshot_path"), f.required_string("mem_file_path")};
+    if (auto r = refuse_unless(false, "PUT /snapshot/create")) return *r;
+    if (vm_->state() != VmState::Paused) {
+        return bad_request(fmt::format("snapshot: the microVM is {}: pause it first (PATCH /vm {{\"state\": \"Paused\"}})",
+                                       state_name(vm_->state())));
+    }
+    vm_->snapshot(type == "Full" ? SnapshotKind::Full : SnapshotKind::Diff, files);
+    return no_content();
+}
+
+// Firecracker's PUT /snapshot/load: in a fresh process only (nothing configured but the logger
+// and metrics, no InstanceStart); the restored microVM runs with resume_vm, else stays Paused.
+ApiResponse ApiController::put_snapshot_load(const json& body) {
+    const JsonFields f(body, "snapshot",
+                       {"snapshot_path", "mem_backend", "mem_file_path", "track_dirty_pages", "resume_vm",
+                        "enable_diff_snapshots"});
+    SnapshotFiles files;
+    files.snapshot_path = f.required_string("snapshot_path");
+    if (body.contains("mem_backend")) {
+        const JsonFields m(body["mem_backend"], "snapshot.mem_backend", {"backend_type", "backend_path"});
+        const auto backend = m.optional_choice("backend_type", {"File", "Uffd"});
+        if (!backend) throw ConfigError("snapshot.mem_backend.backend_type: required");
+        if (*backend == "Uffd") throw ConfigError("snapshot.mem_backend.backend_type: Uffd is not supported yet (use File)");
+        files.mem_file_path = m.required_string("backend_path");
+        if (body.contains("mem_file_path")) throw ConfigError("snapshot.mem_file_path: not together with mem_backend");
+    } else {
+        files.mem_file_path = f.required_string("mem_file_path");
+    }
+    RestoreOptions restore;
+    restore.resume_vm = f.optional_bool("resume_vm").value_or(false);
+    restore.track_dirty_pages =
+        f.optional_bool("track_dirty_pages").value_or(f.optional_bool("enable_diff_snapshots").value_or(false));
+    if (auto r = refuse_unless(true, "PUT /snapshot/load")) return *r;
+    {
+        std::lock_guard lock(mutex_);
+        VmConfig configured = draft_;
+        configured.logger.reset();
+        configured.metrics.reset();
+        if (!(configured == VmConfig{})) {
+            return bad_request("PUT /snapshot/load: the microVM was configured already: load a snapshot in a fresh "
+                               "embervm (only logger and metrics may come first)");
+        }
+    }
+    start_vm([&] { return std::shared_ptr<Vm>(Vm::restore(files, restore, options_.vm_options)); });
+    log::info("API: the microVM was restored from {}", files.snapshot_path);
     return no_content();
 }
 

@@ -71,6 +71,8 @@ public:
 
 private:
     ApiResponse route(const ApiRequest& request);
+    // Makes the Vm (`make`, on options_.run_instance_start's thread if set), starts it and keeps it.
+    void start_vm(const std::function<std::shared_ptr<Vm>()>& make);
     void start_instance_locked();  // request_mutex_ held
 
     ApiResponse get_instance_info() const;
@@ -91,6 +93,8 @@ private:
     ApiResponse put_metrics(const nlohmann::json& body);
     ApiResponse put_console(const nlohmann::json& body);
     ApiResponse put_vsock(const nlohmann::json& body);
+    ApiResponse put_snapshot_create(const nlohmann::json& body);
+    ApiResponse put_snapshot_load(const nlohmann::json& body);
 
     // The 400 for a request that is only allowed before (pre_boot) or after the start.
     std::optional<ApiResponse> refuse_unless(bool pre_boot, std::string_view what) const;

@@ -377,6 +377,12 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
               path(o.api_sock));
     add_switch("--no-api", "no API: boot from the config file and flags alone (the default)",
                [&o] { o.no_api = true; });
+    add_value("--restore", "SNAPSHOT",
+              "run the VM saved in SNAPSHOT (PUT /snapshot/create) instead of\n"
+              "booting: its configuration, vCPU and device state; with\n"
+              "--restore-mem, and without the flags that define a VM",
+              path(o.restore));
+    add_value("--restore-mem", "MEMFILE", "the memory file of the --restore snapshot", path(o.restore_mem));
     add_value("--id", "ID", "instance id reported by GET / (default anonymous-instance)",
               [&o](std::string_view flag, const std::string& v) {
                   const std::string id = non_empty(flag, v);
@@ -463,6 +469,28 @@ std::vector<std::string> CommandLine::prepare(int argc, const char* const* argv,
     return args;
 }
 
+// --restore takes the VM from the snapshot: the flags that define one are refused next to it.
+void check_restore(const CliOptions& o) {
+    if (o.restore_mem && !o.restore) throw CliError("--restore-mem: needs --restore SNAPSHOT");
+    if (!o.restore) return;
+    if (!o.restore_mem) throw CliError("--restore: needs --restore-mem MEMFILE (the snapshot's memory file)");
+    const std::pair<bool, const char*> defining[] = {
+        {o.config_path.has_value(), "--config"}, {o.kernel.has_value(), "--kernel"},
+        {o.initrd.has_value(), "--initrd"},      {o.cmdline.has_value(), "--cmdline"},
+        {o.vcpus.has_value(), "--vcpus"},        {o.mem_mib.has_value(), "--mem"},
+        {o.no_acpi, "--no-acpi"},                {o.enable_pci, "--enable-pci"},
+        {!o.drives.empty(), "--drive"},          {!o.network_interfaces.empty(), "--net"},
+        {o.balloon.has_value(), "--balloon"},    {o.vsock.has_value(), "--vsock"},
+        {o.console.has_value(), "--console"},    {o.api_sock.has_value(), "--api-sock"},
+    };
+    for (const auto& [given, flag] : defining) {
+        if (given) {
+            throw CliError(fmt::format("{}: cannot be combined with --restore (the snapshot holds the VM's "
+                                       "configuration; with the API use PUT /snapshot/load)", flag));
+        }
+    }
+}
+
 CliOptions CommandLine::parse(int argc, const char* const* argv) {
     std::optional<CliError> stop;
     std::vector<std::string> args = prepare(argc, argv, stop);
@@ -474,6 +502,7 @@ CliOptions CommandLine::parse(int argc, const char* const* argv) {
     }
     if (stop) throw *stop;
     if (options_.api_sock && options_.no_api) throw CliError("--no-api: cannot be combined with --api-sock");
+    check_restore(options_);
     return std::move(options_);
 }
 
@@ -492,6 +521,7 @@ CliOptions parse_cli(int argc, const char* const* argv) { return CommandLine().p
 
 VmConfig resolve_config(const CliOptions& o) {
     VmConfig config;
+    if (o.restore) return config;
     if (o.config_path) config = load_config_file(*o.config_path);
 
     if (o.kernel) {

@@ -48,6 +48,8 @@ struct CliOptions {
     bool no_api = false;                     // --no-api (the default; refused with --api-sock)
     std::optional<std::string> instance_id;  // --id
     bool no_seccomp = false;                 // --no-seccomp: no seccomp filters on any thread
+    std::optional<std::string> restore;      // --restore: run this snapshot instead of booting
+    std::optional<std::string> restore_mem;  // --restore-mem: its memory file (with --restore)
     bool help = false;     // --help / -h
     bool version = false;  // --version
 };
@@ -57,7 +59,7 @@ struct CliOptions {
 // an unknown flag, a missing or bad value, or a flag given twice (aliases count as the same).
 CliOptions parse_cli(int argc, const char* const* argv);
 
-// The VmConfig to run: the --config file if given, with --kernel/--initrd/--cmdline/--vcpus/
+// The VmConfig to run (empty with --restore: the snapshot has it): the --config file if given, with --kernel/--initrd/--cmdline/--vcpus/
 // --mem/--no-acpi overriding its fields; otherwise the flags alone (then --kernel is required, unless
 // --api-sock is given: the result may then lack a boot source).
 // Runs validate() and validate_files() on the result; throws ConfigError (CliError for

@@ -47,6 +47,16 @@ inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, MsrsHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, MsrsHeader);
 inline constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, IrqRoutingHeader);
 
+// struct kvm_xsave as the kernel sizes it (4096 bytes; its C++ view adds the flexible array's
+// empty struct). KVM_GET_XSAVE2 fills as many bytes as KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) says.
+struct XsaveRegion {
+    uint32_t region[1024];
+};
+static_assert(sizeof(XsaveRegion) == 4096);
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, XsaveRegion);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, XsaveRegion);
+inline constexpr unsigned long kGetXsave2 = _IOR(KVMIO, 0xcf, XsaveRegion);
+
 // A header followed by `count` entries, laid out as the kernel expects, zero-initialised.
 template <typename Header, typename Entry>
 class FlexBuffer {

@@ -118,11 +118,26 @@ void Vcpu::thread_main() {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
     bool first = true;
+    // The last KVM_RUN ended in an exit this thread handled: the exit's instruction completes
+    // (an OUT's RIP moves on, an IN's data lands in RAX) only on the next KVM_RUN.
+    bool exit_in_progress = false;
     try {
         // Before any guest code runs on this thread. The guest cannot have run yet if this throws.
         if (seccomp_) seccomp::install_on_this_thread(seccomp::ThreadKind::Vcpu);
         seccomp::forbidden_call_for_test(seccomp::ThreadKind::Vcpu);
         while (!stop_.load(std::memory_order_relaxed)) {
+            if (pause_requested_.load() && exit_in_progress) {
+                // Complete it before parking, so a paused vCPU's state (what a snapshot saves)
+                // is between two instructions: enter once with immediate_exit, which finishes the
+                // pending I/O and returns at once.
+                vcpu_->run_struct()->immediate_exit = 1;
+                exit_in_progress = false;
+                if (vcpu_->run()) {
+                    if (!handle_exit()) break;
+                    exit_in_progress = true;
+                }
+                continue;
+            }
             if (pause_requested_.load()) {
                 std::unique_lock lock(pause_mutex_);
                 paused_ = true;
@@ -138,6 +153,7 @@ void Vcpu::thread_main() {
             }
             if (!vcpu_->run()) {
                 // Kicked (EINTR) or immediate_exit: loop re-checks stop_.
+                exit_in_progress = false;
                 stats_.interrupted.fetch_add(1, std::memory_order_relaxed);
                 vcpu_->run_struct()->immediate_exit = (stop_.load() || pause_requested_.load()) ? 1 : 0;
                 continue;
@@ -145,6 +161,7 @@ void Vcpu::thread_main() {
             if (!handle_exit()) {
                 break;
             }
+            exit_in_progress = true;
         }
     } catch (const std::exception& e) {
         fail(fmt::format("vcpu{}: {}", vcpu_->id(), e.what()));

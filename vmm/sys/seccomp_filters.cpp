@@ -168,6 +168,15 @@ Calls event_loop_calls() {
     };
 }
 
+// What PUT /snapshot/create asks KVM on the API thread (the VM paused).
+std::vector<uint64_t> snapshot_ioctls() {
+    return {BLKGETSIZE64,         KVM_CHECK_EXTENSION,     vmm::kvm_abi::kGetMsrIndexList, vmm::kvm_abi::kGetCpuid2,
+            vmm::kvm_abi::kGetMsrs, KVM_GET_MP_STATE,      KVM_GET_REGS,                   KVM_GET_SREGS,
+            vmm::kvm_abi::kGetXsave, vmm::kvm_abi::kGetXsave2, KVM_GET_XCRS,              KVM_GET_DEBUGREGS,
+            KVM_GET_LAPIC,        KVM_GET_VCPU_EVENTS,     KVM_GET_TSC_KHZ,                KVM_GET_IRQCHIP,
+            KVM_GET_PIT2,         KVM_GET_CLOCK,           KVM_GET_DIRTY_LOG};
+}
+
 Calls api_calls() {
     return {
         {"accept4", "new API connections"},
@@ -189,8 +198,19 @@ Calls api_calls() {
         {"access", "files named by requests"},
         {"faccessat", "files named by requests"},
         {"faccessat2", "files named by requests"},
-        {"ioctl", "BLKGETSIZE64: a block device named as a drive", 1, {BLKGETSIZE64}},
+        {"ioctl",
+         "BLKGETSIZE64: a block device named as a drive; PUT /snapshot/create reads the paused VM's "
+         "state (vmm/vmm_snapshot.cpp: the KVM_GET_* of the vCPUs, irqchip, PIT, clock, dirty log)",
+         1, snapshot_ioctls()},
         {"tgkill", "wakes the main thread for InstanceStart (SIGRTMIN + 1)", 2, {sig(SIGRTMIN + 1)}},
+        // PUT /snapshot/create writes its two files through temporary files renamed when complete.
+        {"ftruncate", "PUT /snapshot/create sizes the memory file"},
+        {"pwrite64", "PUT /snapshot/create writes the memory file"},
+        {"fsync", "PUT /snapshot/create makes both files durable"},
+        {"rename", "PUT /snapshot/create renames the complete files into place"},
+        {"renameat", "PUT /snapshot/create renames the complete files into place"},
+        {"renameat2", "PUT /snapshot/create renames the complete files into place"},
+        {"unlink", "PUT /snapshot/create removes a temporary file it could not complete"},
     };
 }
 

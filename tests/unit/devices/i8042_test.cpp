@@ -366,3 +366,59 @@ TEST_CASE("i8042: Ctrl+Alt+Del from another thread while the guest reads", "[dev
         REQUIRE(got[i] == kSet1CtrlAltDel[i % kSet1CtrlAltDel.size()]);
     }
 }
+
+TEST_CASE("i8042: saved state restores the output buffer, a pending parameter and the command byte",
+          "[devices][i8042][snapshot]") {
+    Controller a;
+    a.command(0x60);
+    a.send(0x05);        // command byte: XLATE off, keyboard interrupt on, system flag
+    a.command(0xad);     // keyboard interface inhibited: Ctrl+Alt+Del is held by the keyboard
+    REQUIRE(a.kbc.send_ctrl_alt_del());
+    a.command(0xd2);     // waiting for the byte to put in the output buffer
+    embervm::StateWriter w;
+    a.kbc.save_state(w);
+
+    Controller b;
+    embervm::StateReader r(w.bytes(), "i8042");
+    b.kbc.restore_state(r);
+    r.expect_end();
+    CHECK(b.irq->count() == 0);
+    CHECK((b.status() & kLastWasCommand) != 0);
+    b.send(0x99);  // the parameter of 0xD2
+    CHECK(b.drain() == std::vector<uint8_t>{0x99});
+    b.command(0x20);
+    CHECK(b.drain() == std::vector<uint8_t>{0x15});  // 0x05 | inhibit bit
+    b.command(0xae);  // interface enabled: the held key strokes arrive untranslated (set 2)
+    const std::vector<uint8_t> keys = b.drain();
+    CHECK(keys == std::vector<uint8_t>{0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14});
+    CHECK(b.irq->count() > 0);
+}
+
+TEST_CASE("i8042: a saved state with bad fields is refused naming the field, the controller unchanged",
+          "[devices][i8042][snapshot]") {
+    Controller a;
+    embervm::StateWriter w;
+    w.put<uint32_t>(1);
+    std::string expected;
+    SECTION("an output buffer larger than the controller's") {
+        w.put<uint32_t>(17);
+        expected = "i8042: saved state field 'output': 17 bytes, the output buffer holds 16";
+    }
+    SECTION("an unknown pending command") {
+        w.put<uint32_t>(0);
+        w.put<uint8_t>(0);
+        w.put<uint8_t>(0);
+        w.put<uint8_t>(0);
+        w.put<uint8_t>(6);
+        expected = "i8042: saved state field 'pending': 6 is not a pending command";
+    }
+    SECTION("truncated") {
+        w.put<uint32_t>(1);
+        w.put<uint8_t>(0xfa);
+        expected = "i8042: saved state field 'output': truncated (1 bytes needed, 0 left)";
+    }
+    embervm::StateReader r(w.bytes(), "i8042");
+    CHECK_THROWS_WITH(a.kbc.restore_state(r), expected);
+    a.command(0x20);
+    CHECK(a.drain() == std::vector<uint8_t>{0x65});  // the power-on command byte
+}

@@ -451,3 +451,69 @@ TEST_CASE("serial: an fd sink gives up at the first hard error, logging it once"
                                                      "guest output is dropped from now on",
                                                      out.get(), EPIPE)));
 }
+
+TEST_CASE("serial: saved state restores registers, latched interrupts and unread input into a new UART",
+          "[devices][serial][snapshot]") {
+    Uart a;
+    a.set(kLcr, 0x83);
+    a.set(kData, 0x01);  // divisor 1
+    a.set(kLcr, 0x1b);
+    a.set(kFcr, 0x01);
+    a.set(kMcr, 0x0b);
+    a.set(kScr, 0x5a);
+    a.set(kIer, 0x03);  // RX data and THR empty
+    REQUIRE(a.feed("abc") == 3);
+    REQUIRE(a.reg(kData) == 'a');
+    embervm::StateWriter w;
+    a.serial.save_state(w);
+
+    Uart b;
+    embervm::StateReader r(w.bytes(), "serial");
+    b.serial.restore_state(r);
+    r.expect_end();
+    CHECK(b.irq->count() == 0);  // a pending interrupt is the irqchip's to deliver
+    CHECK(b.reg(kLcr) == 0x1b);
+    CHECK(b.reg(kMcr) == 0x0b);
+    CHECK(b.reg(kScr) == 0x5a);
+    CHECK(b.reg(kIer) == 0x03);
+    CHECK(b.reg(kIir) == (0xc0 | 0x04));  // FIFO enabled, RX data available
+    CHECK(b.reg(kData) == 'b');
+    CHECK(b.reg(kData) == 'c');
+    CHECK(b.reg(kIir) == (0xc0 | 0x02));  // then the latched THR empty
+    b.set(kLcr, 0x9b);
+    CHECK(b.reg(kData) == 0x01);
+    CHECK(b.reg(kIer) == 0x00);
+}
+
+TEST_CASE("serial: a saved state with bad fields is refused naming the field, the UART unchanged",
+          "[devices][serial][snapshot]") {
+    Uart a(8);
+    a.set(kScr, 0x11);
+    embervm::StateWriter w;
+    w.put<uint32_t>(1);
+    std::string expected;
+    SECTION("more input than the buffer holds") {
+        w.put_blob(std::vector<uint8_t>(9, 'x'));
+        expected = "serial: saved state field 'rx': 9 bytes do not fit the 8-byte RX buffer";
+    }
+    SECTION("reserved IER bits") {
+        w.put_blob({});
+        w.put<uint8_t>(0);
+        w.put<uint8_t>(0x10);
+        expected = "serial: saved state field 'ier': 0x10 has reserved bits set";
+    }
+    SECTION("truncated") {
+        w.put_blob({});
+        for (int i = 0; i < 8; i++) w.put<uint8_t>(0);
+        w.put_bool(true);
+        expected = "serial: saved state field 'overrun': truncated (1 bytes needed, 0 left)";
+    }
+    SECTION("a newer version") {
+        w = embervm::StateWriter();
+        w.put<uint32_t>(2);
+        expected = "serial: saved state field 'version': 2 is not supported (this embervm reads 1 to 1)";
+    }
+    embervm::StateReader r(w.bytes(), "serial");
+    CHECK_THROWS_WITH(a.serial.restore_state(r), expected);
+    CHECK(a.reg(kScr) == 0x11);
+}

@@ -282,3 +282,16 @@ TEST_CASE("cli: usage text lists every flag and the exit statuses", "[cli]") {
     CHECK_THAT(u, Catch::Contains("debug-exit"));
     CHECK(std::string(vmm::boot_protocol_name(BootProtocol::Pvh)) == "pvh");
 }
+
+TEST_CASE("cli: --restore takes a snapshot and its memory file, and no flag that defines a VM", "[cli]") {
+    const CliOptions o = parse({"--restore", "/s/vm.snap", "--restore-mem", "/s/vm.mem", "--serial-out", "/o"});
+    CHECK(o.restore == "/s/vm.snap");
+    CHECK(o.restore_mem == "/s/vm.mem");
+    CHECK(embervm::vmm::resolve_config(o) == VmConfig{});  // no --kernel needed: the snapshot has the VM
+    CHECK(cli_error({"--restore", "/s/vm.snap"}) == "--restore: needs --restore-mem MEMFILE (the snapshot's memory file)");
+    CHECK(cli_error({"--restore-mem", "/s/vm.mem"}) == "--restore-mem: needs --restore SNAPSHOT");
+    CHECK(cli_error({"--restore", "/s", "--restore-mem", "/m", "--kernel", "/k"}) ==
+          "--kernel: cannot be combined with --restore (the snapshot holds the VM's configuration; with the API use "
+          "PUT /snapshot/load)");
+    CHECK_THAT(cli_error({"--restore", "/s", "--restore-mem", "/m", "--mem", "64"}), Catch::StartsWith("--mem: cannot"));
+}
