@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <map>
 #include <random>
 
 #include <fmt/format.h>
@@ -440,6 +441,44 @@ void DeviceManager::log_counters() const {
         }
         dev.log_counters();
     }
+}
+
+std::vector<DeviceState> DeviceManager::pause_and_save_devices() {
+    for (const auto& slot : slots_) slot->transport->pause();
+    std::vector<DeviceState> out;
+    try {
+        for (const auto& slot : slots_) {
+            out.push_back(DeviceState{slot->transport->device().name(), slot->transport->save_state()});
+        }
+    } catch (...) {
+        resume_devices();
+        throw;
+    }
+    return out;
+}
+
+void DeviceManager::resume_devices() {
+    for (const auto& slot : slots_) slot->transport->resume();
+}
+
+void DeviceManager::restore_devices(std::span<const DeviceState> states) {
+    std::map<std::string, const DeviceState*> by_id;
+    for (const DeviceState& s : states) {
+        if (!by_id.emplace(s.id, &s).second) throw StateError(fmt::format("snapshot: device '{}' saved twice", s.id));
+    }
+    for (const auto& slot : slots_) {
+        if (!by_id.contains(slot->transport->device().name())) {
+            throw StateError(fmt::format("snapshot: no saved state for {}", slot->transport->device().name()));
+        }
+    }
+    if (by_id.size() != slots_.size()) {
+        for (const DeviceState& s : states) {
+            const bool known = std::any_of(slots_.begin(), slots_.end(),
+                                           [&](const auto& slot) { return slot->transport->device().name() == s.id; });
+            if (!known) throw StateError(fmt::format("snapshot: saved state of '{}', which this VM does not have", s.id));
+        }
+    }
+    for (const auto& slot : slots_) slot->transport->restore_state(by_id.at(slot->transport->device().name())->bytes);
 }
 
 std::vector<DeviceManager::Window> DeviceManager::windows() const {

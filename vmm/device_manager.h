@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,12 @@ namespace embervm::vmm {
 
 class Bus;
 class VmEventRouting;
+
+// One virtio device's saved state (transport and device, virtio/saved_state.h) in a snapshot.
+struct DeviceState {
+    std::string id;  // the device's name: "virtio-blk rootfs", "virtio-net eth0", "virtio-balloon"
+    std::vector<uint8_t> bytes;
+};
 
 inline constexpr uint32_t kFirstVirtioGsi = 5;
 inline constexpr uint32_t kLastVirtioGsi = 23;  // IOAPIC pins 5..23
@@ -105,6 +112,21 @@ public:
     void stop_watchdog();
     // One watchdog pass now (loop thread; also what the timer runs).
     void check_progress();
+
+    // Snapshots (virtio/saved_state.h).
+    // With every vCPU paused: completes every request the virtio devices handed to backends
+    // (onto the used rings), stops their event processing (no queue, TAP, socket or timer
+    // handler runs until resume_devices()) and returns each device's state (transport +
+    // device), in attach order. Throws Error naming a device that cannot be saved (vhost-net,
+    // vhost-user, virtio-pci for now); the devices go on then. Save the irqchip after this: a
+    // completion here may raise an interrupt.
+    std::vector<DeviceState> pause_and_save_devices();
+    void resume_devices();
+    // On restore: the devices were created from the snapshot's config (attach order and names
+    // as when saved); before any vCPU runs. Every device must have exactly one state. Activated
+    // devices are activated again (queues checked against guest memory, event subscriptions
+    // made). Throws StateError/Error with a one-line message naming the device.
+    void restore_devices(std::span<const DeviceState> states);
 
     // One info line per device with its counters (at the end of a run).
     void log_counters() const;
