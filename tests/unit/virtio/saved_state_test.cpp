@@ -20,12 +20,14 @@
 
 #include "devices/irq.h"
 #include "memory/guest_memory.h"
+#include "tests/unit/temp_dir.h"
 #include "tests/unit/virtio/fake_block_backend.h"
 #include "tests/unit/virtio/ring_driver.h"
 #include "virtio/balloon/balloon_device.h"
 #include "virtio/block/block_device.h"
 #include "virtio/mmio_transport.h"
 #include "virtio/virtio_defs.h"
+#include "virtio/vsock/vsock_device.h"
 #include "vmm/sys/event_loop.h"
 #include "vmm/sys/state_stream.h"
 
@@ -403,6 +405,39 @@ TEST_CASE("virtio-balloon: the target, actual and statistics buffer survive a sn
     CHECK(dev_b->request_stats());
     CHECK(a.rings[2]->used_idx() == 2);
     CHECK(b.rings[2]->used_idx() == 2);
+}
+
+TEST_CASE("virtio-vsock: a restored device tells the guest its connections are gone (transport reset event)",
+          "[virtio][snapshot]") {
+    embervm::test::TempDir dir;
+    GuestMemory mem{{{GuestAddress(0), kMemBytes}}};
+    Side a(mem, std::make_shared<vsock::VsockDevice>(3, dir.file("a.sock")));
+    a.bring_up(feature::kVersion1, 3);
+    a.rings[vsock::kEventQueue]->add({Buf{kData, 8, true}});  // Linux fills the event queue at probe
+    a.mem.write_obj<uint32_t>(GuestAddress(kData), 0xeeeeeeee);
+    a.w32(mmio::kQueueNotify, vsock::kEventQueue);
+    a.run();
+    a.transport->pause();
+    const auto saved = a.transport->save_state();
+    a.transport->resume();
+    a.run();
+    CHECK(a.rings[vsock::kEventQueue]->used_idx() == 0);  // the original keeps its connections
+
+    auto mem_b = copy_memory(mem, kMemBytes);
+    SECTION("restored: the event is in the guest's buffer") {
+        Side b(*mem_b, std::make_shared<vsock::VsockDevice>(3, dir.file("b.sock")));
+        b.add_driver_rings(3);
+        b.transport->restore_state(saved);
+        b.run();
+        REQUIRE(b.rings[vsock::kEventQueue]->used_idx() == 1);
+        CHECK(b.rings[vsock::kEventQueue]->used(0) == std::pair<uint32_t, uint32_t>{0, 4});
+        CHECK(mem_b->read_obj<uint32_t>(GuestAddress(kData)) == vsock::kEventTransportReset);
+    }
+    SECTION("another guest CID is refused") {
+        Side b(*mem_b, std::make_shared<vsock::VsockDevice>(4, dir.file("b.sock")));
+        CHECK_THROWS_WITH(b.transport->restore_state(saved), Catch::Contains("guest CID"));
+        CHECK(b.r32(mmio::kStatus) == 0);
+    }
 }
 
 TEST_CASE("snapshot: a device that cannot be saved is refused by name", "[virtio][snapshot]") {
