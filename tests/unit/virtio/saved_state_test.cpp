@@ -25,6 +25,8 @@
 #include "tests/unit/virtio/ring_driver.h"
 #include "virtio/balloon/balloon_device.h"
 #include "virtio/block/block_device.h"
+#include "virtio/console/console_device.h"
+#include "virtio/console/sink.h"
 #include "virtio/mmio_transport.h"
 #include "virtio/virtio_defs.h"
 #include "virtio/vsock/vsock_device.h"
@@ -438,6 +440,58 @@ TEST_CASE("virtio-vsock: a restored device tells the guest its connections are g
         CHECK_THROWS_WITH(b.transport->restore_state(saved), Catch::Contains("guest CID"));
         CHECK(b.r32(mmio::kStatus) == 0);
     }
+}
+
+namespace {
+
+// Takes at most `room` bytes, then reports EAGAIN; keeps what it took.
+class ShortSink : public console::ConsoleSink {
+public:
+    explicit ShortSink(std::string& out) : out_(out) {}
+    ssize_t write(std::span<const uint8_t> bytes) override {
+        const size_t n = std::min(bytes.size(), room);
+        if (n == 0) return -EAGAIN;
+        out_.append(bytes.begin(), bytes.begin() + static_cast<long>(n));
+        room -= n;
+        return static_cast<ssize_t>(n);
+    }
+    void when_writable(std::function<void()>) override {}
+    std::string name() const override { return "short sink"; }
+    size_t room = 0;
+
+private:
+    std::string& out_;
+};
+
+}  // namespace
+
+TEST_CASE("virtio-console: output cut by a full sink goes on after the restore where it stopped, nothing twice",
+          "[virtio][snapshot]") {
+    GuestMemory mem{{{GuestAddress(0), kMemBytes}}};
+    std::string out_a, out_b;
+    auto sink_a = std::make_unique<ShortSink>(out_a);
+    ShortSink* sa = sink_a.get();
+    sa->room = 5;
+    Side a(mem, std::make_shared<console::ConsoleDevice>(std::move(sink_a)));
+    a.bring_up(feature::kVersion1, 2);
+    const std::string text = "hello, snapshot";
+    mem.write(GuestAddress(kData), std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    a.rings[1]->add({Buf{kData, static_cast<uint32_t>(text.size()), false}});
+    a.w32(mmio::kQueueNotify, 1);
+    CHECK(out_a == "hello");
+    a.transport->pause();
+    CHECK(a.rings[1]->used_idx() == 0);
+    const auto saved = a.transport->save_state();
+
+    auto mem_b = copy_memory(mem, kMemBytes);
+    auto sink_b = std::make_unique<ShortSink>(out_b);
+    sink_b->room = 1000;
+    Side b(*mem_b, std::make_shared<console::ConsoleDevice>(std::move(sink_b)));
+    b.add_driver_rings(2);
+    b.transport->restore_state(saved);
+    b.run();
+    CHECK(out_b == ", snapshot");
+    CHECK(b.rings[1]->used_idx() == 1);
 }
 
 TEST_CASE("snapshot: a device that cannot be saved is refused by name", "[virtio][snapshot]") {
