@@ -45,6 +45,7 @@
 
 #include "memory/guest_memory.h"
 #include "virtio/queue.h"
+#include "vmm/sys/state_stream.h"
 
 namespace embervm::vmm {
 class EventLoop;
@@ -152,6 +153,22 @@ public:
     virtual nlohmann::json metrics_json() const = 0;
     // One info line with the counters, at the end of a run.
     virtual void log_counters() const = 0;
+
+    // Snapshots (virtio/saved_state.h). pause(): completes every request handed to a backend
+    // (into the used ring) and stops every event handler of the device until resume(); a
+    // no-op while not activated. save_state(): the device's own state (configuration space and
+    // what it keeps beyond it), while paused or not activated; a device that cannot be saved
+    // throws Error naming itself. restore_state(): into a device just created from the same
+    // config and not activated, before the transport activates it again; throws StateError
+    // naming the device and the field.
+    virtual void pause() {}
+    virtual void resume() {}
+    virtual std::vector<uint8_t> save_state() const {
+        throw Error(fmt::format("snapshot: {} cannot be saved", name()));
+    }
+    virtual void restore_state(std::span<const uint8_t> /*bytes*/) {
+        throw StateError(fmt::format("snapshot: {} cannot be restored", name()));
+    }
 };
 
 }  // namespace embervm::virtio

@@ -83,13 +83,66 @@ void DeviceBase::reset() {
     loop_.reset();
 }
 
+void DeviceBase::pause() {
+    std::lock_guard lock(mutex());
+    if (paused_) return;
+    if (active_ && !broken()) {
+        try {
+            on_pause_locked();
+        } catch (const std::exception& e) {
+            fail_locked(fmt::format("pause: {}", e.what()));
+        }
+    }
+    paused_ = true;
+    if (active_ && loop_ != nullptr) {
+        ++generation_;
+        post_sync_locked();  // drops the subscriptions
+    }
+}
+
+void DeviceBase::resume() {
+    std::lock_guard lock(mutex());
+    if (!paused_) return;
+    paused_ = false;
+    if (!active_) return;
+    if (loop_ != nullptr) {
+        ++generation_;
+        post_sync_locked();
+    }
+    // A kick taken from a queue's eventfd while paused was dropped: look at every queue.
+    for (size_t q = 0; q < queues_.size(); q++) on_queue_event_locked(static_cast<uint16_t>(q));
+}
+
+std::vector<uint8_t> DeviceBase::save_state() const {
+    std::lock_guard lock(mutex());
+    StateWriter w;
+    save_state_locked(w);
+    return w.take();
+}
+
+void DeviceBase::restore_state(std::span<const uint8_t> bytes) {
+    std::lock_guard lock(mutex());
+    if (active_) throw StateError(fmt::format("{}: saved state restored into an activated device", name()));
+    StateReader r(bytes, name());
+    restore_state_locked(r);
+    r.expect_end();
+}
+
+void DeviceBase::save_state_locked(StateWriter& /*w*/) const {
+    throw Error(fmt::format("snapshot: {} cannot be saved", name()));
+}
+
+void DeviceBase::restore_state_locked(StateReader& /*r*/) {
+    throw StateError(fmt::format("snapshot: {} cannot be restored", name()));
+}
+
 void DeviceBase::queue_notify(uint16_t queue_index) {
     std::lock_guard lock(mutex());
     on_queue_event_locked(queue_index);
 }
 
 void DeviceBase::on_queue_event_locked(uint16_t queue_index) {
-    if (!active_ || broken() || queue_index >= queues_.size() || !queues_[queue_index].ready()) return;
+    if (!active_ || paused_ || broken() || queue_index >= queues_.size() || !queues_[queue_index].ready()) return;
     try {
         on_queue_locked(queue_index);
     } catch (const std::exception& e) {
@@ -140,7 +193,7 @@ void DeviceBase::sync(const std::shared_ptr<Link>& link) {
 void DeviceBase::sync_locked(const std::shared_ptr<Link>& link) {
     if (subscriptions_ && subscriptions_->generation == generation_) return;
     subscriptions_.reset();
-    if (!active_ || loop_ == nullptr) return;
+    if (!active_ || paused_ || loop_ == nullptr) return;
     auto subs = std::make_unique<Subscriptions>();
     subs->generation = generation_;
     const std::weak_ptr<Link> weak = link;
@@ -187,7 +240,7 @@ void DeviceBase::sync_locked(const std::shared_ptr<Link>& link) {
                 if (!l) return;
                 std::lock_guard lock(l->mutex);
                 DeviceBase* d = l->device;
-                if (d == nullptr || !d->active_ || d->broken() || d->generation_ != generation) return;
+                if (d == nullptr || !d->active_ || d->paused_ || d->broken() || d->generation_ != generation) return;
                 try {
                     d->on_timer_locked();
                 } catch (const std::exception& e) {
@@ -204,7 +257,7 @@ void DeviceBase::sync_locked(const std::shared_ptr<Link>& link) {
 
 void DeviceBase::on_source_event_locked(size_t index, uint64_t generation, vmm::FdWatch* watch) {
     bool keep_watching = false;
-    if (active_ && !broken() && generation == generation_ && subscriptions_ &&
+    if (active_ && !paused_ && !broken() && generation == generation_ && subscriptions_ &&
         subscriptions_->generation == generation) {
         try {
             keep_watching = subscriptions_->source_handlers.at(index)();

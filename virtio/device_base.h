@@ -51,6 +51,15 @@ public:
     void queue_notify(uint16_t queue_index) final;
     void reset() final;
 
+    // Snapshots (virtio/device.h, virtio/saved_state.h): pause() runs on_pause_locked() and
+    // drops the subscriptions; resume() makes them again and looks at every ready queue once.
+    // save_state()/restore_state() frame the device's hooks with the reader's checks (everything
+    // read, nothing left over).
+    void pause() final;
+    void resume() final;
+    std::vector<uint8_t> save_state() const final;
+    void restore_state(std::span<const uint8_t> bytes) final;
+
     // Guest errors that put the device in DEVICE_NEEDS_RESET since it was created.
     uint64_t device_errors() const { return device_errors_.load(std::memory_order_relaxed); }
 
@@ -84,8 +93,17 @@ protected:
     virtual std::optional<std::chrono::nanoseconds> timer_interval_locked() const { return std::nullopt; }
     virtual void on_timer_locked() {}
 
+    // Snapshot hooks (lock held). on_pause_locked: complete what a backend holds (activated,
+    // not broken). save_state_locked/restore_state_locked: the device's own state, with a version
+    // first; the default refuses ("snapshot: NAME cannot be saved").
+    virtual void on_pause_locked() {}
+    virtual void save_state_locked(StateWriter& w) const;
+    virtual void restore_state_locked(StateReader& r);
+
     // State of the activation (lock held).
     bool active() const { return active_; }
+    // Between pause() and resume(): no handler may touch the queues or the backends.
+    bool paused() const { return paused_; }
     bool broken() const { return interrupt_ != nullptr && interrupt_->needs_reset(); }
     const memory::GuestMemory& mem() const { return *mem_; }
     std::span<Queue> queues() const { return queues_; }
@@ -117,6 +135,7 @@ private:
 
     std::shared_ptr<Link> link_;  // the lock, and the way handlers find the device
     bool active_ = false;
+    bool paused_ = false;
     const memory::GuestMemory* mem_ = nullptr;
     std::span<Queue> queues_;
     uint64_t acked_features_ = 0;

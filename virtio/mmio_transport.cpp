@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "virtio/saved_state.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::virtio {
@@ -21,6 +22,24 @@ void MmioTransport::reset_transport_locked() {
     device_features_sel_ = 0;
     driver_features_sel_ = 0;
     queue_sel_ = 0;
+}
+
+void MmioTransport::save_transport_locked(StateWriter& w) const {
+    w.put<uint32_t>(state_version::kMmio);
+    w.put(device_features_sel_);
+    w.put(driver_features_sel_);
+    w.put(queue_sel_);
+}
+
+void MmioTransport::restore_transport_locked(StateReader& r) {
+    r.get_version(state_version::kMmio);
+    // Any value is one a driver can write (out-of-range selectors read as 0).
+    const auto device_sel = r.get<uint32_t>("device features select");
+    const auto driver_sel = r.get<uint32_t>("driver features select");
+    const auto queue_sel = r.get<uint32_t>("queue select");
+    device_features_sel_ = device_sel;
+    driver_features_sel_ = driver_sel;
+    queue_sel_ = queue_sel;
 }
 
 void MmioTransport::deliver(uint32_t interrupt_bits, std::optional<uint16_t> /*queue: one line for all*/) {

@@ -64,6 +64,8 @@ private:
     // One interrupt line for every cause: InterruptStatus says which.
     void deliver(uint32_t interrupt_bits, std::optional<uint16_t> queue) override;
     void reset_transport_locked() override;
+    void save_transport_locked(StateWriter& w) const override;
+    void restore_transport_locked(StateReader& r) override;
     uint32_t read_register(uint64_t offset);
     void write_register(uint64_t offset, uint32_t value);
 

@@ -302,6 +302,14 @@ void PciTransport::write_common(uint64_t offset, size_t width, uint64_t value) {
     }
 }
 
+void PciTransport::save_transport_locked(StateWriter& /*w*/) const {
+    throw Error(fmt::format("snapshot: {}: devices on virtio-pci cannot be saved yet", name_));
+}
+
+void PciTransport::restore_transport_locked(StateReader& /*r*/) {
+    throw StateError(fmt::format("snapshot: {}: devices on virtio-pci cannot be restored yet", name_));
+}
+
 void PciTransport::reset_transport_locked() {
     device_feature_select_ = 0;
     driver_feature_select_ = 0;

@@ -118,6 +118,10 @@ public:
 private:
     void deliver(uint32_t interrupt_bits, std::optional<uint16_t> queue) override;
     void reset_transport_locked() override;
+    // Not done yet: the MSI-X table and PBA, the configuration space and the BARs would go
+    // here (virtio/saved_state.h). Both throw Error naming the device.
+    void save_transport_locked(StateWriter& w) const override;
+    void restore_transport_locked(StateReader& r) override;
     uint64_t read_common(uint64_t offset, size_t width);
     void write_common(uint64_t offset, size_t width, uint64_t value);
     // A vector number the driver wrote: itself if the table has it, else kNoVector.

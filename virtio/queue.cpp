@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "virtio/saved_state.h"
+
 namespace embervm::virtio {
 
 using memory::GuestAddress;
@@ -163,6 +165,46 @@ Queue::Queue(uint16_t max_size) : max_size_(max_size), size_(max_size) {
 }
 
 void Queue::reset() { *this = Queue(max_size_); }
+
+void Queue::save_state(StateWriter& w) const {
+    w.put<uint32_t>(state_version::kQueue);
+    w.put(max_size_);
+    w.put(size_);
+    w.put_bool(ready_);
+    w.put(desc_table_.value);
+    w.put(avail_ring_.value);
+    w.put(used_ring_.value);
+    w.put_bool(event_idx_enabled_);
+    w.put_bool(indirect_enabled_);
+    w.put(next_avail_);
+    w.put(next_used_);
+    w.put_bool(signalled_used_.has_value());
+    w.put(signalled_used_.value_or(0));
+}
+
+void Queue::restore_state(StateReader& r) {
+    r.get_version(state_version::kQueue);
+    const auto max_size = r.get<uint16_t>("queue max size");
+    if (max_size != max_size_) {
+        r.fail("queue max size", fmt::format("{} where this device has {}", max_size, max_size_));
+    }
+    Queue q(max_size_);
+    q.size_ = r.get<uint16_t>("queue size");
+    if (q.size_ > max_size_) r.fail("queue size", fmt::format("{} exceeds the maximum {}", q.size_, max_size_));
+    q.ready_ = r.get_bool("queue ready");
+    q.desc_table_ = GuestAddress(r.get<uint64_t>("descriptor table"));
+    q.avail_ring_ = GuestAddress(r.get<uint64_t>("available ring"));
+    q.used_ring_ = GuestAddress(r.get<uint64_t>("used ring"));
+    q.event_idx_enabled_ = r.get_bool("event idx");
+    q.indirect_enabled_ = r.get_bool("indirect descriptors");
+    q.next_avail_ = r.get<uint16_t>("next avail");
+    q.cached_avail_idx_ = q.next_avail_;
+    q.next_used_ = r.get<uint16_t>("next used");
+    const bool signalled = r.get_bool("signalled used present");
+    const auto signalled_used = r.get<uint16_t>("signalled used");
+    if (signalled) q.signalled_used_ = signalled_used;
+    *this = q;
+}
 
 std::optional<std::string> Queue::validate(const GuestMemory& mem) const {
     if (size_ == 0) {

@@ -41,6 +41,7 @@
 
 #include "memory/guest_memory.h"
 #include "virtio/virtio_defs.h"
+#include "vmm/sys/state_stream.h"
 
 namespace embervm::virtio {
 
@@ -309,6 +310,12 @@ public:
     uint16_t next_used() const { return next_used_; }
     void set_next_avail(uint16_t idx) { next_avail_ = idx; cached_avail_idx_ = idx; }
     void set_next_used(uint16_t idx) { next_used_ = idx; signalled_used_.reset(); }
+
+    // Snapshots (virtio/saved_state.h): the driver's set-up and the device's positions. A
+    // restored queue is only checked against its maximum size here; a ready one is validated
+    // against guest memory when the device is activated again. Throws StateError.
+    void save_state(StateWriter& w) const;
+    void restore_state(StateReader& r);
 
 private:
     void check_usable() const;

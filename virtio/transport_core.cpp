@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "virtio/saved_state.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::virtio {
@@ -171,6 +172,10 @@ void TransportCore::write_status(uint32_t value) {
 }
 
 void TransportCore::activate_locked() {
+    if (auto why = activate_device_locked()) device_error(*why);
+}
+
+std::optional<std::string> TransportCore::activate_device_locked() {
     const bool event_idx = (driver_features_ & feature::kRingEventIdx) != 0;
     const bool indirect = (driver_features_ & feature::kRingIndirectDesc) != 0;
     for (auto& q : queues_) {
@@ -182,12 +187,11 @@ void TransportCore::activate_locked() {
             continue;
         }
         if (auto why = queues_[i].validate(mem_)) {
-            device_error(fmt::format("queue {}: {}", i, *why));
-            return;
+            return fmt::format("queue {}: {}", i, *why);
         }
     }
     if (needs_reset_.load()) {
-        return;
+        return std::nullopt;
     }
     activated_ = true;
     std::vector<int> events;
@@ -196,7 +200,125 @@ void TransportCore::activate_locked() {
         device_->activate(Activation{mem_, queues_, driver_features_, *this, events, loop_});
         log::debug("{}: activated with features {:#x}", name_, driver_features_);
     } catch (const std::exception& e) {
-        device_error(fmt::format("activation failed: {}", e.what()));
+        return fmt::format("activation failed: {}", e.what());
+    }
+    return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshots
+
+void TransportCore::pause() {
+    std::lock_guard lock(mutex_);
+    device_->pause();
+}
+
+void TransportCore::resume() {
+    std::lock_guard lock(mutex_);
+    device_->resume();
+}
+
+std::vector<uint8_t> TransportCore::save_state() const {
+    std::lock_guard lock(mutex_);
+    const std::vector<uint8_t> device_state = device_->save_state();  // refuses first, by name
+    StateWriter transport;
+    save_transport_locked(transport);
+    StateWriter w;
+    w.put<uint32_t>(state_version::kTransport);
+    w.put<uint32_t>(device_->device_type());
+    w.put<uint64_t>(offered_features_);
+    w.put<uint16_t>(num_queues());
+    w.put<uint32_t>(status_.load());
+    w.put<uint64_t>(driver_features_);
+    w.put_bool(driver_features_beyond_64_);
+    w.put_bool(activated_);
+    w.put<uint32_t>(interrupt_status_.load());
+    w.put<uint32_t>(config_generation_.load());
+    w.put_bool(needs_reset_.load());
+    for (const Queue& q : queues_) q.save_state(w);
+    w.put_blob(transport.bytes());
+    w.put_blob(device_state);
+    return w.take();
+}
+
+void TransportCore::restore_state(std::span<const uint8_t> bytes) {
+    std::lock_guard lock(mutex_);
+    if (activated_ || status_.load() != 0) {
+        throw StateError(fmt::format("{}: saved state restored into a device the driver already uses", name_));
+    }
+    try {
+        restore_state_locked(bytes);
+    } catch (...) {
+        reset_locked();
+        throw;
+    }
+}
+
+void TransportCore::restore_state_locked(std::span<const uint8_t> bytes) {
+    StateReader r(bytes, name_);
+    r.get_version(state_version::kTransport);
+    if (const auto type = r.get<uint32_t>("device type"); type != device_->device_type()) {
+        r.fail("device type", fmt::format("{} where this device is {}", type, device_->device_type()));
+    }
+    if (const auto offered = r.get<uint64_t>("offered features"); offered != offered_features_) {
+        r.fail("offered features", fmt::format("{:#x} where this device offers {:#x}", offered, offered_features_));
+    }
+    if (const auto n = r.get<uint16_t>("queue count"); n != num_queues()) {
+        r.fail("queue count", fmt::format("{} where this device has {}", n, num_queues()));
+    }
+    const auto status = r.get<uint32_t>("status");
+    const bool bad_order = ((status & status::kDriver) != 0 && (status & status::kAcknowledge) == 0) ||
+                           ((status & status::kFeaturesOk) != 0 && (status & status::kDriver) == 0) ||
+                           ((status & status::kDriverOk) != 0 && (status & status::kFeaturesOk) == 0);
+    if ((status & ~kKnownStatusBits) != 0 || bad_order) {
+        r.fail("status", fmt::format("{:#x} is not a status a driver can set", status));
+    }
+    const auto driver_features = r.get<uint64_t>("driver features");
+    const bool beyond_64 = r.get_bool("driver features beyond 64");
+    if ((status & status::kFeaturesOk) != 0 &&
+        (beyond_64 || (driver_features & ~offered_features_) != 0 || (driver_features & feature::kVersion1) == 0)) {
+        r.fail("driver features", fmt::format("{:#x} were accepted but not offered ({:#x})", driver_features,
+                                              offered_features_));
+    }
+    const bool activated = r.get_bool("activated");
+    if (activated && (status & status::kDriverOk) == 0) r.fail("activated", "set without DRIVER_OK");
+    const auto interrupt_bits = r.get<uint32_t>("interrupt status");
+    if ((interrupt_bits & ~(interrupt::kUsedBuffer | interrupt::kConfigChange)) != 0) {
+        r.fail("interrupt status", fmt::format("{:#x} has unknown bits", interrupt_bits));
+    }
+    const auto generation = r.get<uint32_t>("config generation");
+    const bool needs_reset = r.get_bool("needs reset");
+    std::vector<Queue> queues;
+    for (const uint16_t max : queue_max_sizes_) {
+        queues.emplace_back(max);
+        queues.back().restore_state(r);
+    }
+    const auto transport = r.get_blob("transport registers");
+    const auto device = r.get_blob("device state");
+    r.expect_end();
+    StateReader tr(transport, name_);
+    restore_transport_locked(tr);
+    tr.expect_end();
+    device_->restore_state(device);
+
+    queues_ = std::move(queues);
+    driver_features_ = driver_features;
+    driver_features_beyond_64_ = beyond_64;
+    status_.store(status);
+    config_generation_.store(generation);
+    needs_reset_.store(needs_reset);
+    if (activated && !needs_reset) {
+        if (auto why = activate_device_locked()) throw StateError(fmt::format("{}: {}", name_, *why));
+        // Kicks the device may not have seen before the snapshot: a look at every queue is
+        // harmless (it finds what is available, or nothing).
+        for (size_t i = 0; i < queues_.size(); i++) {
+            if (queues_[i].ready()) notify_locked(static_cast<uint32_t>(i));
+        }
+    }
+    if (interrupt_bits != 0) {
+        // The guest may not have taken the interrupt before the snapshot: raise it again.
+        set_interrupt_bits(interrupt_bits);
+        deliver(interrupt_bits, std::nullopt);
     }
 }
 

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
 #include "vmm/sys/eventfd.h"
+#include "vmm/sys/state_stream.h"
 
 namespace embervm::vmm {
 class EventLoop;
@@ -59,6 +61,18 @@ public:
     // Recovery for a lost interrupt (the stall watchdog): raises the used-buffer interrupt again
     // (every queue's), if the device is activated and not broken. Returns whether it raised.
     bool raise_used_again();
+
+    // Snapshots (virtio/saved_state.h). pause(): the device completes what its backends hold
+    // and stops handling events (VirtioDevice::pause); resume(): it goes on. save_state(): the
+    // transport's and the device's state, while paused (vCPUs stopped); throws Error for a
+    // device or transport that cannot be saved. restore_state(): into a transport just created
+    // (never used) for a device of the same config, before any vCPU runs; activates the device
+    // again if it was activated. Throws StateError naming the device and the field, the
+    // transport then reset (as by the driver's status 0).
+    void pause();
+    void resume();
+    std::vector<uint8_t> save_state() const;
+    void restore_state(std::span<const uint8_t> bytes);
 
     // Introspection (for the VMM, metrics and tests).
     VirtioDevice& device() const { return *device_; }
@@ -93,6 +107,11 @@ protected:
     uint32_t take_interrupt_bits();
     // Called by reset_locked() so the transport resets its own registers (mutex_ held).
     virtual void reset_transport_locked() {}
+    // The transport's own registers in a snapshot (mutex_ held), with a version first.
+    // restore_transport_locked checks everything it reads (StateError) before it changes
+    // anything.
+    virtual void save_transport_locked(StateWriter& w) const = 0;
+    virtual void restore_transport_locked(StateReader& r) = 0;
 
     // The rest run with mutex_ held.
     // Word `sel` (0: bits 0-31, 1: 32-63, else 0) of the offered features.
@@ -118,6 +137,11 @@ protected:
 
 private:
     void activate_locked();
+    // Activates the device for the driver's features and ready queues; the reason if a queue is
+    // invalid or the device refused (the device is then not activated).
+    std::optional<std::string> activate_device_locked();
+    // restore_state without the reset on error.
+    void restore_state_locked(std::span<const uint8_t> bytes);
     bool features_acceptable() const;
 
     vmm::EventLoop* const loop_;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <map>
 #include <random>
 
 #include <fmt/format.h>
@@ -442,43 +443,50 @@ void DeviceManager::log_counters() const {
     }
 }
 
+std::vector<DeviceState> DeviceManager::pause_and_save_devices() {
+    for (const auto& slot : slots_) slot->transport->pause();
+    std::vector<DeviceState> out;
+    try {
+        for (const auto& slot : slots_) {
+            out.push_back(DeviceState{slot->transport->device().name(), slot->transport->save_state()});
+        }
+    } catch (...) {
+        resume_devices();
+        throw;
+    }
+    return out;
+}
+
+void DeviceManager::resume_devices() {
+    for (const auto& slot : slots_) slot->transport->resume();
+}
+
+void DeviceManager::restore_devices(std::span<const DeviceState> states) {
+    std::map<std::string, const DeviceState*> by_id;
+    for (const DeviceState& s : states) {
+        if (!by_id.emplace(s.id, &s).second) throw StateError(fmt::format("snapshot: device '{}' saved twice", s.id));
+    }
+    for (const auto& slot : slots_) {
+        if (!by_id.contains(slot->transport->device().name())) {
+            throw StateError(fmt::format("snapshot: no saved state for {}", slot->transport->device().name()));
+        }
+    }
+    if (by_id.size() != slots_.size()) {
+        for (const DeviceState& s : states) {
+            const bool known = std::any_of(slots_.begin(), slots_.end(),
+                                           [&](const auto& slot) { return slot->transport->device().name() == s.id; });
+            if (!known) throw StateError(fmt::format("snapshot: saved state of '{}', which this VM does not have", s.id));
+        }
+    }
+    for (const auto& slot : slots_) slot->transport->restore_state(by_id.at(slot->transport->device().name())->bytes);
+}
+
 std::vector<DeviceManager::Window> DeviceManager::windows() const {
     std::vector<Window> out;
     for (const auto& slot : slots_) {
         if (slot->base != 0) out.push_back({slot->base, boot::layout::kVirtioMmioSize, slot->gsi});
     }
     return out;
-}
-
-namespace {
-
-// A slot's device as snapshot messages name it: "virtio-blk rootfs", "virtio-balloon".
-std::string snapshot_device_id(const std::string& metrics_key) {
-    if (metrics_key.starts_with("block_")) return "virtio-blk " + metrics_key.substr(6);
-    if (metrics_key.starts_with("net_")) return "virtio-net " + metrics_key.substr(4);
-    return "virtio-" + metrics_key;
-}
-
-}  // namespace
-
-// Placeholder until the virtio devices can save their state: a VM without virtio devices has
-// nothing to save; any device makes the snapshot fail, naming it.
-std::vector<DeviceState> DeviceManager::pause_and_save_devices() {
-    if (!slots_.empty()) {
-        throw Error(fmt::format("snapshot: device '{}' cannot be saved yet", snapshot_device_id(slots_.front()->metrics_key)));
-    }
-    return {};
-}
-
-void DeviceManager::resume_devices() {}
-
-void DeviceManager::restore_devices(std::span<const DeviceState> states) {
-    if (!states.empty()) {
-        throw Error(fmt::format("snapshot: device '{}' cannot be restored yet", states.front().id));
-    }
-    if (!slots_.empty()) {
-        throw Error(fmt::format("snapshot: device '{}' has no saved state", snapshot_device_id(slots_.front()->metrics_key)));
-    }
 }
 
 std::string DeviceManager::kernel_cmdline_args() const {

@@ -54,10 +54,10 @@ namespace embervm::vmm {
 class Bus;
 class VmEventRouting;
 
-// One virtio device's saved state (transport and device) in a snapshot.
+// One virtio device's saved state (transport and device, virtio/saved_state.h) in a snapshot.
 struct DeviceState {
-    std::string id;              // "virtio-blk rootfs", "virtio-net eth0", "virtio-balloon"
-    std::vector<uint8_t> bytes;  // the device's own encoding (vmm/sys/state_stream.h)
+    std::string id;  // the device's name: "virtio-blk rootfs", "virtio-net eth0", "virtio-balloon"
+    std::vector<uint8_t> bytes;
 };
 
 inline constexpr uint32_t kFirstVirtioGsi = 5;
@@ -113,6 +113,21 @@ public:
     // One watchdog pass now (loop thread; also what the timer runs).
     void check_progress();
 
+    // Snapshots (virtio/saved_state.h).
+    // With every vCPU paused: completes every request the virtio devices handed to backends
+    // (onto the used rings), stops their event processing (no queue, TAP, socket or timer
+    // handler runs until resume_devices()) and returns each device's state (transport +
+    // device), in attach order. Throws Error naming a device that cannot be saved (vhost-net,
+    // vhost-user, virtio-pci for now); the devices go on then. Save the irqchip after this: a
+    // completion here may raise an interrupt.
+    std::vector<DeviceState> pause_and_save_devices();
+    void resume_devices();
+    // On restore: the devices were created from the snapshot's config (attach order and names
+    // as when saved); before any vCPU runs. Every device must have exactly one state. Activated
+    // devices are activated again (queues checked against guest memory, event subscriptions
+    // made). Throws StateError/Error with a one-line message naming the device.
+    void restore_devices(std::span<const DeviceState> states);
+
     // One info line per device with its counters (at the end of a run).
     void log_counters() const;
     // Adds one metrics section per device to `out`: "block_<drive_id>", "net_<iface_id>",
@@ -121,16 +136,6 @@ public:
     // "driver_stalled". Any thread
     // once the devices are attached.
     void add_metrics(nlohmann::json& out) const;
-
-    // Snapshots. With every vCPU paused: completes every request the virtio devices handed to
-    // backends, stops their event processing (no queue, TAP, socket or timer handler runs until
-    // resume_devices()) and returns each virtio device's state (transport and device). Throws
-    // Error naming the device when one cannot be saved.
-    std::vector<DeviceState> pause_and_save_devices();
-    void resume_devices();
-    // On restore: the devices were created from the snapshot's config; before any vCPU runs.
-    // Throws StateError/Error with a one-line message naming the device.
-    void restore_devices(std::span<const DeviceState> states);
 
     // What to append to the kernel command line (entries, root=, ...), space separated.
     std::string kernel_cmdline_args() const;

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "virtio/saved_state.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::virtio::balloon {
@@ -127,6 +128,23 @@ void BalloonDevice::on_timer_locked() {
                   stats_->total_memory.value_or(0) >> 20);
     }
     request_stats_locked();
+}
+
+void BalloonDevice::save_state_locked(StateWriter& w) const {
+    w.put<uint32_t>(state_version::kBalloon);
+    w.put<uint32_t>(num_pages_);
+    w.put<uint32_t>(actual_);
+    w.put<uint32_t>(stats_interval_s_);
+}
+
+void BalloonDevice::restore_state_locked(StateReader& r) {
+    r.get_version(state_version::kBalloon);
+    const auto target = r.get<uint32_t>("target pages");
+    const auto actual = r.get<uint32_t>("actual pages");
+    const auto interval = r.get<uint32_t>("statistics interval");
+    num_pages_ = target;
+    actual_ = actual;
+    stats_interval_s_ = interval;
 }
 
 void BalloonDevice::set_stats_interval(uint32_t seconds) {
@@ -298,7 +316,7 @@ bool BalloonDevice::request_stats() {
 }
 
 bool BalloonDevice::request_stats_locked() {
-    if (!stats_chain_ || !active() || broken()) return false;
+    if (!stats_chain_ || !active() || paused() || broken()) return false;
     try {
         Queue& q = queues()[stats_queue_];
         q.add_used(mem(), stats_chain_->head_index(), 0);

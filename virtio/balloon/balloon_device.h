@@ -105,6 +105,11 @@ private:
     void on_reset_locked() override;
     std::optional<std::chrono::nanoseconds> timer_interval_locked() const override;
     void on_timer_locked() override;
+    // Snapshots: pause hands the statistics buffer back (the driver refills it after the
+    // resume); the state is the target, `actual` and the statistics interval.
+    void on_pause_locked() override { request_stats_locked(); }
+    void save_state_locked(StateWriter& w) const override;
+    void restore_state_locked(StateReader& r) override;
     bool request_stats_locked();
     void process_locked(uint16_t index, Role role);
     void handle_pfns_locked(const DescriptorChain& chain, bool inflate);

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "vmm/sys/error.h"
+#include "virtio/saved_state.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::virtio::block {
@@ -94,6 +95,19 @@ void BlockDevice::on_activate_locked(const Activation& a) {
     backend_full_ = false;
     log::info("{}: activated ({} sectors{}{})", name(), capacity_, options_.read_only ? ", read-only" : "",
               (a.acked_features & blk_feature::kFlush) != 0 ? ", flush" : "");
+}
+
+void BlockDevice::save_state_locked(StateWriter& w) const {
+    w.put<uint32_t>(state_version::kBlock);
+    w.put<uint64_t>(capacity_);
+}
+
+void BlockDevice::restore_state_locked(StateReader& r) {
+    r.get_version(state_version::kBlock);
+    const auto capacity = r.get<uint64_t>("capacity");
+    if (capacity != capacity_) {
+        r.fail("capacity", fmt::format("the drive had {} sectors, its image now has {}", capacity, capacity_));
+    }
 }
 
 void BlockDevice::on_queue_locked(uint16_t queue_index) {

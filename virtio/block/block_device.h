@@ -121,6 +121,11 @@ private:
     void on_queue_locked(uint16_t queue_index) override;
     void on_reset_locked() override;
     std::vector<EventSource> event_sources_locked() override;
+    // Snapshots: pause completes every request in flight into the used ring; the state is the
+    // capacity, checked against the drive's image on restore.
+    void on_pause_locked() override { finish_in_flight_locked(); }
+    void save_state_locked(StateWriter& w) const override;
+    void restore_state_locked(StateReader& r) override;
     Queue& queue() const { return queues()[0]; }
 
     // Pops and starts requests until the queue is empty, the backend is full or the rate

@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 
 #include "vmm/sys/eventfd.h"
+#include "virtio/saved_state.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::virtio::console {
@@ -62,6 +64,32 @@ void ConsoleDevice::on_reset_locked() {
     tx_offset_ = 0;
     tx_returned_ = false;
     waiting_for_sink_ = false;
+    tx_resume_offset_ = 0;
+}
+
+void ConsoleDevice::on_pause_locked() {
+    if (tx_chain_) {
+        txq_->set_next_avail(static_cast<uint16_t>(txq_->next_avail() - 1));  // the chain in hand is the last taken
+        tx_resume_offset_ = tx_offset_;
+        tx_chain_.reset();
+        tx_offset_ = 0;
+    }
+    if (tx_returned_) {
+        tx_returned_ = false;
+        if (txq_->needs_notification(mem())) interrupt().signal_used_queue(kTransmitQueue);
+    }
+    waiting_for_sink_ = false;  // resume() tries the sink again
+}
+
+void ConsoleDevice::save_state_locked(StateWriter& w) const {
+    w.put<uint32_t>(state_version::kConsole);
+    w.put<uint64_t>(tx_resume_offset_);
+}
+
+void ConsoleDevice::restore_state_locked(StateReader& r) {
+    r.get_version(state_version::kConsole);
+    // Any offset is safe: a chain shorter than it is skipped to its end.
+    tx_resume_offset_ = r.get<uint64_t>("transmit offset");
 }
 
 std::vector<DeviceBase::EventSource> ConsoleDevice::event_sources_locked() {
@@ -115,8 +143,8 @@ void ConsoleDevice::process_tx_locked() {
                 fail_locked("transmit buffer with a device-writable descriptor");
                 return;
             }
+            tx_offset_ = std::min<uint64_t>(std::exchange(tx_resume_offset_, 0), chain->readable_len());
             tx_chain_ = std::move(chain);
-            tx_offset_ = 0;
             buffers++;
         }
         if (!transmit_chain_locked(budget, sink_full)) {
@@ -190,7 +218,7 @@ void ConsoleDevice::complete_chain_locked() {
 size_t ConsoleDevice::enqueue_input(std::span<const uint8_t> bytes) {
     std::lock_guard lock(mutex());
     if (bytes.empty()) return 0;
-    if (!active() || broken()) {
+    if (!active() || paused() || broken()) {
         input_refused_ = true;  // taken up again at the next activation
         return 0;
     }

@@ -93,6 +93,11 @@ private:
     void on_queue_locked(uint16_t queue_index) override;
     void on_reset_locked() override;
     std::vector<EventSource> event_sources_locked() override;
+    // Snapshots: pause puts a transmit chain written in part back on the ring and keeps how far
+    // it was written (the state), so the output goes on where it stopped, nothing twice.
+    void on_pause_locked() override;
+    void save_state_locked(StateWriter& w) const override;
+    void restore_state_locked(StateReader& r) override;
 
     // One throttled transmit pass (see the file comment).
     void process_tx_locked();
@@ -116,6 +121,7 @@ private:
     Queue* txq_ = nullptr;
     std::optional<DescriptorChain> tx_chain_;  // the transmit chain in hand
     uint64_t tx_offset_ = 0;                   // bytes of it already written
+    uint64_t tx_resume_offset_ = 0;            // of the next chain taken (one put back by pause)
     bool tx_returned_ = false;                 // used buffers not yet signalled
     bool waiting_for_sink_ = false;
     bool input_refused_ = false;               // enqueue_input() turned bytes away

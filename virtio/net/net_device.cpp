@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "virtio/saved_state.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::virtio::net {
@@ -100,6 +101,33 @@ void NetDevice::on_activate_locked(const Activation& a) {
     }
     // The TAP is watched afresh for this activation (DeviceBase subscribes event_sources_locked):
     // frames that queued up meanwhile are received once the driver has buffers.
+}
+
+void NetDevice::on_pause_locked() {
+    if (!rx_chains_.empty()) {
+        rxq_->set_next_avail(static_cast<uint16_t>(rxq_->next_avail() - rx_chains_.size()));
+    }
+    if (rx_frame_len_ != 0) counters_.rx_dropped++;
+    rx_frame_len_ = 0;
+    rx_chains_.clear();
+    rx_chains_capacity_ = 0;
+}
+
+void NetDevice::save_state_locked(StateWriter& w) const {
+    w.put<uint32_t>(state_version::kNet);
+    w.put_blob(config_);
+}
+
+void NetDevice::restore_state_locked(StateReader& r) {
+    r.get_version(state_version::kNet);
+    const auto config = r.get_blob("config space");
+    if (config.size() != config_.size()) {
+        r.fail("config space", fmt::format("{} bytes where this device has {}", config.size(), config_.size()));
+    }
+    if (!std::equal(config.begin() + kCfgMtu, config.end(), config_.begin() + kCfgMtu)) {
+        r.fail("config space", "the MTU differs from the interface's");
+    }
+    config_.assign(config.begin(), config.end());
 }
 
 void NetDevice::on_reset_locked() {

@@ -145,6 +145,12 @@ private:
     void on_queue_locked(uint16_t queue_index) override;
     void on_reset_locked() override;
     std::vector<EventSource> event_sources_locked() override;
+    // Snapshots: pause drops a frame read from the TAP that waits for more receive buffers (its
+    // buffers go back to the ring, the guest sees a lost frame); the state is the configuration
+    // space (the MAC may be a random one).
+    void on_pause_locked() override;
+    void save_state_locked(StateWriter& w) const override;
+    void restore_state_locked(StateReader& r) override;
     // The backend fd's handler: moves frames to the guest. false: the guest has no receive
     // buffers left (or the read failed); the fd is not watched until a receive kick resumes it.
     bool rx_ready_locked();

@@ -180,4 +180,9 @@ void VhostNetDevice::log_counters() const {
               c.activations, c.used_interrupts, c.ring_errors, device_errors());
 }
 
+void VhostNetDevice::save_state_locked(StateWriter& /*w*/) const {
+    throw Error(fmt::format("snapshot: vhost-net interface '{}' cannot be saved (its rings' positions are in the kernel)",
+                            options_.id));
+}
+
 }  // namespace embervm::virtio::net

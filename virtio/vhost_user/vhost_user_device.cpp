@@ -244,4 +244,9 @@ void VhostUserDevice::log_counters() const {
               call_relays_, backend_failures_, reconnects_);
 }
 
+void VhostUserDevice::save_state_locked(StateWriter& /*w*/) const {
+    throw Error(fmt::format("snapshot: vhost-user {} '{}' cannot be saved (its rings' positions are in the backend process)",
+                            type_ == device_id::kBlock ? "drive" : "device", opts_.id));
+}
+
 }  // namespace embervm::virtio::vhost_user

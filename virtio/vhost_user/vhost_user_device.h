@@ -82,6 +82,9 @@ protected:
     void on_activate_locked(const Activation& a) override;
     void on_queue_locked(uint16_t queue_index) override;
     void on_reset_locked() override;
+    // Snapshots are refused by name: the rings' positions are not the VMM's (reading them back
+    // would need GET_VRING_BASE).
+    void save_state_locked(StateWriter& w) const override;
     std::vector<EventSource> event_sources_locked() override;
     bool backend_reads_queue_events_locked() const override { return true; }
 

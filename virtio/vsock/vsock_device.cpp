@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "virtio/vsock/connection.h"
+#include "virtio/saved_state.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::virtio::vsock {
@@ -52,7 +53,39 @@ void VsockDevice::on_activate_locked(const Activation& a) {
     txq_ = &a.queues[kTxQueue];
     log::info("{}: activated, guest CID {}, host socket {} (features {:#x})", name(), guest_cid_, uds_path_,
               a.acked_features);
-    guarded_locked([this] { process_tx_locked(); });
+    guarded_locked([this] {
+        send_transport_reset_locked();
+        process_tx_locked();
+    });
+}
+
+void VsockDevice::save_state_locked(StateWriter& w) const {
+    w.put<uint32_t>(state_version::kVsock);
+    w.put<uint64_t>(guest_cid_);
+}
+
+void VsockDevice::restore_state_locked(StateReader& r) {
+    r.get_version(state_version::kVsock);
+    if (const auto cid = r.get<uint64_t>("guest CID"); cid != guest_cid_) {
+        r.fail("guest CID", fmt::format("{} where this device has {}", cid, guest_cid_));
+    }
+    transport_reset_due_ = true;
+}
+
+void VsockDevice::send_transport_reset_locked() {
+    if (!transport_reset_due_ || queues().size() <= kEventQueue || !queues()[kEventQueue].ready()) return;
+    Queue& q = queues()[kEventQueue];
+    auto chain = q.pop_available(mem());
+    if (!chain) return;  // the driver's next event buffer (a kick) takes it
+    const uint32_t event = kEventTransportReset;
+    if (!chain->writer(mem()).write_obj(event)) {
+        fail_locked("event buffer shorter than an event");
+        return;
+    }
+    q.add_used(mem(), chain->head_index(), sizeof(event));
+    transport_reset_due_ = false;
+    log::info("{}: restored: transport reset sent to the guest", name());
+    if (q.needs_notification(mem())) interrupt().signal_used_queue(kEventQueue);
 }
 
 void VsockDevice::on_reset_locked() {
@@ -67,6 +100,7 @@ void VsockDevice::on_reset_locked() {
     rxq_ = nullptr;
     txq_ = nullptr;
     rx_used_ = tx_used_ = false;
+    transport_reset_due_ = false;  // a new driver has no connections to drop
     update_listener_locked();
 }
 
@@ -106,7 +140,8 @@ void VsockDevice::on_timer_locked() {
 void VsockDevice::on_queue_locked(uint16_t queue_index) {
     guarded_locked([this, queue_index] {
         if (queue_index == kTxQueue) process_tx_locked();
-        // rx: buffers came, which the pass below fills; event: nothing to send there.
+        // rx: buffers came, which the pass below fills; event: a restored device's reset event.
+        if (queue_index == kEventQueue) send_transport_reset_locked();
     });
 }
 

@@ -141,6 +141,13 @@ private:
     std::vector<EventSource> event_sources_locked() override;
     std::optional<std::chrono::nanoseconds> timer_interval_locked() const override;
     void on_timer_locked() override;
+    // Snapshots: the state is the guest CID (checked); connections are not saved. A restored
+    // device starts with none and sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue
+    // at its activation (or at the event queue's next kick if it had no buffer), so the guest
+    // drops its side of every connection.
+    void save_state_locked(StateWriter& w) const override;
+    void restore_state_locked(StateReader& r) override;
+    void send_transport_reset_locked();
 
     // Runs one of the entry points, turning a QueueError into DEVICE_NEEDS_RESET, then moves
     // whatever waits for the guest.
@@ -200,6 +207,7 @@ private:
     std::deque<PacketHeader> stray_rsts_;
     bool rx_used_ = false, tx_used_ = false;  // used buffers not yet signalled
     uint32_t next_host_port_ = 1U << 30;
+    bool transport_reset_due_ = false;  // restored: the guest must hear of the lost connections
     VsockCounters counters_;
     log::Limiter bad_packet_log_;
 };

@@ -638,3 +638,59 @@ TEST_CASE("device manager: PCI must be enabled before devices are attached", "[d
     f.dm.attach(balloon());
     CHECK_THROWS_AS(f.dm.enable_pci(pio), embervm::Error);
 }
+
+TEST_CASE("device manager: pause_and_save_devices stops the devices, restore_devices brings them back in another VM",
+          "[device_manager][snapshot]") {
+    ServedRead f;
+    const std::vector<vmm::DeviceState> states = f.dm.pause_and_save_devices();
+    REQUIRE(states.size() == 1);
+    CHECK(states[0].id == "virtio-blk root");
+
+    // Paused: a request kicked through the ioeventfd waits.
+    f.mem.write_obj<uint8_t>(GuestAddress(kStatus), 0xee);
+    f.ring.add({{kHeader, 16, false}, {kData, 512, true}, {kStatus, 1, true}});
+    const uint64_t one = 1;
+    REQUIRE(::write(f.vm.queue_event(window(0), 0), &one, sizeof(one)) == sizeof(one));
+    f.io.restart();
+    f.io.poll();
+    CHECK(f.ring.used_idx() == 1);
+
+    SECTION("resume_devices: the kick taken while paused is served") {
+        f.dm.resume_devices();
+        f.run_until([&] { return f.ring.used_idx() == 2; });
+    }
+    SECTION("restore into a new device manager on a copy of guest memory: served there, kicks by ioeventfd") {
+        Fixture g;
+        TempImage image{16 * 512};
+        g.dm.attach_drives({drive("root", image.path(), true)});
+        std::vector<uint8_t> bytes(0x100000);
+        f.mem.read(GuestAddress(0), bytes);
+        g.mem.write(GuestAddress(0), bytes);
+        g.dm.restore_devices(states);
+        CHECK(g.r32(window(0) + mmio::kStatus) == f.r32(window(0) + mmio::kStatus));
+        virtio::Queue scratch{kRingSize};
+        virtio::testing::RingDriver ring{g.mem, scratch, kRings, kRingSize};
+        g.run_until([&] { return ring.used_idx() == 2; });  // the request made available before
+        CHECK(g.mem.read_obj<uint8_t>(GuestAddress(kStatus)) == virtio::block::blk_status::kOk);
+        CHECK(consume(g.vm.irqfds[0].eventfd) >= 1);
+        // A third request, kicked through the new VM's ioeventfd.
+        g.mem.write_obj<uint8_t>(GuestAddress(kStatus), 0xee);
+        ring.add({{kHeader, 16, false}, {kData, 512, true}, {kStatus, 1, true}});  // slot 0, avail 1: rewritten
+        g.mem.write_obj<uint16_t>(GuestAddress(kRings + 0x1000 + 4 + 2 * 2), 0);
+        g.mem.write_obj<uint16_t>(GuestAddress(kRings + 0x1000 + 2), 3);
+        REQUIRE(::write(g.vm.queue_event(window(0), 0), &one, sizeof(one)) == sizeof(one));
+        g.run_until([&] { return ring.used_idx() == 3; });
+    }
+    SECTION("a state missing, or one for a device the VM does not have, is refused by name") {
+        Fixture g;
+        TempImage image{16 * 512};
+        g.dm.attach_drives({drive("root", image.path(), true)});
+        CHECK(error_of<embervm::StateError>([&] { g.dm.restore_devices({}); }) ==
+              "snapshot: no saved state for virtio-blk root");
+        auto extra = states;
+        extra.push_back({"virtio-net eth9", {}});
+        CHECK(error_of<embervm::StateError>([&] { g.dm.restore_devices(extra); }) ==
+              "snapshot: saved state of 'virtio-net eth9', which this VM does not have");
+        f.dm.resume_devices();
+    }
+}

@@ -1,0 +1,60 @@
+// Snapshots of the virtio devices: what each layer saves, how a device is paused for it and how
+// a restored device comes back to life without the guest doing anything.
+//
+// Layers, each with a version number of its own first (vmm/sys/state_stream.h):
+//   - the transport core (TransportCore::save_state): the device type, the offered features
+//     and the queue count (all three must match the device the restore targets), status,
+//     driver features, whether the device was activated, interrupt status, config generation,
+//     DEVICE_NEEDS_RESET, and per queue its saved state (below); then a blob of the transport's
+//     own registers and a blob of the device's state.
+//   - virtio-mmio (MmioTransport): the three selectors (device features, driver features, queue).
+//     virtio-pci is refused by name for now (its MSI-X table, PBA, configuration space and BAR
+//     addresses would go here).
+//   - a queue (Queue::save_state): size, ready, the descriptor/available/used addresses,
+//     next_avail, next_used, the event-idx and indirect flags and the last used index an
+//     interrupt was decided for (event-idx suppression).
+//   - the device (VirtioDevice::save_state): its configuration space as far as it changes and
+//     what it keeps beyond it: virtio-blk nothing beyond the capacity (checked against the
+//     drive re-opened from the config: a changed size is an error naming the drive); virtio-net
+//     the MAC and link status; the balloon its target and the driver's `actual`; the console
+//     nothing (output goes straight to the sink, input waits in the host's fd); vsock the guest
+//     CID (checked) and nothing of its connections: as Firecracker does, every connection is
+//     dropped and the restored device sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on its event queue
+//     at activation, so the guest drops its side too and reconnects.
+//   - vhost-net and vhost-user devices: refused by name ("snapshot: vhost-user drive 'x' cannot
+//     be saved"); their rings' positions live in another process or the kernel
+//     (VHOST_GET_VRING_BASE would be needed).
+//
+// Pause (VirtioDevice::pause, with every vCPU stopped): every request handed to a backend
+// completes and is put on the used ring first (virtio-blk waits for its backend; the balloon
+// hands back the statistics buffer it holds, which the driver refills later); then the device's
+// subscriptions are dropped and every handler (queue eventfd, TAP, socket, timer, rate-limiter
+// timer) returns without doing anything until resume(). The device lock makes that exact: a
+// handler that already runs finishes before pause() returns. A kick consumed while paused is
+// not lost: resume() (and a restore) look at every ready queue once, as a kick would.
+//
+// Restore (TransportCore::restore_state), into a transport and device just created from the
+// snapshot's config and never used: everything is read and checked first (a wrong device type,
+// feature set or queue count, a status with bits a driver cannot have set, a queue size that
+// is not a power of two within the maximum, driver features beyond the offered ones, a ready
+// queue that does not fit in guest memory), then the device's own state, and then, if the
+// device was activated, it is activated as at DRIVER_OK: the queues are validated against the
+// restored guest memory, the device gets its queue eventfds and the event loop again and
+// subscribes its queues, backends (already re-opened from the config) and timers. Pending
+// interrupt status bits are delivered again (the guest may have missed the edge). Any error
+// resets the transport (as a driver's status 0 would) and throws StateError naming the device
+// and the field: the device is then unusable until the driver resets it, never unsafe.
+#pragma once
+
+#include <cstdint>
+
+namespace embervm::virtio::state_version {
+inline constexpr uint32_t kTransport = 1;
+inline constexpr uint32_t kMmio = 1;
+inline constexpr uint32_t kQueue = 1;
+inline constexpr uint32_t kBlock = 1;
+inline constexpr uint32_t kNet = 1;
+inline constexpr uint32_t kBalloon = 1;
+inline constexpr uint32_t kConsole = 1;
+inline constexpr uint32_t kVsock = 1;
+}  // namespace embervm::virtio::state_version
