@@ -17,7 +17,7 @@
 #   boottimer=1       write 123 to the VMM's boot-timer MMIO byte at 0xd0000000 (needs /dev/mem,
 #                     i.e. a kernel with CONFIG_DEVMEM=y); the VMM logs the time since it started
 #   gtest=quick       stop right after BOOT-OK
-#   gtest=diag|rw|durable|root|net|balloon|console|ratelimit-blk|ratelimit-net|vsock   extra checks (see below)
+#   gtest=diag|rw|durable|root|net|balloon|console|ratelimit-blk|ratelimit-net|vsock|snapshot   extra checks (see below)
 #   gtest=shell       interactive busybox shell on the console; `exit` reboots (ends the VMM)
 #
 # No `busybox --install`: symlink syscalls are slow on the project's nested-KVM hosts, and
@@ -172,6 +172,17 @@ case "$CMDLINE" in *gtest=vsock*)
   A=/bin/vsock-agent
   $A connect 5000 1 200000 && $A connect 5000 100 4096 && $A listen 6000 1 && $A listen 6001 100 &&
     $A connect 5000 1 1000 && t "VSOCK-ALL-OK" ;;
+esac
+case "$CMDLINE" in *gtest=snapshot*)
+  # For the snapshot test (tests/guests/run-snapshot-test --linux): "SNAP N" to sector N of the
+  # raw drive, made durable (fsync: a virtio-blk FLUSH) before the console shows "count N", in a
+  # loop until the VMM ends; snapshots and restores happen anywhere in it.
+  i=0
+  while printf 'SNAP %s' "$i" | $B dd of=/dev/vda bs=512 seek=$i conv=fsync,notrunc 2>/dev/null; do
+    echo "count $i"
+    i=$((i+1))
+  done
+  echo "SNAPSHOT-WRITE-FAILED at $i" ;;
 esac
 case "$CMDLINE" in *gtest=shell*)
   echo "SHELL: busybox sh on the console (applets run by name: ls, cat, dmesg, ...); 'exit' reboots the guest and ends the VMM"
