@@ -78,7 +78,7 @@ struct DeviceManager::Slot {
     // virtio-pci: the queue eventfds (owned by the transport) and where they are bound now.
     std::vector<int> notify_fds;
     std::optional<uint64_t> notify_base;
-    std::string metrics_key;  // "block_<drive_id>", "net_<iface_id>", "balloon", "console"
+    std::string metrics_key;  // "block_<drive_id>", "net_<iface_id>", "balloon", "console", "vsock", "fs_<tag>"
     // virtio-blk: the device (created here, so its type is known), the drive and the image it
     // uses now.
     std::shared_ptr<virtio::block::BlockDevice> block;
@@ -207,6 +207,28 @@ void DeviceManager::attach_drives(const std::vector<DriveConfig>& drives) {
         slots_.back()->metrics_key = "block_" + d->drive_id;
         slots_.back()->drive_id = d->drive_id;
         add_root_args(*d, d->is_read_only);
+    }
+}
+
+void DeviceManager::attach_fs(const std::vector<FsConfig>& fs) {
+    static_assert(kMaxFsTagBytes == virtio::vhost_user::kFsTagSize);
+    static_assert(kMaxFsRequestQueues == virtio::vhost_user::kMaxFsRequestQueues);
+    for (size_t i = 0; i < fs.size(); i++) {
+        const FsConfig& f = fs[i];
+        virtio::vhost_user::VhostUserDeviceOptions opts;
+        opts.id = f.tag;
+        opts.socket_path = f.socket;
+        opts.queue_size = static_cast<uint16_t>(f.queue_size);
+        std::shared_ptr<virtio::vhost_user::VhostUserDevice> device;
+        try {
+            device = virtio::vhost_user::VhostUserDevice::connect_fs(opts, {f.tag, f.num_request_queues});
+        } catch (const std::exception& e) {
+            throw ConfigError(fmt::format("fs[{}].socket: {}", i, e.what()));
+        }
+        log::info("fs {}: virtio-fs on the vhost-user backend at {} ({} request queue{} of {}, no DAX window)", f.tag,
+                  f.socket, f.num_request_queues, f.num_request_queues == 1 ? "" : "s", f.queue_size);
+        attach(device);
+        slots_.back()->metrics_key = "fs_" + f.tag;
     }
 }
 

@@ -102,6 +102,10 @@ public:
     // The virtio-vsock device, listening on config.uds_path from now on. Throws ConfigError
     // naming vsock.uds_path if the socket cannot be made there.
     std::shared_ptr<virtio::vsock::VsockDevice> attach_vsock(const VsockConfig& config);
+    // The virtio-fs devices, each connected to its vhost-user backend (virtiofsd) now: a
+    // ConfigError naming fs[i].socket when it cannot be reached or answers badly. Metrics
+    // section "fs_<tag>".
+    void attach_fs(const std::vector<FsConfig>& fs);
 
     // The stall watchdog (virtio/watchdog.h): every `interval` on the event loop, each device's
     // progress is checked; slow backend requests and used-buffer interrupts the driver does not

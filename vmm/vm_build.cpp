@@ -79,8 +79,8 @@ void Vmm::create_memory(const VmConfig& config) {
     const uint64_t bytes = config.machine_config.mem_size_mib << 20;
     // A vhost-user backend maps guest RAM itself: memfds, shared. Without one, private
     // anonymous memory as always.
-    const bool shared = std::any_of(config.drives.begin(), config.drives.end(),
-                                    [](const DriveConfig& d) { return d.socket.has_value(); });
+    const bool shared = !config.fs.empty() || std::any_of(config.drives.begin(), config.drives.end(),
+                                                          [](const DriveConfig& d) { return d.socket.has_value(); });
     memory_ = std::make_unique<memory::GuestMemory>(
         boot::guest_memory_ranges(bytes),
         shared ? memory::MemoryBacking::SharedMemfd : memory::MemoryBacking::Private);
@@ -115,6 +115,7 @@ void Vmm::create_devices(const VmConfig& config) {
     if (config.vsock) {
         vsock_ = virtio_->attach_vsock(*config.vsock);
     }
+    virtio_->attach_fs(config.fs);
     if (config.console && config.console->type == ConsoleType::Virtio) {
         // The same output as the UART's: stdout or the --serial-out file.
         console_ = virtio_->attach_console(std::make_unique<virtio::console::FdConsoleSink>(

@@ -469,7 +469,27 @@ TEST_CASE("API: drives, network interfaces and the balloon before boot", "[api]"
     // Firecracker's deprecated vsock_id is accepted.
     CHECK(api.call("PUT", "/vsock", json{{"vsock_id", "vsock0"}, {"guest_cid", 3}, {"uds_path", "/tmp/v.sock"}}).status == 204);
 
+    // virtio-fs devices by tag (an embervm extension).
+    CHECK(!api.call("GET", "/vm/config").j().contains("fs"));
+    r = api.call("PUT", "/fs/share", json{{"tag", "share"}});
+    CHECK(r.status == 400);
+    CHECK(r.fault().starts_with("fs.share.socket"));
+    r = api.call("PUT", "/fs/share", json{{"tag", "other"}, {"socket", "/tmp/fs.sock"}});
+    CHECK(r.status == 400);
+    CHECK(r.fault().starts_with("fs.share.tag: 'other' does not match"));
+    r = api.call("PUT", "/fs/share", json{{"tag", "share"}, {"socket", "/tmp/fs.sock"}, {"queue_size", 1000}});
+    CHECK(r.fault().starts_with("fs.share.queue_size"));
+    r = api.call("PUT", "/fs/" + std::string(37, 't'), json{{"socket", "/tmp/fs.sock"}});
+    CHECK(r.fault().starts_with("fs." + std::string(37, 't') + ".tag: longer than 36 bytes"));
+    CHECK(api.call("GET", "/fs/share").status == 405);
+    CHECK(api.call("PUT", "/fs/share", json{{"tag", "share"}, {"socket", "/tmp/a.sock"}}).status == 204);
+    // The body names its tag (required, as drive_id is); the same tag again replaces the entry.
+    CHECK(api.call("PUT", "/fs/share", json{{"socket", "/tmp/fs.sock"}, {"num_request_queues", 1}}).status == 400);
+    CHECK(api.call("PUT", "/fs/share", json{{"tag", "share"}, {"socket", "/tmp/fs.sock"}}).status == 204);
+
     const json cfg = api.call("GET", "/vm/config").j();
+    CHECK(cfg["fs"] == json::array({json{{"tag", "share"}, {"socket", "/tmp/fs.sock"}, {"num_request_queues", 1},
+                                         {"queue_size", 1024}}}));
     CHECK(cfg["vsock"] == json{{"guest_cid", 3}, {"uds_path", "/tmp/v.sock"}});
     CHECK(cfg["console"]["type"] == "virtio");
     REQUIRE(cfg["drives"].size() == 2);
@@ -590,6 +610,9 @@ TEST_CASE("API: a guest booted, paused, resumed and ended through the API", "[ap
               .status == 400);
     CHECK(api.call("PUT", "/balloon", json{{"amount_mib", 1}}).status == 400);
     CHECK(api.call("PUT", "/metrics", json{{"metrics_path", metrics}}).status == 400);
+    r = api.call("PUT", "/fs/share", json{{"tag", "share"}, {"socket", api.dir.file("fs.sock")}});
+    CHECK(r.status == 400);
+    CHECK(r.fault() == "PUT /fs: not allowed after the microVM started (pre-boot only)");
 
     // Run-time requests: a drive's image swapped, the balloon target and statistics interval.
     r = api.call("PATCH", "/drives/data", json{{"drive_id", "data"}, {"path_on_host", api.dir.file("nope.img")}});

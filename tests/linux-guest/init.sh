@@ -17,7 +17,8 @@
 #   boottimer=1       write 123 to the VMM's boot-timer MMIO byte at 0xd0000000 (needs /dev/mem,
 #                     i.e. a kernel with CONFIG_DEVMEM=y); the VMM logs the time since it started
 #   gtest=quick       stop right after BOOT-OK
-#   gtest=diag|rw|durable|root|net|balloon|console|ratelimit-blk|ratelimit-net|vsock|snapshot   extra checks (see below)
+#   gtest=diag|rw|durable|root|net|balloon|console|ratelimit-blk|ratelimit-net|vsock|virtiofs|virtiofs-kill|
+#         snapshot   extra checks (see below)
 #   gtest=shell       interactive busybox shell on the console; `exit` reboots (ends the VMM)
 #
 # No `busybox --install`: symlink syscalls are slow on the project's nested-KVM hosts, and
@@ -183,6 +184,31 @@ case "$CMDLINE" in *gtest=snapshot*)
     i=$((i+1))
   done
   echo "SNAPSHOT-WRITE-FAILED at $i" ;;
+esac
+case "$CMDLINE" in *gtest=virtiofs*)
+  # virtio-fs (vfs_tag=TAG): mount the host directory, read the host's file, write 4 MiB with its
+  # MD5 and a directory, sync, unmount. virtiofs-kill: after mounting, the host kills its
+  # virtiofsd when it sees VIRTIOFS-KILL-ME; 5 s later a read must not succeed (the request
+  # gets no answer: after 10 s the guest stops waiting for it and ends).
+  for a in $CMDLINE; do case "$a" in vfs_tag=*) vt=${a#vfs_tag=} ;; esac; done
+  if $B mount -t virtiofs "$vt" /mnt; then
+    t "VIRTIOFS-MOUNTED $vt"
+    read -r got < /mnt/from-host.txt; echo "VIRTIOFS-HOST-FILE $got"
+    case "$CMDLINE" in
+      *gtest=virtiofs-kill*)
+        echo "VIRTIOFS-KILL-ME"; $B sleep 5
+        # The daemon is gone: one more read, in the background (it may wait for ever).
+        ( if read -r x < /mnt/from-host.txt; then echo "VIRTIOFS-READ-AFTER-KILL-OK"; else echo "VIRTIOFS-READ-FAILED"; fi
+          echo > /vfs-read-done ) &
+        i=0; while [ $i -lt 50 ] && [ ! -e /vfs-read-done ]; do $B sleep 0.2; i=$((i+1)); done
+        [ -e /vfs-read-done ] || echo "VIRTIOFS-READ-STUCK" ;;
+      *)
+        $B dd if=/dev/urandom of=/mnt/guest.bin bs=1M count=4 2>/dev/null
+        sum=$($B md5sum /mnt/guest.bin); echo "VIRTIOFS-WROTE ${sum%% *}"
+        $B mkdir /mnt/guest-dir && echo "guest-dir-ok" > /mnt/guest-dir/note.txt
+        $B sync; $B umount /mnt && t "VIRTIOFS-UMOUNT-OK" ;;
+    esac
+  else echo "VIRTIOFS-MOUNT-FAILED"; fi ;;
 esac
 case "$CMDLINE" in *gtest=shell*)
   echo "SHELL: busybox sh on the console (applets run by name: ls, cat, dmesg, ...); 'exit' reboots the guest and ends the VMM"

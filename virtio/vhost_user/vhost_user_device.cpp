@@ -14,7 +14,6 @@ namespace embervm::virtio::vhost_user {
 
 namespace {
 
-constexpr uint16_t kQueueSize = 256;
 // virtio-blk: the config space size embervm reads (through write_zeroes_may_unmap) and the
 // feature bits it passes on.
 constexpr uint32_t kBlockConfigSize = 60;
@@ -26,6 +25,10 @@ constexpr uint64_t kBlockFeatureMq = uint64_t{1} << 12;
 // rings, ACCESS_PLATFORM, NOTIFICATION_DATA, ...) are never offered.
 constexpr uint64_t kBlockPassedFeatures =
     (uint64_t{0xffffff} & ~kBlockFeatureMq) | feature::kRingIndirectDesc | feature::kRingEventIdx;
+
+// virtio-fs: VIRTIO_FS_F_NOTIFICATION (bit 0) would need a notification queue embervm does not
+// make; only the ring features pass.
+constexpr uint64_t kFsPassedFeatures = feature::kRingIndirectDesc | feature::kRingEventIdx;
 
 constexpr uint64_t kWantedProtocol =
     (uint64_t{1} << kProtocolConfig) | (uint64_t{1} << kProtocolReplyAck) | (uint64_t{1} << kProtocolMq);
@@ -42,21 +45,63 @@ uint64_t user_address(const memory::GuestMemory& mem, memory::GuestAddress addr,
 
 }  // namespace
 
-VhostUserDevice::VhostUserDevice(uint32_t type, std::string name, VhostUserDeviceOptions opts)
-    : type_(type), name_(std::move(name)), opts_(std::move(opts)) {}
+VhostUserDevice::VhostUserDevice(uint32_t type, std::string name, VhostUserDeviceOptions opts, FsOptions fs)
+    : type_(type), name_(std::move(name)), opts_(std::move(opts)), fs_(std::move(fs)) {}
 
 VhostUserDevice::~VhostUserDevice() = default;
 
-std::shared_ptr<VhostUserDevice> VhostUserDevice::connect_block(const VhostUserDeviceOptions& opts) {
-    std::shared_ptr<VhostUserDevice> d(
-        new VhostUserDevice(device_id::kBlock, fmt::format("vhost-user-blk {}", opts.id), opts));
+std::shared_ptr<VhostUserDevice> VhostUserDevice::connect_new(std::shared_ptr<VhostUserDevice> d) {
     std::lock_guard lock(d->mutex());
     try {
         d->connect_locked();
     } catch (const std::exception& e) {
-        throw Error(fmt::format("vhost-user-blk socket {}: {}", opts.socket_path, e.what()));
+        const char* kind = d->type_ == device_id::kFs ? "vhost-user-fs" : "vhost-user-blk";
+        throw Error(fmt::format("{} socket {}: {}", kind, d->opts_.socket_path, e.what()));
     }
     return d;
+}
+
+std::shared_ptr<VhostUserDevice> VhostUserDevice::connect_block(const VhostUserDeviceOptions& opts) {
+    return connect_new(std::shared_ptr<VhostUserDevice>(
+        new VhostUserDevice(device_id::kBlock, fmt::format("vhost-user-blk {}", opts.id), opts)));
+}
+
+std::shared_ptr<VhostUserDevice> VhostUserDevice::connect_fs(const VhostUserDeviceOptions& opts, const FsOptions& fs) {
+    if (fs.tag.empty() || fs.tag.size() > kFsTagSize) {
+        throw Error(fmt::format("virtio-fs tag '{}': 1 to {} bytes", fs.tag, kFsTagSize));
+    }
+    if (fs.num_request_queues == 0 || fs.num_request_queues > kMaxFsRequestQueues) {
+        throw Error(fmt::format("virtio-fs {}: num_request_queues {} (1 to {})", fs.tag, fs.num_request_queues,
+                                kMaxFsRequestQueues));
+    }
+    return connect_new(std::shared_ptr<VhostUserDevice>(
+        new VhostUserDevice(device_id::kFs, fmt::format("virtio-fs {}", opts.id), opts, fs)));
+}
+
+std::pair<uint64_t, std::vector<uint8_t>> VhostUserDevice::negotiate_block_locked(Frontend& frontend) const {
+    if (!frontend.has_protocol_feature(kProtocolConfig)) {
+        throw ProtocolError("the backend does not offer its configuration space (protocol feature CONFIG)");
+    }
+    auto config = frontend.get_config(0, kBlockConfigSize);
+    uint64_t offered = frontend.backend_features() & kBlockPassedFeatures;
+    if (!opts_.flush) offered &= ~kBlockFeatureFlush;
+    return {offered, std::move(config)};
+}
+
+std::pair<uint64_t, std::vector<uint8_t>> VhostUserDevice::negotiate_fs_locked(const Frontend& frontend) const {
+    // struct virtio_fs_config: u8 tag[36]; le32 num_request_queues. (No notify_buf_size: no
+    // VIRTIO_FS_F_NOTIFICATION.)
+    const uint32_t queues = 1 + fs_.num_request_queues;
+    if (frontend.has_protocol_feature(kProtocolMq) && frontend.queue_num() < queues) {
+        throw ProtocolError(fmt::format("the backend serves {} queues, {} wanted (the high-priority queue and {} "
+                                        "request queues)",
+                                        frontend.queue_num(), queues, fs_.num_request_queues));
+    }
+    std::vector<uint8_t> config(kFsTagSize + 4, 0);
+    std::memcpy(config.data(), fs_.tag.data(), fs_.tag.size());
+    const uint32_t n = fs_.num_request_queues;  // little-endian host
+    std::memcpy(config.data() + kFsTagSize, &n, sizeof(n));
+    return {frontend.backend_features() & kFsPassedFeatures, std::move(config)};
 }
 
 void VhostUserDevice::connect_locked() {
@@ -66,12 +111,7 @@ void VhostUserDevice::connect_locked() {
     if ((features & feature::kVersion1) == 0) {
         throw ProtocolError("the backend does not offer VIRTIO_F_VERSION_1 (legacy backends are not supported)");
     }
-    if (!frontend->has_protocol_feature(kProtocolConfig)) {
-        throw ProtocolError("the backend does not offer its configuration space (protocol feature CONFIG)");
-    }
-    auto config = frontend->get_config(0, kBlockConfigSize);
-    uint64_t offered = features & kBlockPassedFeatures;
-    if (!opts_.flush) offered &= ~kBlockFeatureFlush;
+    auto [offered, config] = type_ == device_id::kFs ? negotiate_fs_locked(*frontend) : negotiate_block_locked(*frontend);
     if (!config_.empty() && (offered != features_ || config != config_)) {
         // A reconnect to a backend that changed under the driver: the driver negotiated with
         // the old one. (Capacity changes would need a config-change interrupt; refuse instead.)
@@ -80,7 +120,7 @@ void VhostUserDevice::connect_locked() {
     backend_features_ = features;
     features_ = offered;
     config_ = std::move(config);
-    num_queues_ = 1;
+    num_queues_ = type_ == device_id::kFs ? static_cast<uint16_t>(1 + fs_.num_request_queues) : 1;
     while (queue_fds_.size() < num_queues_) queue_fds_.push_back(std::make_unique<QueueFds>());
     own_kick_.assign(num_queues_, false);
     frontend_ = std::move(frontend);
@@ -88,7 +128,7 @@ void VhostUserDevice::connect_locked() {
 }
 
 std::vector<uint16_t> VhostUserDevice::queue_max_sizes() const {
-    return std::vector<uint16_t>(num_queues_, kQueueSize);
+    return std::vector<uint16_t>(num_queues_, opts_.queue_size);
 }
 
 void VhostUserDevice::read_config(uint64_t offset, std::span<uint8_t> data) const {
@@ -97,17 +137,20 @@ void VhostUserDevice::read_config(uint64_t offset, std::span<uint8_t> data) cons
 }
 
 void VhostUserDevice::write_config(uint64_t offset, std::span<const uint8_t> data) {
-    // virtio-blk's only writable field is `wce` (CONFIG_WCE), which embervm does not offer.
+    // virtio-blk's only writable field is `wce` (CONFIG_WCE), which embervm does not offer;
+    // virtio-fs has none.
     log::debug("{}: config write of {} bytes at {} ignored", name_, data.size(), offset);
 }
 
 bool VhostUserDevice::read_only() const {
     std::lock_guard lock(mutex());
+    if (type_ != device_id::kBlock) return false;
     return (backend_features_ & kBlockFeatureRo) != 0;
 }
 
 uint64_t VhostUserDevice::capacity_sectors() const {
     std::lock_guard lock(mutex());
+    if (type_ != device_id::kBlock) return 0;
     uint64_t c = 0;
     std::memcpy(&c, config_.data(), sizeof(c));
     return c;

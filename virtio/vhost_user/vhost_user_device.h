@@ -1,5 +1,4 @@
-// A virtio device whose queues a vhost-user backend process serves (vhost-user-blk; virtio-fs
-// next). The VMM keeps the transport, feature negotiation and the configuration space; at the
+// A virtio device whose queues a vhost-user backend process serves (vhost-user-blk, virtio-fs). The VMM keeps the transport, feature negotiation and the configuration space; at the
 // guest's DRIVER_OK it hands the backend the memory table (the memfds of guest RAM), the ring
 // addresses and per queue two eventfds:
 //   kick: the queue's ioeventfd itself, so a guest kick goes from KVM to the backend without
@@ -36,10 +35,16 @@
 #include "virtio/vhost_user/frontend.h"
 #include "vmm/sys/eventfd.h"
 
+namespace embervm::virtio {
+namespace device_id {
+inline constexpr uint32_t kFs = 26;  // virtio-fs (spec 5.11)
+}  // namespace device_id
+}  // namespace embervm::virtio
+
 namespace embervm::virtio::vhost_user {
 
 struct VhostUserDeviceOptions {
-    std::string id;           // the drive id, for names and metrics
+    std::string id;           // the drive id or fs tag, for names and metrics
     std::string socket_path;  // where the backend listens
     std::chrono::milliseconds reply_timeout = std::chrono::seconds(5);
     // Connect again at the driver's reset after the backend failed. Off in the VMM for now: the
@@ -49,7 +54,21 @@ struct VhostUserDeviceOptions {
     // virtio-blk: offer the backend's VIRTIO_BLK_F_FLUSH (the drive's cache_type Writeback);
     // without it the guest sends no flushes (Unsafe, as for an image-file drive).
     bool flush = true;
+    // The size of every queue offered to the driver (a power of two, at most 32768).
+    uint16_t queue_size = 256;
 };
+
+// virtio-fs: what the VMM (not the backend, which has no config space for fs) puts in the
+// device's configuration space.
+struct FsOptions {
+    std::string tag;                  // 1 to kFsTagSize bytes, the name the guest mounts
+    uint32_t num_request_queues = 1;  // request queues besides the high-priority queue
+};
+
+// virtio_fs_config.tag: the tag's bytes, NUL-padded (no NUL needed when it fills the field).
+inline constexpr size_t kFsTagSize = 36;
+// The most request queues a virtio-fs device takes (each one is a queue and an MSI-X vector).
+inline constexpr uint32_t kMaxFsRequestQueues = 16;
 
 class VhostUserDevice : public DeviceBase {
 public:
@@ -57,6 +76,11 @@ public:
     // Throws Error (naming the socket) when the backend cannot be reached, lacks VERSION_1 or
     // the CONFIG protocol feature, or answers badly.
     static std::shared_ptr<VhostUserDevice> connect_block(const VhostUserDeviceOptions& opts);
+    // A virtio-fs device (queue 0 high priority, then the request queues): connects and
+    // negotiates; the configuration space is the tag and the request queue count. No DAX
+    // window (no shared-memory region), no notification queue. Throws Error (naming the socket)
+    // when the backend cannot be reached, lacks VERSION_1 or has fewer queues than asked for.
+    static std::shared_ptr<VhostUserDevice> connect_fs(const VhostUserDeviceOptions& opts, const FsOptions& fs);
 
     ~VhostUserDevice() override;
 
@@ -97,14 +121,19 @@ private:
         vmm::EventFd err;
     };
 
-    VhostUserDevice(uint32_t type, std::string name, VhostUserDeviceOptions opts);
-    // Connects and negotiates; fills features_ (blk: also config_). Throws.
+    VhostUserDevice(uint32_t type, std::string name, VhostUserDeviceOptions opts, FsOptions fs = {});
+    static std::shared_ptr<VhostUserDevice> connect_new(std::shared_ptr<VhostUserDevice> d);
+    // Connects and negotiates; fills features_ and config_. Throws.
     void connect_locked();
+    // The offered features and the configuration space, per device type.
+    std::pair<uint64_t, std::vector<uint8_t>> negotiate_block_locked(Frontend& frontend) const;
+    std::pair<uint64_t, std::vector<uint8_t>> negotiate_fs_locked(const Frontend& frontend) const;
     void fail_backend_locked(const std::string& what);
 
     uint32_t type_;
     std::string name_;
     VhostUserDeviceOptions opts_;
+    FsOptions fs_;
     // The connection; kept after a failure (closing it on a vCPU thread is not allowed) with
     // backend_ok_ false, replaced by a reconnect.
     std::unique_ptr<Frontend> frontend_;

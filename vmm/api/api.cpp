@@ -216,6 +216,10 @@ ApiResponse ApiController::route(const ApiRequest& request) {
         const json b = body(fmt::format("network-interfaces.{}", *id));
         return method == "PUT" ? put_network_interface(*id, b) : patch_network_interface(*id, b);
     }
+    if (auto tag = path_id(path, "/fs/")) {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_fs(*tag, body(fmt::format("fs.{}", *tag)));
+    }
     if (path == "/balloon") {
         if (auto r = allow({"GET", "PUT", "PATCH"})) return *r;
         if (method == "GET") return get_balloon();
@@ -329,6 +333,20 @@ ApiResponse ApiController::patch_drive(const std::string& id, const json& body) 
     if (path && path->empty()) throw ConfigError(fmt::format("{}.path_on_host: empty", where));
     if (path) vm_->update_drive(id, *path);  // the drive swap, recorded in the VM's configuration
     if (limiter) vm_->update_drive_rate_limiter(id, merge_rate_limiter(current.rate_limiter, *limiter));
+    return no_content();
+}
+
+ApiResponse ApiController::put_fs(const std::string& tag, const json& body) {
+    const std::string where = fmt::format("fs.{}", tag);
+    // A virtio-fs device after the start would need hot-plug.
+    if (auto r = refuse_unless(true, "PUT /fs")) return *r;
+    check_body_id(body, "tag", tag, where);
+    FsConfig fs = fs_from_json(body, where);
+    VmConfig next = draft_;
+    upsert(next.fs, fs, [](const FsConfig& f) { return f.tag; });
+    validate_fs(next.fs);
+    std::lock_guard lock(mutex_);
+    draft_ = std::move(next);
     return no_content();
 }
 

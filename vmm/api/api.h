@@ -95,6 +95,7 @@ private:
     ApiResponse put_vsock(const nlohmann::json& body);
     ApiResponse put_snapshot_create(const nlohmann::json& body);
     ApiResponse put_snapshot_load(const nlohmann::json& body);
+    ApiResponse put_fs(const std::string& tag, const nlohmann::json& body);
 
     // The 400 for a request that is only allowed before (pre_boot) or after the start.
     std::optional<ApiResponse> refuse_unless(bool pre_boot, std::string_view what) const;

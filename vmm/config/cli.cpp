@@ -178,6 +178,40 @@ BalloonConfig parse_balloon(std::string_view flag, std::string_view text) {
     return b;
 }
 
+// "--fs tag=share,socket=/run/virtiofsd.sock[,num_request_queues=1][,queue_size=1024]" (Cloud
+// Hypervisor's --fs).
+FsConfig parse_fs(std::string_view flag, std::string_view text) {
+    FsConfig fs;
+    bool have_tag = false, have_socket = false;
+    for_each_field(flag, text, [&](std::string_view key, std::optional<std::string_view> value) {
+        const auto need = [&] { return need_value(flag, key, value); };
+        if (key == "tag") {
+            fs.tag = std::string(need());
+            have_tag = true;
+        } else if (key == "socket") {
+            fs.socket = std::string(need());
+            have_socket = true;
+        } else if (key == "num_request_queues") {
+            fs.num_request_queues = static_cast<uint32_t>(
+                parse_uint(fmt::format("{}: num_request_queues", flag), need(), 1, kMaxFsRequestQueues));
+        } else if (key == "queue_size") {
+            fs.queue_size =
+                static_cast<uint32_t>(parse_uint(fmt::format("{}: queue_size", flag), need(), 1, kMaxFsQueueSize));
+        } else {
+            throw flag_error(flag,
+                             fmt::format("unknown field '{}' (expected tag, socket, num_request_queues, queue_size)", key));
+        }
+    });
+    if (!have_tag) throw flag_error(flag, fmt::format("'{}' has no tag=", text));
+    if (!have_socket) throw flag_error(flag, fmt::format("'{}' has no socket=", text));
+    try {
+        validate(fs, "fs");
+    } catch (const ConfigError& e) {
+        throw flag_error(flag, e.what());
+    }
+    return fs;
+}
+
 // "--vsock cid=3,path=/run/vm.vsock".
 VsockConfig parse_vsock(std::string_view flag, std::string_view text) {
     VsockConfig v;
@@ -331,6 +365,13 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
               "connections to port P reach UDS_PATH_P; host processes connect\n"
               "to UDS_PATH and send \"CONNECT P\\n\"",
               [&o](std::string_view flag, const std::string& v) { o.vsock = parse_vsock(flag, v); });
+    add_value("--fs", "SPEC",
+              "a virtio-fs device served by a vhost-user backend such as\n"
+              "virtiofsd (repeatable), SPEC = tag=TAG,socket=PATH\n"
+              "[,num_request_queues=N][,queue_size=N]; the guest mounts it\n"
+              "with mount -t virtiofs TAG DIR",
+              [&o](std::string_view flag, const std::string& v) { o.fs.push_back(parse_fs(flag, v)); })
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     add_value("--serial-out", "PATH", "write the guest console to PATH instead of stdout", path(o.serial_out));
     add_value("--console", "TYPE",
               "the guest's console: serial (COM1, ttyS0; the default) or\n"
@@ -405,7 +446,7 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
 
     app_.footer(R"(Flags take "--flag VALUE" or "--flag=VALUE". With --config, --kernel, --initrd,
 --cmdline, --vcpus, --mem, --no-acpi, --enable-pci, --balloon, --vsock, --console, --log-level, --log-path and
---metrics-path override the file's fields, --drive and --net add devices;
+--metrics-path override the file's fields, --drive, --net and --fs add devices;
 without it, --kernel is required (unless --api-sock is given).
 
 Exit status:
@@ -575,6 +616,14 @@ VmConfig resolve_config(const CliOptions& o) {
         }
     }
     if (o.vsock) config.vsock = o.vsock;
+    if (!o.fs.empty()) {
+        config.fs.insert(config.fs.end(), o.fs.begin(), o.fs.end());
+        try {
+            validate_fs(config.fs, "fs");
+        } catch (const ConfigError& e) {
+            throw CliError(fmt::format("--fs: {}", e.what()));
+        }
+    }
     if (o.console) config.console = ConsoleConfig{*o.console};
     if (o.metrics_path) {
         if (!config.metrics) config.metrics.emplace();

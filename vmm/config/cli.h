@@ -38,6 +38,7 @@ struct CliOptions {
     std::vector<NetworkInterfaceConfig> network_interfaces;  // --net (repeatable), added
     std::optional<BalloonConfig> balloon;    // --balloon, replaces the file's
     std::optional<VsockConfig> vsock;        // --vsock, replaces the file's
+    std::vector<FsConfig> fs;                // --fs (repeatable), added to the file's
     std::optional<std::string> serial_out;   // --serial-out: guest console to a file
     std::optional<ConsoleType> console;      // --console serial|virtio: replaces the file's
     std::optional<log::Level> log_level;     // --log-level

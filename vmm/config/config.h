@@ -150,6 +150,25 @@ struct VsockConfig {
     bool operator==(const VsockConfig&) const = default;
 };
 
+// "fs" (an embervm extension; Cloud Hypervisor's --fs tag=,socket= is the model): virtio-fs
+// devices served by a vhost-user backend (virtiofsd) listening at `socket`; the guest mounts
+// one with `mount -t virtiofs TAG DIR`. num_request_queues request queues besides the
+// high-priority queue, each of queue_size entries.
+inline constexpr size_t kMaxFsTagBytes = 36;            // virtio_fs_config.tag
+inline constexpr uint32_t kMaxFsRequestQueues = 16;
+inline constexpr uint32_t kDefaultFsQueueSize = 1024;
+inline constexpr uint32_t kMaxFsQueueSize = 32768;      // virtio's largest split queue
+inline constexpr size_t kMaxFsDevices = 8;
+
+struct FsConfig {
+    std::string tag;
+    std::string socket;
+    uint32_t num_request_queues = 1;
+    uint32_t queue_size = kDefaultFsQueueSize;
+
+    bool operator==(const FsConfig&) const = default;
+};
+
 // "logger": where the VMM's log lines go and what they show (Firecracker's schema). The logger
 // is process-wide: applying a LoggerConfig (apply_logger_config) changes it for every VM in the
 // process. Absent fields leave the logger as it is (embervm's defaults: stderr, Info, the
@@ -203,6 +222,7 @@ struct VmConfig {
     std::vector<NetworkInterfaceConfig> network_interfaces;
     std::optional<BalloonConfig> balloon;
     std::optional<VsockConfig> vsock;
+    std::vector<FsConfig> fs;  // in the order given
     std::optional<LoggerConfig> logger;
     std::optional<MetricsConfig> metrics;
     std::optional<ConsoleConfig> console;

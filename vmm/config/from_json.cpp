@@ -61,6 +61,11 @@ const Section kSections[] = {
     {"balloon",
      [](const json& j, const std::string& where, VmConfig& out) { out.balloon = balloon_from_json(j, where); }},
     {"vsock", [](const json& j, const std::string& where, VmConfig& out) { out.vsock = vsock_from_json(j, where); }},
+    {"fs",
+     [](const json& j, const std::string& where, VmConfig& out) {
+         out.fs = array_from_json(j, where, fs_from_json);
+         validate_fs(out.fs, where);
+     }},
     {"logger",
      [](const json& j, const std::string& where, VmConfig& out) { out.logger = logger_from_json(j, where); }},
     {"metrics",
@@ -191,6 +196,19 @@ VsockConfig vsock_from_json(const json& j, const std::string& where) {
     v.uds_path = f.required_string("uds_path");
     validate(v, where);
     return v;
+}
+
+FsConfig fs_from_json(const json& j, const std::string& where) {
+    const JsonFields f(j, where, {"tag", "socket", "num_request_queues", "queue_size"});
+    FsConfig fs;
+    fs.tag = f.required_string("tag");
+    fs.socket = f.required_string("socket");
+    fs.num_request_queues =
+        static_cast<uint32_t>(f.optional_uint("num_request_queues", 1, kMaxFsRequestQueues).value_or(1));
+    fs.queue_size =
+        static_cast<uint32_t>(f.optional_uint("queue_size", 1, kMaxFsQueueSize).value_or(kDefaultFsQueueSize));
+    validate(fs, where);
+    return fs;
 }
 
 LoggerConfig logger_from_json(const json& j, const std::string& where) {

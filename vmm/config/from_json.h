@@ -35,6 +35,7 @@ std::optional<RateLimiterConfig> optional_rate_limiter(const JsonFields& f, std:
 NetworkInterfaceConfig network_interface_from_json(const nlohmann::json& j, const std::string& where);
 BalloonConfig balloon_from_json(const nlohmann::json& j, const std::string& where);
 VsockConfig vsock_from_json(const nlohmann::json& j, const std::string& where);
+FsConfig fs_from_json(const nlohmann::json& j, const std::string& where);
 // "level" is matched case-insensitively ("info", "Warning"; "warn" is accepted too).
 LoggerConfig logger_from_json(const nlohmann::json& j, const std::string& where);
 MetricsConfig metrics_from_json(const nlohmann::json& j, const std::string& where);

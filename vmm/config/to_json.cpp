@@ -113,6 +113,13 @@ json to_json(const BalloonConfig& b) {
             {"free_page_reporting", b.free_page_reporting}};
 }
 
+json to_json(const FsConfig& fs) {
+    return {{"tag", json_text(fs.tag)},
+            {"socket", json_text(fs.socket)},
+            {"num_request_queues", fs.num_request_queues},
+            {"queue_size", fs.queue_size}};
+}
+
 json to_json(const VsockConfig& v) { return {{"guest_cid", v.guest_cid}, {"uds_path", json_text(v.uds_path)}}; }
 
 json to_json(const LoggerConfig& l) {
@@ -155,6 +162,7 @@ json to_json(const VmConfig& config) {
     put("network-interfaces", array_to_json(config.network_interfaces));
     if (config.balloon) put("balloon", to_json(*config.balloon));
     if (config.vsock) put("vsock", to_json(*config.vsock));
+    if (!config.fs.empty()) put("fs", array_to_json(config.fs));
     if (config.logger) put("logger", to_json(*config.logger));
     if (config.metrics) put("metrics", to_json(*config.metrics));
     if (config.console) put("console", to_json(*config.console));

@@ -25,6 +25,7 @@ nlohmann::json to_json(const DriveConfig& drive);
 nlohmann::json to_json(const NetworkInterfaceConfig& iface);
 nlohmann::json to_json(const BalloonConfig& balloon);
 nlohmann::json to_json(const VsockConfig& vsock);
+nlohmann::json to_json(const FsConfig& fs);
 nlohmann::json to_json(const LoggerConfig& logger);
 nlohmann::json to_json(const MetricsConfig& metrics);
 nlohmann::json to_json(const ConsoleConfig& console);

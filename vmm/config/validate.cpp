@@ -210,6 +210,39 @@ void validate(const VsockConfig& v, std::string_view where) {
     }
 }
 
+void validate(const FsConfig& fs, std::string_view where) {
+    const auto path = [&](std::string_view key) { return fmt::format("{}.{}", where, key); };
+    if (fs.tag.empty()) throw field_error(path("tag"), "must not be empty");
+    check_no_nul(path("tag"), fs.tag);
+    if (fs.tag.size() > kMaxFsTagBytes) {
+        throw field_error(path("tag"), fmt::format("longer than {} bytes (virtio-fs's tag field)", kMaxFsTagBytes));
+    }
+    if (fs.socket.empty()) throw field_error(path("socket"), "must not be empty");
+    check_no_nul(path("socket"), fs.socket);
+    if (fs.socket.size() > kMaxSocketPathBytes) {
+        throw field_error(path("socket"), fmt::format("longer than {} bytes (a Unix socket path)", kMaxSocketPathBytes));
+    }
+    check_range(path("num_request_queues"), fs.num_request_queues, 1, kMaxFsRequestQueues);
+    check_range(path("queue_size"), fs.queue_size, 1, kMaxFsQueueSize);
+    if ((fs.queue_size & (fs.queue_size - 1)) != 0) {
+        throw field_error(path("queue_size"), fmt::format("{} is not a power of two", fs.queue_size));
+    }
+}
+
+void validate_fs(const std::vector<FsConfig>& fs, std::string_view where) {
+    if (fs.size() > kMaxFsDevices) {
+        throw field_error(where, fmt::format("{} fs devices is more than the limit of {}", fs.size(), kMaxFsDevices));
+    }
+    std::set<std::string> tags;
+    for (size_t i = 0; i < fs.size(); i++) {
+        const std::string at = fmt::format("{}[{}]", where, i);
+        validate(fs[i], at);
+        if (!tags.insert(fs[i].tag).second) {
+            throw field_error(at + ".tag", fmt::format("'{}' is used by another fs device", fs[i].tag));
+        }
+    }
+}
+
 void validate(const LoggerConfig& l, std::string_view where) {
     if (l.log_path) {
         const std::string path = fmt::format("{}.log_path", where);
@@ -233,6 +266,7 @@ void validate(const VmConfig& config) {
     if (config.logger) validate(*config.logger);
     if (config.metrics) validate(*config.metrics);
     if (config.vsock) validate(*config.vsock);
+    validate_fs(config.fs);
     if (config.balloon) {
         validate(*config.balloon);
         if (config.balloon->amount_mib > config.machine_config.mem_size_mib) {

@@ -26,6 +26,9 @@ void validate_network_interfaces(const std::vector<NetworkInterfaceConfig>& ifac
                                  std::string_view where = "network-interfaces");
 void validate(const BalloonConfig& balloon, std::string_view where = "balloon");
 void validate(const VsockConfig& vsock, std::string_view where = "vsock");
+void validate(const FsConfig& fs, std::string_view where);
+// Every entry valid, tags unique, at most kMaxFsDevices.
+void validate_fs(const std::vector<FsConfig>& fs, std::string_view where = "fs");
 void validate(const LoggerConfig& logger, std::string_view where = "logger");
 void validate(const MetricsConfig& metrics, std::string_view where = "metrics");
 void validate(const VmConfig& config);

@@ -107,7 +107,7 @@ TEST_CASE("config: unknown keys are named with their path", "[config]") {
           "boot-source.kernel: unknown key (known keys: kernel_image_path, initrd_path, boot_args)");
     CHECK(parse_error(R"({"machine_config": {}})") ==
           "machine_config: unknown key (known keys: boot-source, machine-config, drives, network-interfaces, balloon, "
-          "vsock, logger, metrics, console, enable_pci)");
+          "vsock, fs, logger, metrics, console, enable_pci)");
 }
 
 TEST_CASE("config: enable_pci (top level) switches the devices to virtio-pci; off by default", "[config]") {
