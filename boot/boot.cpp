@@ -28,7 +28,11 @@ BootSetup setup_boot(const memory::GuestMemory& mem, const BootOptions& options)
         throw Error(fmt::format("boot: {} vCPUs requested, the MP table supports 1 to {}", options.vcpu_count,
                                 mptable_max_vcpus()));
     }
-    const std::vector<MemoryMapEntry> memory_map = guest_memory_map(mem);
+    std::vector<MemoryMapEntry> memory_map = guest_memory_map(mem);
+    // Linux uses the ECAM window that the MCFG announces only if the firmware reserved it.
+    if (options.acpi && options.acpi->pci) {
+        reserve_in_memory_map(memory_map, options.acpi->pci->ecam_base, layout::kPciEcamSize);
+    }
     const KernelImage kernel = parse_kernel_image(options.kernel);
     check_kernel_placement(kernel, mem);
     check_cmdline(options.cmdline, kernel.cmdline_max,

@@ -36,6 +36,10 @@ inline constexpr uint64_t kMmioHoleEnd = 0x100000000;
 // The PCI BAR window (--enable-pci): [3 GiB, 3.25 GiB), where BARs are assigned and decoded.
 inline constexpr uint64_t kPciMmioStart = 0xc0000000;
 inline constexpr uint64_t kPciMmioSize = 0x10000000;
+// The ECAM window of PCI bus 0 (--enable-pci): 1 MiB, announced by ACPI's MCFG and reserved in
+// the memory map when ACPI is on (test guests use this address directly).
+inline constexpr uint64_t kPciEcamStart = 0xe0000000;
+inline constexpr uint64_t kPciEcamSize = 0x100000;
 inline constexpr uint64_t kBootTimerAddr = 0xd0000000;  // 4 KiB: boot-timer device
 inline constexpr uint64_t kVirtioMmioStart = 0xd0001000;  // 4 KiB per virtio-mmio device
 inline constexpr uint64_t kVirtioMmioSize = 0x1000;

@@ -57,6 +57,17 @@ std::vector<MemoryMapEntry> guest_memory_map(const memory::GuestMemory& mem) {
     return map;
 }
 
+void reserve_in_memory_map(std::vector<MemoryMapEntry>& map, uint64_t addr, uint64_t size) {
+    for (const auto& e : map) {
+        if (addr < e.addr + e.size && e.addr < addr + size) {
+            throw Error(fmt::format("memory map: reserved range [{:#x}, +{:#x}) overlaps [{:#x}, +{:#x})", addr, size,
+                                    e.addr, e.size));
+        }
+    }
+    const auto at = std::find_if(map.begin(), map.end(), [&](const MemoryMapEntry& e) { return e.addr > addr; });
+    map.insert(at, MemoryMapEntry{addr, size, MemoryType::Reserved});
+}
+
 uint64_t low_ram_end(const memory::GuestMemory& mem) {
     uint64_t end = layout::kHighMemStart;
     for (const auto& r : mem.regions()) {

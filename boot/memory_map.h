@@ -27,6 +27,10 @@ struct MemoryMapEntry {
 // 1 MiB: the boot structures live there.
 std::vector<MemoryMapEntry> guest_memory_map(const memory::GuestMemory& mem);
 
+// Adds [addr, addr + size) as Reserved to `map`, in address order; it must not overlap an
+// entry (throws Error). For MMIO ranges the guest must leave alone, such as the PCI ECAM window.
+void reserve_in_memory_map(std::vector<MemoryMapEntry>& map, uint64_t addr, uint64_t size);
+
 // End of the RAM that is contiguous from 1 MiB and below the 32-bit MMIO hole: where the
 // kernel, initrd and everything 32-bit boot code can reach must live.
 uint64_t low_ram_end(const memory::GuestMemory& mem);

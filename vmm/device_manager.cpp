@@ -105,6 +105,8 @@ void DeviceManager::enable_pci(Bus& pio_bus) {
     pci_ = std::make_unique<devices::pci::PciRoot>(boot::layout::kPciMmioStart, boot::layout::kPciMmioSize);
     pio_bus.insert(pci_->config_io(), devices::pci::PciRoot::kConfigAddressPort, 8);
     mmio_bus_.insert(pci_->mmio_window(), boot::layout::kPciMmioStart, boot::layout::kPciMmioSize);
+    static_assert(boot::layout::kPciEcamSize == devices::pci::kEcamBusSize);
+    mmio_bus_.insert(pci_->ecam(), boot::layout::kPciEcamStart, boot::layout::kPciEcamSize);
 }
 
 virtio::TransportCore& DeviceManager::attach(std::shared_ptr<virtio::VirtioDevice> device) {

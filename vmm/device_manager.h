@@ -70,7 +70,8 @@ public:
     ~DeviceManager();
 
     // Every later attach() puts the device on a PCI root bus (created here: configuration ports
-    // 0xCF8-0xCFF on `pio_bus`, the BAR window boot::layout::kPciMmioStart on the MMIO bus)
+    // 0xCF8-0xCFF on `pio_bus`, the BAR window boot::layout::kPciMmioStart and the ECAM window
+    // boot::layout::kPciEcamStart on the MMIO bus)
     // instead of virtio-mmio. Before the first attach().
     void enable_pci(Bus& pio_bus);
     bool pci_enabled() const { return pci_ != nullptr; }

@@ -1,7 +1,6 @@
 // Laying out and writing the ACPI tables.
 #include "boot/acpi/acpi.h"
 
-#include <array>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -26,13 +25,15 @@ AcpiTables build_acpi_tables(const AcpiLayout& guest, uint64_t base_gpa) {
     }
     const std::vector<uint8_t> dsdt = build_dsdt(guest);
     const std::vector<uint8_t> madt = build_madt(guest);
-    constexpr size_t kXsdtEntries = 2;
+    const std::vector<uint8_t> mcfg = guest.pci ? build_mcfg(*guest.pci) : std::vector<uint8_t>{};
+    const size_t xsdt_entries = mcfg.empty() ? 2 : 3;
 
     // Offsets first: the FADT and XSDT hold addresses of the tables after them.
     const uint64_t xsdt_off = align_up(sizeof(Rsdp));
-    const uint64_t fadt_off = align_up(xsdt_off + sizeof(SdtHeader) + kXsdtEntries * sizeof(uint64_t));
+    const uint64_t fadt_off = align_up(xsdt_off + sizeof(SdtHeader) + xsdt_entries * sizeof(uint64_t));
     const uint64_t madt_off = align_up(fadt_off + sizeof(Fadt));
-    const uint64_t dsdt_off = align_up(madt_off + madt.size());
+    const uint64_t mcfg_off = align_up(madt_off + madt.size());
+    const uint64_t dsdt_off = align_up(mcfg_off + mcfg.size());
     const uint64_t total = dsdt_off + dsdt.size();
     if (total > kAcpiTablesMaxSize) {
         throw Error(fmt::format("ACPI tables: {} bytes, more than the {:#x} bytes reserved for them", total,
@@ -40,8 +41,9 @@ AcpiTables build_acpi_tables(const AcpiLayout& guest, uint64_t base_gpa) {
     }
 
     const std::vector<uint8_t> fadt = build_fadt(guest, base_gpa + dsdt_off);
-    const std::array<uint64_t, kXsdtEntries> xsdt_entries{base_gpa + fadt_off, base_gpa + madt_off};
-    const std::vector<uint8_t> xsdt = build_xsdt(xsdt_entries);
+    std::vector<uint64_t> entries{base_gpa + fadt_off, base_gpa + madt_off};
+    if (!mcfg.empty()) entries.push_back(base_gpa + mcfg_off);
+    const std::vector<uint8_t> xsdt = build_xsdt(entries);
     const Rsdp rsdp = build_rsdp(base_gpa + xsdt_off);
 
     AcpiTables out;
@@ -57,6 +59,7 @@ AcpiTables build_acpi_tables(const AcpiLayout& guest, uint64_t base_gpa) {
     place("XSDT", xsdt_off, xsdt);
     place("FACP", fadt_off, fadt);
     place("APIC", madt_off, madt);
+    if (!mcfg.empty()) place("MCFG", mcfg_off, mcfg);
     place("DSDT", dsdt_off, dsdt);
     return out;
 }

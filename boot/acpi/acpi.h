@@ -1,6 +1,6 @@
 // Entry point of the guest's ACPI tables: builds them as one block and writes it to guest memory.
 //
-// The block holds RSDP, XSDT, FADT, MADT and DSDT, laid out for the guest address it goes to.
+// The block holds RSDP, XSDT, FADT, MADT, MCFG (with PCI) and DSDT, laid out for the guest address it goes to.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +14,7 @@ namespace embervm::boot::acpi {
 
 // Where one table landed in the block.
 struct AcpiTablePlacement {
-    std::string signature;  // "RSD PTR ", "XSDT", "FACP", "APIC", "DSDT"
+    std::string signature;  // "RSD PTR ", "XSDT", "FACP", "APIC", "MCFG" (with PCI), "DSDT"
     uint64_t addr = 0;
     uint64_t length = 0;
 };
@@ -27,8 +27,8 @@ struct AcpiTables {
 };
 
 // Lays the tables out from `base_gpa` (which must be 16-byte aligned): the RSDP first (so that
-// at kAcpiTablesStart a guest scanning the BIOS area finds it), then XSDT (-> FADT, MADT),
-// FADT (-> DSDT), MADT and DSDT, each 16-byte aligned. Throws Error if the guest cannot be
+// at kAcpiTablesStart a guest scanning the BIOS area finds it), then XSDT (-> FADT, MADT and,
+// with PCI, MCFG), FADT (-> DSDT), MADT, MCFG and DSDT, each 16-byte aligned. Throws Error if the guest cannot be
 // described (see build_madt, build_dsdt_aml) or the block would exceed kAcpiTablesMaxSize.
 AcpiTables build_acpi_tables(const AcpiLayout& guest, uint64_t base_gpa = kAcpiTablesStart);
 

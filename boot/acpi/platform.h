@@ -35,11 +35,12 @@ struct VirtioMmioDeviceInfo {
 };
 
 // The PCI root bus (--enable-pci): the host bridge decodes bus 0 only, its configuration space
-// through ports 0xCF8-0xCFF, and forwards the BAR window to the bus. Its functions signal
-// with MSI-X only (no INTx pins, so no _PRT).
+// through ports 0xCF8-0xCFF and the ECAM window (MCFG, segment 0, bus 0), and forwards the BAR
+// window to the bus. Its functions signal with MSI-X only (no INTx pins, so no _PRT).
 struct PciRootInfo {
     uint64_t window_base = layout::kPciMmioStart;
     uint64_t window_size = layout::kPciMmioSize;
+    uint64_t ecam_base = layout::kPciEcamStart;  // 1 MiB: bus 0
 };
 
 // The guest as the tables describe it.

@@ -1,4 +1,4 @@
-// Building the RSDP, XSDT, FADT and MADT.
+// Building the RSDP, XSDT, FADT, MADT and MCFG.
 #include "boot/acpi/tables.h"
 
 #include <algorithm>
@@ -118,6 +118,20 @@ std::vector<uint8_t> build_madt(const AcpiLayout& guest) {
     h.local_apic_address = static_cast<uint32_t>(layout::kLapicAddr);
     h.flags = kMadtPcatCompat;
     std::memcpy(out.data(), &h, sizeof(h));
+    fix_checksum(out, offsetof(SdtHeader, checksum));
+    return out;
+}
+
+std::vector<uint8_t> build_mcfg(const PciRootInfo& pci) {
+    constexpr uint64_t kEcamBusBytes = 0x100000;
+    if (pci.ecam_base % kEcamBusBytes != 0 || pci.ecam_base + kEcamBusBytes > (uint64_t{1} << 32)) {
+        throw Error(fmt::format("ACPI MCFG: ECAM window {:#x} must be 1 MiB-aligned and below 4 GiB", pci.ecam_base));
+    }
+    McfgHeader h{};
+    h.header = make_sdt_header("MCFG", sizeof(McfgHeader) + sizeof(McfgAllocation), kMcfgRevision, "EVMMCFG");
+    std::vector<uint8_t> out;
+    append_obj(out, h);
+    append_obj(out, McfgAllocation{pci.ecam_base, 0, 0, 0, 0});
     fix_checksum(out, offsetof(SdtHeader, checksum));
     return out;
 }

@@ -180,6 +180,24 @@ inline constexpr uint8_t kMadtAllProcessors = 0xff;
 // the MP table) must fit in 8 bits.
 inline constexpr unsigned kMadtMaxVcpus = 254;
 
+// PCI Express memory-mapped configuration space table (PCI Firmware Specification 3.x, 4.1.2):
+// the header, 8 reserved bytes, then one allocation per segment and bus range.
+struct [[gnu::packed]] McfgAllocation {
+    uint64_t base_address;  // ECAM base of bus 0 of the segment (even if start_bus is not 0)
+    uint16_t segment;
+    uint8_t start_bus;
+    uint8_t end_bus;
+    uint32_t reserved;
+};
+static_assert(sizeof(McfgAllocation) == 16);
+
+struct [[gnu::packed]] McfgHeader {
+    SdtHeader header;  // "MCFG"
+    uint64_t reserved;
+};
+static_assert(sizeof(McfgHeader) == 44);
+inline constexpr uint8_t kMcfgRevision = 1;
+
 // An SDT header with embervm's OEM fields, the checksum 0 (fix_checksum sets it last).
 SdtHeader make_sdt_header(std::string_view signature, uint32_t length, uint8_t revision, std::string_view table_id);
 
@@ -198,5 +216,9 @@ std::vector<uint8_t> build_fadt(const AcpiLayout& guest, uint64_t dsdt_addr);
 // the MP table describes them. ISA IRQs map to the GSIs of the same number, which is ACPI's
 // default, so there are no interrupt source overrides. Throws Error for 0 or > kMadtMaxVcpus.
 std::vector<uint8_t> build_madt(const AcpiLayout& guest);
+
+// The MCFG with one allocation: `pci`'s ECAM window, segment 0, buses 0-0. Throws Error for a
+// window that is not 1 MiB-aligned below 4 GiB.
+std::vector<uint8_t> build_mcfg(const PciRootInfo& pci);
 
 }  // namespace embervm::boot::acpi

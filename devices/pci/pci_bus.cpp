@@ -1,5 +1,5 @@
-// The PCI root bus: configuration access through ports 0xCF8/0xCFC and BAR decoding in one
-// MMIO window.
+// The PCI root bus: configuration access through ports 0xCF8/0xCFC or the ECAM window, and
+// BAR decoding in one MMIO window.
 #include "devices/pci/pci_bus.h"
 
 #include <algorithm>
@@ -91,6 +91,35 @@ private:
     std::atomic<uint32_t> address_{0};
 };
 
+// The ECAM window of bus 0: offset bits 19:15 the slot, 14:12 the function, 11:0 the register.
+class PciRoot::Ecam : public vmm::BusDevice {
+public:
+    explicit Ecam(PciRoot& root) : root_(root) {}
+
+    void read(uint64_t offset, std::span<uint8_t> data) override {
+        if (!valid(offset, data.size())) {
+            std::fill(data.begin(), data.end(), uint8_t{0xff});
+            return;
+        }
+        root_.config_read(slot(offset), function(offset), reg(offset), data);
+    }
+
+    void write(uint64_t offset, std::span<const uint8_t> data) override {
+        if (valid(offset, data.size())) root_.config_write(slot(offset), function(offset), reg(offset), data);
+    }
+
+private:
+    // Inside the bus's window, 1, 2 or 4 bytes, naturally aligned (so inside one dword).
+    static bool valid(uint64_t offset, size_t len) {
+        return offset < kEcamBusSize && (len == 1 || len == 2 || len == 4) && offset % len == 0;
+    }
+    static uint8_t slot(uint64_t offset) { return static_cast<uint8_t>((offset >> 15) & 0x1f); }
+    static uint8_t function(uint64_t offset) { return static_cast<uint8_t>((offset >> 12) & 0x7); }
+    static uint16_t reg(uint64_t offset) { return static_cast<uint16_t>(offset & (kEcamFunctionSize - 1)); }
+
+    PciRoot& root_;
+};
+
 class PciRoot::Window : public vmm::BusDevice {
 public:
     explicit Window(PciRoot& root) : root_(root) {}
@@ -114,11 +143,13 @@ PciRoot::PciRoot(uint64_t window_base, uint64_t window_size)
       window_size_(window_size),
       next_free_(window_base),
       config_io_(std::make_shared<ConfigIo>(*this)),
+      ecam_(std::make_shared<Ecam>(*this)),
       window_(std::make_shared<Window>(*this)) {
     slots_[0] = std::make_shared<HostBridge>();
 }
 
 std::shared_ptr<vmm::BusDevice> PciRoot::config_io() { return config_io_; }
+std::shared_ptr<vmm::BusDevice> PciRoot::ecam() { return ecam_; }
 std::shared_ptr<vmm::BusDevice> PciRoot::mmio_window() { return window_; }
 
 uint8_t PciRoot::add(std::shared_ptr<PciFunction> function) {
@@ -151,8 +182,12 @@ uint8_t PciRoot::add(std::shared_ptr<PciFunction> function) {
 
 void PciRoot::config_read(uint8_t slot, uint8_t function, uint16_t offset, std::span<uint8_t> data) {
     std::lock_guard lock(config_mutex_);
-    if (slot >= kSlots || function != 0 || slots_[slot] == nullptr || offset >= kConfigSize) {
+    if (slot >= kSlots || function != 0 || slots_[slot] == nullptr || offset >= kEcamFunctionSize) {
         std::fill(data.begin(), data.end(), uint8_t{0xff});
+        return;
+    }
+    if (offset >= kConfigSize) {
+        std::fill(data.begin(), data.end(), uint8_t{0});  // extended space: no capabilities
         return;
     }
     slots_[slot]->config_read(offset, data);

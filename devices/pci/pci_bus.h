@@ -1,6 +1,8 @@
 // The PCI root bus: bus 0 with a host bridge at 00:00.0 and one single-function device per
 // slot (00:NN.0). The driver reaches configuration space through the port mechanism (address
-// at 0xCF8, data at 0xCFC-0xCFF: config_io()); the functions' memory BARs are decoded inside
+// at 0xCF8, data at 0xCFC-0xCFF: config_io()) or through the ECAM window (ecam(): 4 KiB per
+// function, bus 0 only, announced by ACPI's MCFG); both reach the same registers through
+// config_read()/config_write(). The functions' memory BARs are decoded inside
 // one MMIO window (mmio_window(), on the VM's MMIO bus), where the root dispatches each access
 // to the BAR that holds it *now*: a driver may move BARs, and the handlers move with them.
 //
@@ -28,6 +30,12 @@
 namespace embervm::devices::pci {
 
 inline constexpr unsigned kSlots = 32;
+inline constexpr unsigned kFunctionsPerSlot = 8;
+// ECAM (PCI Express enhanced configuration access): 4 KiB of configuration space per function,
+// so one bus is 32 slots x 8 functions x 4 KiB = 1 MiB. Only the first kConfigSize bytes of
+// each exist here; the extended space above reads zeros (no extended capabilities).
+inline constexpr uint64_t kEcamFunctionSize = 0x1000;
+inline constexpr uint64_t kEcamBusSize = uint64_t{kSlots} * kFunctionsPerSlot * kEcamFunctionSize;
 
 class PciFunction {
 public:
@@ -78,13 +86,18 @@ public:
     // returns the slot. Throws embervm::Error when slots or window space run out.
     uint8_t add(std::shared_ptr<PciFunction> function);
 
-    // A configuration access to bus 0, `slot`, function 0 at `offset`; absent functions read
-    // all ones and ignore writes.
+    // A configuration access to bus 0, `slot`, `function` at `offset` (< kEcamFunctionSize);
+    // absent functions read all ones and ignore writes; a present function's extended space
+    // (offset >= kConfigSize) reads zeros and ignores writes.
     void config_read(uint8_t slot, uint8_t function, uint16_t offset, std::span<uint8_t> data);
     void config_write(uint8_t slot, uint8_t function, uint16_t offset, std::span<const uint8_t> data);
 
     // The port-I/O device for 0xCF8-0xCFF (insert with base kConfigAddressPort, length 8).
     std::shared_ptr<vmm::BusDevice> config_io();
+    // The MMIO device for bus 0's ECAM window (insert anywhere, length kEcamBusSize): an
+    // access of 1, 2 or 4 bytes aligned to its size reaches (slot, function, register) =
+    // (offset bits 19:15, 14:12, 11:0); any other access reads all ones and writes nothing.
+    std::shared_ptr<vmm::BusDevice> ecam();
     // The MMIO device for the BAR window (insert at window_base, window_size).
     std::shared_ptr<vmm::BusDevice> mmio_window();
     uint64_t window_base() const { return window_base_; }
@@ -107,6 +120,7 @@ private:
         unsigned bar;
     };
     class ConfigIo;
+    class Ecam;
     class Window;
     // Recomputes what the window decodes from the functions' BARs and command registers, and
     // tells functions whose BARs changed. With config_mutex_ held.
@@ -122,6 +136,7 @@ private:
     mutable std::shared_mutex decode_mutex_;
     std::vector<Decoded> decoded_;  // under decode_mutex_
     std::shared_ptr<ConfigIo> config_io_;
+    std::shared_ptr<Ecam> ecam_;
     std::shared_ptr<Window> window_;
 };
 

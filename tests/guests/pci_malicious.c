@@ -21,6 +21,11 @@
 //                           ignored
 //   config-read-only        writes to IDs, class, capability pointer, capability bodies, absent
 //                           BARs and absent functions: ignored
+//   ecam                    the ECAM window reads what the ports read (every dword of the host
+//                           bridge and both drives, 1/2/4-byte), a write through it is seen
+//                           through the ports; unaligned and 8-byte accesses read all ones and
+//                           write nothing, the extended space reads zeros, absent functions and
+//                           the end of the window all ones
 // `pcimal.only=<case>` runs one.
 #include "guest.h"
 #include "io.h"
@@ -336,6 +341,72 @@ static int c_config_read_only(const char* name) {
     return 0;
 }
 
+static int c_ecam(const char* name) {
+    struct virtio_dev* d = &victim.v;
+    const uint8_t slots[3] = {0, d->pci.slot, bystander.v.pci.slot};
+    for (unsigned i = 0; i < 3; i++) {
+        for (uint16_t off = 0; off < 0x100; off += 4) {
+            const uint32_t port = pci_cfg_read32(slots[i], 0, off), ecam = pci_ecam_read32(slots[i], 0, off);
+            if (port != ecam) {
+                FAIL("%s: 00:%02x.0 dword 0x%x: ports 0x%08x, ECAM 0x%08x\n", name, slots[i], off, port, ecam);
+                return -1;
+            }
+        }
+    }
+    const uint8_t s = d->pci.slot;
+    if (mmio_read16(pci_ecam_addr(s, 0, PCI_DEVICE_ID)) != pci_cfg_read16(s, 0, PCI_DEVICE_ID) ||
+        mmio_read8(pci_ecam_addr(s, 0, PCI_CAP_PTR)) != pci_cfg_read8(s, 0, PCI_CAP_PTR)) {
+        FAIL("%s: 1- or 2-byte ECAM reads differ from the ports\n", name);
+        return -1;
+    }
+    // A write through ECAM (memory decoding off and on again) is seen through the ports.
+    const uint16_t command = pci_cfg_read16(s, 0, PCI_COMMAND);
+    mmio_write16(pci_ecam_addr(s, 0, PCI_COMMAND), (uint16_t)(command & ~PCI_COMMAND_MEMORY));
+    const uint16_t off_seen = pci_cfg_read16(s, 0, PCI_COMMAND);
+    const uint16_t q_off = mmio_read16(d->pci.bar[0] + VIRTIO_PCI_NUM_QUEUES);
+    mmio_write8(pci_ecam_addr(s, 0, PCI_COMMAND), (uint8_t)command);
+    if (off_seen != (command & ~PCI_COMMAND_MEMORY) || q_off != 0xffff || pci_cfg_read16(s, 0, PCI_COMMAND) != command) {
+        FAIL("%s: command written through ECAM: ports read 0x%x (BAR answered 0x%x with decoding off)\n", name,
+             off_seen, q_off);
+        return -1;
+    }
+    // Odd accesses: unaligned and 8-byte reads all ones; writes of both kinds change nothing.
+    uint32_t before[64];
+    for (unsigned i = 0; i < 64; i++) before[i] = pci_cfg_read32(s, 0, (uint16_t)(4 * i));
+    const uint32_t unaligned32 = mmio_read32(pci_ecam_addr(s, 0, PCI_BAR0 + 1));
+    const uint16_t unaligned16 = mmio_read16(pci_ecam_addr(s, 0, PCI_COMMAND + 1));
+    const uint64_t wide = mmio_read64(pci_ecam_addr(s, 0, PCI_VENDOR_ID));
+    mmio_write32(pci_ecam_addr(s, 0, PCI_BAR0 + 2), 0xffffffffu);
+    mmio_write16(pci_ecam_addr(s, 0, PCI_COMMAND + 1), 0);
+    mmio_write64(pci_ecam_addr(s, 0, PCI_COMMAND), 0);
+    mmio_write64(pci_ecam_addr(s, 0, PCI_BAR0), ~0ull);
+    for (unsigned i = 0; i < 64; i++) {
+        const uint32_t now = pci_cfg_read32(s, 0, (uint16_t)(4 * i));
+        if (now != before[i]) {
+            FAIL("%s: config dword 0x%x changed 0x%08x -> 0x%08x by an odd ECAM access\n", name, 4 * i, before[i], now);
+            return -1;
+        }
+    }
+    if (unaligned32 != 0xffffffffu || unaligned16 != 0xffff || wide != ~0ull) {
+        FAIL("%s: odd ECAM reads 0x%x / 0x%x / 0x%lx (expected all ones)\n", name, unaligned32, unaligned16, wide);
+        return -1;
+    }
+    // Extended space: zeros, writes ignored; absent functions and past the bus: all ones.
+    pci_ecam_write32(s, 0, 0x100, 0x12345678);
+    pci_ecam_write32(s, 0, 0xffc, 0x12345678);
+    const uint32_t ext = pci_ecam_read32(s, 0, 0x100) | pci_ecam_read32(s, 0, 0xffc);
+    pci_ecam_write32(s, 5, PCI_COMMAND, 0xffff);
+    const uint32_t absent = pci_ecam_read32(s, 5, PCI_VENDOR_ID) & pci_ecam_read32(31, 7, 0xffc);
+    if (ext != 0 || absent != 0xffffffffu) {
+        FAIL("%s: extended space reads 0x%x (expected 0), absent functions 0x%x (expected all ones)\n", name, ext,
+             absent);
+        return -1;
+    }
+    if (works(&victim, name, "after the ECAM accesses") != 0 || works(&bystander, name, "bystander") != 0) return -1;
+    printf("pci-malicious: %s -> same registers as the ports, odd accesses ignored ok\n", name);
+    return 0;
+}
+
 struct mal_case {
     const char* name;
     int (*run)(const char* name);
@@ -351,6 +422,7 @@ static const struct mal_case cases[] = {
     {"notify-range", c_notify_range},
     {"queue-select-range", c_queue_select_range},
     {"config-read-only", c_config_read_only},
+    {"ecam", c_ecam},
 };
 
 int guest_main(void) {

@@ -45,6 +45,16 @@ void pci_cfg_write8(uint8_t slot, uint8_t fn, uint16_t off, uint8_t v) {
     outb((uint16_t)(PCI_CONFIG_DATA + (off & 3)), v);
 }
 
+uint64_t pci_ecam_addr(uint8_t slot, uint8_t fn, uint16_t off) {
+    return PCI_ECAM_BASE | (uint64_t)(slot & 31) << 15 | (uint64_t)(fn & 7) << 12 | (off & 0xfff);
+}
+
+uint32_t pci_ecam_read32(uint8_t slot, uint8_t fn, uint16_t off) { return mmio_read32(pci_ecam_addr(slot, fn, off)); }
+
+void pci_ecam_write32(uint8_t slot, uint8_t fn, uint16_t off, uint32_t v) {
+    mmio_write32(pci_ecam_addr(slot, fn, off), v);
+}
+
 uint64_t pci_bar_address(uint8_t slot, uint8_t fn, unsigned bar) {
     const uint32_t lo = pci_cfg_read32(slot, fn, (uint16_t)(PCI_BAR0 + 4 * bar));
     if (lo & PCI_BAR_IO) return 0;

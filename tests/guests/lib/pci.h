@@ -1,5 +1,5 @@
 // libguest: a minimal PCI driver for test guests: configuration space through the port mechanism
-// (address at 0xCF8, data at 0xCFC-0xCFF), bus 0 enumeration, BAR sizing and placement, the
+// (address at 0xCF8, data at 0xCFC-0xCFF) or the ECAM window (pci_ecam_*()), bus 0 enumeration, BAR sizing and placement, the
 // capability list, and MSI-X (table entries aimed at this CPU's local APIC).
 //
 //   pci_scan()            every function on bus 0 (vendor ID not 0xFFFF), with its BARs sized
@@ -79,6 +79,17 @@ uint8_t pci_cfg_read8(uint8_t slot, uint8_t fn, uint16_t off);
 void pci_cfg_write32(uint8_t slot, uint8_t fn, uint16_t off, uint32_t v);
 void pci_cfg_write16(uint8_t slot, uint8_t fn, uint16_t off, uint16_t v);
 void pci_cfg_write8(uint8_t slot, uint8_t fn, uint16_t off, uint8_t v);
+
+// The same registers through bus 0's ECAM window: 4 KiB per function at PCI_ECAM_BASE +
+// (slot << 15 | fn << 12 | off), one MMIO access of the given width. The window's address is
+// fixed (boot/layout.h's kPciEcamStart, where embervm always puts it with --enable-pci; a
+// Linux guest finds it in ACPI's MCFG). pci_ecam_addr() is the address of a register, for
+// mmio_read8/16/32() and mmio_write*() (io.h) of any width.
+#define PCI_ECAM_BASE 0xe0000000ull
+#define PCI_ECAM_SIZE 0x100000ull
+uint64_t pci_ecam_addr(uint8_t slot, uint8_t fn, uint16_t off);
+uint32_t pci_ecam_read32(uint8_t slot, uint8_t fn, uint16_t off);
+void pci_ecam_write32(uint8_t slot, uint8_t fn, uint16_t off, uint32_t v);
 
 // Enumerates bus 0 (functions 1-7 only of multi-function devices). Fills at most `max`; returns
 // how many were found.

@@ -51,3 +51,16 @@ TEST_CASE("guest_memory_map merges adjacent regions and needs memory from 0 past
     const GuestMemory too_small({{GuestAddress(0), kMiB}});
     CHECK_THROWS_AS(guest_memory_map(too_small), embervm::Error);
 }
+
+TEST_CASE("reserve_in_memory_map adds a reserved range in address order, never over another", "[boot][memory-map]") {
+    const GuestMemory mem = make_guest_memory(5 * kGiB);
+    std::vector<MemoryMapEntry> map = guest_memory_map(mem);
+    const size_t before = map.size();
+    reserve_in_memory_map(map, 0xe0000000, 0x100000);
+    REQUIRE(map.size() == before + 1);
+    CHECK(map[before - 1] == MemoryMapEntry{0xe0000000, 0x100000, MemoryType::Reserved});
+    CHECK(map.back().addr == 4 * kGiB);
+    for (size_t i = 1; i < map.size(); ++i) CHECK(map[i - 1].addr + map[i - 1].size <= map[i].addr);
+    CHECK_THROWS_WITH(reserve_in_memory_map(map, 0xe0080000, 0x100000), Contains("overlaps"));
+    CHECK_THROWS_WITH(reserve_in_memory_map(map, 0x1000, 0x1000), Contains("overlaps"));
+}

@@ -1,6 +1,6 @@
 // Tests for devices/pci: configuration space (header, write masks, BAR sizing, capability
-// list), the 0xCF8/0xCFC port mechanism and BAR decoding in the window (relocation, overlap,
-// BARs outside the window, memory space disabled).
+// list), the 0xCF8/0xCFC port mechanism, the ECAM window and BAR decoding in the window
+// (relocation, overlap, BARs outside the window, memory space disabled).
 #include <catch2/catch.hpp>
 
 #include <array>
@@ -263,4 +263,76 @@ TEST_CASE("PCI root: slots and window space run out with an error", "[pci]") {
     PciRoot big(kWindow, kWindowSize);
     for (unsigned i = 1; i < kSlots; ++i) big.add(std::make_shared<TestFunction>(0x1000));
     CHECK_THROWS(big.add(std::make_shared<TestFunction>(0x1000)));
+}
+
+namespace {
+
+uint64_t ecam_offset(uint8_t slot, uint8_t function, uint16_t reg) {
+    return (uint64_t{slot} << 15) | (uint64_t{function} << 12) | reg;
+}
+
+template <typename T>
+T ecam_read(PciRoot& root, uint64_t offset) {
+    T v{};
+    root.ecam()->read(offset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), sizeof(T)));
+    return v;
+}
+
+template <typename T>
+void ecam_write(PciRoot& root, uint64_t offset, T value) {
+    root.ecam()->write(offset, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&value), sizeof(T)));
+}
+
+}  // namespace
+
+TEST_CASE("PCI root: ECAM and the port mechanism reach the same registers", "[pci]") {
+    PciRoot root(kWindow, kWindowSize);
+    auto f = std::make_shared<TestFunction>(0x4000);
+    REQUIRE(root.add(f) == 1);
+    CHECK(kEcamBusSize == 0x100000);
+    for (uint8_t slot : {0, 1}) {
+        for (uint16_t reg = 0; reg < kConfigSize; reg += 4) {
+            CHECK(ecam_read<uint32_t>(root, ecam_offset(slot, 0, reg)) == cfg_read32(root, slot, reg));
+        }
+    }
+    // 1-, 2- and 4-byte reads see the same bytes.
+    CHECK(ecam_read<uint16_t>(root, ecam_offset(1, 0, 2)) == 0x1042);
+    CHECK(ecam_read<uint8_t>(root, ecam_offset(1, 0, 1)) == 0x1a);
+    // A write through ECAM is seen through the ports, and the other way round.
+    ecam_write<uint32_t>(root, ecam_offset(1, 0, reg::kBar0), 0xc8000000u);
+    CHECK(cfg_read32(root, 1, reg::kBar0) == (0xc8000000u | kBarMem64));
+    cfg_write32(root, 1, reg::kBar0, 0xc9000000u);
+    CHECK(ecam_read<uint32_t>(root, ecam_offset(1, 0, reg::kBar0)) == (0xc9000000u | kBarMem64));
+    // ECAM command writes change the decoding as port writes do.
+    ecam_write<uint16_t>(root, ecam_offset(1, 0, reg::kCommand), command::kMemorySpace);
+    CHECK(root.decoded_bar(1, 0) == 0xc9000000u);
+    ecam_write<uint8_t>(root, ecam_offset(1, 0, reg::kCommand), 0);
+    CHECK(root.decoded_bar(1, 0) == std::nullopt);
+}
+
+TEST_CASE("PCI root: ECAM absent functions, extended space and bad accesses", "[pci]") {
+    PciRoot root(kWindow, kWindowSize);
+    REQUIRE(root.add(std::make_shared<TestFunction>(0x4000)) == 1);
+    // Absent slots and functions read all ones, whatever the register.
+    CHECK(ecam_read<uint32_t>(root, ecam_offset(2, 0, 0)) == 0xffffffff);
+    CHECK(ecam_read<uint32_t>(root, ecam_offset(1, 1, 0)) == 0xffffffff);
+    CHECK(ecam_read<uint32_t>(root, ecam_offset(31, 7, 0xffc)) == 0xffffffff);
+    CHECK(ecam_read<uint32_t>(root, ecam_offset(2, 0, 0x100)) == 0xffffffff);
+    // A present function's extended space reads zeros and ignores writes.
+    CHECK(ecam_read<uint32_t>(root, ecam_offset(1, 0, 0x100)) == 0);
+    CHECK(ecam_read<uint32_t>(root, ecam_offset(0, 0, 0xffc)) == 0);
+    ecam_write<uint32_t>(root, ecam_offset(1, 0, 0x100), 0x12345678u);
+    CHECK(ecam_read<uint32_t>(root, ecam_offset(1, 0, 0x100)) == 0);
+    // Unaligned and 8-byte accesses read all ones and write nothing.
+    CHECK(ecam_read<uint16_t>(root, ecam_offset(1, 0, 1)) == 0xffff);
+    CHECK(ecam_read<uint32_t>(root, ecam_offset(1, 0, 2)) == 0xffffffff);
+    CHECK(ecam_read<uint64_t>(root, ecam_offset(1, 0, 0)) == ~uint64_t{0});
+    const uint32_t bar = cfg_read32(root, 1, reg::kBar0);
+    ecam_write<uint32_t>(root, ecam_offset(1, 0, reg::kBar0 + 2), 0xffffffffu);
+    ecam_write<uint64_t>(root, ecam_offset(1, 0, reg::kBar0), 0xffffffffffffffffu);
+    ecam_write<uint16_t>(root, ecam_offset(1, 0, reg::kBar0 + 1), 0xffff);
+    CHECK(cfg_read32(root, 1, reg::kBar0) == bar);
+    CHECK(cfg_read32(root, 1, reg::kBar0 + 4) == 0);
+    // Beyond the bus's 1 MiB nothing is reached.
+    CHECK(ecam_read<uint32_t>(root, kEcamBusSize) == 0xffffffff);
 }

@@ -161,6 +161,21 @@ TEST_CASE("iasl decodes the FADT, MADT and XSDT with their checksums and pointer
     }
 }
 
+TEST_CASE("iasl decodes the MCFG: bus 0's ECAM window in segment 0", "[acpi][iasl]") {
+    TempDir dir;
+    AcpiLayout g = guest_with(1, 0);
+    g.pci = PciRootInfo{};
+    const AcpiTables t = build_acpi_tables(g);
+    const Disassembly mcfg = iasl_disassemble(dir, "MCFG", table_bytes(t, "MCFG"));
+    INFO(mcfg.dsl);
+    check_clean(mcfg);
+    CHECK_THAT(mcfg.dsl, Contains("Signature : \"MCFG\"") && Contains("Table Length : 0000003C"));
+    CHECK_THAT(mcfg.dsl, Contains("Base Address : 00000000E0000000") && Contains("Segment Group Number : 0000"));
+    CHECK_THAT(mcfg.dsl, Contains("Start Bus Number : 00") && Contains("End Bus Number : 00"));
+    const Disassembly xsdt = iasl_disassemble(dir, "XSDT", table_bytes(t, "XSDT"));
+    CHECK_THAT(xsdt.dsl, Contains(fmt::format("ACPI Table Address   2 : {:016X}", table_addr(t, "MCFG"))));
+}
+
 TEST_CASE("acpiexec loads the tables and evaluates \\_S5 and every device's _CRS", "[acpi][iasl]") {
     require_acpica_tool(kAcpiExec);
     TempDir dir;

@@ -158,6 +158,29 @@ TEST_CASE("the FADT allows MSI only when the guest has PCI", "[acpi]") {
     CHECK((flags & kIapcVgaNotPresent) != 0);
 }
 
+TEST_CASE("with PCI the XSDT points at an MCFG with bus 0's ECAM window", "[acpi]") {
+    AcpiLayout g = guest_with(1, 0);
+    for (const auto& p : build_acpi_tables(g).tables) CHECK(p.signature != "MCFG");
+    g.pci = PciRootInfo{};
+    const AcpiTables t = build_acpi_tables(g);
+    REQUIRE(t.tables.size() == 6);
+    const auto& xsdt = find(t, "XSDT");
+    REQUIRE(xsdt.length == sizeof(SdtHeader) + 3 * 8);
+    CHECK(peek<uint64_t>(t.bytes, xsdt.addr - t.base_gpa + sizeof(SdtHeader) + 16) == find(t, "MCFG").addr);
+    const auto& mcfg = find(t, "MCFG");
+    REQUIRE(mcfg.length == sizeof(McfgHeader) + sizeof(McfgAllocation));
+    CHECK(byte_sum(bytes_of(t, mcfg)) == 0);
+    CHECK(table_obj<McfgHeader>(t, "MCFG").header.revision == kMcfgRevision);
+    const auto a = table_obj<McfgAllocation>(t, "MCFG", sizeof(McfgHeader));
+    CHECK(val(a.base_address) == layout::kPciEcamStart);
+    CHECK(val(a.segment) == 0);
+    CHECK(a.start_bus == 0);
+    CHECK(a.end_bus == 0);
+    // A window Linux could not use is refused.
+    CHECK_THROWS_AS(build_mcfg(PciRootInfo{0xc0000000, 0x10000000, 0xe0001000}), embervm::Error);
+    CHECK_THROWS_AS(build_mcfg(PciRootInfo{0xc0000000, 0x10000000, 0x100000000}), embervm::Error);
+}
+
 TEST_CASE("the MADT describes 1 to 8 vCPUs, the I/O APIC and LINT1 as the MP table does", "[acpi]") {
     for (unsigned vcpus = 1; vcpus <= 8; vcpus++) {
         CAPTURE(vcpus);
