@@ -13,8 +13,10 @@
 #include "str.h"
 #include "virtio_pci.h"
 
-// msi_count[index] once it passed `seen`, or after ~50 ms (pci.h).
-static uint64_t msis(int index, uint64_t seen) { return msi_wait(index, seen, 1ull << 27); }
+// msi_count[index] once it passed `seen`: an MSI that must come is given seconds, a count that
+// must not move ~50 ms (pci.h).
+static uint64_t msis(int index, uint64_t seen) { return msi_wait(index, seen, MSI_EXPECT_CYCLES); }
+static uint64_t no_msis(int index, uint64_t seen) { return msi_wait(index, seen, MSI_QUIET_CYCLES); }
 
 static int check_msix(struct blk_dev* b) {
     struct virtio_dev* d = &b->v;
@@ -26,7 +28,7 @@ static int check_msix(struct blk_dev* b) {
     irq_take_pending();
     const uint64_t q0 = msi_count[qv], c0 = msi_count[cv];
     int r = blk_get_id(b);
-    const uint64_t q1 = msis(qv, q0), c1 = msis(cv, c0);
+    const uint64_t q1 = msis(qv, q0), c1 = no_msis(cv, c0);
     if (r != VIRTIO_BLK_S_OK || q1 == q0 || c1 != c0) {
         FAIL("%s: MSI-X: GET_ID %s, queue vector MSIs %lu -> %lu, config vector %lu -> %lu\n", b->id,
              blk_err_name(r), q0, q1, c0, c1);
@@ -38,8 +40,9 @@ static int check_msix(struct blk_dev* b) {
     const uint16_t entry = (uint16_t)(qv - d->msi_first);
     pci_msix_mask_entry(&d->msix, entry, 1);
     r = blk_get_id(b);
-    const uint64_t q2 = msis(qv, q1);
-    const int pending = pci_msix_pending(&d->msix, entry);
+    // The used element is visible before the VMM signals the vector: wait for the pending bit.
+    const int pending = pci_msix_pending_wait(&d->msix, entry);
+    const uint64_t q2 = no_msis(qv, q1);
     pci_msix_mask_entry(&d->msix, entry, 0);
     const uint64_t q3 = msis(qv, q2);
     const int pending_after = pci_msix_pending(&d->msix, entry);

@@ -210,6 +210,12 @@ int pci_msix_pending(const struct pci_msix* m, uint16_t i) {
     return (int)((mmio_read64(m->pba + 8u * (i / 64u)) >> (i % 64u)) & 1);
 }
 
+int pci_msix_pending_wait(const struct pci_msix* m, uint16_t i) {
+    const uint64_t start = rdtsc();
+    while (!pci_msix_pending(m, i) && rdtsc() - start < MSI_EXPECT_CYCLES) cpu_pause();
+    return pci_msix_pending(m, i);
+}
+
 uint64_t msi_wait(int index, uint64_t seen, uint64_t max_cycles) {
     const uint64_t start = rdtsc();
     do {

@@ -135,6 +135,13 @@ int pci_msix_pending(const struct pci_msix* m, uint16_t i);
 // TSC cycles without: a VMM publishes a used element before it signals the vector, and an
 // irqfd may inject a little later, so a count that must not move is also given that long.
 uint64_t msi_wait(int index, uint64_t seen, uint64_t max_cycles);
+// How long to wait for an MSI or a pending bit that must come (seconds on any host: a VMM
+// publishes a used element before it signals, and on a loaded or emulated host the signal can
+// follow the element by tens of milliseconds) and for a count that must not move (~50 ms).
+#define MSI_EXPECT_CYCLES (1ull << 33)
+#define MSI_QUIET_CYCLES (1ull << 27)
+// Waits up to MSI_EXPECT_CYCLES for the pending bit of entry `i`; returns it.
+int pci_msix_pending_wait(const struct pci_msix* m, uint16_t i);
 
 // Hands out `n` consecutive MSI vectors (indices into msi_count; IDT vector MSI_VECTOR_BASE +
 // index). Returns the first index, or -1 if they ran out.
