@@ -39,8 +39,15 @@ uint16_t unacknowledged_completions(const QueueProgress& q) {
     return n >= 1 && n <= q.size ? n : 0;
 }
 
-StallWatchdog::StallWatchdog(std::string device_name, WatchdogTimes times)
-    : name_(std::move(device_name)), times_(times) {}
+StallWatchdog::StallWatchdog(std::string device_name, WatchdogTimes times,
+                             std::function<std::string()> interrupt_state)
+    : name_(std::move(device_name)), times_(times), interrupt_state_(std::move(interrupt_state)) {}
+
+std::string StallWatchdog::interrupt_state() const {
+    if (!interrupt_state_) return {};
+    std::string s = interrupt_state_();
+    return s.empty() ? s : "; " + s;
+}
 
 StallWatchdog::Result StallWatchdog::check(const DeviceProgress& progress,
                                            std::optional<Clock::time_point> interrupt_pending_since,
@@ -90,9 +97,9 @@ StallWatchdog::Result StallWatchdog::check(const DeviceProgress& progress,
                 last_reraise_log_ = now;
                 result.warnings.push_back(fmt::format(
                     "{}: the driver has not acknowledged the used-buffer interrupt for {:.1f} s: raising it again "
-                    "({} so far; logged at most every {} s){}",
+                    "({} so far; logged at most every {} s){}{}",
                     name_, seconds(waited), report_.interrupts_reraised, kReraiseLogInterval.count(),
-                    queue_positions(progress)));
+                    queue_positions(progress), interrupt_state()));
             }
         }
         if (waited >= times_.driver_stall) {
@@ -102,8 +109,8 @@ StallWatchdog::Result StallWatchdog::check(const DeviceProgress& progress,
                 report_.driver_stalls++;
                 result.warnings.push_back(fmt::format(
                     "{}: the driver has not acknowledged the used-buffer interrupt for {:.1f} s, raised again {} "
-                    "times: the guest stopped running its driver (or masks the interrupt and polls){}",
-                    name_, seconds(waited), episode_reraises_, queue_positions(progress)));
+                    "times: the guest stopped running its driver (or masks the interrupt and polls){}{}",
+                    name_, seconds(waited), episode_reraises_, queue_positions(progress), interrupt_state()));
             }
         }
     }

@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,7 +50,11 @@ class StallWatchdog {
 public:
     using Clock = std::chrono::steady_clock;
 
-    explicit StallWatchdog(std::string device_name, WatchdogTimes times = {});
+    // `interrupt_state`, when given, describes where the device's interrupt stands in the
+    // interrupt controller (e.g. its IOAPIC pin); its line is added to the re-raise and stall
+    // warnings, so a lost interrupt leaves evidence in the log.
+    explicit StallWatchdog(std::string device_name, WatchdogTimes times = {},
+                           std::function<std::string()> interrupt_state = {});
 
     struct Result {
         std::vector<std::string> warnings;  // logged already
@@ -63,8 +68,12 @@ public:
     const WatchdogReport& report() const { return report_; }
 
 private:
+    // "; STATE" from interrupt_state_, or nothing.
+    std::string interrupt_state() const;
+
     std::string name_;
     WatchdogTimes times_;
+    std::function<std::string()> interrupt_state_;
     std::optional<Clock::time_point> last_slow_warning_;
     // The unacknowledged interrupt being watched: since when (by the transport, or from resume
     // for a paused guest), when it was raised again last and how often, whether warned.

@@ -128,7 +128,9 @@ virtio::TransportCore& DeviceManager::attach_mmio(std::shared_ptr<virtio::Virtio
     vm_.register_irqfd(slot->irq->fd(), gsi);
     auto transport = std::make_shared<virtio::MmioTransport>(mem_, device, slot->irq, &loop_);
     slot->transport = transport;
-    slot->watchdog = std::make_unique<virtio::StallWatchdog>(device->name());
+    // A lost interrupt on an IOAPIC pin: the re-raise warnings show the pin's state in KVM.
+    slot->watchdog = std::make_unique<virtio::StallWatchdog>(device->name(), virtio::WatchdogTimes{},
+                                                             [this, gsi] { return vm_.describe_gsi(gsi); });
     std::vector<EventFd> queue_events(slot->transport->num_queues());
     for (uint16_t q = 0; q < queue_events.size(); q++) {
         vm_.register_ioeventfd(queue_events[q].fd(), base + virtio::mmio::kQueueNotify, 4, false, q);

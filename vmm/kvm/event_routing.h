@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 namespace embervm::vmm {
 
@@ -25,6 +26,9 @@ public:
     // `address` and `data` (a PCI function's MSI-X vector). `gsi` must be above the IOAPIC's
     // pins, whose routes stay. Throws Error.
     virtual void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) = 0;
+    // One line on `gsi`'s state in the interrupt controller (an IOAPIC pin's redirection entry
+    // and request bit), for the log when an interrupt looks lost; empty where unknown.
+    virtual std::string describe_gsi(uint32_t /*gsi*/) const { return {}; }
 
 protected:
     VmEventRouting() = default;

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 
@@ -189,6 +190,21 @@ void KvmVm::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
     if (::ioctl(fd(), kvm_abi::kSetGsiRouting, table.data()) < 0) {
         throw sys_error(fmt::format("KVM_SET_GSI_ROUTING (MSI route for GSI {})", gsi));
     }
+}
+
+std::string KvmVm::describe_gsi(uint32_t gsi) const {
+    if (gsi >= kIoapicPins) return {};
+    kvm_irqchip chip{};
+    chip.chip_id = KVM_IRQCHIP_IOAPIC;
+    if (::ioctl(fd(), KVM_GET_IRQCHIP, &chip) < 0) {
+        return fmt::format("IOAPIC pin {}: KVM_GET_IRQCHIP failed ({})", gsi, std::strerror(errno));
+    }
+    const kvm_ioapic_state& io = chip.chip.ioapic;
+    const auto& e = io.redirtbl[gsi].fields;
+    return fmt::format("IOAPIC pin {}: vector {:#x}, {}, {}, remote IRR {}, delivery pending {}, request {}, "
+                       "destination {:#x} ({})",
+                       gsi, e.vector, e.trig_mode ? "level" : "edge", e.mask ? "MASKED" : "unmasked", e.remote_irr,
+                       e.delivery_status, (io.irr >> gsi) & 1u, e.dest_id, e.dest_mode ? "logical" : "physical");
 }
 
 KvmVcpu::KvmVcpu(const KvmSystem& kvm, const KvmVm& vm, uint32_t id)

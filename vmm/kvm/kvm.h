@@ -51,6 +51,8 @@ public:
     // KVM_SET_GSI_ROUTING replaces the whole table: it is rebuilt from KVM's default routes for
     // the in-kernel PIC and IOAPIC (GSIs 0-23) plus every MSI route set so far.
     void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) override;
+    // KVM_GET_IRQCHIP (IOAPIC) for pins 0-23; never throws (a diagnostic).
+    std::string describe_gsi(uint32_t gsi) const override;
 
 private:
     void ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, std::optional<uint64_t> datamatch,

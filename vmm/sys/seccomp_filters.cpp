@@ -152,8 +152,10 @@ Calls event_loop_calls() {
         {"ioctl",
          "BLKGETSIZE64 (a drive swap to a block device); TCSETS* (the console's terminal restored at "
          "the end); TUNSETOFFLOAD (virtio-net features); the vhost-net ioctls (a vhost interface's rings "
-         "taken back when the VM ends)",
-         1, joined(std::vector<uint64_t>{BLKGETSIZE64, TCSETS, TCSETSW, TCSETSF, TCGETS, TUNSETOFFLOAD}, vhost_ioctls())},
+         "taken back when the VM ends); KVM_GET_IRQCHIP (the device watchdog logs an IOAPIC pin's state when "
+         "it raises an interrupt again)",
+         1, joined(std::vector<uint64_t>{BLKGETSIZE64, TCSETS, TCSETSW, TCSETSF, TCGETS, TUNSETOFFLOAD,
+                                         KVM_GET_IRQCHIP}, vhost_ioctls())},
         {"eventfd2", "a drive swap creates the new backend's completion eventfd"},
         // virtio-vsock's host side (virtio/vsock/vsock_device.h): Unix sockets only.
         {"socket", "virtio-vsock connects a guest connection to <uds_path>_<port>", 0, {AF_UNIX}},

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "memory/guest_memory.h"
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
@@ -56,6 +58,33 @@ WatchdogTimes times(std::chrono::milliseconds slow, std::chrono::milliseconds re
     t.reraise_after = reraise;
     t.driver_stall = stall;
     return t;
+}
+
+TEST_CASE("watchdog: the interrupt controller's view of the device's interrupt ends the re-raise and stall lines",
+          "[virtio][watchdog]") {
+    int asked = 0;
+    StallWatchdog w("virtio-test", times(10s, 1s, 2s), [&] { return fmt::format("IOAPIC pin 5: ask {}", ++asked); });
+    const auto t0 = Clock::now();
+    const std::optional<Clock::time_point> since = t0;
+    const auto p = device_with({queue_at(7, 7, 6)});
+    auto r = w.check(p, since, t0 + 500ms, true);
+    CHECK(r.warnings.empty());
+    CHECK(asked == 0);  // asked only when there is something to log
+    r = w.check(p, since, t0 + 1s, true);
+    REQUIRE(r.warnings.size() == 1);
+    CHECK(r.warnings[0].find("raising it again") != std::string::npos);
+    CHECK(r.warnings[0].ends_with("; IOAPIC pin 5: ask 1"));
+    r = w.check(p, since, t0 + 3s, true);  // driver_stall
+    REQUIRE(!r.warnings.empty());
+    CHECK(r.warnings.back().find("the guest stopped running its driver") != std::string::npos);
+    CHECK(r.warnings.back().ends_with(fmt::format("; IOAPIC pin 5: ask {}", asked)));
+
+    // Without one, or with an empty answer, the lines end as before.
+    StallWatchdog quiet("virtio-test", times(10s, 1s, 2s), [] { return std::string(); });
+    r = quiet.check(p, since, t0 + 1s, true);
+    REQUIRE(r.warnings.size() == 1);
+    CHECK(r.warnings[0].find("IOAPIC") == std::string::npos);
+    CHECK_FALSE(r.warnings[0].ends_with("; "));
 }
 
 TEST_CASE("watchdog: an unacknowledged interrupt is raised again with growing gaps, then warned about",

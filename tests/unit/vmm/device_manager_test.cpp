@@ -89,6 +89,11 @@ public:
     void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) override {
         msi_routes[gsi] = {address, data};
     }
+    std::string describe_gsi(uint32_t gsi) const override {
+        described.push_back(gsi);
+        return fmt::format("pin {}", gsi);
+    }
+    mutable std::vector<uint32_t> described;  // GSIs the watchdog asked about
     // The eventfd bound to queue `q` of the device in window `base`.
     int queue_event(uint64_t base, uint16_t q) const {
         for (const Ioeventfd& e : ioeventfds) {
@@ -492,6 +497,10 @@ TEST_CASE("device manager: the watchdog raises a used-buffer interrupt the drive
     f.dm.stop_watchdog();
     CHECK(asked > 0);
     CHECK(consume(f.vm.irqfds[0].eventfd) == 1);
+    // The re-raise was logged with the state of the device's IOAPIC pin (and only that pin).
+    REQUIRE(!f.vm.described.empty());
+    CHECK(std::count(f.vm.described.begin(), f.vm.described.end(), f.vm.irqfds[0].gsi) ==
+          static_cast<long>(f.vm.described.size()));
     CHECK(f.r32(window(0) + mmio::kInterruptStatus) == virtio::interrupt::kUsedBuffer);
     CHECK(f.metrics()["block_root"]["driver_stalled"] == false);
 }
