@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <random>
 
@@ -45,7 +46,7 @@ constexpr uint32_t kLastMsiGsi = 4095;
 class GsiMsiVectors : public devices::pci::MsiVectors {
 public:
     GsiMsiVectors(VmEventRouting& vm, std::string name, uint32_t first_gsi, uint16_t count)
-        : vm_(vm), name_(std::move(name)), first_gsi_(first_gsi), events_(count) {
+        : vm_(vm), name_(std::move(name)), first_gsi_(first_gsi), events_(count), sent_(count) {
         for (uint16_t i = 0; i < count; ++i) vm_.register_irqfd(events_[i].fd(), first_gsi + i);
     }
     void route(uint16_t index, const devices::pci::MsiMessage& message) override {
@@ -58,7 +59,18 @@ public:
         }
     }
     void trigger(uint16_t index) override {
-        if (index < events_.size()) events_[index].signal();
+        if (index >= events_.size()) return;
+        events_[index].signal();
+        sent_[index].fetch_add(1, std::memory_order_relaxed);
+    }
+    // "vector 0: N, vector 1: M, ...": the MSIs signalled to KVM, for the log at the end (a guest
+    // that missed one can be told from a device that did not send it).
+    std::string sent() const {
+        std::string out;
+        for (size_t i = 0; i < sent_.size(); ++i) {
+            out += fmt::format("{}vector {}: {}", i ? ", " : "", i, sent_[i].load(std::memory_order_relaxed));
+        }
+        return out;
     }
 
 private:
@@ -66,6 +78,7 @@ private:
     const std::string name_;
     const uint32_t first_gsi_;
     std::vector<EventFd> events_;
+    std::vector<std::atomic<uint64_t>> sent_;  // per vector
 };
 
 }  // namespace
@@ -87,6 +100,7 @@ struct DeviceManager::Slot {
     std::shared_ptr<virtio::net::NetDevice> net;
     std::string iface_id;
     std::unique_ptr<virtio::StallWatchdog> watchdog;
+    std::shared_ptr<GsiMsiVectors> msi;  // virtio-pci
 };
 
 DeviceManager::DeviceManager(VmEventRouting& vm, Bus& mmio_bus, boost::asio::io_context& io,
@@ -151,6 +165,7 @@ virtio::TransportCore& DeviceManager::attach_pci(std::shared_ptr<virtio::VirtioD
     auto msi = std::make_shared<GsiMsiVectors>(vm_, device->name(), next_msi_gsi_, static_cast<uint16_t>(vectors));
     auto transport = std::make_shared<virtio::PciTransport>(mem_, device, msi, &loop_);
     slot->transport = transport;
+    slot->msi = msi;
     slot->watchdog = std::make_unique<virtio::StallWatchdog>(device->name());
     std::vector<EventFd> queue_events(transport->num_queues());
     for (const auto& e : queue_events) slot->notify_fds.push_back(e.fd());
@@ -466,6 +481,7 @@ void DeviceManager::log_counters() const {
             }
         }
         dev.log_counters();
+        if (slot->msi) log::info("{}: MSI-X interrupts sent: {}", dev.name(), slot->msi->sent());
     }
 }
 

@@ -9,7 +9,10 @@
 #define LAPIC_VERSION 0x030
 #define LAPIC_TPR 0x080
 #define LAPIC_EOI 0x0b0
+#define LAPIC_PPR 0x0a0
 #define LAPIC_SVR 0x0f0
+#define LAPIC_ISR 0x100  // 8 registers, 0x10 apart: vectors 0-255
+#define LAPIC_IRR 0x200
 #define LAPIC_ESR 0x280
 #define LAPIC_ICR_LOW 0x300
 #define LAPIC_ICR_HIGH 0x310
@@ -30,6 +33,10 @@
 
 static inline uint32_t lapic_read(uint32_t reg) { return *(volatile uint32_t*)(LAPIC_BASE + reg); }
 static inline void lapic_write(uint32_t reg, uint32_t v) { *(volatile uint32_t*)(LAPIC_BASE + reg) = v; }
+// Vector `v`'s bit in the ISR or IRR (`base`: LAPIC_ISR, LAPIC_IRR).
+static inline int lapic_vector_bit(uint32_t base, uint8_t v) {
+    return (int)((lapic_read(base + 0x10u * (v / 32u)) >> (v % 32u)) & 1u);
+}
 
 // Makes sure the APIC is globally enabled in xAPIC mode (IA32_APIC_BASE) and software-enabled
 // (spurious vector 0xff). Returns 0, or -1 if the APIC is in x2APIC mode (no MMIO access).

@@ -210,6 +210,18 @@ int pci_msix_pending(const struct pci_msix* m, uint16_t i) {
     return (int)((mmio_read64(m->pba + 8u * (i / 64u)) >> (i % 64u)) & 1);
 }
 
+void msi_print_lapic(const char* what, int index) {
+    const uint8_t v = (uint8_t)(MSI_VECTOR_BASE + index);
+    int in_service = -1;
+    for (int reg = 7; reg >= 0 && in_service < 0; reg--) {
+        const uint32_t bits = lapic_read(LAPIC_ISR + 0x10u * (uint32_t)reg);
+        if (bits) in_service = reg * 32 + 31 - __builtin_clz(bits);
+    }
+    printf("%s: MSI vector 0x%x: LAPIC IRR %d ISR %d, TPR 0x%x PPR 0x%x, highest in service %d, count %lu\n", what,
+           v, lapic_vector_bit(LAPIC_IRR, v), lapic_vector_bit(LAPIC_ISR, v), lapic_read(LAPIC_TPR),
+           lapic_read(LAPIC_PPR), in_service, msi_count[index]);
+}
+
 int pci_msix_pending_wait(const struct pci_msix* m, uint16_t i) {
     const uint64_t start = rdtsc();
     while (!pci_msix_pending(m, i) && rdtsc() - start < MSI_EXPECT_CYCLES) cpu_pause();

@@ -140,6 +140,9 @@ uint64_t msi_wait(int index, uint64_t seen, uint64_t max_cycles);
 // follow the element by tens of milliseconds) and for a count that must not move (~50 ms).
 #define MSI_EXPECT_CYCLES (1ull << 33)
 #define MSI_QUIET_CYCLES (1ull << 27)
+// Prints where MSI `index` stands in this CPU's local APIC (IRR, ISR, TPR, PPR, and the highest
+// vector in service), after `what`: for a failure message when an MSI did not come.
+void msi_print_lapic(const char* what, int index);
 // Waits up to MSI_EXPECT_CYCLES for the pending bit of entry `i`; returns it.
 int pci_msix_pending_wait(const struct pci_msix* m, uint16_t i);
 

@@ -476,7 +476,7 @@ enum virtq_wait_result virtq_wait_used(struct virtio_dev* d, struct virtq* q, st
     wait_begin(&w, VIRTIO_WAIT_MIN_ITERATIONS, VIRTIO_WAIT_MIN_TSC_CYCLES);
     for (uint32_t i = 1;; i++) {
         if (virtq_pop_used(q, out)) {
-            if (q->event_idx) *virtq_used_event(q) = q->last_used;
+            if (q->event_idx && !q->hold_used_event) *virtq_used_event(q) = q->last_used;
             return VIRTQ_USED;
         }
         if ((i & 255) == 0) {

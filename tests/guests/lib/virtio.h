@@ -163,6 +163,11 @@ struct virtq {
     volatile struct virtq_avail* avail;
     volatile struct virtq_used* used;
     int event_idx;            // VIRTIO_F_EVENT_IDX negotiated
+    // EVENT_IDX: virtq_wait_used leaves used_event where virtq_publish put it (at the element
+    // the driver waits for) instead of moving it past the element it took. For checks that an
+    // interrupt comes for a completion the driver has already seen by polling: once used_event
+    // is past the element, a device that decides late rightly sends none (virtio 1.2, 2.7.10).
+    int hold_used_event;
     uint16_t avail_idx;       // the driver's avail->idx (published by virtq_publish)
     uint16_t kicked_idx;      // avail_idx at the last notification decision
     uint16_t last_used;       // next used->idx entry to consume
