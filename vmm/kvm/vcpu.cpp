@@ -189,8 +189,9 @@ bool Vcpu::handle_exit() {
             return false;
         case KVM_EXIT_SHUTDOWN:
             stats_.shutdown_exits.fetch_add(1, std::memory_order_relaxed);
-            log::error("vcpu{}: guest triple fault (shutdown exit); ending the VM with status {}; {}", vcpu_->id(),
-                       kTripleFaultStatus, describe_shutdown_state());
+            // The log line's thread name already says which vCPU.
+            log::error("guest triple fault (shutdown exit); ending the VM with status {}; {}", kTripleFaultStatus,
+                       describe_shutdown_state());
             on_exit_(VmExit{VmExit::Reason::TripleFault, kTripleFaultStatus, "triple fault"});
             return false;
         case KVM_EXIT_SYSTEM_EVENT:
