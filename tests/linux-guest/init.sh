@@ -178,6 +178,21 @@ case "$CMDLINE" in *gtest=snapshot*)
   # For the snapshot test (tests/guests/run-snapshot-test --linux): "SNAP N" to sector N of the
   # raw drive, made durable (fsync: a virtio-blk FLUSH) before the console shows "count N", in a
   # loop until the VMM ends; snapshots and restores happen anywhere in it.
+  # snap_net=ADDR (linux-snapshot-net): eth0 gets ADDR/24 and a TCP echo server on port 7000
+  # (busybox nc, one child per connection) before the loop; the host pings and talks to it
+  # before the snapshot and after the restore.
+  # snap_vsock=1 (linux-snapshot-vsock): /bin/vsock-agent holds a connection to the host's port
+  # 5000 across the snapshot; once the restored device's transport reset has ended it
+  # (VSOCK-HOLD-RESET), a new connection to the host (port 5000) and one from the host (port
+  # 6000) carry data, then VSOCK-SNAP-OK.
+  if [ -n "$snap_net" ]; then
+    $B ip link set eth0 up && $B ip addr add "$snap_net/24" dev eth0 && t "SNAP-NET-UP $snap_net"
+    $B nc -ll -p 7000 -e $B cat &
+  fi
+  if [ "$snap_vsock" = 1 ]; then
+    A=/bin/vsock-agent
+    { $A hold 5000 && $A connect 5000 1 1000 && $A listen 6000 1 && t "VSOCK-SNAP-OK"; } &
+  fi
   i=0
   while printf 'SNAP %s' "$i" | $B dd of=/dev/vda bs=512 seek=$i conv=fsync,notrunc 2>/dev/null; do
     echo "count $i"

@@ -10,6 +10,12 @@
  *                                      uds_path with "CONNECT PORT\n"), then on each reads to
  *                                      EOF and answers "SUM <fnv1a-64 hex> <bytes>\n"; prints
  *                                      VSOCK-LISTEN-OK or a failure.
+ *   vsock-agent hold PORT              opens one connection to the host port PORT, checks that a
+ *                                      line comes back echoed (VSOCK-HOLD-OPEN), then waits on
+ *                                      it until it ends: VSOCK-HOLD-RESET with the read's errno
+ *                                      when the kernel reset it (a transport reset after a
+ *                                      snapshot restore), exit 0; VSOCK-HOLD-EOF (the host closed
+ *                                      it) is a failure.
  * Exit status 0 on success, 1 on any failure (with a VSOCK-FAIL line saying what). */
 #include <errno.h>
 #include <stdint.h>
@@ -126,6 +132,47 @@ static int do_listen(unsigned port, long n) {
     return 0;
 }
 
+static int do_hold(unsigned port) {
+    static const unsigned char hello[] = "HOLD\n";
+    struct sockaddr_vm addr = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = port};
+    int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+    if (fd < 0) return fail("socket", 0);
+    struct timeval limit = {.tv_sec = 30};
+    if (setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, &limit, sizeof(limit)) != 0)
+        return fail("setsockopt connect timeout", 0);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) return fail("connect", 0);
+    if (write_all(fd, hello, sizeof(hello) - 1) != 0) return fail("write", 0);
+    size_t got = 0;
+    while (got < sizeof(hello) - 1) {
+        unsigned char c[16];
+        ssize_t k = read(fd, c, sizeof(hello) - 1 - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return fail("read the echo", 0);
+        if (memcmp(c, hello + got, (size_t)k) != 0) {
+            errno = EBADMSG;
+            return fail("echo differs", 0);
+        }
+        got += (size_t)k;
+    }
+    printf("VSOCK-HOLD-OPEN port=%u\n", port);
+    fflush(stdout);
+    for (;;) {
+        unsigned char c[64];
+        ssize_t k = read(fd, c, sizeof(c));
+        if (k < 0 && errno == EINTR) continue;
+        if (k > 0) continue; /* nothing is expected; whatever comes is dropped */
+        if (k == 0) {
+            printf("VSOCK-FAIL VSOCK-HOLD-EOF: the host closed the held connection\n");
+            fflush(stdout);
+            return 1;
+        }
+        printf("VSOCK-HOLD-RESET errno=%d (%s)\n", errno, strerror(errno));
+        fflush(stdout);
+        close(fd);
+        return 0;
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "listen") == 0) {
         long n = atol(argv[3]);
@@ -137,6 +184,7 @@ int main(int argc, char **argv) {
         if (n < 1 || n > MAX_CONNECTIONS) return fail("bad N", n);
         return do_connect((unsigned)atol(argv[2]), n, (size_t)atol(argv[4]));
     }
-    fprintf(stderr, "usage: vsock-agent connect PORT N BYTES | vsock-agent listen PORT N\n");
+    if (argc >= 3 && strcmp(argv[1], "hold") == 0) return do_hold((unsigned)atol(argv[2]));
+    fprintf(stderr, "usage: vsock-agent connect PORT N BYTES | vsock-agent listen PORT N | vsock-agent hold PORT\n");
     return 2;
 }
