@@ -60,6 +60,7 @@ public:
     void trigger(uint16_t index) override {
         if (index < events_.size()) events_[index].signal();
     }
+    int irqfd(uint16_t index) const override { return index < events_.size() ? events_[index].fd() : -1; }
 
 private:
     VmEventRouting& vm_;
