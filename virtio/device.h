@@ -142,6 +142,13 @@ public:
     // Back to the pre-activate state; release everything taken in activate(), including the
     // event subscriptions. Idempotent: also called when the device was never activated.
     virtual void reset() = 0;
+    // While activated: the transport offers `irqfd`, an eventfd whose writes deliver queue
+    // `queue_index`'s interrupt to the guest without the VMM (KVM's irqfd for the queue's MSI-X
+    // vector, virtio-pci), or withdraws the offer (-1): from then on the interrupt must go
+    // through DeviceInterrupt::signal_used_queue again. A device whose queues something outside
+    // the VMM serves (vhost) hands it over; the default ignores it. Called with the transport's
+    // lock held, on a vCPU thread; forgotten at reset().
+    virtual void set_queue_irqfd(uint16_t /*queue_index*/, int /*irqfd*/) {}
 
     // For logs: "virtio-blk rootfs".
     virtual std::string name() const = 0;

@@ -51,6 +51,7 @@ void DeviceBase::activate(const Activation& a) {
     acked_features_ = a.acked_features;
     interrupt_ = &a.interrupt;
     queue_events_.assign(a.queue_events.begin(), a.queue_events.end());
+    queue_irqfds_.assign(a.queues.size(), -1);
     loop_ = a.loop != nullptr ? std::make_unique<vmm::EventLoop>(*a.loop) : nullptr;
     active_ = true;
     ++generation_;
@@ -80,7 +81,15 @@ void DeviceBase::reset() {
     acked_features_ = 0;
     interrupt_ = nullptr;
     queue_events_.clear();
+    queue_irqfds_.clear();
     loop_.reset();
+}
+
+void DeviceBase::set_queue_irqfd(uint16_t queue_index, int irqfd) {
+    std::lock_guard lock(mutex());
+    if (!active_ || queue_index >= queue_irqfds_.size() || queue_irqfds_[queue_index] == irqfd) return;
+    queue_irqfds_[queue_index] = irqfd;
+    on_queue_irqfd_locked(queue_index);
 }
 
 void DeviceBase::pause() {
@@ -164,8 +173,10 @@ DeviceProgress DeviceBase::queues_progress_locked() const {
 
 void DeviceBase::fail_locked(std::string_view reason) {
     if (interrupt_ == nullptr) return;
-    if (!interrupt_->needs_reset()) device_errors_.fetch_add(1, std::memory_order_relaxed);
+    const bool first = !interrupt_->needs_reset();
+    if (first) device_errors_.fetch_add(1, std::memory_order_relaxed);
     interrupt_->device_error(reason);
+    if (first) on_broken_locked();
 }
 
 void DeviceBase::resubscribe_locked() {

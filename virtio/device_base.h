@@ -50,6 +50,7 @@ public:
     using VirtioDevice::activate;
     void queue_notify(uint16_t queue_index) final;
     void reset() final;
+    void set_queue_irqfd(uint16_t queue_index, int irqfd) final;
 
     // Snapshots (virtio/device.h, virtio/saved_state.h): pause() runs on_pause_locked() and
     // drops the subscriptions; resume() makes them again and looks at every ready queue once.
@@ -89,6 +90,12 @@ protected:
     // vhost-user backend process): the queue eventfds go there, so the loop must not read them
     // and take its kicks. Asked when the subscriptions are made.
     virtual bool backend_reads_queue_events_locked() const { return false; }
+    // The transport offered (irqfd >= 0) or withdrew (-1) a direct interrupt eventfd for queue
+    // `queue_index` (VirtioDevice::set_queue_irqfd); also runs while broken. The offers stand
+    // in queue_irqfd() until reset.
+    virtual void on_queue_irqfd_locked(uint16_t /*queue_index*/) {}
+    // The device just went to DEVICE_NEEDS_RESET (fail_locked), lock held.
+    virtual void on_broken_locked() {}
     // A periodic timer while activated (nullopt: none) and its handler.
     virtual std::optional<std::chrono::nanoseconds> timer_interval_locked() const { return std::nullopt; }
     virtual void on_timer_locked() {}
@@ -109,6 +116,10 @@ protected:
     std::span<Queue> queues() const { return queues_; }
     uint64_t acked_features() const { return acked_features_; }
     DeviceInterrupt& interrupt() const { return *interrupt_; }
+    // The transport's direct interrupt eventfd for queue `queue_index` (set_queue_irqfd), or -1.
+    int queue_irqfd(uint16_t queue_index) const {
+        return queue_index < queue_irqfds_.size() ? queue_irqfds_[queue_index] : -1;
+    }
 
     // The positions of the activation's ready queues (queue index = position in queues()), with
     // nothing in flight: progress() of a device that completes every buffer in the call that
@@ -141,6 +152,7 @@ private:
     uint64_t acked_features_ = 0;
     DeviceInterrupt* interrupt_ = nullptr;
     std::vector<int> queue_events_;
+    std::vector<int> queue_irqfds_;  // set_queue_irqfd's offers, -1: none
     std::unique_ptr<vmm::EventLoop> loop_;  // a copy of the activation's (its owner may go first)
     // Bumped by activate(), reset() and resubscribe_locked(): subscriptions made for an older
     // value are replaced.

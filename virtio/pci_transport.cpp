@@ -93,7 +93,8 @@ PciTransport::PciTransport(const memory::GuestMemory& mem, std::shared_ptr<Virti
                                .revision = 1,  // non-transitional (spec 4.1.2.1)
                                .subsystem_vendor_id = kVendorId,
                                .subsystem_id = 0x40}),
-      queue_vectors_(std::make_unique<std::atomic<uint16_t>[]>(num_queues())) {
+      queue_vectors_(std::make_unique<std::atomic<uint16_t>[]>(num_queues())),
+      queue_irqfds_(num_queues(), -1) {
     if (num_queues() + 1 > pci::kMsixMaxVectors || uint64_t{num_queues()} * kNotifyOffMultiplier > kMsixTable - kNotify) {
         throw std::invalid_argument(fmt::format("{}: too many queues for virtio-pci ({})", name_, num_queues()));
     }
@@ -126,11 +127,16 @@ void PciTransport::config_read(uint16_t offset, std::span<uint8_t> data) {
 }
 
 void PciTransport::config_write(uint16_t offset, std::span<const uint8_t> data) {
-    std::lock_guard lock(config_mutex_);
-    config_.write(offset, data);
     const uint16_t control = msix_cap_ + 2;
-    if (offset < control + 2 && offset + data.size() > control) {
-        msix_.set_control(config_.read16(control));
+    const bool msix_control = offset < control + 2 && offset + data.size() > control;
+    {
+        std::lock_guard lock(config_mutex_);
+        config_.write(offset, data);
+        if (msix_control) msix_.set_control(config_.read16(control));
+    }
+    if (msix_control) {
+        std::lock_guard lock(mutex_);
+        update_queue_irqfds_locked();
     }
 }
 
@@ -202,6 +208,8 @@ void PciTransport::bar_write(unsigned bar, uint64_t offset, std::span<const uint
         notify_locked(static_cast<uint32_t>((offset - kNotify) / kNotifyOffMultiplier));
     } else if (offset >= kMsixTable && offset < kMsixPba) {
         msix_.write_table(offset - kMsixTable, data);
+        std::lock_guard lock(mutex_);
+        update_queue_irqfds_locked();
     } else {
         log::debug("{}: ignoring {}-byte write at BAR offset {:#x}", name_, data.size(), offset);
     }
@@ -285,7 +293,10 @@ void PciTransport::write_common(uint64_t offset, size_t width, uint64_t value) {
             }
             return;
         case c::kQueueMsixVector:
-            if (queue_select_ < queues_.size()) queue_vectors_[queue_select_].store(checked_vector(value));
+            if (queue_select_ < queues_.size()) {
+                queue_vectors_[queue_select_].store(checked_vector(value));
+                update_queue_irqfds_locked();
+            }
             return;
         case c::kQueueEnable:
             if (Queue* q = configurable_queue("queue_enable", queue_select_, false)) {
@@ -316,6 +327,24 @@ void PciTransport::reset_transport_locked() {
     queue_select_ = 0;
     config_vector_.store(kNoVector);
     for (uint16_t i = 0; i < num_queues(); ++i) queue_vectors_[i].store(kNoVector);
+    // The device forgot its offers in its reset (before this).
+    std::fill(queue_irqfds_.begin(), queue_irqfds_.end(), -1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Direct interrupts (mutex_ held)
+
+void PciTransport::device_activated_locked() { update_queue_irqfds_locked(); }
+
+void PciTransport::update_queue_irqfds_locked() {
+    const bool live = activated_locked() && !needs_reset();
+    for (uint16_t q = 0; q < num_queues(); ++q) {
+        const uint16_t vector = queue_vectors_[q].load();
+        const int irqfd = live && vector != kNoVector ? msix_.direct_eventfd(vector) : -1;
+        if (irqfd == queue_irqfds_[q]) continue;
+        queue_irqfds_[q] = irqfd;
+        device_->set_queue_irqfd(q, irqfd);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -18,6 +18,36 @@
 // address while the BAR is decoded there (a QueueEvents object moves them with the BAR); a
 // notify write that reaches bar_write() instead goes to the device's queue_notify().
 //
+// Direct interrupts: a device whose queues are served outside the VMM (vhost-net, vhost-user)
+// can have its backend write the queue's interrupt straight into KVM. The transport offers a
+// queue the irqfd of its MSI-X vector (VirtioDevice::set_queue_irqfd) exactly while
+//   the device is activated and not in DEVICE_NEEDS_RESET, MSI-X is enabled, the function is
+//   not masked, the queue has a vector, and that vector is unmasked (so its message is routed),
+// and withdraws it (-1) as soon as one of these stops being true; the device then takes its
+// backend back to its relay eventfd, whose events go through deliver() and MSI-X's pending bit
+// like every other interrupt. A new message for an unmasked vector needs no switch: the irqfd
+// is bound to the vector's GSI and KVM delivers with the GSI's current route, which
+// MsixTable set (KVM_SET_GSI_ROUTING) before the write returned.
+//
+// Where it runs: on the vCPU thread whose write changed one of the conditions (the MSI-X
+// table in the BAR, the MSI-X message control in configuration space, queue_msix_vector,
+// status), after the MSI-X table's lock is released and with mutex_ held (mutex_ -> device lock
+// -> MSI-X lock, the order deliver() already implies), so the device's switch is done before
+// the vCPU returns to the guest. Every change re-evaluates all queues from the current state
+// under mutex_, so of two racing writers the later evaluation wins with the final state.
+//
+// Races, and why no interrupt is lost (virtio drivers take a spurious MSI without harm, a lost
+// one hangs a queue):
+//   irqfd -> relay (mask, MSI-X off, vector change): the backend writes the old irqfd until the
+//     switch takes effect. KVM consumes such a write itself (irqfd wakeup) and injects the MSI
+//     with the GSI's route, which stays in place: the interrupt is delivered, at worst while
+//     the driver believes the vector masked -- the same as a message in flight when the mask
+//     write was posted. Writes after the switch go to the relay, which sets the pending bit.
+//   relay -> irqfd (unmask, MSI-X on): MsixTable delivers the pending bit as the unmask is
+//     written; the backend writes the relay until the switch, and the device keeps watching
+//     the relay for as long as it is activated, so such a write is still relayed afterwards
+//     (delivered, or made pending) -- at worst one spurious interrupt.
+//
 // Every guest value is validated: accesses of the wrong width, selectors and vector numbers out
 // of range, queue sizes that are not powers of two are ignored or read back as "none"
 // (VIRTIO_MSI_NO_VECTOR), refused at DRIVER_OK (DEVICE_NEEDS_RESET), never trusted.
@@ -118,6 +148,10 @@ public:
 private:
     void deliver(uint32_t interrupt_bits, std::optional<uint16_t> queue) override;
     void reset_transport_locked() override;
+    void device_activated_locked() override;
+    // Offers the device each queue's direct interrupt eventfd (or withdraws it) where that
+    // changed: see "Direct interrupts" above. After every change of what it depends on.
+    void update_queue_irqfds_locked();
     // Not done yet: the MSI-X table and PBA, the configuration space and the BARs would go
     // here (virtio/saved_state.h). Both throw Error naming the device.
     void save_transport_locked(StateWriter& w) const override;
@@ -140,6 +174,8 @@ private:
     // Vectors chosen by the driver (atomics: deliver() reads them lock-free).
     std::atomic<uint16_t> config_vector_{pci_layout::kNoVector};
     std::unique_ptr<std::atomic<uint16_t>[]> queue_vectors_;
+    // Per queue, the direct interrupt eventfd the device was last offered (-1: none). mutex_.
+    std::vector<int> queue_irqfds_;
 };
 
 }  // namespace embervm::virtio

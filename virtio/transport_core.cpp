@@ -202,6 +202,7 @@ std::optional<std::string> TransportCore::activate_device_locked() {
     } catch (const std::exception& e) {
         return fmt::format("activation failed: {}", e.what());
     }
+    device_activated_locked();
     return std::nullopt;
 }
 

@@ -107,6 +107,8 @@ protected:
     uint32_t take_interrupt_bits();
     // Called by reset_locked() so the transport resets its own registers (mutex_ held).
     virtual void reset_transport_locked() {}
+    // Called when the device was activated (by the driver's DRIVER_OK or a restore), mutex_ held.
+    virtual void device_activated_locked() {}
     // The transport's own registers in a snapshot (mutex_ held), with a version first.
     // restore_transport_locked checks everything it reads (StateError) before it changes
     // anything.

@@ -72,6 +72,7 @@ public:
         }
         return out;
     }
+    int irqfd(uint16_t index) const override { return index < events_.size() ? events_[index].fd() : -1; }
 
 private:
     VmEventRouting& vm_;

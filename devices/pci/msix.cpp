@@ -99,6 +99,12 @@ void MsixTable::reset() {
     function_masked_ = false;
 }
 
+int MsixTable::direct_eventfd(uint16_t index) const {
+    std::lock_guard lock(mutex_);
+    if (index >= entries_.size() || !deliverable_locked(entries_[index]) || !entries_[index].routed) return -1;
+    return sink_->irqfd(index);
+}
+
 bool MsixTable::masked(uint16_t index) const {
     std::lock_guard lock(mutex_);
     return (entries_.at(index).control & 1) != 0;

@@ -35,6 +35,10 @@ public:
     virtual void route(uint16_t index, const MsiMessage& message) = 0;
     // Delivers vector `index` (routed before).
     virtual void trigger(uint16_t index) = 0;
+    // The eventfd whose writes deliver vector `index` without the VMM (KVM's irqfd for the
+    // vector's GSI), or -1 when there is none. A writer other than trigger() may use it only
+    // while the vector is deliverable (MsixTable::direct_eventfd).
+    virtual int irqfd(uint16_t /*index*/) const { return -1; }
 };
 
 inline constexpr uint16_t kMsixEntrySize = 16;
@@ -67,6 +71,12 @@ public:
     // Back to the power-on state (every vector masked, nothing pending, disabled). MSI-X state
     // belongs to the PCI function: a virtio reset (status 0) leaves it alone.
     void reset();
+
+    // The sink's irqfd for vector `index` while the vector is deliverable (MSI-X enabled,
+    // neither the function nor the vector masked, so routed), else -1 (also for an index out of
+    // range). Something that writes it delivers the vector as trigger() would; once the vector
+    // stops being deliverable it must go through signal() again (which keeps the pending bit).
+    int direct_eventfd(uint16_t index) const;
 
     bool masked(uint16_t index) const;
     bool pending(uint16_t index) const;

@@ -101,7 +101,33 @@ void VhostNetDevice::start_ring_locked(const Activation& a, uint32_t ring) {
     vhost_->set_vring_addr(ring, addr);
     vhost_->set_vring_kick(ring, kicks_[ring]);
     vhost_->set_vring_call(ring, calls_[ring].fd());
+    call_now_[ring] = calls_[ring].fd();
     vhost_->set_vring_err(ring, errors_[ring].fd());
+}
+
+void VhostNetDevice::update_call_locked(uint32_t ring) {
+    if (!attached_ || call_now_[ring] < 0) return;  // the activation sets it
+    const int irqfd = broken() ? -1 : queue_irqfd(static_cast<uint16_t>(ring));
+    const int want = irqfd >= 0 ? irqfd : calls_[ring].fd();
+    if (want == call_now_[ring]) return;
+    try {
+        vhost_->set_vring_call(ring, want);
+    } catch (const std::exception& e) {
+        // vhost keeps the old eventfd: interrupts may go where they should not any more.
+        fail_locked(e.what());
+        return;
+    }
+    call_now_[ring] = want;
+    counters_.call_switches++;
+    log::debug("{}: ring {} interrupts {}", name(), ring, irqfd >= 0 ? "straight to KVM" : "through the VMM");
+}
+
+void VhostNetDevice::on_queue_irqfd_locked(uint16_t queue_index) {
+    if (queue_index < kNumQueues) update_call_locked(queue_index);
+}
+
+void VhostNetDevice::on_broken_locked() {
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) update_call_locked(ring);
 }
 
 void VhostNetDevice::stop_rings_locked() {
@@ -122,6 +148,7 @@ void VhostNetDevice::on_reset_locked() {
     // Also after a failed activation: whatever was handed over is taken back.
     stop_rings_locked();
     kicks_ = {-1, -1};
+    call_now_ = {-1, -1};
 }
 
 void VhostNetDevice::on_queue_locked(uint16_t queue_index) {
@@ -162,7 +189,11 @@ DeviceProgress VhostNetDevice::progress() const {
 
 VhostNetCounters VhostNetDevice::counters() const {
     std::lock_guard lock(mutex());
-    return counters_;
+    VhostNetCounters c = counters_;
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) {
+        if (call_now_[ring] >= 0 && call_now_[ring] != calls_[ring].fd()) c.irqfd_queues++;
+    }
+    return c;
 }
 
 nlohmann::json VhostNetDevice::metrics_json() const {
@@ -170,14 +201,18 @@ nlohmann::json VhostNetDevice::metrics_json() const {
     const VhostNetCounters c = counters();
     return {{"vhost", 1},
             {"vhost_used_interrupts", c.used_interrupts},
+            {"vhost_call_switches", c.call_switches},
+            {"vhost_irqfd_queues", c.irqfd_queues},
             {"vhost_ring_errors", c.ring_errors},
             {"vhost_activations", c.activations}};
 }
 
 void VhostNetDevice::log_counters() const {
     const VhostNetCounters c = counters();
-    log::info("{}: {} activations, {} used-buffer interrupts forwarded, {} ring errors, {} device errors", name(),
-              c.activations, c.used_interrupts, c.ring_errors, device_errors());
+    log::info("{}: {} activations, {} used-buffer interrupts forwarded, {} ring errors, {} device errors, {} call "
+              "switches, {} queues interrupting straight through KVM",
+              name(), c.activations, c.used_interrupts, c.ring_errors, device_errors(), c.call_switches,
+              c.irqfd_queues);
 }
 
 void VhostNetDevice::save_state_locked(StateWriter& /*w*/) const {

@@ -10,11 +10,20 @@
 //               the guest's notifications go straight to the kernel), CALL, ERR, and last
 //               NET_SET_BACKEND with the TAP.
 //   interrupts  vhost writes the queue's call eventfd when the driver wants an interrupt (it
-//               applies EVENT_IDX / NO_INTERRUPT itself). The device watches those eventfds on
-//               the event loop and raises the used-buffer interrupt through the transport, which
-//               works for both transports: virtio-mmio's driver reads InterruptStatus and
-//               ignores an interrupt without the used-buffer bit, so the VMM must set it. The
-//               VMM is in the interrupt path, not in the data path.
+//               applies EVENT_IDX / NO_INTERRUPT itself). That eventfd is one of two:
+//               - the irqfd of the queue's MSI-X vector, while the transport offers it
+//                 (virtio-pci with the vector deliverable: VirtioDevice::set_queue_irqfd and
+//                 "Direct interrupts" in virtio/pci_transport.h): vhost -> KVM -> guest, the
+//                 VMM out of the interrupt path too;
+//               - otherwise the device's relay eventfd, which the event loop watches and turns
+//                 into the used-buffer interrupt through the transport (virtio-mmio, whose
+//                 driver ignores an interrupt without the InterruptStatus bit only the VMM sets;
+//                 a masked MSI-X vector, whose pending bit only the VMM sets; MSI-X off).
+//               Each offer or withdrawal is one SET_VRING_CALL, made before the vCPU that caused
+//               it returns to the guest; the relay stays watched while the device is activated,
+//               so a call written to it just before a switch is still relayed (the race
+//               argument is in virtio/pci_transport.h). At DEVICE_NEEDS_RESET the calls go back
+//               to the relay, which a broken device does not relay.
 //   errors      vhost writes the ring's error eventfd when the guest broke the ring (a bad
 //               address or descriptor): the device goes to DEVICE_NEEDS_RESET.
 //   reset       NET_SET_BACKEND -1 (the kernel stops both rings) and GET_VRING_BASE, so the next
@@ -56,7 +65,9 @@ struct VhostNetOptions {
 };
 
 struct VhostNetCounters {
-    uint64_t used_interrupts = 0;  // call eventfd events forwarded as used-buffer interrupts
+    uint64_t used_interrupts = 0;  // relay eventfd events forwarded as used-buffer interrupts
+    uint64_t call_switches = 0;    // SET_VRING_CALL after the activation's (relay <-> irqfd)
+    uint32_t irqfd_queues = 0;     // queues whose call eventfd is now an irqfd (not counted above)
     uint64_t ring_errors = 0;      // error eventfd events (the guest broke a ring)
     uint64_t activations = 0;      // times the rings were handed to the kernel
 };
@@ -92,6 +103,11 @@ private:
     void save_state_locked(StateWriter& w) const override;
     bool backend_reads_queue_events_locked() const override { return true; }
     std::vector<EventSource> event_sources_locked() override;
+    void on_queue_irqfd_locked(uint16_t queue_index) override;
+    void on_broken_locked() override;
+    // Gives vhost the call eventfd `ring` should have now: the transport's irqfd while offered
+    // and the device is not broken, else the relay.
+    void update_call_locked(uint32_t ring);
     void start_ring_locked(const Activation& a, uint32_t ring);
     // Detaches the TAP from every ring that has it and reads back where the kernel stopped.
     void stop_rings_locked();
@@ -106,6 +122,7 @@ private:
     std::array<vmm::EventFd, kNumQueues> calls_;
     std::array<vmm::EventFd, kNumQueues> errors_;
     std::array<int, kNumQueues> kicks_{-1, -1};  // the activation's queue eventfds (the transport's)
+    std::array<int, kNumQueues> call_now_{-1, -1};  // what vhost has as each ring's call (-1: not set)
     bool attached_ = false;  // the rings were handed to the kernel (maybe partly): stop them on reset
     VhostNetCounters counters_;
 };

@@ -85,8 +85,7 @@ void Frontend::start_vring(const VringSetup& v) {
     send_acked(encode_vring_addr(VringAddr{v.index, 0, v.desc_user_addr, v.used_user_addr, v.avail_user_addr, 0}));
     const int kick[] = {v.kick_fd};
     send_acked(encode_vring_fd(Request::SetVringKick, v.index, true), kick);
-    const int call[] = {v.call_fd};
-    send_acked(encode_vring_fd(Request::SetVringCall, v.index, true), call);
+    set_vring_call(v.index, v.call_fd);
     if (v.err_fd >= 0) {
         const int err[] = {v.err_fd};
         send_acked(encode_vring_fd(Request::SetVringErr, v.index, true), err);
@@ -96,6 +95,11 @@ void Frontend::start_vring(const VringSetup& v) {
     if (backend_features_ & kFeatureProtocolFeatures) {
         send_acked(encode_vring_state(Request::SetVringEnable, v.index, 1));
     }
+}
+
+void Frontend::set_vring_call(uint32_t index, int call_fd) {
+    const int call[] = {call_fd};
+    send_acked(encode_vring_fd(Request::SetVringCall, index, true), call);
 }
 
 uint32_t Frontend::stop_vring(uint32_t index) {

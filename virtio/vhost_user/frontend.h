@@ -60,6 +60,9 @@ public:
     // SET_VRING_NUM, _BASE, _ADDR, _KICK, _CALL, _ERR, then SET_VRING_ENABLE 1 when protocol
     // features were negotiated (the rings start disabled then).
     void start_vring(const VringSetup& v);
+    // SET_VRING_CALL for a started queue: the backend signals `call_fd` from now on (with
+    // REPLY_ACK, from when this returns).
+    void set_vring_call(uint32_t index, int call_fd);
     // GET_VRING_BASE: stops the queue; returns the avail index the backend reached.
     uint32_t stop_vring(uint32_t index);
 

@@ -3,6 +3,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -123,6 +124,7 @@ void VhostUserDevice::connect_locked() {
     num_queues_ = type_ == device_id::kFs ? static_cast<uint16_t>(1 + fs_.num_request_queues) : 1;
     while (queue_fds_.size() < num_queues_) queue_fds_.push_back(std::make_unique<QueueFds>());
     own_kick_.assign(num_queues_, false);
+    call_now_.assign(num_queues_, -1);
     frontend_ = std::move(frontend);
     backend_ok_ = true;
 }
@@ -197,6 +199,7 @@ void VhostUserDevice::on_activate_locked(const Activation& a) {
                                fds.err.fd()};
             started_.push_back(q);
             frontend_->start_vring(v);
+            call_now_[q] = fds.call.fd();
         }
     } catch (const ProtocolError& e) {
         // The backend, not the driver, failed: the connection is of no use any more.
@@ -223,6 +226,7 @@ void VhostUserDevice::on_reset_locked() {
         }
     }
     started_.clear();
+    std::fill(call_now_.begin(), call_now_.end(), -1);
     if (!backend_ok_ && opts_.reconnect) {
         try {
             connect_locked();
@@ -232,6 +236,31 @@ void VhostUserDevice::on_reset_locked() {
             log::warn("{}: reconnecting to the vhost-user backend {}: {}", name_, opts_.socket_path, e.what());
         }
     }
+}
+
+void VhostUserDevice::on_queue_irqfd_locked(uint16_t q) {
+    // A broken device leaves the backend alone (see the header); the driver's reset restarts.
+    if (!backend_ok_ || broken() || q >= call_now_.size() || call_now_[q] < 0) return;
+    const int irqfd = queue_irqfd(q);
+    const int want = irqfd >= 0 ? irqfd : queue_fds_[q]->call.fd();
+    if (want == call_now_[q]) return;
+    try {
+        frontend_->set_vring_call(q, want);
+    } catch (const ProtocolError& e) {
+        fail_backend_locked(e.what());
+        return;
+    }
+    call_now_[q] = want;
+    call_switches_++;
+    log::debug("{}: queue {} interrupts {}", name_, q, irqfd >= 0 ? "straight to KVM" : "through the VMM");
+}
+
+uint32_t VhostUserDevice::irqfd_queues_locked() const {
+    uint32_t n = 0;
+    for (size_t q = 0; q < call_now_.size(); q++) {
+        if (call_now_[q] >= 0 && call_now_[q] != queue_fds_[q]->call.fd()) n++;
+    }
+    return n;
 }
 
 std::vector<DeviceBase::EventSource> VhostUserDevice::event_sources_locked() {
@@ -276,15 +305,22 @@ DeviceProgress VhostUserDevice::progress() const {
 
 nlohmann::json VhostUserDevice::metrics_json() const {
     std::lock_guard lock(mutex());
-    return {{"activations", activations_},     {"call_relays", call_relays_},
-            {"backend_failures", backend_failures_}, {"reconnects", reconnects_},
-            {"connected", backend_ok_}, {"device_errors", device_errors()}};
+    return {{"activations", activations_},
+            {"call_relays", call_relays_},
+            {"call_switches", call_switches_},
+            {"irqfd_queues", irqfd_queues_locked()},
+            {"backend_failures", backend_failures_},
+            {"reconnects", reconnects_},
+            {"connected", backend_ok_},
+            {"device_errors", device_errors()}};
 }
 
 void VhostUserDevice::log_counters() const {
     std::lock_guard lock(mutex());
-    log::info("{}: {} activations, {} interrupts relayed, {} backend failures, {} reconnects", name_, activations_,
-              call_relays_, backend_failures_, reconnects_);
+    log::info("{}: {} activations, {} interrupts relayed, {} backend failures, {} reconnects, {} call switches, {} "
+              "queues interrupting straight through KVM",
+              name_, activations_, call_relays_, backend_failures_, reconnects_, call_switches_,
+              irqfd_queues_locked());
 }
 
 void VhostUserDevice::save_state_locked(StateWriter& /*w*/) const {

@@ -3,12 +3,22 @@
 // addresses and per queue two eventfds:
 //   kick: the queue's ioeventfd itself, so a guest kick goes from KVM to the backend without
 //         the VMM (a kick that reaches the transport's registers instead is forwarded);
-//   call: an eventfd of the device that the VMM's event loop watches; a write sets the
-//         used-buffer bit of the interrupt status and raises the transport's interrupt. With
-//         virtio-mmio this relay is required: Linux's virtio_mmio handler ignores an interrupt
-//         whose InterruptStatus has no used-buffer bit, and only the VMM sets that bit. (With
-//         virtio-pci and MSI-X the vector's irqfd could go to the backend directly; not done
-//         yet: the relay serves both transports.)
+//   call: at the start an eventfd of the device that the VMM's event loop watches (the relay);
+//         a write sets the used-buffer bit of the interrupt status and raises the transport's
+//         interrupt. With virtio-mmio this relay is required: Linux's virtio_mmio handler
+//         ignores an interrupt whose InterruptStatus has no used-buffer bit, and only the VMM
+//         sets that bit; so it is for a masked MSI-X vector (only the VMM sets the pending bit).
+//         While the transport offers the queue its MSI-X vector's irqfd (virtio-pci, the vector
+//         deliverable: VirtioDevice::set_queue_irqfd, "Direct interrupts" in
+//         virtio/pci_transport.h) the device hands the backend that irqfd instead
+//         (SET_VRING_CALL, acknowledged with REPLY_ACK before the vCPU returns to the guest),
+//         so an interrupt goes backend -> KVM -> guest; a withdrawal hands it the relay again.
+//         The relay stays watched while the device is activated: a call the backend wrote to
+//         it before a switch is still relayed. Without REPLY_ACK the backend may use the old
+//         eventfd a little longer (an interrupt delivered late or while masked, never lost).
+//         When the device goes to DEVICE_NEEDS_RESET the calls stay where they are: it got
+//         there through the backend (hung up, reported the ring broken, or broke the
+//         protocol), which is not asked for anything more.
 //   err:  an eventfd the loop watches; a write means the backend found the ring broken, which
 //         puts the device in DEVICE_NEEDS_RESET.
 // On reset the device asks GET_VRING_BASE for each started queue (the backend stops them), so
@@ -111,6 +121,7 @@ protected:
     void save_state_locked(StateWriter& w) const override;
     std::vector<EventSource> event_sources_locked() override;
     bool backend_reads_queue_events_locked() const override { return true; }
+    void on_queue_irqfd_locked(uint16_t queue_index) override;
 
 private:
     // A queue's eventfds, made once with the device (no eventfd2 or close on the vCPU threads
@@ -129,6 +140,8 @@ private:
     std::pair<uint64_t, std::vector<uint8_t>> negotiate_block_locked(Frontend& frontend) const;
     std::pair<uint64_t, std::vector<uint8_t>> negotiate_fs_locked(const Frontend& frontend) const;
     void fail_backend_locked(const std::string& what);
+    // Started queues whose backend has an irqfd as call eventfd now.
+    uint32_t irqfd_queues_locked() const;
 
     uint32_t type_;
     std::string name_;
@@ -145,9 +158,11 @@ private:
     std::vector<std::unique_ptr<QueueFds>> queue_fds_;  // one per queue
     std::vector<uint16_t> started_;  // queues handed to the backend in this activation
     std::vector<bool> own_kick_;     // per queue: kicks come through queue_notify
+    std::vector<int> call_now_;      // per queue: the call eventfd the backend has (-1: not started)
     // Counters (under the device lock).
     uint64_t activations_ = 0;
     uint64_t call_relays_ = 0;
+    uint64_t call_switches_ = 0;  // SET_VRING_CALL after a queue's start (relay <-> irqfd)
     uint64_t backend_failures_ = 0;
     uint64_t reconnects_ = 0;
 };

@@ -77,11 +77,16 @@ public:
     }
     void reset() override {
         ++resets;
+        irqfds = {-1, -1};
         queues = {};
         interrupt = nullptr;
         mem = nullptr;
     }
     std::string name() const override { return "virtio-fake test"; }
+    void set_queue_irqfd(uint16_t index, int fd) override {
+        irqfd_offers.emplace_back(index, fd);
+        irqfds.at(index) = fd;
+    }
 
     std::array<uint8_t, 8> config{1, 2, 3, 4, 5, 6, 7, 8};
     int activations = 0;
@@ -94,6 +99,9 @@ public:
     bool throw_on_activate = false;
     bool throw_on_notify = false;
     bool process = false;
+    // set_queue_irqfd's calls, and what each queue was offered last (-1: nothing).
+    std::vector<std::pair<uint16_t, int>> irqfd_offers;
+    std::array<int, 2> irqfds{-1, -1};
 };
 
 }  // namespace embervm::virtio::testing

@@ -30,6 +30,9 @@ class RecordingVectors : public MsiVectors {
 public:
     void route(uint16_t index, const MsiMessage& message) override { routes.emplace_back(index, message); }
     void trigger(uint16_t index) override { triggers.push_back(index); }
+    // Stand-ins for the irqfds of the vectors (never written here).
+    int irqfd(uint16_t index) const override { return kIrqfdBase + index; }
+    static constexpr int kIrqfdBase = 1000;
     std::vector<std::pair<uint16_t, MsiMessage>> routes;
     std::vector<uint16_t> triggers;
 };
@@ -322,6 +325,101 @@ TEST_CASE("virtio-pci: MSI-X vectors, masking and pending bits", "[virtio][pci]"
         CHECK(f.vectors->triggers == std::vector<uint16_t>{2});
         CHECK((f.status() & status::kDeviceNeedsReset) != 0);
     }
+}
+
+TEST_CASE("virtio-pci: a queue is offered its vector's irqfd exactly while the vector is deliverable",
+          "[virtio][pci][irqfd]") {
+    Fixture f;
+    constexpr int kFd0 = RecordingVectors::kIrqfdBase;
+    constexpr int kFd1 = RecordingVectors::kIrqfdBase + 1;
+    f.negotiate(feature::kVersion1);
+    f.wr(common_cfg::kConfigMsixVector, 2, 2);
+    f.setup_queue(0, 16, 0x1000, 0x2000, 0x3000, 0);
+    f.enable_msix();
+    f.program_vector(0, 0xfee00000, 0x4021);
+    f.program_vector(1, 0xfee00000, 0x4022);
+    // Nothing is offered before the device is activated.
+    CHECK(f.dev->irqfd_offers.empty());
+    f.driver_ok();
+    REQUIRE(f.t.is_activated());
+    // Activated, MSI-X on, vector 0 unmasked: queue 0 gets vector 0's irqfd. Queue 1 (not set
+    // up, no vector) gets nothing.
+    CHECK(f.dev->irqfd_offers == std::vector<std::pair<uint16_t, int>>{{0, kFd0}});
+    const uint64_t entry0 = pci_layout::kMsixTable;
+
+    SECTION("masking the vector withdraws it, unmasking offers it again") {
+        f.wr(entry0 + 12, 4, 1);
+        CHECK(f.dev->irqfds[0] == -1);
+        // Signalled while masked (the relay's path): pending, not delivered.
+        f.dev->interrupt->signal_used_queue(0);
+        CHECK(f.vectors->triggers.empty());
+        CHECK(f.t.msix().pending(0));
+        f.wr(entry0 + 12, 4, 0);
+        CHECK(f.dev->irqfds[0] == kFd0);
+        CHECK(f.vectors->triggers == std::vector<uint16_t>{0});  // the pending one, once
+        CHECK_FALSE(f.t.msix().pending(0));
+        CHECK(f.dev->irqfd_offers.size() == 3);
+    }
+    SECTION("the function mask withdraws every offer, clearing it offers them again") {
+        f.enable_msix(true);
+        CHECK(f.dev->irqfds[0] == -1);
+        f.enable_msix(false);
+        CHECK(f.dev->irqfds[0] == kFd0);
+    }
+    SECTION("MSI-X disabled withdraws it") {
+        f.cfg_write16(f.t.msix_capability() + 2, 0);
+        CHECK(f.dev->irqfds[0] == -1);
+        f.enable_msix();
+        CHECK(f.dev->irqfds[0] == kFd0);
+    }
+    SECTION("a new vector for the queue: that vector's irqfd, or none") {
+        f.wr(common_cfg::kQueueSelect, 2, 0);
+        f.wr(common_cfg::kQueueMsixVector, 2, 1);
+        CHECK(f.dev->irqfds[0] == kFd1);
+        f.wr(common_cfg::kQueueMsixVector, 2, pci_layout::kNoVector);
+        CHECK(f.dev->irqfds[0] == -1);
+        f.wr(common_cfg::kQueueMsixVector, 2, 7);  // no such vector: as NO_VECTOR
+        CHECK(f.dev->irqfds[0] == -1);
+        f.wr(common_cfg::kQueueMsixVector, 2, 0);
+        CHECK(f.dev->irqfds[0] == kFd0);
+    }
+    SECTION("a new message for an unmasked vector keeps the offer (the irqfd follows the GSI's route)") {
+        const size_t routes = f.vectors->routes.size();
+        f.wr(entry0 + 8, 4, 0x4031);
+        CHECK(f.vectors->routes.size() == routes + 1);
+        CHECK(f.dev->irqfd_offers.size() == 1);
+        CHECK(f.dev->irqfds[0] == kFd0);
+    }
+    SECTION("a reset forgets it; the next activation offers it again") {
+        f.wr(common_cfg::kDeviceStatus, 1, 0);
+        CHECK(f.dev->irqfds[0] == -1);  // the device's reset dropped it
+        CHECK(f.dev->irqfd_offers.size() == 1);
+        f.negotiate(feature::kVersion1);
+        f.setup_queue(0, 16, 0x1000, 0x2000, 0x3000, 0);
+        f.driver_ok();
+        CHECK(f.dev->irqfds[0] == kFd0);
+        CHECK(f.dev->irqfd_offers.size() == 2);
+    }
+    SECTION("DEVICE_NEEDS_RESET: the next change withdraws it and nothing is offered again") {
+        f.dev->interrupt->device_error("test");
+        f.wr(entry0 + 12, 4, 1);
+        CHECK(f.dev->irqfds[0] == -1);
+        f.wr(entry0 + 12, 4, 0);
+        CHECK(f.dev->irqfds[0] == -1);
+    }
+}
+
+TEST_CASE("virtio-pci: no irqfd offered when MSI-X is off or the vector masked at DRIVER_OK", "[virtio][pci][irqfd]") {
+    Fixture f;
+    f.negotiate(feature::kVersion1);
+    f.setup_queue(0, 16, 0x1000, 0x2000, 0x3000, 0);
+    f.program_vector(0, 0xfee00000, 0x4021, false);
+    f.driver_ok();
+    REQUIRE(f.t.is_activated());
+    f.enable_msix();
+    CHECK(f.dev->irqfd_offers.empty());  // enabled, but the vector is masked
+    f.wr(pci_layout::kMsixTable + 12, 4, 0);
+    CHECK(f.dev->irqfds[0] == RecordingVectors::kIrqfdBase);
 }
 
 TEST_CASE("virtio-pci: on the root bus, the notify region follows the BAR", "[virtio][pci]") {

@@ -5,8 +5,10 @@
 
 #include <fmt/format.h>
 
+#include "devices/pci/msix.h"
 #include "tests/unit/virtio/net_harness.h"
 #include "virtio/net/vhost_net_device.h"
+#include "virtio/pci_transport.h"
 #include "vmm/sys/error.h"
 
 namespace embervm::virtio::net::net_test {
@@ -281,6 +283,231 @@ TEST_CASE("vhost-net: an error eventfd puts the device in DEVICE_NEEDS_RESET", "
     h.vhost->signal(h.vhost->call[1]);
     h.run();
     CHECK(h.irq.used.empty());
+}
+
+TEST_CASE("vhost-net: an offered irqfd becomes the ring's call, a withdrawal the relay again", "[vhost][irqfd]") {
+    VhostHarness h;
+    embervm::vmm::EventFd irqfd;  // stands for KVM's irqfd of the queue's MSI-X vector
+    // Offers before the activation are not kept (the transport offers after it).
+    h.dev->set_queue_irqfd(0, irqfd.fd());
+    CHECK(calls_from(*h.vhost, 1).empty());
+    h.activate(h.all_features());
+    const int relay0 = h.vhost->call[0];
+    const size_t after_activation = h.vhost->calls.size();
+
+    h.dev->set_queue_irqfd(0, irqfd.fd());
+    CHECK(calls_from(*h.vhost, after_activation) == std::vector<std::string>{"CALL 0"});
+    CHECK(h.vhost->call[0] == irqfd.fd());
+    CHECK(h.dev->counters().irqfd_queues == 1);
+    CHECK(h.dev->counters().call_switches == 1);
+    h.dev->set_queue_irqfd(0, irqfd.fd());  // the same again: no ioctl
+    CHECK(h.vhost->calls.size() == after_activation + 1);
+    // The kernel's calls now go to KVM, not through the VMM.
+    h.vhost->signal(h.vhost->call[0]);
+    h.run();
+    CHECK(h.irq.used.empty());
+    CHECK(irqfd.consume() == 1);
+    CHECK(h.dev->counters().used_interrupts == 0);
+
+    SECTION("withdrawn (masked): back to the relay, which the loop still turns into interrupts") {
+        // A call the kernel wrote to the relay just before the switch is still relayed.
+        h.vhost->signal(relay0);
+        h.dev->set_queue_irqfd(0, -1);
+        CHECK(h.vhost->call[0] == relay0);
+        h.run();
+        CHECK(h.irq.used == std::vector<uint16_t>{0});
+        h.vhost->signal(h.vhost->call[0]);
+        h.run();
+        CHECK(h.irq.used == std::vector<uint16_t>{0, 0});
+        CHECK(h.dev->counters().irqfd_queues == 0);
+        CHECK(h.dev->counters().call_switches == 2);
+    }
+    SECTION("DEVICE_NEEDS_RESET takes every ring back to the relay; later offers are not taken") {
+        h.vhost->signal(h.vhost->err[1]);
+        h.run();
+        REQUIRE(h.irq.errors.size() == 1);
+        CHECK(h.vhost->call[0] == relay0);
+        h.dev->set_queue_irqfd(1, irqfd.fd());
+        CHECK(h.vhost->call[1] != irqfd.fd());
+        CHECK(h.dev->counters().irqfd_queues == 0);
+    }
+    SECTION("a failed switch breaks the device") {
+        h.vhost->fail_on = "CALL";
+        h.dev->set_queue_irqfd(1, irqfd.fd());
+        CHECK_FALSE(h.irq.errors.empty());  // the transport logs only the first
+        CHECK(h.dev->device_errors() == 1);
+        // Ring 0's way back to the relay failed as well: the counter says vhost kept the irqfd.
+        CHECK(h.dev->counters().irqfd_queues == 1);
+    }
+    SECTION("reset forgets the offer: the next activation starts on the relay") {
+        h.dev->reset();
+        h.run();
+        h.activate(h.all_features());
+        CHECK(h.vhost->call[0] != irqfd.fd());
+        CHECK(h.dev->counters().irqfd_queues == 0);
+    }
+}
+
+namespace {
+
+// MSI-X vectors as the VMM has them: one eventfd per vector that delivers it (KVM's irqfd
+// there; here the test reads it as the guest's interrupt).
+class IrqfdVectors : public embervm::devices::pci::MsiVectors {
+public:
+    void route(uint16_t, const embervm::devices::pci::MsiMessage&) override { routes++; }
+    void trigger(uint16_t index) override { events.at(index).signal(); }
+    int irqfd(uint16_t index) const override { return events.at(index).fd(); }
+    std::array<embervm::vmm::EventFd, 3> events;
+    int routes = 0;
+};
+
+// vhost-net behind a virtio-pci transport, driven through BAR 0 as Linux's virtio_pci does.
+struct PciVhostHarness {
+    boost::asio::io_context io;
+    embervm::vmm::EventLoop loop{io};
+    GuestMemory mem{{{GuestAddress(0), 0x100000}}};
+    FakeVhost* vhost;
+    std::shared_ptr<VhostNetDevice> dev;
+    std::shared_ptr<IrqfdVectors> vectors = std::make_shared<IrqfdVectors>();
+    std::unique_ptr<PciTransport> t;
+
+    PciVhostHarness() {
+        auto tap = std::make_unique<FakeNetBackend>();
+        auto v = std::make_unique<FakeVhost>();
+        vhost = v.get();
+        vhost->tap_fd = tap->fd();
+        dev = std::make_shared<VhostNetDevice>(std::move(tap), std::move(v), VhostNetOptions{"eth0", {}, {}});
+        t = std::make_unique<PciTransport>(mem, dev, vectors, &loop);
+        std::vector<embervm::vmm::EventFd> kicks(2);
+        t->set_queue_events(std::move(kicks));
+    }
+    void wr(uint64_t offset, size_t width, uint64_t v) {
+        std::array<uint8_t, 8> b{};
+        std::memcpy(b.data(), &v, 8);
+        t->bar_write(0, offset, std::span<const uint8_t>(b).first(width));
+    }
+    uint32_t pba() {
+        std::array<uint8_t, 4> b{};
+        t->bar_read(0, pci_layout::kMsixPba, b);
+        return b[0];
+    }
+    void msix_control(uint16_t v) {
+        std::array<uint8_t, 2> b{};
+        std::memcpy(b.data(), &v, 2);
+        t->config_write(t->msix_capability() + 2, b);
+    }
+    void mask(uint16_t vector, bool masked) { wr(pci_layout::kMsixTable + 16 * vector + 12, 4, masked ? 1 : 0); }
+    // Linux's order: MSI-X on, vectors programmed and unmasked, queues with their vectors,
+    // DRIVER_OK.
+    void bring_up() {
+        namespace c = common_cfg;
+        msix_control(embervm::devices::pci::kMsixEnable);
+        for (uint16_t v = 0; v < 3; v++) {
+            wr(pci_layout::kMsixTable + 16 * v, 8, 0xfee00000);
+            wr(pci_layout::kMsixTable + 16 * v + 8, 4, 0x4020 + v);
+            mask(v, false);
+        }
+        wr(c::kDeviceStatus, 1, status::kAcknowledge);
+        wr(c::kDeviceStatus, 1, status::kAcknowledge | status::kDriver);
+        wr(c::kDriverFeatureSelect, 4, 1);
+        wr(c::kDriverFeature, 4, feature::kVersion1 >> 32);
+        wr(c::kDeviceStatus, 1, status::kAcknowledge | status::kDriver | status::kFeaturesOk);
+        wr(c::kConfigMsixVector, 2, 2);
+        for (uint16_t q = 0; q < 2; q++) {
+            const uint64_t base = 0x10000 + 0x10000 * q;
+            wr(c::kQueueSelect, 2, q);
+            wr(c::kQueueSize, 2, 32);
+            wr(c::kQueueDesc, 8, base);
+            wr(c::kQueueDriver, 8, base + 0x1000);
+            wr(c::kQueueDevice, 8, base + 0x2000);
+            wr(c::kQueueMsixVector, 2, q);
+            wr(c::kQueueEnable, 2, 1);
+        }
+        wr(c::kDeviceStatus, 1, status::kAcknowledge | status::kDriver | status::kFeaturesOk | status::kDriverOk);
+        run();
+        REQUIRE(t->is_activated());
+    }
+    void run() { poll_ready(io); }
+    // vhost signals ring `ring`'s call eventfd (whichever it has now); the loop runs.
+    void call(uint32_t ring) {
+        vhost->signal(vhost->call.at(ring));
+        run();
+    }
+};
+
+}  // namespace
+
+TEST_CASE("vhost-net on virtio-pci: calls go to the vector's irqfd while it is deliverable", "[vhost][irqfd][pci]") {
+    PciVhostHarness h;
+    h.bring_up();
+    auto& irq0 = h.vectors->events[0];
+    auto& irq1 = h.vectors->events[1];
+    // Both rings' calls are their vectors' irqfds: vhost -> KVM -> guest, nothing relayed.
+    CHECK(h.vhost->call[0] == irq0.fd());
+    CHECK(h.vhost->call[1] == irq1.fd());
+    h.call(0);
+    h.call(1);
+    CHECK(irq0.consume() == 1);
+    CHECK(irq1.consume() == 1);
+    CHECK(h.dev->counters().used_interrupts == 0);
+    CHECK(h.dev->counters().irqfd_queues == 2);
+
+    SECTION("masked: the relay sets the pending bit; unmasked: the irqfd again and the pending one delivered") {
+        h.mask(0, true);
+        CHECK(h.vhost->call[0] != irq0.fd());
+        h.call(0);
+        CHECK(irq0.consume() == 0);
+        CHECK(h.pba() == 1);
+        CHECK(h.dev->counters().used_interrupts == 1);
+        h.mask(0, false);
+        CHECK(irq0.consume() == 1);  // the pending one, delivered at the unmask
+        CHECK(h.pba() == 0);
+        CHECK(h.vhost->call[0] == irq0.fd());
+        h.call(0);
+        CHECK(irq0.consume() == 1);
+        CHECK(h.dev->counters().used_interrupts == 1);
+        // Ring 1 was never disturbed.
+        CHECK(h.vhost->call[1] == irq1.fd());
+    }
+    SECTION("the function mask takes both rings to the relay") {
+        h.msix_control(embervm::devices::pci::kMsixEnable | embervm::devices::pci::kMsixFunctionMask);
+        CHECK(h.dev->counters().irqfd_queues == 0);
+        h.call(1);
+        CHECK(irq1.consume() == 0);
+        CHECK(h.pba() == 2);
+        h.msix_control(embervm::devices::pci::kMsixEnable);
+        CHECK(irq1.consume() == 1);
+        CHECK(h.dev->counters().irqfd_queues == 2);
+    }
+    SECTION("MSI-X off: the relay, which only sets the ISR") {
+        h.msix_control(0);
+        CHECK(h.dev->counters().irqfd_queues == 0);
+        h.call(0);
+        CHECK(irq0.consume() == 0);
+        std::array<uint8_t, 1> isr{};
+        h.t->bar_read(0, pci_layout::kIsr, isr);
+        CHECK(isr[0] == interrupt::kUsedBuffer);
+    }
+    SECTION("the queue moved to another vector: that vector's irqfd") {
+        h.wr(common_cfg::kQueueSelect, 2, 0);
+        h.wr(common_cfg::kQueueMsixVector, 2, 2);
+        CHECK(h.vhost->call[0] == h.vectors->events[2].fd());
+        h.wr(common_cfg::kQueueMsixVector, 2, pci_layout::kNoVector);
+        CHECK(h.dev->counters().irqfd_queues == 1);
+        h.call(0);  // relayed to no vector: nothing
+        CHECK(irq0.consume() == 0);
+    }
+    SECTION("a reset stops the rings; the next bring-up is direct again") {
+        h.wr(common_cfg::kDeviceStatus, 1, 0);
+        h.run();
+        CHECK_FALSE(h.t->is_activated());
+        CHECK(h.vhost->backend == std::array<int, 2>{-1, -1});
+        h.bring_up();
+        CHECK(h.vhost->call[0] == irq0.fd());
+        CHECK(h.dev->counters().activations == 2);
+    }
+    h.wr(common_cfg::kDeviceStatus, 1, 0);
+    h.run();
 }
 
 TEST_CASE("vhost-net: activation needs both queues and their ioeventfds", "[vhost]") {
