@@ -1,7 +1,8 @@
 // Tests for vmm/snapshot/uffd_message and uffd_backend: the regions message round-trips and a
 // handler's parser refuses anything it cannot rely on; the backend registers guest memory, hands
 // the userfaultfd over with the message, has its faults served by the (test's) handler, and
-// reports a handler that hangs up; a missing or silent socket is one line naming mem_backend.
+// reports a handler that hangs up, passes the balloon's discards on as remove events; a missing
+// or silent socket is one line naming mem_backend.
 // No KVM: the faults come from a thread of this process reading guest memory.
 #include <catch2/catch.hpp>
 
@@ -82,6 +83,17 @@ uint64_t next_fault(int uffd) {
     REQUIRE(m.event == UFFD_EVENT_PAGEFAULT);
     return m.arg.pagefault.address;
 }
+
+// 16 pages of guest memory handed over to the test, which plays the handler.
+struct HandedOver {
+    TempDir dir;
+    std::string path = dir.file("handler.sock");
+    FileDescriptor listener = listen_at(path);
+    GuestMemory mem{{{GuestAddress(0), 16 * kPage}}};
+    UffdBackend backend{mem, path};
+    FileDescriptor conn, uffd;
+    std::string text = receive(listener.get(), conn, uffd);
+};
 
 }  // namespace
 
@@ -177,18 +189,12 @@ TEST_CASE("uffd backend: guest memory is registered, handed over and served by t
 }
 
 TEST_CASE("uffd backend: a handler that hangs up is reported once, and waiting faults are woken", "[snapshot]") {
-    TempDir dir;
-    const std::string path = dir.file("handler.sock");
-    const FileDescriptor listener = listen_at(path);
-    const GuestMemory mem({{GuestAddress(0), 16 * kPage}});
-    UffdBackend backend(mem, path);
-    FileDescriptor conn, uffd;
-    receive(listener.get(), conn, uffd);
+    HandedOver h;
 
     std::mutex m;
     std::condition_variable cv;
     std::vector<std::string> reports;
-    backend.watch(
+    h.backend.watch(
         [&](const std::string& why) {
             std::lock_guard lock(m);
             reports.push_back(why);
@@ -198,14 +204,14 @@ TEST_CASE("uffd backend: a handler that hangs up is reported once, and waiting f
     // A fault the handler never serves: the reader waits until the backend gives up the memory.
     std::atomic<bool> done{false};
     std::thread reader([&] {
-        (void)mem.read_obj<uint8_t>(GuestAddress(5 * kPage));
+        (void)h.mem.read_obj<uint8_t>(GuestAddress(5 * kPage));
         done = true;
     });
-    next_fault(uffd.get());
+    next_fault(h.uffd.get());
     CHECK_FALSE(done);
     // The handler dies: its end of the connection and its userfaultfd close.
-    conn.reset();
-    uffd.reset();
+    h.conn.reset();
+    h.uffd.reset();
     {
         std::unique_lock lock(m);
         REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return !reports.empty(); }));
@@ -213,7 +219,7 @@ TEST_CASE("uffd backend: a handler that hangs up is reported once, and waiting f
     reader.join();
     CHECK(done);
     REQUIRE(reports.size() == 1);
-    CHECK(reports[0] == "mem_backend: the Uffd page-fault handler at " + path +
+    CHECK(reports[0] == "mem_backend: the Uffd page-fault handler at " + h.path +
                             " closed its connection: the guest's memory can no longer be served, ending the VM");
 }
 
@@ -230,4 +236,31 @@ TEST_CASE("uffd backend: no socket, or nobody listening on it, is one line namin
     const GuestMemory shared({{GuestAddress(0), 4 * kPage}}, embervm::memory::MemoryBacking::SharedMemfd);
     CHECK_THROWS_WITH(UffdBackend(shared, silent),
                       "mem_backend: Uffd cannot serve guest memory shared with a vhost-user backend (use File)");
+}
+
+TEST_CASE("uffd backend: pages the balloon gives back reach the handler as a remove event", "[snapshot]") {
+    HandedOver h;
+    // The balloon's discard (madvise(MADV_DONTNEED)) waits until the handler has read the event.
+    std::atomic<bool> discarded{false};
+    std::thread balloon([&] { discarded = h.mem.discard(GuestAddress(4 * kPage), 2 * kPage); });
+    pollfd p{h.uffd.get(), POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10000) == 1);
+    uffd_msg m{};
+    REQUIRE(::read(h.uffd.get(), &m, sizeof(m)) == static_cast<ssize_t>(sizeof(m)));
+    balloon.join();
+    CHECK(discarded);
+    REQUIRE(m.event == UFFD_EVENT_REMOVE);
+    const uint64_t base = reinterpret_cast<uint64_t>(h.mem.regions()[0].host_base());
+    CHECK(m.arg.remove.start == base + 4 * kPage);
+    CHECK(m.arg.remove.end == base + 6 * kPage);
+    // The next fault there is the handler's to answer with a zero page.
+    std::atomic<uint8_t> seen{0xff};
+    std::thread reader([&] { seen = h.mem.read_obj<uint8_t>(GuestAddress(5 * kPage)); });
+    const uint64_t fault = next_fault(h.uffd.get());
+    CHECK((fault & ~(kPage - 1)) == base + 5 * kPage);
+    uffdio_zeropage z{};
+    z.range = {base + 5 * kPage, kPage};
+    REQUIRE(::ioctl(h.uffd.get(), UFFDIO_ZEROPAGE, &z) == 0);
+    reader.join();
+    CHECK(seen == 0);
 }
