@@ -69,7 +69,9 @@ std::unique_ptr<Vm> Vm::restore(const SnapshotFiles& files, RestoreOptions resto
 Vm::Vm(RestoreTag, const SnapshotFiles& files, RestoreOptions restore, VmOptions options)
     : impl_(std::make_unique<Impl>()) {
     auto source = std::make_shared<vmm::RestoreSource>(
-        vmm::read_restore_source(files.snapshot_path, files.mem_file_path, restore.resume_vm));
+        vmm::read_restore_source(files.snapshot_path, files.mem_file_path, restore.resume_vm,
+                                 restore.mem_backend == MemBackend::Uffd ? vmm::MemBackendType::Uffd
+                                                                         : vmm::MemBackendType::File));
     source->config.machine_config.track_dirty_pages = restore.track_dirty_pages;
     vmm::validate(source->config);
     // The drives are re-opened by path: each must still be there (the kernel need not be).

@@ -54,9 +54,15 @@ struct SnapshotFiles {
     std::string snapshot_path;
     std::string mem_file_path;
 };
+// Where the restored guest's memory comes from. File: SnapshotFiles::mem_file_path is mapped
+// MAP_PRIVATE. Uffd: SnapshotFiles::mem_file_path is the Unix socket of a page-fault handler
+// process that serves the memory file over userfaultfd (the protocol: README, "Snapshots";
+// examples/uffd_handler.cpp); if it goes away, the VM ends (VmmError, status 1).
+enum class MemBackend { File, Uffd };
 struct RestoreOptions {
     bool resume_vm = false;          // run at once; else Paused until resume()
     bool track_dirty_pages = false;  // the restored VM logs written pages (for Diff snapshots)
+    MemBackend mem_backend = MemBackend::File;
 };
 const char* to_string(VmState state);
 

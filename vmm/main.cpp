@@ -94,7 +94,9 @@ int run_restored(const vmm::CliOptions& cli, VmOptions options) {
     options.handle_signals = true;
     RestoreOptions restore;
     restore.resume_vm = true;
-    const std::unique_ptr<Vm> vm = Vm::restore({*cli.restore, *cli.restore_mem}, restore, options);
+    if (cli.restore_uffd) restore.mem_backend = MemBackend::Uffd;
+    const std::unique_ptr<Vm> vm =
+        Vm::restore({*cli.restore, cli.restore_uffd.value_or(cli.restore_mem.value_or(""))}, restore, options);
     vm->start();
     filter_main_thread(options);
     return vm->wait().status;

@@ -20,6 +20,7 @@
 #include "vmm/legacy_devices.h"
 #include "vmm/metrics.h"
 #include "vmm/snapshot/memory_file.h"
+#include "vmm/snapshot/uffd_backend.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
 #include "vmm/device_manager.h"
@@ -85,9 +86,14 @@ void Vmm::create_memory(const VmConfig& config) {
         boot::guest_memory_ranges(bytes),
         shared ? memory::MemoryBacking::SharedMemfd : memory::MemoryBacking::Private);
     if (shared) log::info("guest memory: {} MiB in memfds, shared with vhost-user backends", bytes >> 20);
-    // A restore maps the memory file in place of the fresh mapping (vmm/snapshot/memory_file.h):
+    // A restore maps the memory file in place of the fresh mapping (vmm/snapshot/memory_file.h),
+    // or hands the empty mapping's page faults to the Uffd handler (vmm/snapshot/uffd_backend.h):
     // before KVM is given the addresses, and nothing of it is read now.
-    if (options_.restore) snapshot::map_memory_file(*memory_, options_.restore->mem_file_path);
+    if (options_.restore && options_.restore->mem_backend == MemBackendType::Uffd) {
+        uffd_ = std::make_unique<snapshot::UffdBackend>(*memory_, options_.restore->mem_file_path);
+    } else if (options_.restore) {
+        snapshot::map_memory_file(*memory_, options_.restore->mem_file_path);
+    }
     // track_dirty_pages: KVM logs the pages the guest writes, for Diff snapshots.
     const uint32_t flags = config.machine_config.track_dirty_pages ? KVM_MEM_LOG_DIRTY_PAGES : 0;
     uint32_t slot = 0;

@@ -24,6 +24,7 @@
 #include "vmm/metrics.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
+#include "vmm/snapshot/uffd_backend.h"
 #include "vmm/sys/seccomp.h"
 #include "vmm/sys/signals.h"
 #include "vmm/device_manager.h"
@@ -229,6 +230,15 @@ VmExit Vmm::run() {
         if (options_.restore && !options_.restore->resume_vm) {
             for (auto& v : vcpus_) v->pause();
             paused_ = true;
+        }
+        // A handler that goes away ends the VM (before a vCPU can wait for a page for ever).
+        if (uffd_) {
+            uffd_->watch(
+                [this](const std::string& why) {
+                    log::error("{}", why);
+                    request_exit(VmExit{VmExit::Reason::VmmError, 1, why});
+                },
+                options_.seccomp);
         }
         for (auto& v : vcpus_) {
             v->start(options_.seccomp);

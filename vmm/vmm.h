@@ -24,6 +24,9 @@
 namespace embervm::memory {
 class GuestMemory;
 }
+namespace embervm::snapshot {
+class UffdBackend;
+}
 namespace embervm::virtio::balloon {
 class BalloonDevice;
 struct BalloonStats;
@@ -69,19 +72,27 @@ struct RunOptions {
     std::shared_ptr<const RestoreSource> restore;
 };
 
+// Where a restored VM's memory comes from (the API's mem_backend.backend_type): File maps the
+// memory file MAP_PRIVATE (vmm/snapshot/memory_file.h); Uffd leaves guest memory empty and hands
+// its page faults to a handler process listening on a Unix socket (vmm/snapshot/uffd_backend.h).
+enum class MemBackendType { File, Uffd };
+
 // A snapshot to restore instead of booting (RunOptions::restore): the decoded snapshot file and
-// its memory file (vmm/vmm_snapshot.cpp). read_restore_source() makes one.
+// its memory backend (vmm/vmm_snapshot.cpp). read_restore_source() makes one.
 struct RestoreSource {
     std::string snapshot_path;
     snapshot::SnapshotContents contents;
     VmConfig config;  // the snapshot's
-    std::string mem_file_path;
+    MemBackendType mem_backend = MemBackendType::File;
+    std::string mem_file_path;  // File: the memory file; Uffd: the page-fault handler's socket
     bool resume_vm = false;  // run at once; else the VM starts paused (resume() lets it run)
 };
 // Reads and checks the snapshot file and its configuration, and that the memory file is there
-// with the snapshot's memory size: everything that can be checked before KVM is touched. Throws
-// snapshot::SnapshotError / Error / ConfigError with one line naming the file or field.
-RestoreSource read_restore_source(const std::string& snapshot_path, const std::string& mem_file_path, bool resume_vm);
+// with the snapshot's memory size (Uffd: that the handler's socket is there): everything that can
+// be checked before KVM is touched. Throws snapshot::SnapshotError / Error / ConfigError with one
+// line naming the file or field.
+RestoreSource read_restore_source(const std::string& snapshot_path, const std::string& mem_file_path, bool resume_vm,
+                                  MemBackendType mem_backend = MemBackendType::File);
 
 struct SnapshotRequest {
     snapshot::SnapshotType type = snapshot::SnapshotType::Full;
@@ -200,6 +211,9 @@ private:
     std::unique_ptr<KvmSystem> kvm_;
     std::unique_ptr<KvmVm> vm_;
     std::unique_ptr<memory::GuestMemory> memory_;
+    // A restore with mem_backend Uffd: the page-fault handler's connection (after memory_: it
+    // goes first, the vCPUs are joined before either).
+    std::unique_ptr<snapshot::UffdBackend> uffd_;
     std::unique_ptr<ConsoleOutput> console_out_;
     std::unique_ptr<Bus> pio_bus_;
     std::unique_ptr<Bus> mmio_bus_;

@@ -77,9 +77,11 @@ uint64_t realtime_ns() {
 
 }  // namespace
 
-RestoreSource read_restore_source(const std::string& snapshot_path, const std::string& mem_file_path, bool resume_vm) {
+RestoreSource read_restore_source(const std::string& snapshot_path, const std::string& mem_file_path, bool resume_vm,
+                                  MemBackendType mem_backend) {
     RestoreSource source;
     source.snapshot_path = snapshot_path;
+    source.mem_backend = mem_backend;
     source.mem_file_path = mem_file_path;
     source.resume_vm = resume_vm;
     source.contents = snapshot::read_snapshot_file(snapshot_path);
@@ -101,6 +103,20 @@ RestoreSource read_restore_source(const std::string& snapshot_path, const std::s
                                         source.config.machine_config.vcpu_count));
     }
     struct stat st {};
+    if (mem_backend == MemBackendType::Uffd) {
+        // The handler maps the memory file itself; here only its socket must be there.
+        if (::stat(mem_file_path.c_str(), &st) != 0) {
+            if (errno == ENOENT) {
+                throw Error(fmt::format("mem_backend.backend_path: {}: no such socket (start the page-fault handler "
+                                        "first)", mem_file_path));
+            }
+            throw sys_error(fmt::format("mem_backend.backend_path: {}: the page-fault handler's socket", mem_file_path));
+        }
+        if (!S_ISSOCK(st.st_mode)) {
+            throw Error(fmt::format("mem_backend.backend_path: {}: not a Unix socket", mem_file_path));
+        }
+        return source;
+    }
     if (::stat(mem_file_path.c_str(), &st) != 0) throw sys_error(fmt::format("memory file {}: cannot open", mem_file_path));
     if (static_cast<uint64_t>(st.st_size) != mem_bytes) {
         throw Error(fmt::format("memory file {}: {} bytes, the snapshot's guest memory is {} bytes", mem_file_path,

@@ -121,9 +121,10 @@ class Vmm:
         """Waits for a count above LAST."""
         self.wait_for(lambda t: any(c > last for c in counts(t, self.word)), f"no {self.word} above {last}", timeout)
 
-    def load(self, snap, mem, resume=True, **extra):
+    def load(self, snap, mem, resume=True, backend="File", **extra):
+        """PUT /snapshot/load; MEM is the memory file (File) or the handler's socket (Uffd)."""
         return self.request("PUT", "/snapshot/load", {"snapshot_path": snap, "mem_backend": {
-            "backend_type": "File", "backend_path": mem}, "resume_vm": resume, **extra})
+            "backend_type": backend, "backend_path": mem}, "resume_vm": resume, **extra})
 
     def cpu_times(self):
         """The CPU seconds of each of the process's threads, for a diagnosis."""

@@ -235,10 +235,13 @@ TEST_CASE("API: unknown paths, wrong methods and unsupported Firecracker resourc
     r = api.call("PUT", "/snapshot/create", json{{"snapshot_path", "/s"}, {"mem_file_path", "/m"}});
     CHECK(r.status == 400);
     CHECK(r.fault() == "PUT /snapshot/create: not allowed before the microVM started (InstanceStart first)");
-    r = api.call("PUT", "/snapshot/load",
-                 json{{"snapshot_path", "/s"}, {"mem_backend", {{"backend_type", "Uffd"}, {"backend_path", "/u"}}}});
+    r = api.call("PUT", "/snapshot/load", json{{"snapshot_path", "/s"}, {"mem_backend", {{"backend_type", "Uffd"}}}});
     CHECK(r.status == 400);
-    CHECK(r.fault() == "snapshot.mem_backend.backend_type: Uffd is not supported yet (use File)");
+    CHECK(r.fault() == "snapshot.mem_backend.backend_path: required");
+    r = api.call("PUT", "/snapshot/load",
+                 json{{"snapshot_path", "/s"}, {"mem_backend", {{"backend_type", "Mmap"}, {"backend_path", "/u"}}}});
+    CHECK(r.status == 400);
+    CHECK_THAT(r.fault(), Catch::StartsWith("snapshot.mem_backend.backend_type:"));
     CHECK(api.call("GET", "/snapshot/load").status == 405);
     CHECK(api.call("PUT", "/entropy", json::object()).status == 400);
     // The query string is not part of the path.

@@ -542,13 +542,15 @@ ApiResponse ApiController::put_snapshot_load(const json& body) {
         const JsonFields m(body["mem_backend"], "snapshot.mem_backend", {"backend_type", "backend_path"});
         const auto backend = m.optional_choice("backend_type", {"File", "Uffd"});
         if (!backend) throw ConfigError("snapshot.mem_backend.backend_type: required");
-        if (*backend == "Uffd") throw ConfigError("snapshot.mem_backend.backend_type: Uffd is not supported yet (use File)");
         files.mem_file_path = m.required_string("backend_path");
         if (body.contains("mem_file_path")) throw ConfigError("snapshot.mem_file_path: not together with mem_backend");
     } else {
         files.mem_file_path = f.required_string("mem_file_path");
     }
     RestoreOptions restore;
+    if (body.contains("mem_backend") && body["mem_backend"].value("backend_type", "") == "Uffd") {
+        restore.mem_backend = MemBackend::Uffd;
+    }
     restore.resume_vm = f.optional_bool("resume_vm").value_or(false);
     restore.track_dirty_pages =
         f.optional_bool("track_dirty_pages").value_or(f.optional_bool("enable_diff_snapshots").value_or(false));

@@ -421,9 +421,15 @@ CommandLine::CommandLine() : app_("Runs one KVM guest until it powers off or reb
     add_value("--restore", "SNAPSHOT",
               "run the VM saved in SNAPSHOT (PUT /snapshot/create) instead of\n"
               "booting: its configuration, vCPU and device state; with\n"
-              "--restore-mem, and without the flags that define a VM",
+              "--restore-mem or --restore-uffd, and without the flags that\n"
+              "define a VM",
               path(o.restore));
     add_value("--restore-mem", "MEMFILE", "the memory file of the --restore snapshot", path(o.restore_mem));
+    add_value("--restore-uffd", "SOCKET",
+              "instead of --restore-mem: a page-fault handler listening on the\n"
+              "Unix socket SOCKET serves the snapshot's memory over\n"
+              "userfaultfd (mem_backend Uffd; examples/uffd_handler.cpp)",
+              path(o.restore_uffd));
     add_value("--id", "ID", "instance id reported by GET / (default anonymous-instance)",
               [&o](std::string_view flag, const std::string& v) {
                   const std::string id = non_empty(flag, v);
@@ -513,8 +519,14 @@ std::vector<std::string> CommandLine::prepare(int argc, const char* const* argv,
 // --restore takes the VM from the snapshot: the flags that define one are refused next to it.
 void check_restore(const CliOptions& o) {
     if (o.restore_mem && !o.restore) throw CliError("--restore-mem: needs --restore SNAPSHOT");
+    if (o.restore_uffd && !o.restore) throw CliError("--restore-uffd: needs --restore SNAPSHOT");
     if (!o.restore) return;
-    if (!o.restore_mem) throw CliError("--restore: needs --restore-mem MEMFILE (the snapshot's memory file)");
+    if (o.restore_mem && o.restore_uffd) {
+        throw CliError("--restore-uffd: cannot be combined with --restore-mem (the memory comes from one of them)");
+    }
+    if (!o.restore_mem && !o.restore_uffd) {
+        throw CliError("--restore: needs --restore-mem MEMFILE (the snapshot's memory file) or --restore-uffd SOCKET");
+    }
     const std::pair<bool, const char*> defining[] = {
         {o.config_path.has_value(), "--config"}, {o.kernel.has_value(), "--kernel"},
         {o.initrd.has_value(), "--initrd"},      {o.cmdline.has_value(), "--cmdline"},

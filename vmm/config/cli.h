@@ -51,6 +51,7 @@ struct CliOptions {
     bool no_seccomp = false;                 // --no-seccomp: no seccomp filters on any thread
     std::optional<std::string> restore;      // --restore: run this snapshot instead of booting
     std::optional<std::string> restore_mem;  // --restore-mem: its memory file (with --restore)
+    std::optional<std::string> restore_uffd; // --restore-uffd: its page-fault handler's socket
     bool help = false;     // --help / -h
     bool version = false;  // --version
 };

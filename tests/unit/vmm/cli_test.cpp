@@ -288,8 +288,16 @@ TEST_CASE("cli: --restore takes a snapshot and its memory file, and no flag that
     CHECK(o.restore == "/s/vm.snap");
     CHECK(o.restore_mem == "/s/vm.mem");
     CHECK(embervm::vmm::resolve_config(o) == VmConfig{});  // no --kernel needed: the snapshot has the VM
-    CHECK(cli_error({"--restore", "/s/vm.snap"}) == "--restore: needs --restore-mem MEMFILE (the snapshot's memory file)");
+    CHECK(cli_error({"--restore", "/s/vm.snap"}) ==
+          "--restore: needs --restore-mem MEMFILE (the snapshot's memory file) or --restore-uffd SOCKET");
     CHECK(cli_error({"--restore-mem", "/s/vm.mem"}) == "--restore-mem: needs --restore SNAPSHOT");
+    // --restore-uffd: the memory comes from a page-fault handler instead of the file.
+    const CliOptions u = parse({"--restore", "/s/vm.snap", "--restore-uffd", "/run/h.sock"});
+    CHECK(u.restore_uffd == "/run/h.sock");
+    CHECK_FALSE(u.restore_mem);
+    CHECK(cli_error({"--restore-uffd", "/run/h.sock"}) == "--restore-uffd: needs --restore SNAPSHOT");
+    CHECK(cli_error({"--restore", "/s", "--restore-mem", "/m", "--restore-uffd", "/h"}) ==
+          "--restore-uffd: cannot be combined with --restore-mem (the memory comes from one of them)");
     CHECK(cli_error({"--restore", "/s", "--restore-mem", "/m", "--kernel", "/k"}) ==
           "--kernel: cannot be combined with --restore (the snapshot holds the VM's configuration; with the API use "
           "PUT /snapshot/load)");
