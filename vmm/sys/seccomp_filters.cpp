@@ -229,6 +229,10 @@ Calls main_calls() {
          1, joined(std::vector<uint64_t>{TCSETS, TCSETSW, TCSETSF, TCGETS}, vhost_ioctls())},
         {"read", "eventfds drained when the VM is destroyed"},
         {"epoll_ctl", "fds unwatched when the VM is destroyed", 1, {EPOLL_CTL_DEL}},
+        // A vhost-user device still activated when the VM ends (a guest that exits without
+        // resetting its driver) is reset on destruction: GET_VRING_BASE stops the backend's rings.
+        {"sendmsg", "vhost-user requests when the VM is destroyed with the device still activated"},
+        {"recvmsg", "vhost-user replies when the VM is destroyed with the device still activated"},
         {"rt_sigaction", "asio's signal_set restores the termination signals' default action", 0,
          {sig(SIGINT), sig(SIGTERM), sig(SIGHUP)}},
     };
