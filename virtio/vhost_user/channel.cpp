@@ -10,24 +10,23 @@
 
 #include <fmt/format.h>
 
+#include "vmm/sys/unix_socket.h"
+
 namespace embervm::virtio::vhost_user {
 
 Channel::Channel(FileDescriptor socket, std::chrono::milliseconds reply_timeout)
     : socket_(std::move(socket)), timeout_(reply_timeout) {}
 
 Channel Channel::connect(const std::string& path, std::chrono::milliseconds reply_timeout) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-        throw Error(fmt::format("vhost-user socket {}: the path must be 1 to {} bytes long", path,
-                                sizeof(addr.sun_path) - 1));
+    const auto addr = unix_address(path);
+    if (!addr) {
+        throw Error(fmt::format("vhost-user socket {}: the path must be 1 to {} bytes long", path, kMaxUnixSocketPath));
     }
-    std::memcpy(addr.sun_path, path.data(), path.size());
     FileDescriptor s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!s) {
         throw sys_error("vhost-user: socket(AF_UNIX)");
     }
-    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0) {
         throw sys_error(fmt::format("vhost-user socket {}: connect", path));
     }
     return Channel(std::move(s), reply_timeout);

@@ -19,6 +19,7 @@
 
 #include "memory/guest_memory.h"
 #include "vmm/sys/error.h"
+#include "vmm/sys/unix_socket.h"
 #include "vmm/sys/fd_passing.h"
 #include "vmm/sys/log.h"
 #include "vmm/sys/seccomp.h"
@@ -50,16 +51,14 @@ FileDescriptor create_userfaultfd() {
 }
 
 FileDescriptor connect_to_handler(const std::string& path) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    const auto addr = unix_address(path);
+    if (!addr) {
         throw Error(fmt::format("mem_backend.backend_path: '{}' is not a Unix socket path (1 to {} bytes)", path,
-                                sizeof(addr.sun_path) - 1));
+                                kMaxUnixSocketPath));
     }
-    std::memcpy(addr.sun_path, path.data(), path.size());
     FileDescriptor fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) throw sys_error("mem_backend: Uffd: socket");
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0) {
         const int err = errno;
         if (err == ENOENT) {
             throw Error(fmt::format("mem_backend.backend_path: {}: no such socket (start the page-fault handler "

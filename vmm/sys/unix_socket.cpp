@@ -6,7 +6,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -16,13 +15,19 @@
 
 namespace embervm {
 
-bool unix_socket_is_live(const std::string& path) {
-    FileDescriptor fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd) return false;
+std::optional<sockaddr_un> unix_address(std::string_view path) {
+    if (path.empty() || path.size() > kMaxUnixSocketPath) return std::nullopt;
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, path.data(), std::min(path.size(), sizeof(addr.sun_path) - 1));
-    return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    return addr;
+}
+
+bool unix_socket_is_live(const std::string& path) {
+    const auto addr = unix_address(path);
+    FileDescriptor fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!addr || !fd) return false;
+    return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) == 0;
 }
 
 void remove_stale_unix_socket(const std::string& path, std::string_view what) {

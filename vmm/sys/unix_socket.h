@@ -1,11 +1,22 @@
-// Taking over a Unix socket path to listen on: a stale socket left by a process that is gone is
-// removed, anything else there is an error. Used by the API server and the vsock device.
+// Unix socket paths: as socket addresses, and taking one over to listen on (a stale socket left by
+// a process that is gone is removed, anything else there is an error; the API server and the
+// vsock device).
 #pragma once
 
+#include <sys/un.h>
+
+#include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
 namespace embervm {
+
+// The longest path a sockaddr_un holds (without its NUL).
+inline constexpr size_t kMaxUnixSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+
+// `path` as an AF_UNIX address; nullopt when it is empty or longer than kMaxUnixSocketPath.
+std::optional<sockaddr_un> unix_address(std::string_view path);
 
 // Whether some process accepts connections on the Unix socket at `path`.
 bool unix_socket_is_live(const std::string& path);
