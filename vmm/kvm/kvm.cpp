@@ -14,6 +14,7 @@
 
 #include "vmm/sys/error.h"
 #include "vmm/kvm/kvm_abi.h"
+#include "vmm/kvm/vm_state.h"
 
 namespace embervm::vmm {
 
@@ -195,9 +196,10 @@ void KvmVm::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
 std::string KvmVm::describe_gsi(uint32_t gsi) const {
     if (gsi >= kIoapicPins) return {};
     kvm_irqchip chip{};
-    chip.chip_id = KVM_IRQCHIP_IOAPIC;
-    if (::ioctl(fd(), KVM_GET_IRQCHIP, &chip) < 0) {
-        return fmt::format("IOAPIC pin {}: KVM_GET_IRQCHIP failed ({})", gsi, std::strerror(errno));
+    try {
+        chip = get_irqchip(*this, KVM_IRQCHIP_IOAPIC);
+    } catch (const std::exception& e) {
+        return fmt::format("IOAPIC pin {}: {}", gsi, e.what());
     }
     const kvm_ioapic_state& io = chip.chip.ioapic;
     const auto& e = io.redirtbl[gsi].fields;

@@ -24,12 +24,6 @@ void vm_ioctl(const KvmVm& vm, unsigned long request, void* arg, const char* wha
     if (r < 0) throw sys_error(what);
 }
 
-kvm_irqchip get_chip(const KvmVm& vm, uint32_t id) {
-    kvm_irqchip chip{};
-    chip.chip_id = id;
-    vm_ioctl(vm, KVM_GET_IRQCHIP, &chip, "KVM_GET_IRQCHIP");
-    return chip;
-}
 
 // The chip a saved irqchip claims to be must be the one it is restored as.
 void check_chip(StateReader& r, const kvm_irqchip& chip, uint32_t id, const char* field) {
@@ -38,11 +32,18 @@ void check_chip(StateReader& r, const kvm_irqchip& chip, uint32_t id, const char
 
 }  // namespace
 
+kvm_irqchip get_irqchip(const KvmVm& vm, uint32_t chip_id) {
+    kvm_irqchip chip{};
+    chip.chip_id = chip_id;
+    vm_ioctl(vm, KVM_GET_IRQCHIP, &chip, "KVM_GET_IRQCHIP");
+    return chip;
+}
+
 KvmVmState save_vm_state(const KvmVm& vm) {
     KvmVmState s;
-    s.pic_master = get_chip(vm, KVM_IRQCHIP_PIC_MASTER);
-    s.pic_slave = get_chip(vm, KVM_IRQCHIP_PIC_SLAVE);
-    s.ioapic = get_chip(vm, KVM_IRQCHIP_IOAPIC);
+    s.pic_master = get_irqchip(vm, KVM_IRQCHIP_PIC_MASTER);
+    s.pic_slave = get_irqchip(vm, KVM_IRQCHIP_PIC_SLAVE);
+    s.ioapic = get_irqchip(vm, KVM_IRQCHIP_IOAPIC);
     vm_ioctl(vm, KVM_GET_PIT2, &s.pit, "KVM_GET_PIT2");
     vm_ioctl(vm, KVM_GET_CLOCK, &s.clock, "KVM_GET_CLOCK");
     return s;

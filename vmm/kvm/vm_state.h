@@ -21,6 +21,9 @@ struct KvmVmState {
     kvm_clock_data clock{};
 };
 
+// KVM_GET_IRQCHIP of one chip (KVM_IRQCHIP_PIC_MASTER, _PIC_SLAVE, _IOAPIC). Throws Error.
+kvm_irqchip get_irqchip(const KvmVm& vm, uint32_t chip_id);
+
 // With every vCPU paused.
 KvmVmState save_vm_state(const KvmVm& vm);
 // Before any vCPU runs. The clock is set to the saved value, so the guest's kvmclock goes on from
