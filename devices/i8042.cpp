@@ -414,7 +414,7 @@ void I8042::restore_state(StateReader& r) {
     }
     const bool scanning = r.get_bool("scanning");
 
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     output_ = std::move(output);
     last_data_ = last_data;
     command_byte_ = command_byte;
@@ -423,6 +423,11 @@ void I8042::restore_state(StateReader& r) {
     last_write_was_command_ = last_write_was_command;
     keyboard_buffer_.assign(keyboard.begin(), keyboard.end());
     scanning_ = scanning;
+    Effects fx;
+    update_irq(fx);
+    lock.unlock();
+    // As the UART's: the saved irqchip may lack the edge of a pending keyboard interrupt.
+    if (fx.raise_irq && kbd_irq_) kbd_irq_->trigger();
 }
 
 }  // namespace embervm::devices

@@ -412,7 +412,7 @@ void Serial::restore_state(StateReader& r) {
     const bool overrun = r.get_bool("overrun");
     const bool thre_pending = r.get_bool("thre_pending");
 
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     rx_.assign(rx.begin(), rx.end());
     last_rx_ = last_rx;
     ier_ = ier;
@@ -426,6 +426,13 @@ void Serial::restore_state(StateReader& r) {
     overrun_ = overrun;
     thre_pending_ = thre_pending;
     input_refused_ = false;
+    const bool pending = interrupt_pending_locked();
+    lock.unlock();
+    // The edge of a pending interrupt may not be in the saved irqchip: KVM injects an IOAPIC
+    // irqfd's edge from a kernel work item, which can run after the snapshot read the irqchip.
+    // Lost, the driver would wait for ever (the UART raises only on a new condition); raised
+    // again, it is at worst one spurious interrupt, which the driver's IIR read tells apart.
+    if (pending && irq_) irq_->trigger();
 }
 
 }  // namespace embervm::devices

@@ -40,8 +40,11 @@ uint16_t unacknowledged_completions(const QueueProgress& q) {
 }
 
 StallWatchdog::StallWatchdog(std::string device_name, WatchdogTimes times,
-                             std::function<std::string()> interrupt_state)
-    : name_(std::move(device_name)), times_(times), interrupt_state_(std::move(interrupt_state)) {}
+                             std::function<std::string()> interrupt_state, std::function<bool()> line_masked)
+    : name_(std::move(device_name)),
+      times_(times),
+      interrupt_state_(std::move(interrupt_state)),
+      line_masked_(std::move(line_masked)) {}
 
 std::string StallWatchdog::interrupt_state() const {
     if (!interrupt_state_) return {};
@@ -81,6 +84,7 @@ StallWatchdog::Result StallWatchdog::check(const DeviceProgress& progress,
         last_reraise_.reset();
         episode_reraises_ = 0;
         warned_ = false;
+        masked_ = false;
     }
     was_running_ = guest_running;
     if (pending_since_) {
@@ -91,9 +95,21 @@ StallWatchdog::Result StallWatchdog::check(const DeviceProgress& progress,
         if (waited >= times_.reraise_after && (!last_reraise_ || now - *last_reraise_ >= gap)) {
             last_reraise_ = now;
             episode_reraises_++;
-            report_.interrupts_reraised++;
-            result.reraise = true;
-            if (!last_reraise_log_ || now - *last_reraise_log_ >= kReraiseLogInterval) {
+            masked_ = line_masked_ && line_masked_();
+            if (masked_) {
+                // The guest polls with the line masked: an edge would go nowhere.
+                report_.interrupts_masked++;
+                if (!last_masked_log_ || now - *last_masked_log_ >= kReraiseLogInterval) {
+                    last_masked_log_ = now;
+                    log::debug("{}: the used-buffer interrupt has not been acknowledged for {:.1f} s and the guest "
+                               "masks the interrupt line: not raised again ({} so far){}",
+                               name_, seconds(waited), report_.interrupts_masked, interrupt_state());
+                }
+            } else {
+                report_.interrupts_reraised++;
+                result.reraise = true;
+            }
+            if (!masked_ && (!last_reraise_log_ || now - *last_reraise_log_ >= kReraiseLogInterval)) {
                 last_reraise_log_ = now;
                 result.warnings.push_back(fmt::format(
                     "{}: the driver has not acknowledged the used-buffer interrupt for {:.1f} s: raising it again "
@@ -102,7 +118,7 @@ StallWatchdog::Result StallWatchdog::check(const DeviceProgress& progress,
                     queue_positions(progress), interrupt_state()));
             }
         }
-        if (waited >= times_.driver_stall) {
+        if (waited >= times_.driver_stall && !masked_) {
             report_.stalled = true;
             if (!warned_) {
                 warned_ = true;

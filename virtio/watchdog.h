@@ -14,6 +14,10 @@
 //    local APIC never saw it, issue 13) costs `reraise_after` instead of a hung guest. After
 //    `driver_stall` it is warned about once, with the queues' EVENT_IDX positions (completions
 //    the driver asked to be interrupted for and has not taken) when the driver uses EVENT_IDX.
+//    A device whose interrupt line the guest has masked (an IOAPIC pin left in its reset state
+//    by a driver that polls) is not raised again and not counted as a stall: each re-raise that
+//    would have been due is counted in `interrupts_masked` instead, so that
+//    `interrupts_reraised` counts only recoveries from interrupts lost on the way in.
 // While the guest is not running (paused), interrupts are not checked and their clock starts
 // again on resume.
 //
@@ -37,6 +41,7 @@ struct WatchdogReport {
     uint64_t slow_request_warnings = 0;  // cumulative
     uint64_t interrupts_reraised = 0;    // cumulative: recoveries asked for
     uint64_t driver_stalls = 0;          // cumulative: interrupts unacknowledged for driver_stall
+    uint64_t interrupts_masked = 0;      // cumulative: re-raises not done, the guest masks the line
     bool stalled = false;                // unacknowledged for driver_stall at the last check
 };
 
@@ -52,9 +57,12 @@ public:
 
     // `interrupt_state`, when given, describes where the device's interrupt stands in the
     // interrupt controller (e.g. its IOAPIC pin); its line is added to the re-raise and stall
-    // warnings, so a lost interrupt leaves evidence in the log.
+    // warnings, so a lost interrupt leaves evidence in the log. `line_masked`, when given, says
+    // whether the guest has masked the device's interrupt line now (asked only when a re-raise
+    // is due).
     explicit StallWatchdog(std::string device_name, WatchdogTimes times = {},
-                           std::function<std::string()> interrupt_state = {});
+                           std::function<std::string()> interrupt_state = {},
+                           std::function<bool()> line_masked = {});
 
     struct Result {
         std::vector<std::string> warnings;  // logged already
@@ -74,6 +82,7 @@ private:
     std::string name_;
     WatchdogTimes times_;
     std::function<std::string()> interrupt_state_;
+    std::function<bool()> line_masked_;
     std::optional<Clock::time_point> last_slow_warning_;
     // The unacknowledged interrupt being watched: since when (by the transport, or from resume
     // for a paused guest), when it was raised again last and how often, whether warned.
@@ -82,8 +91,10 @@ private:
     std::optional<Clock::time_point> last_reraise_;
     uint64_t episode_reraises_ = 0;
     bool warned_ = false;
+    bool masked_ = false;  // the line was masked at this episode's last due re-raise
     bool was_running_ = true;
     std::optional<Clock::time_point> last_reraise_log_;
+    std::optional<Clock::time_point> last_masked_log_;
     WatchdogReport report_;
 };
 

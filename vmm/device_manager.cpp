@@ -144,8 +144,9 @@ virtio::TransportCore& DeviceManager::attach_mmio(std::shared_ptr<virtio::Virtio
     auto transport = std::make_shared<virtio::MmioTransport>(mem_, device, slot->irq, &loop_);
     slot->transport = transport;
     // A lost interrupt on an IOAPIC pin: the re-raise warnings show the pin's state in KVM.
-    slot->watchdog = std::make_unique<virtio::StallWatchdog>(device->name(), virtio::WatchdogTimes{},
-                                                             [this, gsi] { return vm_.describe_gsi(gsi); });
+    slot->watchdog = std::make_unique<virtio::StallWatchdog>(
+        device->name(), virtio::WatchdogTimes{}, [this, gsi] { return vm_.describe_gsi(gsi); },
+        [this, gsi] { return vm_.gsi_masked(gsi); });
     std::vector<EventFd> queue_events(slot->transport->num_queues());
     for (uint16_t q = 0; q < queue_events.size(); q++) {
         vm_.register_ioeventfd(queue_events[q].fd(), base + virtio::mmio::kQueueNotify, 4, false, q);
@@ -477,8 +478,13 @@ void DeviceManager::log_counters() const {
             std::lock_guard lock(watchdog_mutex_);
             const virtio::WatchdogReport& r = slot->watchdog->report();
             if (r.interrupts_reraised != 0 || r.driver_stalls != 0 || r.slow_request_warnings != 0) {
-                log::warn("{}: watchdog: {} interrupts raised again, {} driver stalls, {} slow-request warnings",
-                          dev.name(), r.interrupts_reraised, r.driver_stalls, r.slow_request_warnings);
+                log::warn("{}: watchdog: {} interrupts raised again, {} driver stalls, {} slow-request warnings, "
+                          "{} not raised (line masked)",
+                          dev.name(), r.interrupts_reraised, r.driver_stalls, r.slow_request_warnings,
+                          r.interrupts_masked);
+            } else if (r.interrupts_masked != 0) {
+                log::info("{}: watchdog: {} interrupts not raised again: the guest masks the line and polls",
+                          dev.name(), r.interrupts_masked);
             }
         }
         dev.log_counters();

@@ -137,7 +137,7 @@ public:
     void log_counters() const;
     // Adds one metrics section per device to `out`: "block_<drive_id>", "net_<iface_id>",
     // "balloon", "console" (vmm/metrics.h), each with the watchdog's "in_flight", "oldest_in_flight_ms"
-    // (null: none), "slow_request_warnings", "interrupts_reraised", "driver_stalls" and
+    // (null: none), "slow_request_warnings", "interrupts_reraised", "interrupts_masked", "driver_stalls" and
     // "driver_stalled". Any thread
     // once the devices are attached.
     void add_metrics(nlohmann::json& out) const;

@@ -73,6 +73,7 @@ void add_watchdog_metrics(json& section, const virtio::WatchdogReport& r) {
     section["slow_request_warnings"] = r.slow_request_warnings;
     section["interrupts_reraised"] = r.interrupts_reraised;
     section["driver_stalls"] = r.driver_stalls;
+    section["interrupts_masked"] = r.interrupts_masked;
     section["driver_stalled"] = r.stalled;
 }
 

@@ -44,7 +44,7 @@ nlohmann::json vcpu_metrics_json(const std::vector<const VcpuStats*>& vcpus);
 // "needs_reset" count added (DeviceManager::add_metrics).
 // Adds the stall watchdog's figures (virtio/watchdog.h) to a device section: "in_flight",
 // "oldest_in_flight_ms" (null when nothing is in flight), "slow_request_warnings",
-// "interrupts_reraised", "driver_stalls", "driver_stalled".
+// "interrupts_reraised", "interrupts_masked", "driver_stalls", "driver_stalled".
 void add_watchdog_metrics(nlohmann::json& section, const virtio::WatchdogReport& r);
 
 // How late the event loop runs its handlers: a timer armed every `interval` on the loop

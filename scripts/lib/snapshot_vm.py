@@ -308,6 +308,7 @@ def check_continues(before, after, what, word="count", restart="INIT-START"):
         raise Fail(f"{what}: the guest started again: {after[:200]!r}")
     joined = counts(before + after, word)
     if not joined or joined != list(range(joined[0], joined[0] + len(joined))):
-        raise Fail(f"{what}: the {word}s do not continue: {counts(before, word)[-3:]} then {counts(after, word)[:3]}")
+        raise Fail(f"{what}: the {word}s do not continue: {counts(before, word)[-3:]} then {counts(after, word)[:3]} "
+                   f"(the saved console ends {before[-300:]!r}, the restored one begins {after[:300]!r})")
     if not counts(after, word):
         raise Fail(f"{what}: no {word} after the restore")

@@ -29,6 +29,8 @@ public:
     // One line on `gsi`'s state in the interrupt controller (an IOAPIC pin's redirection entry
     // and request bit), for the log when an interrupt looks lost; empty where unknown.
     virtual std::string describe_gsi(uint32_t /*gsi*/) const { return {}; }
+    // Whether the guest has masked `gsi` (an IOAPIC pin's redirection entry); false where unknown.
+    virtual bool gsi_masked(uint32_t /*gsi*/) const { return false; }
 
 protected:
     VmEventRouting() = default;

@@ -209,6 +209,15 @@ std::string KvmVm::describe_gsi(uint32_t gsi) const {
                        e.delivery_status, (io.irr >> gsi) & 1u, e.dest_id, e.dest_mode ? "logical" : "physical");
 }
 
+bool KvmVm::gsi_masked(uint32_t gsi) const {
+    if (gsi >= kIoapicPins) return false;
+    try {
+        return get_irqchip(*this, KVM_IRQCHIP_IOAPIC).chip.ioapic.redirtbl[gsi].fields.mask != 0;
+    } catch (const std::exception&) {
+        return false;  // unknown: raise it again, as before
+    }
+}
+
 KvmVcpu::KvmVcpu(const KvmSystem& kvm, const KvmVm& vm, uint32_t id)
     : id_(id), fd_(checked_ioctl(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(id), "KVM_CREATE_VCPU")) {
     run_size_ = kvm.vcpu_mmap_size();

@@ -53,6 +53,7 @@ public:
     void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) override;
     // KVM_GET_IRQCHIP (IOAPIC) for pins 0-23; never throws (a diagnostic).
     std::string describe_gsi(uint32_t gsi) const override;
+    bool gsi_masked(uint32_t gsi) const override;
 
 private:
     void ioeventfd(int eventfd, uint64_t addr, uint32_t len, bool pio, std::optional<uint64_t> datamatch,

@@ -394,6 +394,21 @@ TEST_CASE("i8042: saved state restores the output buffer, a pending parameter an
     CHECK(b.irq->count() > 0);
 }
 
+TEST_CASE("i8042: a restored controller raises a pending keyboard interrupt again", "[devices][i8042][snapshot]") {
+    Controller a;
+    a.command(0x60);
+    a.send(0x05);  // keyboard interrupt on, no translation
+    REQUIRE(a.kbc.send_ctrl_alt_del());
+    REQUIRE((a.status() & kOutputFull) != 0);
+    embervm::StateWriter w;
+    a.kbc.save_state(w);
+    Controller b;
+    embervm::StateReader r(w.bytes(), "i8042");
+    b.kbc.restore_state(r);
+    CHECK(b.irq->count() == 1);
+    CHECK(b.data() == 0x14);  // the first key stroke, set 2
+}
+
 TEST_CASE("i8042: a saved state with bad fields is refused naming the field, the controller unchanged",
           "[devices][i8042][snapshot]") {
     Controller a;

@@ -471,7 +471,8 @@ TEST_CASE("serial: saved state restores registers, latched interrupts and unread
     embervm::StateReader r(w.bytes(), "serial");
     b.serial.restore_state(r);
     r.expect_end();
-    CHECK(b.irq->count() == 0);  // a pending interrupt is the irqchip's to deliver
+    // A pending interrupt is raised again: its edge may not be in the saved irqchip.
+    CHECK(b.irq->count() == 1);
     CHECK(b.reg(kLcr) == 0x1b);
     CHECK(b.reg(kMcr) == 0x0b);
     CHECK(b.reg(kScr) == 0x5a);
@@ -483,6 +484,18 @@ TEST_CASE("serial: saved state restores registers, latched interrupts and unread
     b.set(kLcr, 0x9b);
     CHECK(b.reg(kData) == 0x01);
     CHECK(b.reg(kIer) == 0x00);
+}
+
+TEST_CASE("serial: a restored UART with nothing pending raises no interrupt", "[devices][serial][snapshot]") {
+    Uart a;
+    a.set(kIer, 0x01);  // RX data only; the THR is empty but its interrupt is not enabled
+    embervm::StateWriter w;
+    a.serial.save_state(w);
+    Uart b;
+    embervm::StateReader r(w.bytes(), "serial");
+    b.serial.restore_state(r);
+    CHECK(b.irq->count() == 0);
+    CHECK(b.reg(kIir) == 0x01);  // no interrupt pending
 }
 
 TEST_CASE("serial: a saved state with bad fields is refused naming the field, the UART unchanged",

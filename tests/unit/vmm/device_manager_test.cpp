@@ -146,6 +146,7 @@ void check_quiet_watchdog(const nlohmann::json& s) {
     CHECK(s["slow_request_warnings"] == 0);
     CHECK(s["interrupts_reraised"] == 0);
     CHECK(s["driver_stalls"] == 0);
+    CHECK(s["interrupts_masked"] == 0);
     CHECK(s["driver_stalled"] == false);
     CHECK(s["needs_reset"] == 0);
 }
