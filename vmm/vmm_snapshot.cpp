@@ -221,6 +221,15 @@ void Vmm::restore_state(const RestoreSource& source) {
 
     restore_vm_state(*vm_, vm_state);
     for (size_t i = 0; i < vcpus_.size(); i++) restore_vcpu_state(*vm_, vcpus_[i]->kvm(), vcpu_states[i]);
+    std::vector<KvmVcpu*> kvm_vcpus;
+    for (auto& v : vcpus_) kvm_vcpus.push_back(&v->kvm());
+    if (restore_tsc_offsets(*vm_, kvm_vcpus, vcpu_states, vm_state.clock)) {
+        log::info("snapshot {}: the vCPUs' TSCs restored in step with kvmclock (their offsets)", source.snapshot_path);
+    } else {
+        log::info("snapshot {}: the TSC restored from IA32_TSC alone (no TSC offsets saved, no host TSC in KVM's "
+                  "clock, or a scaled TSC): the guest may see it jump against kvmclock",
+                  source.snapshot_path);
+    }
     {
         StateReader r(c.section(SectionKind::LegacyDevice, "serial").payload, "serial");
         legacy_->serial().restore_state(r);

@@ -2,6 +2,7 @@
 #include "vmm/kvm/vcpu_state.h"
 
 #include <sys/ioctl.h>
+#include <x86intrin.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -16,7 +17,7 @@ namespace embervm::vmm {
 
 namespace {
 
-constexpr uint32_t kVcpuStateVersion = 1;
+constexpr uint32_t kVcpuStateVersion = 2;  // 2: the TSC offset
 constexpr uint32_t kMsrTsc = 0x10;
 constexpr uint32_t kMsrTscDeadline = 0x6e0;
 constexpr size_t kLegacyXsaveSize = 4096;
@@ -44,6 +45,28 @@ size_t read_msrs(const KvmVcpu& vcpu, std::span<const uint32_t> indices, std::ve
     if (n < 0) throw sys_error(fmt::format("KVM_GET_MSRS on vCPU {}", vcpu.id()));
     for (int i = 0; i < n; i++) out.emplace_back(buf.entries()[i].index, buf.entries()[i].data);
     return static_cast<size_t>(n);
+}
+
+// This vCPU's KVM_VCPU_TSC_OFFSET if KVM has the attribute and guest TSC = host TSC + offset
+// holds (no TSC scaling): IA32_TSC read right after the offset must lie between the host TSC
+// before and after plus the offset, give or take 10 ms of ticks.
+std::optional<uint64_t> unscaled_tsc_offset(const KvmVcpu& vcpu, uint32_t tsc_khz) {
+    kvm_device_attr attr{};
+    attr.group = KVM_VCPU_TSC_CTRL;
+    attr.attr = KVM_VCPU_TSC_OFFSET;
+    if (::ioctl(vcpu.fd(), KVM_HAS_DEVICE_ATTR, &attr) != 0) return std::nullopt;
+    uint64_t offset = 0;
+    attr.addr = reinterpret_cast<uint64_t>(&offset);
+    const uint64_t before = __rdtsc();
+    vcpu_ioctl(vcpu, KVM_GET_DEVICE_ATTR, &attr, "KVM_GET_DEVICE_ATTR (TSC offset)");
+    const uint32_t index = kMsrTsc;
+    std::vector<std::pair<uint32_t, uint64_t>> tsc;
+    if (read_msrs(vcpu, std::span(&index, 1), tsc) != 1) return std::nullopt;
+    const uint64_t after = __rdtsc();
+    const auto slack = static_cast<int64_t>(tsc_khz) * 10;
+    const auto d = static_cast<int64_t>(tsc.front().second - (before + offset));
+    if (d < -slack || d > static_cast<int64_t>(after - before) + slack) return std::nullopt;
+    return offset;
 }
 
 size_t xsave_size(const KvmVm& vm) {
@@ -99,6 +122,7 @@ VcpuState save_vcpu_state(const KvmVm& vm, KvmVcpu& vcpu, std::span<const uint32
     const int khz = ::ioctl(vcpu.fd(), KVM_GET_TSC_KHZ, 0);
     if (khz <= 0) throw sys_error(fmt::format("KVM_GET_TSC_KHZ on vCPU {}", vcpu.id()));
     s.tsc_khz = static_cast<uint32_t>(khz);
+    s.tsc_offset = unscaled_tsc_offset(vcpu, s.tsc_khz);
     return s;
 }
 
@@ -132,6 +156,31 @@ void restore_vcpu_state(const KvmVm& vm, KvmVcpu& vcpu, const VcpuState& s) {
     vcpu.set_vcpu_events(s.events);
 }
 
+bool restore_tsc_offsets(const KvmVm& vm, std::span<KvmVcpu* const> vcpus, std::span<const VcpuState> states,
+                         const kvm_clock_data& saved_clock) {
+    if ((saved_clock.flags & KVM_CLOCK_HOST_TSC) == 0 || vcpus.size() != states.size()) return false;
+    for (size_t i = 0; i < vcpus.size(); i++) {
+        if (!states[i].tsc_offset || !unscaled_tsc_offset(*vcpus[i], states[i].tsc_khz)) return false;
+    }
+    kvm_clock_data now{};
+    if (::ioctl(vm.fd(), KVM_GET_CLOCK, &now) != 0) throw sys_error("KVM_GET_CLOCK");
+    // The kvmclock that passed since KVM_SET_CLOCK: microseconds; an hour would be nonsense.
+    const auto elapsed_ns = static_cast<int64_t>(now.clock - saved_clock.clock);
+    if ((now.flags & KVM_CLOCK_HOST_TSC) == 0 || elapsed_ns < 0 || elapsed_ns > int64_t{3600} * 1000000000) return false;
+    for (size_t i = 0; i < vcpus.size(); i++) {
+        // The guest TSC at kvmclock time 0, ofs + host TSC - kvmclock * frequency, kept: the
+        // kvmclock that passed since KVM_SET_CLOCK in guest ticks, plus the host TSCs' difference.
+        const auto elapsed_ticks = static_cast<int64_t>(static_cast<double>(elapsed_ns) * states[i].tsc_khz / 1e6);
+        uint64_t offset = *states[i].tsc_offset + static_cast<uint64_t>(elapsed_ticks) + saved_clock.host_tsc - now.host_tsc;
+        kvm_device_attr attr{};
+        attr.group = KVM_VCPU_TSC_CTRL;
+        attr.attr = KVM_VCPU_TSC_OFFSET;
+        attr.addr = reinterpret_cast<uint64_t>(&offset);
+        vcpu_ioctl(*vcpus[i], KVM_SET_DEVICE_ATTR, &attr, "KVM_SET_DEVICE_ATTR (TSC offset)");
+    }
+    return true;
+}
+
 void encode_vcpu_state(StateWriter& w, const VcpuState& s) {
     w.put<uint32_t>(kVcpuStateVersion);
     w.put_struct(s.mp_state);
@@ -148,10 +197,12 @@ void encode_vcpu_state(StateWriter& w, const VcpuState& s) {
     }
     w.put_struct(s.events);
     w.put(s.tsc_khz);
+    w.put_bool(s.tsc_offset.has_value());
+    w.put<uint64_t>(s.tsc_offset.value_or(0));
 }
 
 VcpuState decode_vcpu_state(StateReader& r) {
-    r.get_version(kVcpuStateVersion);
+    const uint32_t version = r.get_version(kVcpuStateVersion);
     VcpuState s;
     s.mp_state = r.get_struct<kvm_mp_state>("mp_state");
     s.regs = r.get_struct<kvm_regs>("regs");
@@ -174,6 +225,11 @@ VcpuState decode_vcpu_state(StateReader& r) {
     s.events = r.get_struct<kvm_vcpu_events>("events");
     s.tsc_khz = r.get<uint32_t>("tsc_khz");
     if (s.tsc_khz == 0) r.fail("tsc_khz", "0 kHz");
+    if (version >= 2) {
+        const bool has_offset = r.get_bool("tsc_offset");
+        const auto offset = r.get<uint64_t>("tsc_offset");
+        if (has_offset) s.tsc_offset = offset;
+    }
     return s;
 }
 

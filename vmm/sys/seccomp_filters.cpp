@@ -176,7 +176,8 @@ std::vector<uint64_t> snapshot_ioctls() {
             vmm::kvm_abi::kGetMsrs, KVM_GET_MP_STATE,      KVM_GET_REGS,                   KVM_GET_SREGS,
             vmm::kvm_abi::kGetXsave, vmm::kvm_abi::kGetXsave2, KVM_GET_XCRS,              KVM_GET_DEBUGREGS,
             KVM_GET_LAPIC,        KVM_GET_VCPU_EVENTS,     KVM_GET_TSC_KHZ,                KVM_GET_IRQCHIP,
-            KVM_GET_PIT2,         KVM_GET_CLOCK,           KVM_GET_DIRTY_LOG};
+            KVM_GET_PIT2,         KVM_GET_CLOCK,           KVM_GET_DIRTY_LOG,              KVM_HAS_DEVICE_ATTR,
+            KVM_GET_DEVICE_ATTR};
 }
 
 Calls api_calls() {
