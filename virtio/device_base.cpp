@@ -114,6 +114,13 @@ void DeviceBase::resume() {
     if (!paused_) return;
     paused_ = false;
     if (!active_) return;
+    if (!broken()) {
+        try {
+            on_resume_locked();
+        } catch (const std::exception& e) {
+            fail_locked(fmt::format("resume: {}", e.what()));
+        }
+    }
     if (loop_ != nullptr) {
         ++generation_;
         post_sync_locked();

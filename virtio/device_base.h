@@ -101,9 +101,12 @@ protected:
     virtual void on_timer_locked() {}
 
     // Snapshot hooks (lock held). on_pause_locked: complete what a backend holds (activated,
-    // not broken). save_state_locked/restore_state_locked: the device's own state, with a version
+    // not broken); a backend that serves the rings itself stops them there. save_state_locked/restore_state_locked: the device's own state, with a version
     // first; the default refuses ("snapshot: NAME cannot be saved").
     virtual void on_pause_locked() {}
+    // resume() after pause() (activated, not broken): start again what on_pause_locked stopped.
+    // Before the look at every queue that resume() makes.
+    virtual void on_resume_locked() {}
     virtual void save_state_locked(StateWriter& w) const;
     virtual void restore_state_locked(StateReader& r);
 

@@ -21,9 +21,19 @@
 //     CID (checked) and nothing of its connections: as Firecracker does, every connection is
 //     dropped and the restored device sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on its event queue
 //     at activation, so the guest drops its side too and reconnects.
-//   - vhost-net and vhost-user devices: refused by name ("snapshot: vhost-user drive 'x' cannot
-//     be saved"); their rings' positions live in another process or the kernel
-//     (VHOST_GET_VRING_BASE would be needed).
+//   - vhost-net and vhost-user devices (virtio/vhost_state.h): their rings' positions live in the
+//     kernel or another process, so pause stops the rings (vhost-net: NET_SET_BACKEND -1;
+//     vhost-user: SET_VRING_ENABLE 0 and GET_VRING_BASE), waits until the used index reaches
+//     the index the backend returned (nothing in flight) and writes it into the transport's
+//     queue; the device saves the features negotiated with the backend and per queue that
+//     index (vhost-net also the MAC, vhost-user the configuration space it got from the
+//     backend). A restore reaches a new backend from the config (a new /dev/vhost-net and the
+//     TAP by name; the vhost-user socket, where the orchestrator started a new backend), checks
+//     it offers those features (and, for vhost-user, the same configuration) and that the
+//     indexes match the restored queues and guest memory, then activates from those indexes.
+//     Their writes to guest memory are not in KVM's dirty log: track_dirty_pages (so Diff) is
+//     refused next to them (vmm/config/validate.cpp). virtio-fs is refused by name: its FUSE
+//     session lives in the virtiofsd process and cannot be carried to a new one.
 //
 // Pause (VirtioDevice::pause, with every vCPU stopped): every request handed to a backend
 // completes and is put on the used ring first (virtio-blk waits for its backend; the balloon
@@ -31,7 +41,9 @@
 // subscriptions are dropped and every handler (queue eventfd, TAP, socket, timer, rate-limiter
 // timer) returns without doing anything until resume(). The device lock makes that exact: a
 // handler that already runs finishes before pause() returns. A kick consumed while paused is
-// not lost: resume() (and a restore) look at every ready queue once, as a kick would.
+// not lost: resume() (and a restore) look at every ready queue once, as a kick would. A device
+// whose backend serves the rings itself stops them in on_pause_locked and starts them again in
+// on_resume_locked (DeviceBase), before that look (which kicks the backend).
 //
 // Restore (TransportCore::restore_state), into a transport and device just created from the
 // snapshot's config and never used: everything is read and checked first (a wrong device type,
@@ -57,4 +69,6 @@ inline constexpr uint32_t kNet = 1;
 inline constexpr uint32_t kBalloon = 1;
 inline constexpr uint32_t kConsole = 1;
 inline constexpr uint32_t kVsock = 1;
+inline constexpr uint32_t kVhostNet = 1;
+inline constexpr uint32_t kVhostUser = 1;
 }  // namespace embervm::virtio::state_version

@@ -169,18 +169,27 @@ def make_disk(path, mib=16):
         f.truncate(mib << 20)
 
 
-def boot_linux(vmm, disk, mem_mib, extra_args="", net=None, vsock=None, track_dirty_pages=False):
+def boot_linux(vmm, disk, mem_mib, extra_args="", net=None, vsock=None, track_dirty_pages=False, vhost=False,
+               drive_socket=None):
     """Boots the counting Linux guest in VMM (an embervm without a VM yet) on drive DISK; NET a
-    TAP device name for eth0, VSOCK a uds_path for a vsock device with guest CID 3."""
+    TAP device name for eth0 (served by vhost-net with VHOST), VSOCK a uds_path for a vsock device
+    with guest CID 3. With DRIVE_SOCKET the drive is a vhost-user-blk drive whose backend (serving
+    DISK) listens there."""
     kernel, initrd = linux_paths()
     vmm.ok("PUT", "/boot-source", {"kernel_image_path": kernel, "initrd_path": initrd,
                                    "boot_args": (LINUX_CMDLINE + " " + extra_args).strip()})
     vmm.ok("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": mem_mib, "track_dirty_pages": track_dirty_pages})
-    vmm.ok("PUT", "/drives/d0", {"drive_id": "d0", "path_on_host": disk, "is_root_device": False,
-                                 "is_read_only": False})
+    if drive_socket:
+        vmm.ok("PUT", "/drives/d0", {"drive_id": "d0", "socket": drive_socket, "is_root_device": False,
+                                     "cache_type": "Writeback"})
+    else:
+        vmm.ok("PUT", "/drives/d0", {"drive_id": "d0", "path_on_host": disk, "is_root_device": False,
+                                     "is_read_only": False})
     if net:
-        vmm.ok("PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": net,
-                                                   "guest_mac": "06:00:0a:00:02:0f"})
+        iface = {"iface_id": "eth0", "host_dev_name": net, "guest_mac": "06:00:0a:00:02:0f"}
+        if vhost:
+            iface["vhost"] = True
+        vmm.ok("PUT", "/network-interfaces/eth0", iface)
     if vsock:
         vmm.ok("PUT", "/vsock", {"guest_cid": 3, "uds_path": vsock})
     vmm.ok("PUT", "/actions", {"action_type": "InstanceStart"})

@@ -2,13 +2,16 @@
 // taken back at reset (see vhost_net_device.h).
 #include "virtio/net/vhost_net_device.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 
-#include <unistd.h>
-
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include "virtio/saved_state.h"
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
 
@@ -68,9 +71,24 @@ void VhostNetDevice::on_activate_locked(const Activation& a) {
     if (a.queue_events.size() < kNumQueues || a.queue_events[0] < 0 || a.queue_events[1] < 0) {
         throw Error("vhost-net needs an ioeventfd for each queue");
     }
+    const uint64_t negotiated = a.acked_features & kVhostRingFeatures & vhost_features_;
+    if (restored_) {
+        // A restore: the saved rings must be the transport's queues as restored, before
+        // anything is handed to the kernel.
+        if (restored_->features != negotiated) {
+            throw StateError(fmt::format("{}: saved state field 'vhost features': {:#x} were negotiated, {:#x} would "
+                                         "be now",
+                                         name(), restored_->features, negotiated));
+        }
+        for (uint16_t ring = 0; ring < kNumQueues; ring++) {
+            check_restored_ring(name(), a.mem, a.queues[ring], ring, restored_->rings[ring]);
+        }
+        restored_.reset();
+    }
     kicks_ = {a.queue_events[0], a.queue_events[1]};
     tap_->set_offloads(a.acked_features);
-    vhost_->set_features(a.acked_features & kVhostRingFeatures & vhost_features_);
+    vhost_->set_features(negotiated);
+    negotiated_ = negotiated;
     std::vector<VhostMemoryRegion> table;
     for (const memory::GuestRegion& r : a.mem.regions()) {
         table.push_back({r.start().value, r.size(), reinterpret_cast<uint64_t>(r.host_base())});
@@ -149,6 +167,50 @@ void VhostNetDevice::on_reset_locked() {
     stop_rings_locked();
     kicks_ = {-1, -1};
     call_now_ = {-1, -1};
+    stopped_ = false;
+    snapshot_blocker_.clear();
+    restored_.reset();
+}
+
+void VhostNetDevice::on_pause_locked() {
+    snapshot_blocker_.clear();
+    if (!attached_) return;
+    // Detach the TAP first from both rings: the kernel's worker flushes what it took (a frame
+    // being received is completed into the used ring) and stops.
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) vhost_->set_backend(ring, -1);
+    attached_ = false;
+    stopped_ = true;
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) {
+        const uint32_t base = vhost_->get_vring_base(ring);
+        if (base > 0xffff) throw Error(fmt::format("VHOST_GET_VRING_BASE (ring {}): {} is not a ring index", ring, base));
+        bases_[ring] = static_cast<uint16_t>(base);
+        Queue& q = queues()[ring];
+        // vhost-net completes in order once detached: the used index is the base at once (the
+        // short wait covers a used-index write the flush may still be making).
+        const std::string in_flight = wait_until_used(mem(), q, bases_[ring], std::chrono::milliseconds(100));
+        if (!in_flight.empty() && snapshot_blocker_.empty()) snapshot_blocker_ = fmt::format("queue {}: {}", ring, in_flight);
+        q.set_next_avail(bases_[ring]);
+        q.set_next_used(used_index(mem(), q));
+        log::debug("{}: ring {} paused at available index {}", name(), ring, base);
+    }
+    // Interrupts the kernel asked for before it stopped: into the interrupt status now, so the
+    // snapshot holds them (the relay is not watched while paused).
+    for (uint16_t ring = 0; ring < kNumQueues; ring++) {
+        if (call_now_[ring] == calls_[ring].fd() && calls_[ring].consume() != 0) {
+            counters_.used_interrupts++;
+            interrupt().signal_used_queue(ring);
+        }
+    }
+}
+
+void VhostNetDevice::on_resume_locked() {
+    if (!stopped_) return;
+    stopped_ = false;
+    snapshot_blocker_.clear();
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) vhost_->set_vring_base(ring, bases_[ring]);
+    attached_ = true;
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) vhost_->set_backend(ring, tap_->fd());
+    // resume() then looks at every queue: a kick for the kernel (on_queue_locked).
 }
 
 void VhostNetDevice::on_queue_locked(uint16_t queue_index) {
@@ -215,9 +277,29 @@ void VhostNetDevice::log_counters() const {
               c.irqfd_queues);
 }
 
-void VhostNetDevice::save_state_locked(StateWriter& /*w*/) const {
-    throw Error(fmt::format("snapshot: vhost-net interface '{}' cannot be saved (its rings' positions are in the kernel)",
-                            options_.id));
+void VhostNetDevice::save_state_locked(StateWriter& w) const {
+    if (!snapshot_blocker_.empty()) throw Error(fmt::format("snapshot: {}: {}", name(), snapshot_blocker_));
+    const bool running = active() && !broken();
+    if (running && !stopped_) throw Error(fmt::format("snapshot: {}: its rings were not stopped (not paused)", name()));
+    w.put<uint32_t>(state_version::kVhostNet);
+    w.put_bytes(options_.mac);
+    VhostDeviceState s;
+    s.features = running ? negotiated_ : 0;
+    for (uint32_t ring = 0; ring < kNumQueues; ring++) s.rings.push_back({running, running ? bases_[ring] : uint16_t{0}});
+    encode_vhost_state(w, s);
+}
+
+void VhostNetDevice::restore_state_locked(StateReader& r) {
+    r.get_version(state_version::kVhostNet);
+    const auto mac = r.get_bytes(options_.mac.size(), "mac");
+    if (!std::equal(mac.begin(), mac.end(), options_.mac.begin())) {
+        r.fail("mac", fmt::format("{:02x} where the interface's guest_mac is {:02x}", fmt::join(mac, ":"),
+                                  fmt::join(options_.mac, ":")));
+    }
+    restored_ = decode_vhost_state(r, kNumQueues, vhost_features_, "/dev/vhost-net");
+    // Saved while not running (never activated, or broken): the next activation is the driver's
+    // own, from scratch.
+    if (!any_started(*restored_)) restored_.reset();
 }
 
 }  // namespace embervm::virtio::net

@@ -28,6 +28,16 @@
 //               address or descriptor): the device goes to DEVICE_NEEDS_RESET.
 //   reset       NET_SET_BACKEND -1 (the kernel stops both rings) and GET_VRING_BASE, so the next
 //               activation starts from the rings the driver sets up again.
+//   snapshot    pause (VirtioDevice::pause): NET_SET_BACKEND -1 per ring (the kernel's worker
+//               stops writing received frames into guest memory and flushes what it took),
+//               GET_VRING_BASE (where it stopped), a check that the used index in guest memory
+//               is that base (nothing in flight), the transport's queue set to it, and a call
+//               the kernel wrote meanwhile turned into the interrupt status; resume:
+//               SET_VRING_BASE with that index, the TAP back, a kick per ring. The saved state
+//               (virtio/vhost_state.h) is the MAC, the features negotiated with vhost and per ring
+//               the base; a restore opens a new /dev/vhost-net and the TAP by name (the config),
+//               checks vhost still offers those features and the bases against the restored
+//               queues and guest memory, and activates as at DRIVER_OK from those bases.
 //
 // The queue eventfds are not watched by the event loop (the kernel reads them); a kick that
 // reaches the transport's registers instead is written to the queue's eventfd for the kernel.
@@ -49,6 +59,7 @@
 #include "virtio/net/backend.h"
 #include "virtio/net/net_device.h"
 #include "virtio/net/vhost_kernel.h"
+#include "virtio/vhost_state.h"
 #include "vmm/sys/eventfd.h"
 
 namespace embervm::virtio::net {
@@ -98,9 +109,11 @@ private:
     void on_activate_locked(const Activation& a) override;
     void on_queue_locked(uint16_t queue_index) override;
     void on_reset_locked() override;
-    // Snapshots are refused by name: the rings' positions are not the VMM's (reading them back
-    // would need GET_VRING_BASE).
+    // Snapshots (see the header comment).
+    void on_pause_locked() override;
+    void on_resume_locked() override;
     void save_state_locked(StateWriter& w) const override;
+    void restore_state_locked(StateReader& r) override;
     bool backend_reads_queue_events_locked() const override { return true; }
     std::vector<EventSource> event_sources_locked() override;
     void on_queue_irqfd_locked(uint16_t queue_index) override;
@@ -124,6 +137,13 @@ private:
     std::array<int, kNumQueues> kicks_{-1, -1};  // the activation's queue eventfds (the transport's)
     std::array<int, kNumQueues> call_now_{-1, -1};  // what vhost has as each ring's call (-1: not set)
     bool attached_ = false;  // the rings were handed to the kernel (maybe partly): stop them on reset
+    uint64_t negotiated_ = 0;  // the features vhost got at activation
+    // Between on_pause_locked and on_resume_locked: the rings stopped at these bases.
+    bool stopped_ = false;
+    std::array<uint16_t, kNumQueues> bases_{};
+    std::string snapshot_blocker_;  // why this pause cannot be saved ("" if it can)
+    // A restored activation's saved rings, checked and used by the next activation.
+    std::optional<VhostDeviceState> restored_;
     VhostNetCounters counters_;
 };
 

@@ -102,6 +102,12 @@ void Frontend::set_vring_call(uint32_t index, int call_fd) {
     send_acked(encode_vring_fd(Request::SetVringCall, index, true), call);
 }
 
+void Frontend::disable_vring(uint32_t index) {
+    if (backend_features_ & kFeatureProtocolFeatures) {
+        send_acked(encode_vring_state(Request::SetVringEnable, index, 0));
+    }
+}
+
 uint32_t Frontend::stop_vring(uint32_t index) {
     channel_.send(encode_vring_state(Request::GetVringBase, index, 0));
     const auto reply = channel_.receive(Request::GetVringBase);

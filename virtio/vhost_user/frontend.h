@@ -8,6 +8,8 @@
 // Start (DRIVER_OK): SET_FEATURES, SET_MEM_TABLE, per queue SET_VRING_NUM/BASE/ADDR/KICK/CALL/ERR
 //                    and SET_VRING_ENABLE (start_vring).
 // Stop (reset):      GET_VRING_BASE per started queue (the backend stops it and says where it was).
+// Pause (snapshot):  SET_VRING_ENABLE 0 (with protocol features) and GET_VRING_BASE per started
+//                    queue; the resume is a start from the returned index.
 //
 // With REPLY_ACK negotiated every request without a reply of its own asks for one, so a backend
 // that refuses (non-zero ack) is noticed at that request. Every failure throws ProtocolError.
@@ -63,6 +65,9 @@ public:
     // SET_VRING_CALL for a started queue: the backend signals `call_fd` from now on (with
     // REPLY_ACK, from when this returns).
     void set_vring_call(uint32_t index, int call_fd);
+    // SET_VRING_ENABLE 0 when protocol features were negotiated (the backend takes no more
+    // buffers from the queue); nothing otherwise.
+    void disable_vring(uint32_t index);
     // GET_VRING_BASE: stops the queue; returns the avail index the backend reached.
     uint32_t stop_vring(uint32_t index);
 

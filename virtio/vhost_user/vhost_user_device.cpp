@@ -2,12 +2,15 @@
 #include "virtio/vhost_user/vhost_user_device.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 
+#include "virtio/saved_state.h"
 #include "virtio/virtio_defs.h"
 #include "vmm/sys/log.h"
 
@@ -125,6 +128,8 @@ void VhostUserDevice::connect_locked() {
     while (queue_fds_.size() < num_queues_) queue_fds_.push_back(std::make_unique<QueueFds>());
     own_kick_.assign(num_queues_, false);
     call_now_.assign(num_queues_, -1);
+    vrings_.assign(num_queues_, VringSetup{0, 0, 0, 0, 0, 0, -1, -1, -1});
+    bases_.assign(num_queues_, 0);
     frontend_ = std::move(frontend);
     backend_ok_ = true;
 }
@@ -178,7 +183,23 @@ void VhostUserDevice::on_activate_locked(const Activation& a) {
         // The VMM turns on memfd-backed memory when it configures a vhost-user device.
         throw Error("guest memory is not shared (memfd) and cannot be handed to the backend");
     }
+    if (restored_) {
+        // A restore: the saved rings must be the transport's queues as restored, before the
+        // backend is told anything.
+        if (restored_->features != a.acked_features) {
+            throw StateError(fmt::format("{}: saved state field 'vhost features': {:#x} were negotiated, the driver's "
+                                         "are {:#x}",
+                                         name_, restored_->features, a.acked_features));
+        }
+        for (uint16_t q = 0; q < restored_->rings.size(); q++) {
+            const Queue idle(1);
+            check_restored_ring(name_, a.mem, q < a.queues.size() && q < num_queues_ ? a.queues[q] : idle, q,
+                                restored_->rings[q]);
+        }
+        restored_.reset();
+    }
     activations_++;
+    negotiated_ = a.acked_features;
     try {
         frontend_->set_features(a.acked_features);
         frontend_->set_mem_table(regions);
@@ -198,6 +219,7 @@ void VhostUserDevice::on_activate_locked(const Activation& a) {
                                fds.call.fd(),
                                fds.err.fd()};
             started_.push_back(q);
+            vrings_[q] = v;
             frontend_->start_vring(v);
             call_now_[q] = fds.call.fd();
         }
@@ -211,12 +233,78 @@ void VhostUserDevice::on_activate_locked(const Activation& a) {
 }
 
 void VhostUserDevice::on_queue_locked(uint16_t queue_index) {
-    // A kick through the transport's registers (no ioeventfd): pass it on.
-    if (queue_index < own_kick_.size() && own_kick_[queue_index]) queue_fds_[queue_index]->own_kick.signal();
+    // A kick through the transport's registers (no ioeventfd), or the look at every queue after
+    // a resume or restore: pass it on to the kick eventfd the backend has.
+    if (queue_index >= vrings_.size() || vrings_[queue_index].kick_fd < 0) return;
+    if (std::find(started_.begin(), started_.end(), queue_index) == started_.end()) return;
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(vrings_[queue_index].kick_fd, &one, sizeof(one));
+}
+
+void VhostUserDevice::on_pause_locked() {
+    snapshot_blocker_.clear();
+    if (!backend_ok_ || started_.empty()) return;
+    std::vector<uint16_t> used_before;
+    for (const uint16_t q : started_) used_before.push_back(used_index(mem(), queues()[q]));
+    try {
+        for (const uint16_t q : started_) {
+            frontend_->disable_vring(q);
+            const uint32_t base = frontend_->stop_vring(q);
+            if (base > 0xffff) throw ProtocolError(fmt::format("GET_VRING_BASE of queue {}: {} is not a ring index", q, base));
+            bases_[q] = static_cast<uint16_t>(base);
+        }
+    } catch (const ProtocolError& e) {
+        // The rings that did stop are restarted by nobody: the device fails, as on any backend
+        // failure, and is saved as DEVICE_NEEDS_RESET.
+        fail_backend_locked(e.what());
+        return;
+    }
+    stopped_ = true;
+    for (size_t i = 0; i < started_.size(); i++) {
+        const uint16_t q = started_[i];
+        Queue& queue = queues()[q];
+        // A backend may complete requests it took after GET_VRING_BASE answered (the spec lets
+        // it; qemu-storage-daemon does): the used ring catches up, without a call.
+        const std::string in_flight = wait_until_used(mem(), queue, bases_[q], opts_.reply_timeout);
+        if (!in_flight.empty() && snapshot_blocker_.empty()) snapshot_blocker_ = fmt::format("queue {}: {}", q, in_flight);
+        const uint16_t used = used_index(mem(), queue);
+        queue.set_next_avail(bases_[q]);
+        queue.set_next_used(used);
+        const bool called = call_now_[q] == queue_fds_[q]->call.fd() && queue_fds_[q]->call.consume() != 0;
+        if (called || used != used_before[i]) {
+            // Into the interrupt status now (the relay is not watched while paused), so the
+            // snapshot holds it.
+            call_relays_++;
+            interrupt().signal_used_queue(q);
+        }
+        log::debug("{}: queue {} paused at available index {}", name_, q, bases_[q]);
+    }
+}
+
+void VhostUserDevice::on_resume_locked() {
+    if (!stopped_) return;
+    stopped_ = false;
+    snapshot_blocker_.clear();
+    if (!backend_ok_) return;
+    try {
+        for (const uint16_t q : started_) {
+            VringSetup v = vrings_[q];
+            v.base = bases_[q];
+            v.call_fd = call_now_[q];
+            frontend_->start_vring(v);
+        }
+    } catch (const ProtocolError& e) {
+        fail_backend_locked(e.what());
+    }
+    // resume() then looks at every queue: a kick for the backend (on_queue_locked).
 }
 
 void VhostUserDevice::on_reset_locked() {
-    if (backend_ok_) {
+    restored_.reset();
+    snapshot_blocker_.clear();
+    // Rings stopped by a pause are stopped already.
+    const bool stopped = std::exchange(stopped_, false);
+    if (backend_ok_ && !stopped) {
         try {
             for (const uint16_t q : started_) frontend_->stop_vring(q);
         } catch (const ProtocolError& e) {
@@ -323,9 +411,46 @@ void VhostUserDevice::log_counters() const {
               irqfd_queues_locked());
 }
 
-void VhostUserDevice::save_state_locked(StateWriter& /*w*/) const {
-    throw Error(fmt::format("snapshot: vhost-user {} '{}' cannot be saved (its rings' positions are in the backend process)",
-                            type_ == device_id::kBlock ? "drive" : "device", opts_.id));
+void VhostUserDevice::save_state_locked(StateWriter& w) const {
+    if (type_ == device_id::kFs) {
+        // The rings could be carried over, the FUSE session could not: the inodes, file handles
+        // and the FUSE_INIT the guest's driver holds live in that virtiofsd only, and a new one
+        // would answer the restored guest's requests with errors.
+        throw Error(fmt::format("snapshot: {}: its FUSE session (inodes, open files) lives in the virtiofsd "
+                                "process and cannot be carried to a new one",
+                                name_));
+    }
+    if (!snapshot_blocker_.empty()) throw Error(fmt::format("snapshot: {}: {}", name_, snapshot_blocker_));
+    const bool running = active() && !broken();
+    if (running && !started_.empty() && !stopped_) {
+        throw Error(fmt::format("snapshot: {}: its rings were not stopped (not paused)", name_));
+    }
+    w.put<uint32_t>(state_version::kVhostUser);
+    w.put_blob(config_);
+    VhostDeviceState s;
+    s.features = running ? negotiated_ : 0;
+    s.rings.resize(num_queues_);
+    if (running) {
+        for (const uint16_t q : started_) s.rings[q] = {true, bases_[q]};
+    }
+    encode_vhost_state(w, s);
+}
+
+void VhostUserDevice::restore_state_locked(StateReader& r) {
+    r.get_version(state_version::kVhostUser);
+    // The configuration space comes from the new backend (GET_CONFIG): a different one (another
+    // capacity, another tag) is another device.
+    const auto config = r.get_blob("config space");
+    if (!std::equal(config.begin(), config.end(), config_.begin(), config_.end())) {
+        r.fail("config space", fmt::format("differs from what the backend at {} gives now (another image size?)",
+                                           opts_.socket_path));
+    }
+    if (!backend_ok_) r.fail("vhost features", fmt::format("no connection to the backend at {}", opts_.socket_path));
+    restored_ = decode_vhost_state(r, num_queues_, frontend_->backend_features(),
+                                   fmt::format("the backend at {}", opts_.socket_path));
+    // Saved while not running (never activated, or broken): the next activation is the driver's
+    // own, from scratch.
+    if (!any_started(*restored_)) restored_.reset();
 }
 
 }  // namespace embervm::virtio::vhost_user

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "virtio/device_base.h"
+#include "virtio/vhost_state.h"
 #include "virtio/vhost_user/frontend.h"
 #include "vmm/sys/eventfd.h"
 
@@ -116,9 +117,20 @@ protected:
     void on_activate_locked(const Activation& a) override;
     void on_queue_locked(uint16_t queue_index) override;
     void on_reset_locked() override;
-    // Snapshots are refused by name: the rings' positions are not the VMM's (reading them back
-    // would need GET_VRING_BASE).
+    // Snapshots: pause stops every started ring (SET_VRING_ENABLE 0 where negotiated, then
+    // GET_VRING_BASE), waits until the used ring caught up with the returned base (requests the
+    // backend took are completed, at most the reply timeout) and sets the transport's queue to
+    // it; resume starts the rings again from there (start_vring with that base) and kicks them.
+    // The saved state (virtio/vhost_state.h) is the configuration space, the negotiated
+    // features and the bases; a restore connects to the backend at the config's socket (a new
+    // backend process, on the same image or directory), checks it offers the same configuration
+    // and at least those features, and the activation starts the rings from the bases, then
+    // kicks each once. virtio-fs is refused by name: its FUSE session lives in the virtiofsd
+    // process (a new one knows none of the guest's inodes or open files).
+    void on_pause_locked() override;
+    void on_resume_locked() override;
     void save_state_locked(StateWriter& w) const override;
+    void restore_state_locked(StateReader& r) override;
     std::vector<EventSource> event_sources_locked() override;
     bool backend_reads_queue_events_locked() const override { return true; }
     void on_queue_irqfd_locked(uint16_t queue_index) override;
@@ -159,6 +171,14 @@ private:
     std::vector<uint16_t> started_;  // queues handed to the backend in this activation
     std::vector<bool> own_kick_;     // per queue: kicks come through queue_notify
     std::vector<int> call_now_;      // per queue: the call eventfd the backend has (-1: not started)
+    std::vector<VringSetup> vrings_;  // per queue: how it was started (for a resume)
+    uint64_t negotiated_ = 0;         // the driver's features the backend got
+    // Between on_pause_locked and on_resume_locked: the started rings stopped at these bases.
+    bool stopped_ = false;
+    std::vector<uint16_t> bases_;
+    std::string snapshot_blocker_;  // why this pause cannot be saved ("" if it can)
+    // A restored activation's saved rings, checked and used by the next activation.
+    std::optional<VhostDeviceState> restored_;
     // Counters (under the device lock).
     uint64_t activations_ = 0;
     uint64_t call_relays_ = 0;

@@ -258,6 +258,29 @@ void validate(const MetricsConfig& m, std::string_view where) {
     check_range(path("interval_s"), m.interval_s, 0, kMaxMetricsIntervalS);
 }
 
+namespace {
+
+// KVM's dirty log sees the vCPUs' writes only: a vhost backend (the kernel's vhost-net worker, a
+// vhost-user process) writes received frames, read data and used rings into guest memory behind
+// it, so a Diff snapshot would miss those pages. Refused rather than half right.
+void check_dirty_tracking(const VmConfig& config) {
+    const auto refuse = [](const std::string& device) {
+        throw field_error("machine-config.track_dirty_pages",
+                          fmt::format("not with {}: its backend writes guest memory behind KVM's dirty log, so a Diff "
+                                      "snapshot would miss pages (take Full snapshots)",
+                                      device));
+    };
+    for (const NetworkInterfaceConfig& n : config.network_interfaces) {
+        if (n.vhost) refuse(fmt::format("network interface {} (\"vhost\": true)", n.iface_id));
+    }
+    for (const DriveConfig& d : config.drives) {
+        if (d.socket) refuse(fmt::format("vhost-user drive {}", d.drive_id));
+    }
+    for (const FsConfig& fs : config.fs) refuse(fmt::format("virtio-fs {} (vhost-user)", fs.tag));
+}
+
+}  // namespace
+
 void validate(const VmConfig& config) {
     if (config.boot_source) validate(*config.boot_source);
     validate(config.machine_config);
@@ -267,6 +290,7 @@ void validate(const VmConfig& config) {
     if (config.metrics) validate(*config.metrics);
     if (config.vsock) validate(*config.vsock);
     validate_fs(config.fs);
+    if (config.machine_config.track_dirty_pages) check_dirty_tracking(config);
     if (config.balloon) {
         validate(*config.balloon);
         if (config.balloon->amount_mib > config.machine_config.mem_size_mib) {

@@ -111,11 +111,41 @@ MemoryFileStats write_diff_memory_file(const memory::GuestMemory& mem, std::span
     });
 }
 
-void map_memory_file(const memory::GuestMemory& mem, const std::string& path) {
-    if (mem.backing() != memory::MemoryBacking::Private) {
-        throw Error(fmt::format("memory file {}: guest memory shared with a vhost-user backend cannot be restored "
-                                "from a file mapping", path));
+namespace {
+
+// Shared (memfd) guest memory, which a vhost-user backend maps too: a private file mapping in
+// its place would hide the restored pages from the backend, so the file's data ranges are read
+// into the memfds, which are fresh (a restore's new guest memory): holes stay their zeros.
+void read_into_shared(const memory::GuestMemory& mem, const FileDescriptor& fd, const std::string& path) {
+    uint64_t file_offset = 0;
+    for (const memory::GuestRegion& region : mem.regions()) {
+        const uint64_t end = file_offset + region.size();
+        uint64_t pos = file_offset;
+        while (pos < end) {
+            const off_t data = ::lseek(fd.get(), static_cast<off_t>(pos), SEEK_DATA);
+            if (data < 0 && errno == ENXIO) break;  // only holes from here
+            if (data < 0) throw sys_error(fmt::format("memory file {}: SEEK_DATA at {}", path, pos));
+            if (static_cast<uint64_t>(data) >= end) break;
+            off_t hole = ::lseek(fd.get(), data, SEEK_HOLE);
+            if (hole < 0) throw sys_error(fmt::format("memory file {}: SEEK_HOLE at {}", path, data));
+            const uint64_t run_end = std::min<uint64_t>(static_cast<uint64_t>(hole), end);
+            for (uint64_t at = static_cast<uint64_t>(data); at < run_end;) {
+                const ssize_t n = ::pread(fd.get(), region.host_base() + (at - file_offset), run_end - at,
+                                          static_cast<off_t>(at));
+                if (n < 0 && errno == EINTR) continue;
+                if (n < 0) throw sys_error(fmt::format("memory file {}: cannot read at {}", path, at));
+                if (n == 0) throw Error(fmt::format("memory file {}: ends early at {}", path, at));
+                at += static_cast<uint64_t>(n);
+            }
+            pos = run_end;
+        }
+        file_offset = end;
     }
+}
+
+}  // namespace
+
+void map_memory_file(const memory::GuestMemory& mem, const std::string& path) {
     const FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw sys_error(fmt::format("memory file {}: cannot open", path));
     struct stat st {};
@@ -124,6 +154,10 @@ void map_memory_file(const memory::GuestMemory& mem, const std::string& path) {
     if (static_cast<uint64_t>(st.st_size) != mem.total_size()) {
         throw Error(fmt::format("memory file {}: {} bytes, the snapshot's guest memory is {} bytes", path, st.st_size,
                                 mem.total_size()));
+    }
+    if (mem.backing() != memory::MemoryBacking::Private) {
+        read_into_shared(mem, fd, path);
+        return;
     }
     uint64_t offset = 0;
     for (const memory::GuestRegion& region : mem.regions()) {

@@ -9,7 +9,8 @@
 //
 // Loading maps the file MAP_PRIVATE|MAP_FIXED over each region's mapping: nothing is read until
 // the guest touches a page, clones restored from one file share its page cache, and what a guest
-// writes stays its own.
+// writes stays its own. Memory shared with a vhost-user backend is read into instead (the
+// backend maps the memfds, not the file): every data page is read up front.
 #pragma once
 
 #include <cstdint>
@@ -38,8 +39,10 @@ MemoryFileStats write_full_memory_file(const memory::GuestMemory& mem, const std
 // words as KVM_GET_DIRTY_LOG fills them). Throws Error naming the path (or a bitmap too short).
 MemoryFileStats write_diff_memory_file(const memory::GuestMemory& mem, std::span<const std::vector<uint64_t>> dirty,
                                        const std::string& path);
-// Maps `path` MAP_PRIVATE over every region of `mem` (private-backed memory only). Throws Error
-// naming the path when it cannot be opened, is not exactly `mem`'s size, or cannot be mapped.
+// Maps `path` MAP_PRIVATE over every region of `mem`; memory shared with a vhost-user backend
+// (memfds) gets the file's data ranges read into it instead (the backend must see them). Throws
+// Error naming the path when it cannot be opened, is not exactly `mem`'s size, or cannot be
+// mapped or read.
 void map_memory_file(const memory::GuestMemory& mem, const std::string& path);
 
 }  // namespace embervm::snapshot

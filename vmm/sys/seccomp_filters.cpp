@@ -184,9 +184,9 @@ Calls api_calls() {
     return {
         {"accept4", "new API connections"},
         {"accept", "new API connections"},
-        {"recvmsg", "asio socket reads"},
+        {"recvmsg", "asio socket reads; vhost-user replies when PUT /snapshot/create stops and restarts a backend's rings"},
         {"recvfrom", "asio socket reads"},
-        {"sendmsg", "asio socket writes"},
+        {"sendmsg", "asio socket writes; vhost-user requests when PUT /snapshot/create stops and restarts a backend's rings"},
         {"sendto", "asio socket writes"},
         {"shutdown", "closing a connection"},
         {"getsockopt", "asio's socket error checks"},
@@ -203,8 +203,9 @@ Calls api_calls() {
         {"faccessat2", "files named by requests"},
         {"ioctl",
          "BLKGETSIZE64: a block device named as a drive; PUT /snapshot/create reads the paused VM's "
-         "state (vmm/vmm_snapshot.cpp: the KVM_GET_* of the vCPUs, irqchip, PIT, clock, dirty log)",
-         1, snapshot_ioctls()},
+         "state (vmm/vmm_snapshot.cpp: the KVM_GET_* of the vCPUs, irqchip, PIT, clock, dirty log) and "
+         "stops and restarts a vhost interface's rings (the vhost-net ioctls)",
+         1, joined(snapshot_ioctls(), vhost_ioctls())},
         {"tgkill", "wakes the main thread for InstanceStart (SIGRTMIN + 1)", 2, {sig(SIGRTMIN + 1)}},
         // PUT /snapshot/create writes its two files through temporary files renamed when complete.
         {"ftruncate", "PUT /snapshot/create sizes the memory file"},

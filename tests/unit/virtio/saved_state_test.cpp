@@ -22,6 +22,7 @@
 #include "memory/guest_memory.h"
 #include "tests/unit/temp_dir.h"
 #include "tests/unit/virtio/fake_block_backend.h"
+#include "tests/unit/virtio/mmio_driver.h"
 #include "tests/unit/virtio/ring_driver.h"
 #include "virtio/balloon/balloon_device.h"
 #include "virtio/block/block_device.h"
@@ -90,13 +91,7 @@ struct Side {
     }
     // The driver's initialisation with every queue in `queues` set up at kRings + 0x4000 * i.
     void bring_up(uint64_t features, unsigned queues) {
-        w32(mmio::kStatus, status::kAcknowledge);
-        w32(mmio::kStatus, status::kAcknowledge | status::kDriver);
-        w32(mmio::kDriverFeaturesSel, 0);
-        w32(mmio::kDriverFeatures, static_cast<uint32_t>(features));
-        w32(mmio::kDriverFeaturesSel, 1);
-        w32(mmio::kDriverFeatures, static_cast<uint32_t>(features >> 32));
-        w32(mmio::kStatus, status::kAcknowledge | status::kDriver | status::kFeaturesOk);
+        testing::mmio_accept_features([this](uint64_t offset, uint32_t v) { w32(offset, v); }, features);
         add_driver_rings(queues);
         for (unsigned i = 0; i < queues; i++) {
             const uint64_t base = kRings + 0x4000 * i;
@@ -502,7 +497,7 @@ TEST_CASE("snapshot: a device that cannot be saved is refused by name", "[virtio
         std::vector<uint16_t> queue_max_sizes() const override { return {16}; }
         void read_config(uint64_t, std::span<uint8_t>) const override {}
         void write_config(uint64_t, std::span<const uint8_t>) override {}
-        std::string name() const override { return "vhost-user drive 'x'"; }
+        std::string name() const override { return "test device 'x'"; }
         DeviceProgress progress() const override { return {}; }
         nlohmann::json metrics_json() const override { return {}; }
         void log_counters() const override {}
@@ -512,5 +507,5 @@ TEST_CASE("snapshot: a device that cannot be saved is refused by name", "[virtio
     };
     GuestMemory mem{{{GuestAddress(0), kMemBytes}}};
     Side a(mem, std::make_shared<Unsaveable>());
-    CHECK_THROWS_WITH(a.transport->save_state(), "snapshot: vhost-user drive 'x' cannot be saved");
+    CHECK_THROWS_WITH(a.transport->save_state(), "snapshot: test device 'x' cannot be saved");
 }

@@ -7,6 +7,8 @@
 
 #include "devices/pci/msix.h"
 #include "tests/unit/virtio/net_harness.h"
+#include "tests/unit/virtio/mmio_driver.h"
+#include "virtio/mmio_transport.h"
 #include "virtio/net/vhost_net_device.h"
 #include "virtio/pci_transport.h"
 #include "vmm/sys/error.h"
@@ -54,7 +56,7 @@ public:
     }
     uint32_t get_vring_base(uint32_t ring) override {
         record(fmt::format("GET_BASE {}", ring), "GET_BASE");
-        return 7;
+        return bases.at(ring);
     }
 
     // The kernel writes a ring's call / error eventfd.
@@ -70,6 +72,7 @@ public:
     std::vector<VhostMemoryRegion> table;
     std::array<VhostVringAddr, 2> addrs{};
     std::array<int, 2> kick{-1, -1}, call{-1, -1}, err{-1, -1}, backend{-1, -1};
+    std::array<uint32_t, 2> bases{7, 7};  // what GET_VRING_BASE answers
     int tap_fd = -1;
 
 private:
@@ -91,7 +94,7 @@ struct VhostHarness {
     FakeVhost* vhost;
     std::unique_ptr<VhostNetDevice> dev;
 
-    explicit VhostHarness(uint64_t vhost_features = kVhostRingFeatures) {
+    explicit VhostHarness(uint64_t vhost_features = kVhostRingFeatures, uint8_t mac_last = 0x0f) {
         queues.emplace_back(kNetQueueSize);
         queues.emplace_back(kNetQueueSize);
         rx = std::make_unique<RingDriver>(mem, queues[0], 0x10000, kRingSize);
@@ -104,7 +107,7 @@ struct VhostHarness {
         vhost->tap_fd = tap->fd();
         VhostNetOptions o;
         o.id = "eth0";
-        o.mac = {0x06, 0x00, 0x0a, 0x00, 0x02, 0x0f};
+        o.mac = {0x06, 0x00, 0x0a, 0x00, 0x02, mac_last};
         dev = std::make_unique<VhostNetDevice>(std::move(t), std::move(v), o);
     }
     uint64_t all_features() const { return dev->available_features() | feature::kVersion1; }
@@ -113,6 +116,18 @@ struct VhostHarness {
         run();
     }
     void run() { poll_ready(io); }
+    // The used index the kernel left in ring `ring`'s used ring (rings at 0x10000 and 0x220000).
+    void set_used(uint16_t ring, uint16_t idx) {
+        mem.write_obj<uint16_t>(GuestAddress((ring == 0 ? 0x10000 : 0x220000) + 0x2002), idx);
+    }
+    // What a transport restored from a snapshot gives the device: the queues at the saved bases.
+    void restored_queues(uint16_t base) {
+        for (uint16_t ring = 0; ring < 2; ring++) {
+            queues[ring].set_next_avail(base);
+            queues[ring].set_next_used(base);
+            set_used(ring, base);
+        }
+    }
 };
 
 const std::vector<std::string> kActivation{
@@ -530,6 +545,270 @@ TEST_CASE("vhost-net: the configuration space is virtio-net's", "[vhost]") {
     h.dev->read_config(0, cfg);
     CHECK(cfg == std::array<uint8_t, 8>{0x06, 0x00, 0x0a, 0x00, 0x02, 0x0f, kLinkUp, 0});
     CHECK(h.dev->metrics_json().at("vhost") == 1);
+}
+
+
+// ---- snapshots -------------------------------------------------------------------------------
+
+namespace {
+
+const std::vector<std::string> kPause{"BACKEND 0 -1", "BACKEND 1 -1", "GET_BASE 0", "GET_BASE 1"};
+
+// An activated device paused with both rings stopped at 7 and nothing in flight; its state.
+std::vector<uint8_t> paused_state(VhostHarness& h, uint64_t features) {
+    h.activate(features);
+    h.set_used(0, 7);
+    h.set_used(1, 7);
+    h.dev->pause();
+    h.run();
+    return h.dev->save_state();
+}
+
+}  // namespace
+
+TEST_CASE("vhost-net: pause stops both rings where the kernel was, resume starts them there", "[vhost][snapshot]") {
+    VhostHarness h;
+    const std::vector<uint8_t> state = paused_state(h, h.all_features());
+    const size_t after_activation = 1 + kActivation.size();
+    CHECK(calls_from(*h.vhost, after_activation) == kPause);
+    CHECK(h.vhost->backend == std::array<int, 2>{-1, -1});
+    // The transport's queues hold where the kernel stopped: that is what the transport saves.
+    CHECK(h.queues[0].next_avail() == 7);
+    CHECK(h.queues[1].next_used() == 7);
+    CHECK_FALSE(state.empty());
+    // While paused nothing is relayed.
+    h.vhost->signal(h.vhost->call[0]);
+    h.run();
+    CHECK(h.irq.used.empty());
+
+    h.dev->resume();
+    h.run();
+    std::vector<std::string> expected = kPause;
+    for (const char* c : {"BASE 0 7", "BASE 1 7", "BACKEND 0 tap", "BACKEND 1 tap"}) expected.emplace_back(c);
+    CHECK(calls_from(*h.vhost, after_activation) == expected);
+    // Each ring kicked once for the kernel (a kick taken while paused is not lost).
+    CHECK(h.kicks[0].consume() == 1);
+    CHECK(h.kicks[1].consume() == 1);
+    // The call written while paused is relayed once the relay is watched again.
+    CHECK(h.irq.used == std::vector<uint16_t>{0});
+    // A reset after the resume takes the rings back once.
+    h.dev->reset();
+    CHECK(calls_from(*h.vhost, after_activation + expected.size()) == kReset);
+}
+
+TEST_CASE("vhost-net: a call the kernel made before the pause is in the interrupt status", "[vhost][snapshot]") {
+    VhostHarness h;
+    h.activate(h.all_features());
+    h.set_used(0, 7);
+    h.set_used(1, 7);
+    h.vhost->signal(h.vhost->call[1]);  // not relayed yet: the loop has not run
+    h.dev->pause();
+    CHECK(h.irq.used == std::vector<uint16_t>{1});
+    h.dev->resume();
+    h.run();
+    CHECK(h.irq.used == std::vector<uint16_t>{1});  // consumed: not raised twice
+}
+
+TEST_CASE("vhost-net: buffers in flight at the pause refuse the snapshot naming the device", "[vhost][snapshot]") {
+    VhostHarness h;
+    h.activate(h.all_features());
+    h.set_used(0, 7);
+    h.set_used(1, 5);  // the kernel took 7, completed 5
+    h.dev->pause();
+    CHECK_THROWS_WITH(h.dev->save_state(), Catch::Contains("virtio-net eth0 (vhost)") &&
+                                               Catch::Contains("queue 1: 2 requests still in flight"));
+    // The resume goes on as if nothing happened, and the next pause may be saved.
+    h.dev->resume();
+    h.set_used(1, 7);
+    h.dev->pause();
+    CHECK_NOTHROW(h.dev->save_state());
+}
+
+TEST_CASE("vhost-net: a snapshot of a device never activated restores to one never activated", "[vhost][snapshot]") {
+    VhostHarness h;
+    h.dev->pause();
+    const auto state = h.dev->save_state();
+    h.dev->resume();
+    VhostHarness restored;
+    CHECK_NOTHROW(restored.dev->restore_state(state));
+    CHECK(calls_from(*restored.vhost, 1).empty());
+    // The driver then activates it itself, from its own fresh queues.
+    restored.activate(restored.all_features());
+    CHECK(calls_from(*restored.vhost, 1) == kActivation);
+}
+
+TEST_CASE("vhost-net: a restored device starts the rings from the saved bases", "[vhost][snapshot]") {
+    VhostHarness h;
+    const uint64_t features = h.all_features();
+    const auto state = paused_state(h, features);
+
+    VhostHarness restored;
+    restored.restored_queues(7);
+    restored.dev->restore_state(state);
+    restored.activate(features);
+    std::vector<std::string> expected = kActivation;
+    expected[3] = "BASE 0 7";
+    expected[9] = "BASE 1 7";
+    CHECK(calls_from(*restored.vhost, 1) == expected);
+    CHECK(restored.irq.errors.empty());
+}
+
+TEST_CASE("vhost-net: a corrupt or mismatched saved state is refused naming the field", "[vhost][snapshot]") {
+    VhostHarness h;
+    const uint64_t features = h.all_features();
+    const auto state = paused_state(h, features);
+
+    SECTION("another MAC") {
+        VhostHarness other(kVhostRingFeatures, 0x10);
+        CHECK_THROWS_WITH(other.dev->restore_state(state), Catch::Contains("'mac'") && Catch::Contains("06:00:0a:00:02:0f"));
+    }
+    SECTION("a vhost offering fewer features than were negotiated") {
+        VhostHarness fewer(kVhostRingFeatures & ~feature::kRingEventIdx);
+        CHECK_THROWS_WITH(fewer.dev->restore_state(state), Catch::Contains("'vhost features'") &&
+                                                               Catch::Contains("/dev/vhost-net offers"));
+    }
+    SECTION("another version") {
+        auto bad = state;
+        bad[0] = 9;
+        VhostHarness restored;
+        CHECK_THROWS_WITH(restored.dev->restore_state(bad), Catch::Contains("'version'"));
+    }
+    SECTION("truncated") {
+        for (size_t n = 0; n < state.size(); n++) {
+            VhostHarness restored;
+            INFO("length " << n);
+            CHECK_THROWS_AS(restored.dev->restore_state(std::span(state).first(n)), embervm::StateError);
+        }
+    }
+    SECTION("a base the restored queues do not have: nothing reaches the kernel") {
+        VhostHarness restored;
+        restored.restored_queues(5);
+        restored.dev->restore_state(state);
+        CHECK_THROWS_WITH(restored.activate(features), Catch::Contains("'vhost queue base'") && Catch::Contains("7 where"));
+        CHECK(calls_from(*restored.vhost, 1).empty());
+    }
+    SECTION("a used ring behind the base in the restored memory: nothing reaches the kernel") {
+        VhostHarness restored;
+        restored.restored_queues(7);
+        restored.set_used(1, 6);
+        restored.dev->restore_state(state);
+        CHECK_THROWS_WITH(restored.activate(features), Catch::Contains("guest memory's used index is 6"));
+        CHECK(calls_from(*restored.vhost, 1).empty());
+    }
+}
+
+namespace {
+
+class CountingIrqLine : public embervm::devices::IrqLine {
+public:
+    void trigger() override { ++count; }
+    int count = 0;
+};
+
+// vhost-net behind virtio-mmio as the VMM builds it: queue ioeventfds, the driver's bring-up
+// through the registers. `mem` is shared so a restore sees the snapshot's memory.
+struct MmioVhostSide {
+    boost::asio::io_context io;
+    embervm::vmm::EventLoop loop{io};
+    const GuestMemory& mem;
+    FakeVhost* vhost;
+    std::shared_ptr<VhostNetDevice> dev;
+    std::shared_ptr<CountingIrqLine> irq = std::make_shared<CountingIrqLine>();
+    std::unique_ptr<MmioTransport> t;
+    std::vector<int> kick_fds;
+
+    MmioVhostSide(const GuestMemory& m, uint64_t vhost_features = kVhostRingFeatures) : mem(m) {
+        auto tap = std::make_unique<FakeNetBackend>();
+        auto v = std::make_unique<FakeVhost>();
+        vhost = v.get();
+        vhost->features = vhost_features;
+        vhost->tap_fd = tap->fd();
+        dev = std::make_shared<VhostNetDevice>(std::move(tap), std::move(v), VhostNetOptions{"eth0", {6, 0, 0, 0, 0, 1}, {}});
+        t = std::make_unique<MmioTransport>(mem, dev, irq, &loop);
+        std::vector<embervm::vmm::EventFd> kicks(2);
+        for (auto& k : kicks) kick_fds.push_back(k.fd());
+        t->set_queue_events(std::move(kicks));
+    }
+    ~MmioVhostSide() {
+        t.reset();
+        run();
+    }
+    void w32(uint64_t offset, uint32_t v) {
+        const std::array<uint8_t, 4> b{static_cast<uint8_t>(v), static_cast<uint8_t>(v >> 8),
+                                       static_cast<uint8_t>(v >> 16), static_cast<uint8_t>(v >> 24)};
+        t->write(offset, b);
+    }
+    void bring_up(uint64_t features) {
+        testing::mmio_accept_features([this](uint64_t offset, uint32_t v) { w32(offset, v); }, features);
+        for (uint32_t q = 0; q < 2; q++) {
+            const uint64_t base = 0x10000 + 0x10000 * q;
+            w32(mmio::kQueueSel, q);
+            w32(mmio::kQueueNum, 32);
+            w32(mmio::kQueueDescLow, static_cast<uint32_t>(base));
+            w32(mmio::kQueueDriverLow, static_cast<uint32_t>(base + 0x1000));
+            w32(mmio::kQueueDeviceLow, static_cast<uint32_t>(base + 0x2000));
+            w32(mmio::kQueueReady, 1);
+        }
+        w32(mmio::kStatus, status::kAcknowledge | status::kDriver | status::kFeaturesOk | status::kDriverOk);
+        run();
+        REQUIRE(t->is_activated());
+    }
+    void set_used(uint32_t q, uint16_t idx) { mem.write_obj<uint16_t>(GuestAddress(0x12002 + 0x10000 * q), idx); }
+    void run() { poll_ready(io); }
+};
+
+}  // namespace
+
+TEST_CASE("vhost-net over virtio-mmio: snapshot and restore through the transport", "[vhost][snapshot]") {
+    GuestMemory mem{{{GuestAddress(0), 0x100000}}};
+    MmioVhostSide a(mem);
+    const uint64_t features = feature::kVersion1 | feature::kRingEventIdx | net_feature::kMac;
+    a.bring_up(features);
+    a.vhost->bases = {12, 5};
+    a.set_used(0, 12);
+    a.set_used(1, 5);
+    a.vhost->signal(a.vhost->call[0]);  // a frame received just before the pause, not relayed yet
+    a.t->pause();
+    const std::vector<uint8_t> saved = a.t->save_state();
+    CHECK(a.t->queue(0).next_avail() == 12);
+    CHECK(a.t->queue(1).next_avail() == 5);
+    CHECK((a.t->interrupt_status() & interrupt::kUsedBuffer) != 0);  // in the saved state
+    a.t->resume();
+    a.run();
+    CHECK(a.vhost->backend == std::array<int, 2>{a.vhost->tap_fd, a.vhost->tap_fd});
+
+    SECTION("restored: the rings start at the saved bases and are kicked once, the interrupt raised again") {
+        MmioVhostSide b(mem);
+        b.t->restore_state(saved);
+        b.run();
+        CHECK(b.t->is_activated());
+        const auto& calls = b.vhost->calls;
+        CHECK(std::find(calls.begin(), calls.end(), "BASE 0 12") != calls.end());
+        CHECK(std::find(calls.begin(), calls.end(), "BASE 1 5") != calls.end());
+        CHECK(calls.back() == "BACKEND 1 tap");
+        CHECK(b.vhost->kick[0] == b.kick_fds[0]);
+        uint64_t kicked = 0;
+        CHECK(::read(b.kick_fds[1], &kicked, sizeof(kicked)) == sizeof(kicked));
+        CHECK(kicked == 1);
+        CHECK(b.irq->count >= 1);
+        CHECK((b.t->interrupt_status() & interrupt::kUsedBuffer) != 0);
+    }
+    SECTION("a vhost that offers fewer features now: one line naming the device, the transport reset") {
+        MmioVhostSide b(mem, kVhostRingFeatures & ~feature::kRingEventIdx);
+        // The offered features differ too (EVENT_IDX is vhost's): the transport says so first.
+        CHECK_THROWS_AS(b.t->restore_state(saved), embervm::StateError);
+        CHECK_FALSE(b.t->is_activated());
+        CHECK(calls_from(*b.vhost, 1).empty());
+    }
+    SECTION("guest memory whose used ring is not where the snapshot says: refused, nothing handed over") {
+        a.set_used(1, 4);
+        MmioVhostSide b(mem);
+        CHECK_THROWS_WITH(b.t->restore_state(saved), Catch::Contains("virtio-net eth0 (vhost)") &&
+                                                          Catch::Contains("used index is 4"));
+        CHECK_FALSE(b.t->is_activated());
+        CHECK(calls_from(*b.vhost, 1).empty());
+        a.set_used(1, 5);
+    }
 }
 
 }  // namespace embervm::virtio::net::net_test

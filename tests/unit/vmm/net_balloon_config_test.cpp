@@ -145,6 +145,25 @@ TEST_CASE("network-interfaces: vhost (an embervm extension), without rate limite
               .starts_with("network-interfaces[0].tx_rate_limiter: a rate limiter cannot apply"));
 }
 
+TEST_CASE("track_dirty_pages is refused next to a vhost backend, which writes behind KVM's dirty log",
+          "[config][net][snapshot]") {
+    const std::string tracked = R"("machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "track_dirty_pages": true})";
+    CHECK(config_error("{" + tracked + R"(, "network-interfaces": [
+        {"iface_id": "eth0", "host_dev_name": "tap0"}, {"iface_id": "eth1", "host_dev_name": "tap1", "vhost": true}]})") ==
+          "machine-config.track_dirty_pages: not with network interface eth1 (\"vhost\": true): its backend writes "
+          "guest memory behind KVM's dirty log, so a Diff snapshot would miss pages (take Full snapshots)");
+    CHECK_THAT(config_error("{" + tracked + R"(, "drives": [{"drive_id": "d0", "socket": "/run/d0.sock",
+        "is_root_device": false}]})"),
+               Catch::StartsWith("machine-config.track_dirty_pages: not with vhost-user drive d0:"));
+    CHECK_THAT(config_error("{" + tracked + R"(, "fs": [{"tag": "share", "socket": "/run/fs.sock"}]})"),
+               Catch::StartsWith("machine-config.track_dirty_pages: not with virtio-fs share (vhost-user):"));
+    // Without track_dirty_pages, or with a plain TAP interface, nothing is refused.
+    CHECK_NOTHROW(vmm::parse_config_json(R"({"network-interfaces": [
+        {"iface_id": "eth0", "host_dev_name": "tap0", "vhost": true}]})"));
+    CHECK_NOTHROW(vmm::parse_config_json("{" + tracked + R"(, "network-interfaces": [
+        {"iface_id": "eth0", "host_dev_name": "tap0"}]})"));
+}
+
 TEST_CASE("network-interfaces: checks across interfaces", "[config][net]") {
     CHECK(config_error(R"({"network-interfaces": [{"iface_id": "a", "host_dev_name": "tap0"},
                                                   {"iface_id": "a", "host_dev_name": "tap1"}]})") ==

@@ -281,3 +281,68 @@ TEST_CASE("vhost-user-blk: an offered irqfd becomes the backend's call, a withdr
     CHECK_FALSE(signalled_within(irqfd, std::chrono::milliseconds(300)));
     dev->reset();
 }
+
+TEST_CASE("vhost-user-blk: a pause stops the ring where the backend was; resume and a restore onto a new daemon "
+          "go on from there",
+          "[vhost_user][qsd][snapshot]") {
+    embervm::test::TempDir dir;
+    const std::string image = make_image(dir);
+    const std::string first_socket = dir.file("first.sock");
+    std::optional<StorageDaemon> first_qsd;
+    first_qsd.emplace(dir, image, first_socket);
+    auto dev = VhostUserDevice::connect_block({"disk0", first_socket, std::chrono::seconds(5)});
+    Driver d;
+    d.set_up();
+    const uint64_t features = feature::kVersion1 | (dev->available_features() & (uint64_t{1} << 9));
+    dev->activate(d.activation(features));
+    d.mem.fill(GuestAddress(kData), kSector, 0xab);
+    CHECK(d.run(1, 100, kSector) == 0);
+    CHECK(d.run(0, 3, kSector) == 0);
+
+    // The pause: GET_VRING_BASE says 2, the used ring is there, the transport's queue is set to it.
+    dev->pause();
+    CHECK(d.queues[0].next_avail() == 2);
+    CHECK(d.queues[0].next_used() == 2);
+    CHECK_FALSE(dev->save_state().empty());
+    // Resume: the ring starts again at 2 and serves the next request.
+    dev->resume();
+    d.mem.fill(GuestAddress(kData), kSector, 0xcd);
+    CHECK(d.run(1, 101, kSector) == 0);
+    CHECK(d.irq.errors.empty());
+
+    dev->pause();
+    CHECK(d.queues[0].next_avail() == 3);
+    const std::vector<uint8_t> state = dev->save_state();
+    dev.reset();
+    first_qsd.reset();  // the first daemon ends (it held the image's lock)
+
+    // A new daemon on the same image, a new device restored from the state, the same guest memory
+    // and queue (what the transport restores): the next request is number 4, and sees the data.
+    const std::string second_socket = dir.file("second.sock");
+    StorageDaemon second_qsd(dir, image, second_socket);
+    auto restored = VhostUserDevice::connect_block({"disk0", second_socket, std::chrono::seconds(5)});
+    SECTION("restored") {
+        restored->restore_state(state);
+        restored->activate(d.activation(features));
+        CHECK(d.run(0, 101, kSector) == 0);
+        CHECK(d.mem.read_obj<uint8_t>(GuestAddress(kData)) == 0xcd);
+        CHECK(d.ring->used_idx() == 4);
+        CHECK(d.irq.errors.empty());
+        restored->reset();
+    }
+    SECTION("a queue the state does not match: refused before the backend hears of it") {
+        d.queues[0].set_next_avail(2);
+        restored->restore_state(state);
+        CHECK_THROWS_WITH(restored->activate(d.activation(features)),
+                          Catch::Contains("vhost-user-blk disk0") && Catch::Contains("'vhost queue base'"));
+        CHECK(restored->connected());
+    }
+    SECTION("a truncated state") {
+        CHECK_THROWS_AS(restored->restore_state(std::span(state).first(state.size() - 1)), embervm::StateError);
+    }
+    SECTION("another configuration space (another image size)") {
+        auto bad = state;
+        bad[8] ^= 1;  // after the version (4) and the blob's length (4): the capacity's first byte
+        CHECK_THROWS_WITH(restored->restore_state(bad), Catch::Contains("'config space'"));
+    }
+}

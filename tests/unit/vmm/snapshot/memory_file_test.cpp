@@ -113,3 +113,33 @@ TEST_CASE("memory file: a missing file or one of the wrong size is refused namin
     CHECK_THROWS_WITH(map_memory_file(mem, path),
                       "memory file " + path + ": 94208 bytes, the snapshot's guest memory is 98304 bytes");
 }
+
+TEST_CASE("memory file: memory shared with a vhost-user backend is read into its memfds", "[snapshot]") {
+    TempDir dir;
+    const GuestMemory mem(layout());
+    mem.write_obj<uint32_t>(GuestAddress(3 * kPageSize + 8), 0xdeadbeef);
+    mem.write_obj<uint32_t>(GuestAddress(15 * kPageSize + 4092), 0x77);  // the first region's last bytes
+    mem.write_obj<uint32_t>(GuestAddress(0x100000), 0x99);                // the second region's first
+    mem.write_obj<uint32_t>(GuestAddress(0x100000 + 7 * kPageSize), 0x5678);
+    const std::string path = dir.file("mem");
+    write_full_memory_file(mem, path);
+
+    const GuestMemory shared(layout(), embervm::memory::MemoryBacking::SharedMemfd);
+    map_memory_file(shared, path);
+    CHECK(shared.read_obj<uint32_t>(GuestAddress(5 * kPageSize)) == 0);  // a hole: the fresh memfd's zeros
+    CHECK(shared.read_obj<uint32_t>(GuestAddress(3 * kPageSize + 8)) == 0xdeadbeef);
+    CHECK(shared.read_obj<uint32_t>(GuestAddress(15 * kPageSize + 4092)) == 0x77);
+    CHECK(shared.read_obj<uint32_t>(GuestAddress(0x100000)) == 0x99);
+    CHECK(shared.read_obj<uint32_t>(GuestAddress(0x100000 + 7 * kPageSize)) == 0x5678);
+    // What another process mapping the memfds sees: the restored bytes (a private mapping of the
+    // file would have hidden them from it).
+    const auto regions = shared.shared_regions();
+    REQUIRE(regions.size() == 2);
+    uint32_t seen = 0;
+    REQUIRE(::pread(regions[1].fd, &seen, sizeof(seen), static_cast<off_t>(regions[1].fd_offset + 7 * kPageSize)) ==
+            sizeof(seen));
+    CHECK(seen == 0x5678);
+    // A file of the wrong size is refused before anything is read.
+    std::filesystem::resize_file(path, 23 * kPageSize);
+    CHECK_THROWS_WITH(map_memory_file(shared, path), Catch::Contains("the snapshot's guest memory is 98304 bytes"));
+}
