@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "virtio/saved_state.h"
 #include "vmm/sys/log.h"
 
 namespace embervm::virtio {
@@ -313,12 +314,76 @@ void PciTransport::write_common(uint64_t offset, size_t width, uint64_t value) {
     }
 }
 
-void PciTransport::save_transport_locked(StateWriter& /*w*/) const {
-    throw Error(fmt::format("snapshot: {}: devices on virtio-pci cannot be saved yet", name_));
+void PciTransport::save_transport_locked(StateWriter& w) const {
+    w.put<uint32_t>(state_version::kPci);
+    w.put<uint32_t>(device_feature_select_);
+    w.put<uint32_t>(driver_feature_select_);
+    w.put<uint16_t>(queue_select_);
+    w.put<uint16_t>(config_vector_.load());
+    w.put<uint16_t>(num_queues());
+    for (uint16_t i = 0; i < num_queues(); ++i) w.put<uint16_t>(queue_vectors_[i].load());
+    {
+        std::lock_guard lock(config_mutex_);
+        config_.save_state(w);
+    }
+    msix_.save_state(w);
 }
 
-void PciTransport::restore_transport_locked(StateReader& /*r*/) {
-    throw StateError(fmt::format("snapshot: {}: devices on virtio-pci cannot be restored yet", name_));
+void PciTransport::restore_transport_locked(StateReader& r) {
+    r.get_version(state_version::kPci);
+    Restored s;
+    // Any selector is one a driver can write (out-of-range ones read as 0 or "none").
+    s.device_feature_select = r.get<uint32_t>("device features select");
+    s.driver_feature_select = r.get<uint32_t>("driver features select");
+    s.queue_select = r.get<uint16_t>("queue select");
+    auto vector = [&](std::string_view field, std::string_view whose) {
+        const auto v = r.get<uint16_t>(field);
+        if (v != kNoVector && v >= msix_.num_vectors()) {
+            r.fail(field, fmt::format("{} ({}) is beyond the {} MSI-X vectors", v, whose, msix_.num_vectors()));
+        }
+        return v;
+    };
+    s.config_vector = vector("config MSI-X vector", "configuration changes");
+    if (const auto n = r.get<uint16_t>("queue vector count"); n != num_queues()) {
+        r.fail("queue vector count", fmt::format("{} where this device has {} queues", n, num_queues()));
+    }
+    for (uint16_t i = 0; i < num_queues(); ++i) {
+        s.queue_vectors.push_back(vector("queue MSI-X vector", fmt::format("queue {}", i)));
+    }
+    {
+        std::lock_guard lock(config_mutex_);
+        s.config = config_.decode_state(r);
+    }
+    s.msix = msix_.decode_state(r);
+    restored_ = std::move(s);
+}
+
+void PciTransport::transport_restored_locked() {
+    if (!restored_) return;
+    const Restored s = std::move(*restored_);
+    restored_.reset();
+    device_feature_select_ = s.device_feature_select;
+    driver_feature_select_ = s.driver_feature_select;
+    queue_select_ = s.queue_select;
+    config_vector_.store(s.config_vector);
+    for (uint16_t i = 0; i < num_queues(); ++i) queue_vectors_[i].store(s.queue_vectors[i]);
+    // The MSI-X table follows the restored message control: its deliverable vectors are routed
+    // (KVM_SET_GSI_ROUTING) before anything can be delivered on them.
+    std::lock_guard lock(config_mutex_);
+    config_.restore(s.config);
+    msix_.restore(s.msix, config_.read16(msix_cap_ + 2));
+}
+
+void PciTransport::raise_restored_interrupts_locked(uint32_t interrupt_bits) {
+    // With MSI-X enabled deliver() signals a queue's vector without the ISR's used-buffer bit, so
+    // the saved bits cannot tell whether the driver saw the last used buffers: every queue's
+    // vector is signalled once (a spurious MSI costs the driver one look at its ring). A vector
+    // the driver masked keeps it pending, as its PBA bit may already have.
+    uint32_t raise = interrupt_bits;
+    if (activated_locked() && !needs_reset() && msix_.enabled()) raise |= interrupt::kUsedBuffer;
+    if (raise == 0) return;
+    set_interrupt_bits(interrupt_bits);
+    deliver(raise, std::nullopt);
 }
 
 void PciTransport::reset_transport_locked() {
@@ -329,6 +394,7 @@ void PciTransport::reset_transport_locked() {
     for (uint16_t i = 0; i < num_queues(); ++i) queue_vectors_[i].store(kNoVector);
     // The device forgot its offers in its reset (before this).
     std::fill(queue_irqfds_.begin(), queue_irqfds_.end(), -1);
+    restored_.reset();
 }
 
 // ---------------------------------------------------------------------------------------

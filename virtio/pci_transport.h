@@ -152,10 +152,17 @@ private:
     // Offers the device each queue's direct interrupt eventfd (or withdraws it) where that
     // changed: see "Direct interrupts" above. After every change of what it depends on.
     void update_queue_irqfds_locked();
-    // Not done yet: the MSI-X table and PBA, the configuration space and the BARs would go
-    // here (virtio/saved_state.h). Both throw Error naming the device.
+    // Snapshots (virtio/saved_state.h): the common-config selectors, the config and queue
+    // MSI-X vectors, the configuration space and the MSI-X table with its PBA. The restore
+    // decodes and checks all of it first (restore_transport_locked), applies it once the core
+    // and the device are restored (transport_restored_locked: the MSI-X routes are set then,
+    // before the device is activated again and re-evaluates its direct interrupts), and
+    // signals every queue's vector once at the end. Decoding the BAR at its restored address
+    // (and so the notify ioeventfds) is the root's part (PciRoot::restore_decoding).
     void save_transport_locked(StateWriter& w) const override;
     void restore_transport_locked(StateReader& r) override;
+    void transport_restored_locked() override;
+    void raise_restored_interrupts_locked(uint32_t interrupt_bits) override;
     uint64_t read_common(uint64_t offset, size_t width);
     void write_common(uint64_t offset, size_t width, uint64_t value);
     // A vector number the driver wrote: itself if the table has it, else kNoVector.
@@ -176,6 +183,17 @@ private:
     std::unique_ptr<std::atomic<uint16_t>[]> queue_vectors_;
     // Per queue, the direct interrupt eventfd the device was last offered (-1: none). mutex_.
     std::vector<int> queue_irqfds_;
+    // What restore_transport_locked() decoded, until transport_restored_locked() applies it.
+    struct Restored {
+        uint32_t device_feature_select = 0;
+        uint32_t driver_feature_select = 0;
+        uint16_t queue_select = 0;
+        uint16_t config_vector = pci_layout::kNoVector;
+        std::vector<uint16_t> queue_vectors;
+        devices::pci::PciConfigSpace::Bytes config{};
+        devices::pci::MsixTable::Saved msix;
+    };
+    std::optional<Restored> restored_;
 };
 
 }  // namespace embervm::virtio

@@ -8,8 +8,17 @@
 //     DEVICE_NEEDS_RESET, and per queue its saved state (below); then a blob of the transport's
 //     own registers and a blob of the device's state.
 //   - virtio-mmio (MmioTransport): the three selectors (device features, driver features, queue).
-//     virtio-pci is refused by name for now (its MSI-X table, PBA, configuration space and BAR
-//     addresses would go here).
+//   - virtio-pci (PciTransport): the common-config selectors (device features, driver features,
+//     queue), the configuration-change and per-queue MSI-X vectors, the function's 256-byte
+//     configuration space as the driver programmed it (command register, BAR 0's address, the
+//     MSI-X message control: every bit the driver cannot write must equal this build's, which
+//     also catches a changed layout), and the MSI-X table (address, data and vector control of
+//     every entry) with its PBA. The PCI root's own state (the 0xCF8 address latch, the host
+//     bridge's configuration space) is a snapshot section of its own (PciRoot::save_state).
+//     On restore the MSI-X routes are set before the device is activated again (so its direct
+//     interrupts are re-evaluated with them), the BAR is decoded at its saved address by the
+//     root (which moves the notify ioeventfds there) and every queue's vector is signalled
+//     once, as deliver() sets no ISR bit to remember a used-buffer interrupt by.
 //   - a queue (Queue::save_state): size, ready, the descriptor/available/used addresses,
 //     next_avail, next_used, the event-idx and indirect flags and the last used index an
 //     interrupt was decided for (event-idx suppression).
@@ -63,6 +72,7 @@
 namespace embervm::virtio::state_version {
 inline constexpr uint32_t kTransport = 1;
 inline constexpr uint32_t kMmio = 1;
+inline constexpr uint32_t kPci = 1;
 inline constexpr uint32_t kQueue = 1;
 inline constexpr uint32_t kBlock = 1;
 inline constexpr uint32_t kNet = 1;

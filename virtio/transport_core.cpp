@@ -308,6 +308,7 @@ void TransportCore::restore_state_locked(std::span<const uint8_t> bytes) {
     status_.store(status);
     config_generation_.store(generation);
     needs_reset_.store(needs_reset);
+    transport_restored_locked();
     if (activated && !needs_reset) {
         if (auto why = activate_device_locked()) throw StateError(fmt::format("{}: {}", name_, *why));
         // Kicks the device may not have seen before the snapshot: a look at every queue is
@@ -316,6 +317,10 @@ void TransportCore::restore_state_locked(std::span<const uint8_t> bytes) {
             if (queues_[i].ready()) notify_locked(static_cast<uint32_t>(i));
         }
     }
+    raise_restored_interrupts_locked(interrupt_bits);
+}
+
+void TransportCore::raise_restored_interrupts_locked(uint32_t interrupt_bits) {
     if (interrupt_bits != 0) {
         // The guest may not have taken the interrupt before the snapshot: raise it again.
         set_interrupt_bits(interrupt_bits);

@@ -114,6 +114,14 @@ protected:
     // anything.
     virtual void save_transport_locked(StateWriter& w) const = 0;
     virtual void restore_transport_locked(StateReader& r) = 0;
+    // A restore, once everything was read and checked and the core's and the device's state
+    // are in place, before the device is activated again (mutex_ held): a transport that only
+    // decoded in restore_transport_locked() applies it here, with its side effects.
+    virtual void transport_restored_locked() {}
+    // The last step of a restore (mutex_ held, the device activated again if it was): raises
+    // what the guest may not have taken before the snapshot. Here: the saved interrupt status
+    // bits, set again and delivered.
+    virtual void raise_restored_interrupts_locked(uint32_t interrupt_bits);
 
     // The rest run with mutex_ held.
     // Word `sel` (0: bits 0-31, 1: 32-63, else 0) of the offered features.

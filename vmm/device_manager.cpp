@@ -510,7 +510,25 @@ void DeviceManager::resume_devices() {
     for (const auto& slot : slots_) slot->transport->resume();
 }
 
-void DeviceManager::restore_devices(std::span<const DeviceState> states) {
+std::optional<std::vector<uint8_t>> DeviceManager::save_pci_root() const {
+    if (!pci_) return std::nullopt;
+    StateWriter w;
+    pci_->save_state(w);
+    return w.take();
+}
+
+void DeviceManager::restore_devices(std::span<const DeviceState> states,
+                                    std::optional<std::span<const uint8_t>> pci_root) {
+    if (pci_root.has_value() != (pci_ != nullptr)) {
+        throw StateError(pci_ ? "snapshot: no saved state for the PCI root (the VM has enable_pci)"
+                              : "snapshot: saved state of a PCI root, which this VM does not have");
+    }
+    std::optional<devices::pci::PciRoot::Saved> root;
+    if (pci_) {
+        StateReader r(*pci_root, "pci-root");
+        root = pci_->decode_state(r);
+        r.expect_end();
+    }
     std::map<std::string, const DeviceState*> by_id;
     for (const DeviceState& s : states) {
         if (!by_id.emplace(s.id, &s).second) throw StateError(fmt::format("snapshot: device '{}' saved twice", s.id));
@@ -528,6 +546,10 @@ void DeviceManager::restore_devices(std::span<const DeviceState> states) {
         }
     }
     for (const auto& slot : slots_) slot->transport->restore_state(by_id.at(slot->transport->device().name())->bytes);
+    if (root) {
+        pci_->restore(*root);
+        pci_->restore_decoding();
+    }
 }
 
 std::vector<DeviceManager::Window> DeviceManager::windows() const {

@@ -123,15 +123,22 @@ public:
     // (onto the used rings), stops their event processing (no queue, TAP, socket or timer
     // handler runs until resume_devices()) and returns each device's state (transport +
     // device), in attach order. Throws Error naming a device that cannot be saved (vhost-net,
-    // vhost-user, virtio-pci for now); the devices go on then. Save the irqchip after this: a
+    // vhost-user); the devices go on then. Save the irqchip after this: a
     // completion here may raise an interrupt.
     std::vector<DeviceState> pause_and_save_devices();
     void resume_devices();
     // On restore: the devices were created from the snapshot's config (attach order and names
     // as when saved); before any vCPU runs. Every device must have exactly one state. Activated
     // devices are activated again (queues checked against guest memory, event subscriptions
-    // made). Throws StateError/Error with a one-line message naming the device.
-    void restore_devices(std::span<const DeviceState> states);
+    // made). With PCI, `pci_root` is the root's saved state (PciRoot::save_state, required
+    // then and refused without PCI): it is checked before any device is restored, applied
+    // after them, and then the functions' BARs are decoded where their restored registers say
+    // (the notify ioeventfds follow). Throws StateError/Error with a one-line message naming
+    // the device or the field.
+    void restore_devices(std::span<const DeviceState> states,
+                         std::optional<std::span<const uint8_t>> pci_root = std::nullopt);
+    // The PCI root's own state for a snapshot (nullopt without PCI).
+    std::optional<std::vector<uint8_t>> save_pci_root() const;
 
     // One info line per device with its counters (at the end of a run).
     void log_counters() const;

@@ -148,6 +148,7 @@ SnapshotSummary Vmm::create_snapshot(const SnapshotRequest& request) {
         ~ResumeDevices() { dm.resume_devices(); }
     } resume_devices{*virtio_};
     for (const DeviceState& d : devices) c.sections.push_back({SectionKind::VirtioDevice, d.id, d.bytes});
+    if (auto root = virtio_->save_pci_root()) c.sections.push_back({SectionKind::PciRoot, "pci-root", std::move(*root)});
     {
         StateWriter w;
         encode_vm_state(w, save_vm_state(*vm_));
@@ -218,6 +219,8 @@ void Vmm::restore_state(const RestoreSource& source) {
     }
     std::vector<DeviceState> devices;
     for (const Section* s : c.sections_of(SectionKind::VirtioDevice)) devices.push_back({s->id, s->payload});
+    std::optional<std::span<const uint8_t>> pci_root;
+    if (!c.sections_of(SectionKind::PciRoot).empty()) pci_root = c.section(SectionKind::PciRoot, "pci-root").payload;
 
     restore_vm_state(*vm_, vm_state);
     for (size_t i = 0; i < vcpus_.size(); i++) restore_vcpu_state(*vm_, vcpus_[i]->kvm(), vcpu_states[i]);
@@ -240,7 +243,7 @@ void Vmm::restore_state(const RestoreSource& source) {
         legacy_->i8042().restore_state(r);
         r.expect_end();
     }
-    virtio_->restore_devices(devices);
+    virtio_->restore_devices(devices, pci_root);
 }
 
 }  // namespace embervm::vmm

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "vmm/sys/state_stream.h"
+
 namespace embervm::devices::pci {
 
 PciConfigSpace::PciConfigSpace(const PciIdentity& id) {
@@ -80,6 +82,57 @@ void PciConfigSpace::write(uint16_t offset, std::span<const uint8_t> data) {
         const uint8_t m = writable_[offset + i];
         bytes_[offset + i] = static_cast<uint8_t>((bytes_[offset + i] & ~m) | (data[i] & m));
     }
+}
+
+void PciConfigSpace::save_state(StateWriter& w) const { w.put_bytes(bytes_); }
+
+PciConfigSpace::Bytes PciConfigSpace::decode_state(StateReader& r) const {
+    const auto saved = r.get_bytes(kConfigSize, "configuration space");
+    Bytes out{};
+    for (uint16_t i = 0; i < kConfigSize; ++i) {
+        out[i] = saved[i];
+        const uint8_t fixed = static_cast<uint8_t>((saved[i] ^ bytes_[i]) & ~writable_[i]);
+        if (fixed != 0) {
+            r.fail(register_name(i), fmt::format("byte {:#x} is {:#04x}, but bits {:#04x} are not the driver's to "
+                                                 "change (this function has {:#04x})",
+                                                 i, saved[i], fixed, bytes_[i]));
+        }
+    }
+    return out;
+}
+
+std::string PciConfigSpace::register_name(uint16_t offset) const {
+    struct Named {
+        uint16_t offset, size;
+        const char* name;
+    };
+    static constexpr Named kHeader[] = {
+        {reg::kVendorId, 2, "vendor ID"},       {reg::kDeviceId, 2, "device ID"},
+        {reg::kCommand, 2, "command"},          {reg::kStatus, 2, "status"},
+        {reg::kRevision, 1, "revision"},        {reg::kClassCode, 3, "class code"},
+        {reg::kHeaderType, 1, "header type"},   {reg::kSubsystemVendorId, 2, "subsystem vendor ID"},
+        {reg::kSubsystemId, 2, "subsystem ID"}, {reg::kCapabilitiesPointer, 1, "capabilities pointer"},
+        {reg::kInterruptLine, 1, "interrupt line"}, {reg::kInterruptPin, 1, "interrupt pin"},
+    };
+    for (const Named& n : kHeader) {
+        if (offset >= n.offset && offset < n.offset + n.size) return n.name;
+    }
+    if (offset >= reg::kBar0 && offset < reg::kBar0 + 4 * kNumBars) {
+        return fmt::format("BAR {}", (offset - reg::kBar0) / 4);
+    }
+    // The capability list as this function built it (never the saved bytes: those are checked).
+    uint16_t cap = bytes_[reg::kCapabilitiesPointer];
+    while (cap >= reg::kFirstCapability && cap + 1 < kConfigSize) {
+        const uint16_t next = bytes_[cap + 1];
+        const uint16_t end = next > cap ? next : next_cap_;  // the last one ends where the next would go
+        if (offset >= cap && offset < end) {
+            if (bytes_[cap] == cap_id::kMsix && (offset == cap + 2 || offset == cap + 3)) return "MSI-X message control";
+            return fmt::format("capability {:#x} at {:#x}, byte {}", bytes_[cap], cap, offset - cap);
+        }
+        if (next <= cap) break;
+        cap = next;
+    }
+    return fmt::format("configuration byte {:#x}", offset);
 }
 
 uint64_t PciConfigSpace::bar_size(unsigned bar) const { return bar < kNumBars ? bar_sizes_[bar] : 0; }

@@ -10,6 +10,12 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
+
+namespace embervm {
+class StateReader;
+class StateWriter;
+}  // namespace embervm
 
 namespace embervm::devices::pci {
 
@@ -85,6 +91,19 @@ public:
     // Programs BAR `bar`'s address as firmware would (the low bits below its size are dropped).
     void set_bar_address(unsigned bar, uint64_t address);
     bool memory_enabled() const { return (read16(reg::kCommand) & command::kMemorySpace) != 0; }
+
+    // Snapshots: the 256 bytes as the driver left them. decode_state() checks a saved space
+    // against this one (the same function, freshly made): a bit the driver cannot write that
+    // differs (an ID, a BAR's type or size bits, a capability's layout, a reserved bit) is a
+    // StateError naming the register ("command", "BAR 0", "MSI-X message control"); only
+    // restore() changes anything.
+    using Bytes = std::array<uint8_t, kConfigSize>;
+    void save_state(StateWriter& w) const;
+    Bytes decode_state(StateReader& r) const;
+    void restore(const Bytes& bytes) { bytes_ = bytes; }
+    // The register at `offset` by name, for messages: a header register, or a capability's
+    // byte ("capability 0x9 at 0x40, byte 3", "MSI-X message control").
+    std::string register_name(uint16_t offset) const;
 
     uint8_t read8(uint16_t offset) const { return bytes_[offset]; }
     uint16_t read16(uint16_t offset) const;

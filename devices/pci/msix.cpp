@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "vmm/sys/state_stream.h"
+
 namespace embervm::devices::pci {
 
 MsixTable::MsixTable(uint16_t num_vectors, std::shared_ptr<MsiVectors> sink)
@@ -74,6 +76,10 @@ void MsixTable::read_pba(uint64_t offset, std::span<uint8_t> data) const {
 
 void MsixTable::set_control(uint16_t message_control) {
     std::lock_guard lock(mutex_);
+    set_control_locked(message_control);
+}
+
+void MsixTable::set_control_locked(uint16_t message_control) {
     enabled_ = (message_control & kMsixEnable) != 0;
     function_masked_ = (message_control & kMsixFunctionMask) != 0;
     for (uint16_t i = 0; i < entries_.size(); ++i) flush_locked(i);
@@ -103,6 +109,61 @@ int MsixTable::direct_eventfd(uint16_t index) const {
     std::lock_guard lock(mutex_);
     if (index >= entries_.size() || !deliverable_locked(entries_[index]) || !entries_[index].routed) return -1;
     return sink_->irqfd(index);
+}
+
+void MsixTable::save_state(StateWriter& w) const {
+    std::lock_guard lock(mutex_);
+    w.put<uint16_t>(num_vectors());
+    for (const Entry& e : entries_) {
+        w.put<uint64_t>(e.message.address);
+        w.put<uint32_t>(e.message.data);
+        w.put<uint32_t>(e.control);
+    }
+    std::vector<uint8_t> pba(pba_size(), 0);
+    for (size_t i = 0; i < entries_.size(); ++i) {
+        if (entries_[i].pending) pba[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
+    }
+    w.put_bytes(pba);
+}
+
+MsixTable::Saved MsixTable::decode_state(StateReader& r) const {
+    const uint16_t n = num_vectors();
+    if (const auto count = r.get<uint16_t>("MSI-X vector count"); count != n) {
+        r.fail("MSI-X vector count", fmt::format("{} where this function has {}", count, n));
+    }
+    Saved s;
+    for (uint16_t i = 0; i < n; ++i) {
+        const auto address = r.get<uint64_t>("MSI-X entry address");
+        const auto data = r.get<uint32_t>("MSI-X entry data");
+        const auto control = r.get<uint32_t>("MSI-X entry vector control");
+        if ((control & ~1u) != 0) {
+            r.fail("MSI-X entry vector control", fmt::format("{:#x} in entry {} has reserved bits", control, i));
+        }
+        s.messages.push_back({address, data});
+        s.controls.push_back(control);
+    }
+    const auto pba = r.get_bytes(pba_size(), "MSI-X PBA");
+    for (size_t bit = 0; bit < pba.size() * 8; ++bit) {
+        const bool set = ((pba[bit / 8] >> (bit % 8)) & 1) != 0;
+        if (bit < n) {
+            s.pending.push_back(set);
+        } else if (set) {
+            r.fail("MSI-X PBA", fmt::format("pending bit {} is beyond the {} vectors", bit, n));
+        }
+    }
+    return s;
+}
+
+void MsixTable::restore(const Saved& saved, uint16_t message_control) {
+    std::lock_guard lock(mutex_);
+    if (saved.messages.size() != entries_.size() || saved.controls.size() != entries_.size() ||
+        saved.pending.size() != entries_.size()) {
+        throw std::invalid_argument("MSI-X: restore of a table decoded for another function");
+    }
+    for (size_t i = 0; i < entries_.size(); ++i) {
+        entries_[i] = Entry{saved.messages[i], saved.controls[i], saved.pending[i], false};
+    }
+    set_control_locked(message_control);
 }
 
 bool MsixTable::masked(uint16_t index) const {

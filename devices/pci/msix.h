@@ -19,6 +19,11 @@
 #include <span>
 #include <vector>
 
+namespace embervm {
+class StateReader;
+class StateWriter;
+}  // namespace embervm
+
 namespace embervm::devices::pci {
 
 struct MsiMessage {
@@ -78,6 +83,23 @@ public:
     // stops being deliverable it must go through signal() again (which keeps the pending bit).
     int direct_eventfd(uint16_t index) const;
 
+    // Snapshots: the vector count, every entry's address, data and vector control, then the PBA
+    // (pba_size() bytes). decode_state() checks a saved table against this one (the same vector
+    // count, only the mask bit in a vector control, no pending bit beyond the last vector):
+    // StateError naming the entry or the PBA; only restore() changes anything. The enable and
+    // function-mask bits are not here: they are the capability's (configuration space), and
+    // restore() takes them as set_control() does. restore() then routes every deliverable
+    // vector (the sink's route()) and delivers the pending ones among them; a pending vector
+    // still masked is delivered when the driver unmasks it.
+    struct Saved {
+        std::vector<MsiMessage> messages;
+        std::vector<uint32_t> controls;
+        std::vector<bool> pending;
+    };
+    void save_state(StateWriter& w) const;
+    Saved decode_state(StateReader& r) const;
+    void restore(const Saved& saved, uint16_t message_control);
+
     bool masked(uint16_t index) const;
     bool pending(uint16_t index) const;
     MsiMessage message(uint16_t index) const;
@@ -90,6 +112,7 @@ private:
         bool routed = false;  // the sink knows this message
     };
     bool deliverable_locked(const Entry& e) const;
+    void set_control_locked(uint16_t message_control);
     // Routes and delivers what became deliverable (after an unmask or enable).
     void flush_locked(uint16_t index);
 

@@ -10,10 +10,16 @@
 
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
+#include "vmm/sys/state_stream.h"
 
 namespace embervm::devices::pci {
 
 namespace {
+
+constexpr uint32_t kRootStateVersion = 1;
+// The bits of the 0xCF8 address register that hold something: enable, bus, device, function,
+// register (dword). The others read as zero.
+constexpr uint32_t kConfigAddressBits = 0x80fffffc;
 
 // The host bridge's IDs: an Intel host bridge, as Firecracker and Cloud Hypervisor show.
 constexpr PciIdentity kHostBridgeId{.vendor_id = 0x8086, .device_id = 0x0d57, .class_code = 0x060000};
@@ -30,6 +36,21 @@ void HostBridge::config_read(uint16_t offset, std::span<uint8_t> data) {
 void HostBridge::config_write(uint16_t offset, std::span<const uint8_t> data) {
     std::lock_guard lock(mutex_);
     config_.write(offset, data);
+}
+
+void HostBridge::save_state(StateWriter& w) const {
+    std::lock_guard lock(mutex_);
+    config_.save_state(w);
+}
+
+PciConfigSpace::Bytes HostBridge::decode_state(StateReader& r) const {
+    std::lock_guard lock(mutex_);
+    return config_.decode_state(r);
+}
+
+void HostBridge::restore(const PciConfigSpace::Bytes& bytes) {
+    std::lock_guard lock(mutex_);
+    config_.restore(bytes);
 }
 
 void HostBridge::bar_read(unsigned /*bar*/, uint64_t /*offset*/, std::span<uint8_t> data) {
@@ -65,7 +86,7 @@ public:
             if (offset == 0 && data.size() == 4) {
                 uint32_t a = 0;
                 std::memcpy(&a, data.data(), 4);
-                address_.store(a & 0x80fffffc);  // reserved bits read as zero
+                address_.store(a & kConfigAddressBits);  // reserved bits read as zero
             }
             return;
         }
@@ -73,6 +94,9 @@ public:
         uint16_t reg = 0;
         if (target(offset, data.size(), &slot, &fn, &reg)) root_.config_write(slot, fn, reg, data);
     }
+
+    uint32_t address() const { return address_.load(); }
+    void set_address(uint32_t a) { address_.store(a); }
 
 private:
     // The configuration register an access at `offset` (4..7) reaches, or false (disabled,
@@ -145,7 +169,8 @@ PciRoot::PciRoot(uint64_t window_base, uint64_t window_size)
       config_io_(std::make_shared<ConfigIo>(*this)),
       ecam_(std::make_shared<Ecam>(*this)),
       window_(std::make_shared<Window>(*this)) {
-    slots_[0] = std::make_shared<HostBridge>();
+    host_bridge_ = std::make_shared<HostBridge>();
+    slots_[0] = host_bridge_;
 }
 
 std::shared_ptr<vmm::BusDevice> PciRoot::config_io() { return config_io_; }
@@ -205,9 +230,8 @@ void PciRoot::config_write(uint8_t slot, uint8_t function, uint16_t offset, std:
     if (command || bars) update_decoding();
 }
 
-void PciRoot::update_decoding() {
-    // What every function asks for: its programmed BARs, while its memory space is enabled.
-    std::vector<Decoded> wanted;
+std::vector<PciRoot::Decoded> PciRoot::enabled_bars() const {
+    std::vector<Decoded> out;
     for (unsigned s = 0; s < kSlots; ++s) {
         if (slots_[s] == nullptr) continue;
         uint8_t cmd[2] = {};
@@ -216,15 +240,17 @@ void PciRoot::update_decoding() {
         const auto addrs = slots_[s]->bar_addresses();
         const auto sizes = slots_[s]->bar_sizes();
         for (unsigned b = 0; b < kNumBars; ++b) {
-            if (!addrs[b] || sizes[b] == 0) continue;
-            const uint64_t base = *addrs[b];
-            if (base < window_base_ || base - window_base_ > window_size_ ||
-                sizes[b] > window_size_ - (base - window_base_)) {
-                continue;  // outside the window: nobody answers there
-            }
-            wanted.push_back(Decoded{base, sizes[b], static_cast<uint8_t>(s), b});
+            if (addrs[b] && sizes[b] != 0) out.push_back(Decoded{*addrs[b], sizes[b], static_cast<uint8_t>(s), b});
         }
     }
+    return out;
+}
+
+void PciRoot::update_decoding() {
+    // What every function asks for: its programmed BARs, while its memory space is enabled,
+    // inside the window (outside it nobody answers).
+    std::vector<Decoded> wanted = enabled_bars();
+    std::erase_if(wanted, [this](const Decoded& d) { return !in_window(d.base, d.size); });
     // BARs that overlap each other are not decoded at all (neither may capture the other's
     // accesses or ioeventfds).
     std::sort(wanted.begin(), wanted.end(), [](const Decoded& a, const Decoded& b) { return a.base < b.base; });
@@ -263,6 +289,44 @@ void PciRoot::update_decoding() {
             if (before != after) slots_[s]->bar_decoded(b, after);
         }
     }
+}
+
+void PciRoot::save_state(StateWriter& w) const {
+    w.put<uint32_t>(kRootStateVersion);
+    w.put<uint32_t>(config_io_->address());
+    host_bridge_->save_state(w);
+}
+
+PciRoot::Saved PciRoot::decode_state(StateReader& r) const {
+    r.get_version(kRootStateVersion);
+    Saved s;
+    s.config_address = r.get<uint32_t>("config address");
+    if ((s.config_address & ~kConfigAddressBits) != 0) {
+        r.fail("config address", fmt::format("{:#x} has reserved bits set", s.config_address));
+    }
+    s.host_bridge = host_bridge_->decode_state(r);
+    return s;
+}
+
+void PciRoot::restore(const Saved& saved) {
+    config_io_->set_address(saved.config_address);
+    host_bridge_->restore(saved.host_bridge);
+}
+
+void PciRoot::restore_decoding() {
+    std::lock_guard lock(config_mutex_);
+    for (const Decoded& d : enabled_bars()) {
+        if (in_window(d.base, d.size)) continue;
+        throw StateError(fmt::format("{}: saved state field 'BAR {}': {:#x} (+{:#x}) is outside the PCI window "
+                                     "{:#x}-{:#x}",
+                                     slots_[d.slot]->name(), d.bar, d.base, d.size, window_base_,
+                                     window_base_ + window_size_ - 1));
+    }
+    update_decoding();
+}
+
+bool PciRoot::in_window(uint64_t base, uint64_t size) const {
+    return base >= window_base_ && base - window_base_ <= window_size_ && size <= window_size_ - (base - window_base_);
 }
 
 std::optional<uint64_t> PciRoot::decoded_bar(uint8_t slot, unsigned bar) const {

@@ -27,6 +27,11 @@
 #include "devices/bus.h"
 #include "devices/pci/config_space.h"
 
+namespace embervm {
+class StateReader;
+class StateWriter;
+}  // namespace embervm
+
 namespace embervm::devices::pci {
 
 inline constexpr unsigned kSlots = 32;
@@ -72,8 +77,13 @@ public:
     void bar_read(unsigned /*bar*/, uint64_t /*offset*/, std::span<uint8_t> data) override;
     void bar_write(unsigned /*bar*/, uint64_t /*offset*/, std::span<const uint8_t> /*data*/) override {}
 
+    // Snapshots (PciConfigSpace::save_state).
+    void save_state(StateWriter& w) const;
+    PciConfigSpace::Bytes decode_state(StateReader& r) const;
+    void restore(const PciConfigSpace::Bytes& bytes);
+
 private:
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     PciConfigSpace config_;
 };
 
@@ -112,6 +122,25 @@ public:
 
     static constexpr uint16_t kConfigAddressPort = 0xcf8;
 
+    // Snapshots: the root's own state, with a version first: the address latch of port 0xCF8
+    // (a driver may be between its address and data accesses) and the host bridge's
+    // configuration space. The functions' state goes with their devices (a PciTransport's).
+    // decode_state() checks everything (reserved latch bits, the bridge's read-only bits:
+    // StateError naming the field) and changes nothing; restore() applies it.
+    struct Saved {
+        uint32_t config_address = 0;
+        PciConfigSpace::Bytes host_bridge{};
+    };
+    void save_state(StateWriter& w) const;
+    Saved decode_state(StateReader& r) const;
+    void restore(const Saved& saved);
+    // After the functions' configuration spaces were restored: decodes their BARs where the
+    // restored registers say, telling the functions (bar_decoded(): the notify ioeventfds move
+    // there). A BAR with memory decoding on that lies outside the window is refused first
+    // (StateError naming the function and the BAR): no driver of ours leaves one there, and
+    // nothing would answer it.
+    void restore_decoding();
+
 private:
     struct Decoded {
         uint64_t base;
@@ -125,6 +154,10 @@ private:
     // Recomputes what the window decodes from the functions' BARs and command registers, and
     // tells functions whose BARs changed. With config_mutex_ held.
     void update_decoding();
+    // Every programmed BAR of a function whose memory space is enabled (config_mutex_ held).
+    std::vector<Decoded> enabled_bars() const;
+    // Whether [base, base + size) lies inside the BAR window.
+    bool in_window(uint64_t base, uint64_t size) const;
     // The function and BAR-relative offset for [addr, addr + len), or nullptr.
     std::shared_ptr<PciFunction> lookup(uint64_t addr, uint64_t len, unsigned* bar, uint64_t* offset) const;
 
@@ -132,6 +165,7 @@ private:
     const uint64_t window_size_;
     uint64_t next_free_;  // BAR assignment cursor
     std::array<std::shared_ptr<PciFunction>, kSlots> slots_;
+    std::shared_ptr<HostBridge> host_bridge_;  // slots_[0]
     std::mutex config_mutex_;
     mutable std::shared_mutex decode_mutex_;
     std::vector<Decoded> decoded_;  // under decode_mutex_

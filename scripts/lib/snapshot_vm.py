@@ -170,12 +170,15 @@ def make_disk(path, mib=16):
 
 
 def boot_linux(vmm, disk, mem_mib, extra_args="", net=None, vsock=None, track_dirty_pages=False, vhost=False,
-               drive_socket=None):
+               drive_socket=None, pci=False):
     """Boots the counting Linux guest in VMM (an embervm without a VM yet) on drive DISK; NET a
     TAP device name for eth0 (served by vhost-net with VHOST), VSOCK a uds_path for a vsock device
     with guest CID 3. With DRIVE_SOCKET the drive is a vhost-user-blk drive whose backend (serving
-    DISK) listens there."""
+    DISK) listens there. PCI puts every virtio device on virtio-pci (PUT /pci, embervm's own:
+    Firecracker has only a flag)."""
     kernel, initrd = linux_paths()
+    if pci:
+        vmm.ok("PUT", "/pci", {"enable_pci": True})
     vmm.ok("PUT", "/boot-source", {"kernel_image_path": kernel, "initrd_path": initrd,
                                    "boot_args": (LINUX_CMDLINE + " " + extra_args).strip()})
     vmm.ok("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": mem_mib, "track_dirty_pages": track_dirty_pages})

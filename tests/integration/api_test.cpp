@@ -460,6 +460,16 @@ TEST_CASE("API: drives, network interfaces and the balloon before boot", "[api]"
     CHECK(api.call("GET", "/console").status == 405);
     CHECK(api.call("PUT", "/console", json{{"type", "virtio"}}).status == 204);
 
+    CHECK(api.call("GET", "/vm/config").j()["enable_pci"] == false);
+    r = api.call("PUT", "/pci", json{{"enable_pci", "yes"}});
+    CHECK(r.status == 400);
+    CHECK(r.fault().starts_with("pci.enable_pci"));
+    CHECK(api.call("PUT", "/pci", json{{"enable", true}}).status == 400);  // unknown key
+    CHECK(api.call("GET", "/pci").status == 405);
+    CHECK(api.call("PUT", "/pci", json{{"enable_pci", true}}).status == 204);
+    CHECK(api.call("GET", "/vm/config").j()["enable_pci"] == true);
+    CHECK(api.call("PUT", "/pci", json{{"enable_pci", false}}).status == 204);
+
     r = api.call("PUT", "/vsock", json::object());
     CHECK(r.status == 400);
     CHECK(r.fault().starts_with("vsock.guest_cid"));

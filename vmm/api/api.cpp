@@ -258,6 +258,10 @@ ApiResponse ApiController::route(const ApiRequest& request) {
         if (auto r = allow({"PUT"})) return *r;
         return put_vsock(body("vsock"));
     }
+    if (path == "/pci") {
+        if (auto r = allow({"PUT"})) return *r;
+        return put_pci(body("pci"));
+    }
     if (path == "/snapshot/create") {
         if (auto r = allow({"PUT"})) return *r;
         return put_snapshot_create(body("snapshot"));
@@ -513,6 +517,17 @@ ApiResponse ApiController::put_vsock(const json& body) {
     VsockConfig vsock = vsock_from_json(body, "vsock");
     std::lock_guard lock(mutex_);
     draft_.vsock = std::move(vsock);
+    return no_content();
+}
+
+// An embervm extension: Firecracker enables PCI only with its --enable-pci flag. The body is
+// the config file's top-level key, {"enable_pci": true|false}.
+ApiResponse ApiController::put_pci(const json& body) {
+    if (auto r = refuse_unless(true, "PUT /pci")) return *r;
+    const JsonFields f(body, "pci", {"enable_pci"});
+    const bool enable = f.required_bool("enable_pci");
+    std::lock_guard lock(mutex_);
+    draft_.enable_pci = enable;
     return no_content();
 }
 

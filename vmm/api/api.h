@@ -93,6 +93,7 @@ private:
     ApiResponse put_metrics(const nlohmann::json& body);
     ApiResponse put_console(const nlohmann::json& body);
     ApiResponse put_vsock(const nlohmann::json& body);
+    ApiResponse put_pci(const nlohmann::json& body);
     ApiResponse put_snapshot_create(const nlohmann::json& body);
     ApiResponse put_snapshot_load(const nlohmann::json& body);
     ApiResponse put_fs(const std::string& tag, const nlohmann::json& body);

@@ -37,6 +37,7 @@ std::string_view to_string(SectionKind kind) {
     case SectionKind::CpuIdentity: return "cpu identity";
     case SectionKind::LegacyDevice: return "legacy device";
     case SectionKind::VirtioDevice: return "virtio device";
+    case SectionKind::PciRoot: return "PCI root";
     }
     return "unknown";
 }
@@ -121,7 +122,7 @@ SnapshotContents decode_snapshot(std::span<const uint8_t> bytes, std::string_vie
         for (uint32_t i = 0; i < count; i++) {
             Section s;
             const auto kind = r.get<uint32_t>("section kind");
-            if (kind < static_cast<uint32_t>(SectionKind::Config) || kind > static_cast<uint32_t>(SectionKind::VirtioDevice)) {
+            if (kind < static_cast<uint32_t>(SectionKind::Config) || kind > static_cast<uint32_t>(SectionKind::PciRoot)) {
                 r.fail("section kind", fmt::format("{} (section {}) is unknown", kind, i));
             }
             s.kind = static_cast<SectionKind>(kind);

@@ -41,6 +41,7 @@ enum class SectionKind : uint32_t {
     CpuIdentity = 4,   // the CPUID the guest was given (id "cpuid")
     LegacyDevice = 5,  // UART, i8042, ACPI PM, ... (id "serial", ...)
     VirtioDevice = 6,  // DeviceManager::pause_and_save_devices (id "virtio-blk rootfs", ...)
+    PciRoot = 7,       // with enable_pci: the PCI root's own state (id "pci-root", PciRoot::save_state)
 };
 std::string_view to_string(SectionKind kind);
 

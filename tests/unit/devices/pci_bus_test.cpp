@@ -1,15 +1,17 @@
 // Tests for devices/pci: configuration space (header, write masks, BAR sizing, capability
 // list), the 0xCF8/0xCFC port mechanism, the ECAM window and BAR decoding in the window
-// (relocation, overlap, BARs outside the window, memory space disabled).
+// (relocation, overlap, BARs outside the window, memory space disabled), and their snapshots.
 #include <catch2/catch.hpp>
 
 #include <array>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "devices/pci/config_space.h"
 #include "devices/pci/pci_bus.h"
+#include "vmm/sys/state_stream.h"
 
 using namespace embervm::devices::pci;
 
@@ -335,4 +337,166 @@ TEST_CASE("PCI root: ECAM absent functions, extended space and bad accesses", "[
     CHECK(cfg_read32(root, 1, reg::kBar0 + 4) == 0);
     // Beyond the bus's 1 MiB nothing is reached.
     CHECK(ecam_read<uint32_t>(root, kEcamBusSize) == 0xffffffff);
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshots: a function's configuration space, the root's latch and host bridge, decoding
+
+namespace {
+
+// The StateError message of `fn`, or "" when it did not throw one.
+template <typename Fn>
+std::string state_error(Fn&& fn) {
+    try {
+        fn();
+    } catch (const embervm::StateError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+PciConfigSpace test_space() {
+    PciConfigSpace c(PciIdentity{0x1af4, 0x1042, 0x018000});
+    c.add_memory_bar64(0, 0x8000);
+    const std::array<uint8_t, 3> body{1, 2, 3}, writable{0, 0xff, 0};
+    c.add_capability(cap_id::kVendorSpecific, body, writable);
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("PCI config space: saved bytes round trip; bits the driver cannot write are checked", "[pci][snapshot]") {
+    PciConfigSpace a = test_space();
+    const std::array<uint8_t, 2> cmd{command::kMemorySpace | command::kBusMaster, 0};
+    a.write(reg::kCommand, cmd);
+    a.set_bar_address(0, 0x123458000);
+    const std::array<uint8_t, 1> scratch{0x5a};
+    a.write(0x43, scratch);  // the capability's writable byte
+    embervm::StateWriter w;
+    a.save_state(w);
+    REQUIRE(w.bytes().size() == kConfigSize);
+
+    PciConfigSpace b = test_space();
+    embervm::StateReader r(w.bytes(), "test");
+    b.restore(b.decode_state(r));
+    CHECK(r.remaining() == 0);
+    CHECK(b.bar_address(0) == 0x123458000);
+    CHECK(b.memory_enabled());
+    CHECK(b.read8(0x43) == 0x5a);
+
+    auto refusal = [&](uint16_t offset, uint8_t value) {
+        auto bad = w.bytes();
+        bad[offset] = value;
+        PciConfigSpace c = test_space();
+        const std::string what = state_error([&] {
+            embervm::StateReader rc(bad, "test");
+            c.restore(c.decode_state(rc));
+        });
+        CHECK(c.read16(reg::kCommand) == 0);  // nothing applied
+        return what;
+    };
+    CHECK(refusal(reg::kDeviceId, 0x43).find("'device ID'") != std::string::npos);
+    CHECK(refusal(reg::kBar0, 0x0c).find("'BAR 0'") != std::string::npos);         // type bits
+    CHECK(refusal(reg::kBar0 + 1, 0x01).find("'BAR 0'") != std::string::npos);     // below its size
+    CHECK(refusal(reg::kBar0 + 8, 0x01).find("'BAR 2'") != std::string::npos);     // no such BAR
+    CHECK(refusal(reg::kStatus + 1, 0x80).find("'status'") != std::string::npos);
+    CHECK(refusal(0x42, 9).find("'capability 0x9 at 0x40, byte 2'") != std::string::npos);
+    CHECK(refusal(0x80, 1).find("'configuration byte 0x80'") != std::string::npos);  // past the capabilities
+    const std::string truncated = state_error([&] {
+        embervm::StateReader rt(std::span(w.bytes()).first(100), "test");
+        b.decode_state(rt);
+    });
+    CHECK(truncated.find("truncated") != std::string::npos);
+}
+
+TEST_CASE("PCI root: the address latch and the host bridge are restored, BARs decoded where restored",
+          "[pci][snapshot]") {
+    PciRoot a(kWindow, kWindowSize);
+    a.add(std::make_shared<TestFunction>(0x8000));
+    cfg_write32(a, 0, reg::kCommand, command::kMemorySpace | command::kBusMaster);  // the host bridge's
+    embervm::StateWriter w;
+    a.save_state(w);
+    const uint32_t latch = 0x80000000u | reg::kCommand;
+
+    PciRoot b(kWindow, kWindowSize);
+    auto f = std::make_shared<TestFunction>(0x8000);
+    const uint8_t slot = b.add(f);
+    {
+        embervm::StateReader r(w.bytes(), "pci-root");
+        b.restore(b.decode_state(r));
+        CHECK(r.remaining() == 0);
+    }
+    uint32_t restored_latch = 0;
+    b.config_io()->read(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&restored_latch), 4));
+    CHECK(restored_latch == latch);
+    CHECK((cfg_read32(b, 0, reg::kCommand) & 0xffff) == (command::kMemorySpace | command::kBusMaster));
+
+    // The function's own state was restored (by its device): BAR 0 moved, memory space on.
+    // Nothing is decoded until restore_decoding(), which tells the function.
+    const uint64_t bar = kWindow + 0x100000;
+    const uint32_t lo = static_cast<uint32_t>(bar) | kBarMem64, hi = 0;
+    const uint16_t cmd = command::kMemorySpace;
+    f->config_write(reg::kBar0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&lo), 4));
+    f->config_write(reg::kBar0 + 4, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&hi), 4));
+    f->config_write(reg::kCommand, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&cmd), 2));
+    CHECK(f->moves.empty());
+    CHECK_FALSE(b.decoded_bar(slot, 0));
+    b.restore_decoding();
+    CHECK(b.decoded_bar(slot, 0) == bar);
+    REQUIRE(f->moves.size() == 1);
+    CHECK(f->moves[0] == std::make_pair(0u, std::optional<uint64_t>(bar)));
+    CHECK(mmio_read32(b, bar) == 0xabababab);
+}
+
+TEST_CASE("PCI root: corrupt saved state and a BAR outside the window are refused naming the field",
+          "[pci][snapshot]") {
+    PciRoot a(kWindow, kWindowSize);
+    embervm::StateWriter w;
+    a.save_state(w);
+    const auto& saved = w.bytes();
+    REQUIRE(saved.size() == 4 + 4 + kConfigSize);
+    auto refusal = [&](std::vector<uint8_t> bad) {
+        PciRoot b(kWindow, kWindowSize);
+        return state_error([&] {
+            embervm::StateReader r(bad, "pci-root");
+            b.restore(b.decode_state(r));
+        });
+    };
+    auto with = [&](size_t offset, uint8_t value) {
+        auto bad = saved;
+        bad[offset] = value;
+        return bad;
+    };
+    CHECK(refusal(with(0, 2)).find("'version'") != std::string::npos);
+    CHECK(refusal(with(4, 0x01)).find("'config address'") != std::string::npos);      // reserved bit 0
+    CHECK(refusal(with(7, 0x7f)).find("'config address'") != std::string::npos);      // reserved 30:24
+    CHECK(refusal(with(8 + reg::kVendorId, 0x87)).find("'vendor ID'") != std::string::npos);
+    CHECK(refusal(with(8 + reg::kClassCode + 2, 0x02)).find("'class code'") != std::string::npos);
+    for (size_t n : {size_t{0}, size_t{6}, size_t{100}}) {
+        CHECK(refusal({saved.begin(), saved.begin() + static_cast<long>(n)}).find("truncated") != std::string::npos);
+    }
+
+    SECTION("a BAR outside the window with memory decoding on") {
+        PciRoot b(kWindow, kWindowSize);
+        auto f = std::make_shared<TestFunction>(0x8000);
+        const uint8_t slot = b.add(f);
+        f->assign_bar(0, kWindow + kWindowSize);  // just past the window
+        const uint16_t cmd = command::kMemorySpace;
+        f->config_write(reg::kCommand, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&cmd), 2));
+        const std::string what = state_error([&] { b.restore_decoding(); });
+        INFO(what);
+        CHECK(what.find("test") != std::string::npos);
+        CHECK(what.find("'BAR 0'") != std::string::npos);
+        CHECK(what.find("outside the PCI window") != std::string::npos);
+        CHECK_FALSE(b.decoded_bar(slot, 0));
+        CHECK(f->moves.empty());
+    }
+    SECTION("the same BAR with memory decoding off: a driver sizing it, nothing decoded") {
+        PciRoot b(kWindow, kWindowSize);
+        auto f = std::make_shared<TestFunction>(0x8000);
+        const uint8_t slot = b.add(f);
+        f->assign_bar(0, 0xffffffffffff8000);
+        CHECK(state_error([&] { b.restore_decoding(); }).empty());
+        CHECK_FALSE(b.decoded_bar(slot, 0));
+    }
 }

@@ -2,6 +2,7 @@
 // 8 entries), an 8-byte config space, and a handler that answers each request with "ok".
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <span>
@@ -13,6 +14,7 @@
 #include "virtio/device.h"
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
+#include "vmm/sys/state_stream.h"
 
 namespace embervm::virtio::testing {
 
@@ -83,6 +85,12 @@ public:
         mem = nullptr;
     }
     std::string name() const override { return "virtio-fake test"; }
+    // Its state for snapshots: the config bytes.
+    std::vector<uint8_t> save_state() const override { return {config.begin(), config.end()}; }
+    void restore_state(std::span<const uint8_t> bytes) override {
+        if (bytes.size() != config.size()) throw StateError("virtio-fake test: saved config of the wrong size");
+        std::copy(bytes.begin(), bytes.end(), config.begin());
+    }
     void set_queue_irqfd(uint16_t index, int fd) override {
         irqfd_offers.emplace_back(index, fd);
         irqfds.at(index) = fd;

@@ -3,6 +3,7 @@
 // notifications, the ISR, and MSI-X (vector table, masking, pending bits, out-of-range values).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -23,6 +24,7 @@ using namespace embervm::virtio;
 using namespace embervm::devices::pci;
 using embervm::virtio::testing::FakeDevice;
 using embervm::virtio::testing::kDeviceBit5;
+using embervm::StateError;
 
 namespace {
 
@@ -453,4 +455,184 @@ TEST_CASE("virtio-pci: on the root bus, the notify region follows the BAR", "[vi
     io->write(4, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&outside), 4));
     REQUIRE(notify.size() == 3);
     CHECK(notify[2] == std::nullopt);
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshots (virtio/saved_state.h: the PCI transport's registers, configuration space, MSI-X)
+
+namespace {
+
+constexpr uint64_t kMsgA = 0xfee00000, kMsgB = 0xfee01000, kMsgC = 0xfee02000;
+
+// An activated function as a driver leaves it: queues 0 and 1 on vectors 0 and 1, configuration
+// changes on vector 2; vector 1 masked with an interrupt pending on it; BAR 0 moved and decoded;
+// the selectors away from 0. Returns its saved state.
+std::vector<uint8_t> saved_pci_function(Fixture& f) {
+    f.negotiate();
+    f.setup_queue(0, 16, 0x1000, 0x2000, 0x3000, 0);
+    f.setup_queue(1, 8, 0x4000, 0x5000, 0x6000, 1);
+    f.wr(common_cfg::kConfigMsixVector, 2, 2);
+    f.program_vector(0, kMsgA, 0x41);
+    f.program_vector(1, kMsgB, 0x42, false);
+    f.program_vector(2, kMsgC, 0x43);
+    f.enable_msix();
+    f.t.assign_bar(0, kBarBase + 0x10000);
+    f.cfg_write16(reg::kCommand, command::kMemorySpace | command::kBusMaster);
+    f.driver_ok();
+    f.t.signal_used_queue(1);  // masked: pending
+    f.wr(common_cfg::kQueueSelect, 2, 1);
+    f.wr(common_cfg::kDeviceFeatureSelect, 4, 1);
+    f.wr(common_cfg::kDriverFeatureSelect, 4, 7);
+    REQUIRE(f.t.msix().pending(1));
+    f.t.pause();
+    return f.t.save_state();
+}
+
+// The PCI transport's blob inside a saved state: just before the fake device's (u32 length +
+// 8 bytes). Its layout: version, device/driver feature selects (u32), queue select and config
+// vector (u16), queue count and the 2 queue vectors (u16), 256 configuration bytes, the MSI-X
+// vector count (u16), 3 entries of 16 bytes, 8 bytes of PBA.
+constexpr size_t kPciBlobSize = 4 + 4 + 4 + 2 + 2 + 2 + 2 * 2 + 256 + 2 + 3 * 16 + 8;
+struct PciBlob {
+    static constexpr size_t kQueueVector1 = 20, kConfig = 22, kMsixEntries = 22 + 256 + 2, kPba = kMsixEntries + 48;
+};
+size_t pci_blob_offset(const std::vector<uint8_t>& saved) {
+    const size_t at = saved.size() - 12 - kPciBlobSize;
+    uint32_t len = 0;
+    std::memcpy(&len, &saved[at - 4], 4);
+    REQUIRE(len == kPciBlobSize);
+    return at;
+}
+
+// A restore of `saved` into the fresh fixture `b` that must be refused: one line naming the
+// device and `field`, and nothing of it applied (no route set, not activated, status 0).
+void check_pci_refused(Fixture& b, std::span<const uint8_t> saved, const std::string& field) {
+    try {
+        b.t.restore_state(saved);
+        FAIL("the saved state was taken");
+    } catch (const StateError& e) {
+        const std::string what = e.what();
+        INFO(what);
+        CHECK(what.find('\n') == std::string::npos);
+        CHECK(what.find("virtio-fake test") != std::string::npos);
+        CHECK(what.find(field) != std::string::npos);
+    }
+    CHECK_FALSE(b.t.is_activated());
+    CHECK(b.status() == 0);
+    CHECK(b.vectors->routes.empty());
+    CHECK(b.vectors->triggers.empty());
+    CHECK_FALSE(b.t.msix().enabled());
+    CHECK(b.t.bar_addresses()[0] == kBarBase);
+}
+
+}  // namespace
+
+TEST_CASE("virtio-pci: a restored function has its registers, configuration space and MSI-X table",
+          "[virtio][pci][snapshot]") {
+    Fixture a;
+    a.t.assign_bar(0, kBarBase);
+    const std::vector<uint8_t> saved = saved_pci_function(a);
+
+    Fixture b;
+    b.t.assign_bar(0, kBarBase);  // where the root put the fresh function
+    b.t.restore_state(saved);
+    CHECK(b.t.is_activated());
+    CHECK(b.dev->activations == 1);
+    CHECK(b.status() == (status::kAcknowledge | status::kDriver | status::kFeaturesOk | status::kDriverOk));
+    // Common config: the selectors and the vectors.
+    CHECK(b.rd(common_cfg::kQueueSelect, 2) == 1);
+    CHECK(b.rd(common_cfg::kQueueMsixVector, 2) == 1);
+    CHECK(b.rd(common_cfg::kQueueSize, 2) == 8);
+    CHECK(b.rd(common_cfg::kDeviceFeatureSelect, 4) == 1);
+    CHECK(b.rd(common_cfg::kDriverFeatureSelect, 4) == 7);
+    CHECK(b.rd(common_cfg::kConfigMsixVector, 2) == 2);
+    // Configuration space: command, BAR 0, MSI-X enabled.
+    CHECK((b.cfg32(reg::kCommand) & 0xffff) == (command::kMemorySpace | command::kBusMaster));
+    CHECK(b.t.bar_addresses()[0] == kBarBase + 0x10000);
+    CHECK(b.t.msix().enabled());
+    // The MSI-X table: messages, masks, the pending bit.
+    CHECK(b.t.msix().message(0) == MsiMessage{kMsgA, 0x41});
+    CHECK(b.t.msix().message(1) == MsiMessage{kMsgB, 0x42});
+    CHECK(b.t.msix().message(2) == MsiMessage{kMsgC, 0x43});
+    CHECK_FALSE(b.t.msix().masked(0));
+    CHECK(b.t.msix().masked(1));
+    CHECK(b.t.msix().pending(1));
+    // The routes of the deliverable vectors were set, the masked one's not yet; after the
+    // restore every queue's vector was signalled once: delivered on 0, still pending on 1.
+    std::vector<uint16_t> routed;
+    for (const auto& r : b.vectors->routes) routed.push_back(r.first);
+    std::sort(routed.begin(), routed.end());
+    CHECK(routed == std::vector<uint16_t>{0, 2});
+    CHECK(b.vectors->triggers == std::vector<uint16_t>{0});
+    // The direct interrupts were re-evaluated with the restored table: queue 0's vector is
+    // deliverable, queue 1's masked.
+    CHECK(b.dev->irqfds == std::array<int, 2>{RecordingVectors::kIrqfdBase + 0, -1});
+    // The driver unmasks vector 1: its pending interrupt is delivered once, with its message.
+    b.wr(pci_layout::kMsixTable + 16 + 12, 4, 0);
+    CHECK(b.vectors->triggers == std::vector<uint16_t>{0, 1});
+    CHECK_FALSE(b.t.msix().pending(1));
+    CHECK(b.vectors->routes.back() == std::make_pair(uint16_t{1}, MsiMessage{kMsgB, 0x42}));
+    CHECK(b.dev->irqfds == std::array<int, 2>{RecordingVectors::kIrqfdBase + 0, RecordingVectors::kIrqfdBase + 1});
+    // The restored state saves to the same bytes (but for the pending bit now delivered).
+    b.t.pause();
+    auto again = b.t.save_state();
+    auto expect = saved;
+    expect[pci_blob_offset(saved) + PciBlob::kMsixEntries + 16 + 12] = 0;  // vector 1 unmasked
+    expect[pci_blob_offset(saved) + PciBlob::kPba] = 0;                   // nothing pending
+    CHECK(again == expect);
+}
+
+TEST_CASE("virtio-pci: a function never touched by a driver restores as it is", "[virtio][pci][snapshot]") {
+    Fixture a;
+    a.t.assign_bar(0, kBarBase);
+    const auto saved = a.t.save_state();
+    Fixture b;
+    b.t.assign_bar(0, kBarBase);
+    b.t.restore_state(saved);
+    CHECK_FALSE(b.t.is_activated());
+    CHECK(b.vectors->routes.empty());
+    CHECK(b.vectors->triggers.empty());
+    CHECK(b.t.save_state() == saved);
+}
+
+TEST_CASE("virtio-pci: truncated and corrupt saved states are refused naming the field", "[virtio][pci][snapshot]") {
+    Fixture a;
+    a.t.assign_bar(0, kBarBase);
+    const std::vector<uint8_t> saved = saved_pci_function(a);
+    const size_t blob = pci_blob_offset(saved);
+    auto corrupt = [&](size_t offset, uint8_t value, const std::string& field) {
+        auto bad = saved;
+        bad[blob + offset] = value;
+        Fixture b;
+        b.t.assign_bar(0, kBarBase);
+        check_pci_refused(b, bad, field);
+    };
+    SECTION("every truncation of the PCI registers") {
+        // The blob's own length prefix says how much there is: shorten the blob itself.
+        for (size_t n = 0; n < kPciBlobSize; n += 7) {
+            auto bad = std::vector<uint8_t>(saved.begin(), saved.begin() + static_cast<long>(blob) + static_cast<long>(n));
+            const uint32_t len = static_cast<uint32_t>(n);
+            std::memcpy(&bad[blob - 4], &len, 4);
+            bad.insert(bad.end(), saved.end() - 12, saved.end());
+            Fixture b;
+            b.t.assign_bar(0, kBarBase);
+            INFO("PCI registers truncated to " << n << " bytes");
+            check_pci_refused(b, bad, "truncated");
+        }
+    }
+    SECTION("a newer version") { corrupt(0, 2, "'version'"); }
+    SECTION("a queue vector beyond the table") { corrupt(PciBlob::kQueueVector1, 3, "'queue MSI-X vector'"); }
+    SECTION("the config vector beyond the table") { corrupt(14, 7, "'config MSI-X vector'"); }
+    SECTION("a vendor ID that is not this function's") { corrupt(PciBlob::kConfig + reg::kVendorId, 0x34, "'vendor ID'"); }
+    SECTION("BAR 0's type bits (reserved to the function)") { corrupt(PciBlob::kConfig + reg::kBar0, 0x0c, "'BAR 0'"); }
+    SECTION("BAR 0's address below its size") { corrupt(PciBlob::kConfig + reg::kBar0 + 1, 0x10, "'BAR 0'"); }
+    SECTION("a command bit the function does not have (I/O space)") {
+        corrupt(PciBlob::kConfig + reg::kCommand, command::kIoSpace | command::kMemorySpace, "'command'");
+    }
+    SECTION("the MSI-X table size in the message control") {
+        corrupt(PciBlob::kConfig + a.t.msix_capability() + 2, 7, "'MSI-X message control'");
+    }
+    SECTION("a reserved bit in a vector control") { corrupt(PciBlob::kMsixEntries + 12, 3, "'MSI-X entry vector control'"); }
+    SECTION("a pending bit beyond the vectors") { corrupt(PciBlob::kPba, 0x0a, "'MSI-X PBA'"); }
+    SECTION("a vector count of another function") { corrupt(PciBlob::kMsixEntries - 2, 4, "'MSI-X vector count'"); }
 }

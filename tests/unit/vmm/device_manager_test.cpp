@@ -565,6 +565,38 @@ TEST_CASE("device manager: a virtio-net device per interface on its TAP, with a 
     CHECK(ioeventfds[2].addr == window(1) + mmio::kQueueNotify);
 }
 
+namespace {
+
+// A configuration register of bus 0's `slot` through ports 0xCF8/0xCFC.
+uint32_t pci_cfg_read(vmm::Bus& pio, uint8_t slot, uint16_t reg) {
+    const uint32_t a = 0x80000000u | (uint32_t{slot} << 11) | reg;
+    std::array<uint8_t, 4> b{};
+    std::memcpy(b.data(), &a, 4);
+    REQUIRE(pio.write(0xcf8, b));
+    REQUIRE(pio.read(0xcfc, b));
+    uint32_t v = 0;
+    std::memcpy(&v, b.data(), 4);
+    return v;
+}
+void pci_cfg_write(vmm::Bus& pio, uint8_t slot, uint16_t reg, uint32_t v) {
+    const uint32_t a = 0x80000000u | (uint32_t{slot} << 11) | reg;
+    std::array<uint8_t, 4> b{};
+    std::memcpy(b.data(), &a, 4);
+    REQUIRE(pio.write(0xcf8, b));
+    std::memcpy(b.data(), &v, 4);
+    REQUIRE(pio.write(0xcfc, b));
+}
+// The MSI-X capability's offset in `slot`'s configuration space (0: none).
+uint16_t pci_msix_cap(vmm::Bus& pio, uint8_t slot) {
+    uint16_t cap = static_cast<uint16_t>(pci_cfg_read(pio, slot, 0x34) & 0xff);
+    while (cap != 0 && (pci_cfg_read(pio, slot, cap) & 0xff) != 0x11) {
+        cap = static_cast<uint16_t>((pci_cfg_read(pio, slot, cap) >> 8) & 0xff);
+    }
+    return cap;
+}
+
+}  // namespace
+
 TEST_CASE("device manager: with PCI enabled, devices are PCI functions with MSI-X irqfds and notify ioeventfds "
           "that follow the BAR",
           "[device_manager][pci]") {
@@ -575,24 +607,8 @@ TEST_CASE("device manager: with PCI enabled, devices are PCI functions with MSI-
     f.dm.attach(balloon());  // 2 queues: 3 vectors
     f.dm.attach(balloon());
     // Configuration space through 0xCF8/0xCFC: 00:01.0 and 00:02.0 are virtio-balloon (0x1045).
-    auto cfg = [&](uint8_t slot, uint16_t reg) {
-        const uint32_t a = 0x80000000u | (uint32_t{slot} << 11) | reg;
-        std::array<uint8_t, 4> b{};
-        std::memcpy(b.data(), &a, 4);
-        REQUIRE(pio.write(0xcf8, b));
-        REQUIRE(pio.read(0xcfc, b));
-        uint32_t v = 0;
-        std::memcpy(&v, b.data(), 4);
-        return v;
-    };
-    auto cfg_write = [&](uint8_t slot, uint16_t reg, uint32_t v) {
-        const uint32_t a = 0x80000000u | (uint32_t{slot} << 11) | reg;
-        std::array<uint8_t, 4> b{};
-        std::memcpy(b.data(), &a, 4);
-        REQUIRE(pio.write(0xcf8, b));
-        std::memcpy(b.data(), &v, 4);
-        REQUIRE(pio.write(0xcfc, b));
-    };
+    auto cfg = [&](uint8_t slot, uint16_t reg) { return pci_cfg_read(pio, slot, reg); };
+    auto cfg_write = [&](uint8_t slot, uint16_t reg, uint32_t v) { pci_cfg_write(pio, slot, reg, v); };
     CHECK(cfg(0, 0) == 0x0d578086);
     CHECK(cfg(1, 0) == 0x10451af4);
     CHECK(cfg(2, 0) == 0x10451af4);
@@ -634,12 +650,76 @@ TEST_CASE("device manager: with PCI enabled, devices are PCI functions with MSI-
     f.w32(entry + 8, 0x4031);
     f.w32(entry + 12, 0);
     CHECK(f.vm.msi_routes.empty());  // MSI-X not enabled yet
-    uint16_t cap = static_cast<uint16_t>(cfg(1, 0x34) & 0xff);
-    while (cap != 0 && (cfg(1, cap) & 0xff) != 0x11) cap = static_cast<uint16_t>((cfg(1, cap) >> 8) & 0xff);
+    const uint16_t cap = pci_msix_cap(pio, 1);
     REQUIRE(cap != 0);
     cfg_write(1, cap, (cfg(1, cap) & 0xffff) | (0x8000u << 16));
     REQUIRE(f.vm.msi_routes.count(25) == 1);
     CHECK(f.vm.msi_routes[25] == std::make_pair(uint64_t{0xfee00000}, uint32_t{0x4031}));
+}
+
+TEST_CASE("device manager: with PCI, a restore decodes the BARs where they were and routes the MSI-X vectors again",
+          "[device_manager][pci][snapshot]") {
+    Fixture f;
+    vmm::Bus pio{"pio"};
+    f.dm.enable_pci(pio);
+    f.dm.attach(balloon());
+    // The driver moves 00:01.0's BAR, enables memory space, programs and unmasks vector 1 and
+    // enables MSI-X; the last thing it did was select 00:01.0's command register.
+    const uint64_t moved = layout::kPciMmioStart + 0x100000;
+    pci_cfg_write(pio, 1, 0x10, static_cast<uint32_t>(moved));
+    const uint64_t entry = moved + virtio::pci_layout::kMsixTable + 16;
+    pci_cfg_write(pio, 1, 0x04, 0x6);
+    f.w32(entry, 0xfee00000);
+    f.w32(entry + 8, 0x4031);
+    f.w32(entry + 12, 0);
+    const uint16_t cap = pci_msix_cap(pio, 1);
+    REQUIRE(cap != 0);
+    pci_cfg_write(pio, 1, cap, (pci_cfg_read(pio, 1, cap) & 0xffff) | (0x8000u << 16));
+    pci_cfg_read(pio, 1, 0x04);
+    const std::vector<vmm::DeviceState> states = f.dm.pause_and_save_devices();
+    const auto root = f.dm.save_pci_root();
+    REQUIRE(root);
+
+    Fixture g;
+    vmm::Bus gpio{"pio"};
+    g.dm.enable_pci(gpio);
+    g.dm.attach(balloon());
+    SECTION("restored") {
+        g.dm.restore_devices(states, std::span<const uint8_t>(*root));
+        // The notify ioeventfds at the BAR's saved address; the vector's route set again.
+        REQUIRE(g.vm.ioeventfds.size() == 2);
+        CHECK(g.vm.ioeventfds[0].addr == moved + virtio::pci_layout::kNotify);
+        CHECK(g.vm.ioeventfds[1].addr == moved + virtio::pci_layout::kNotify + 4);
+        CHECK(g.vm.msi_routes == f.vm.msi_routes);
+        REQUIRE(g.vm.msi_routes.count(25) == 1);
+        // The address latch: a data read goes on where the driver left it (the command register).
+        std::array<uint8_t, 4> b{};
+        REQUIRE(gpio.read(0xcfc, b));
+        CHECK((b[0] & 0x6) == 0x6);
+        // The common config answers at the moved BAR.
+        std::array<uint8_t, 2> nq{};
+        REQUIRE(g.bus.read(moved + virtio::common_cfg::kNumQueues, nq));
+        CHECK(nq[0] == 2);
+        CHECK(pci_cfg_read(gpio, 1, 0x10) == (static_cast<uint32_t>(moved) | 0x4));
+    }
+    SECTION("the PCI root's state missing, or given to a VM without PCI, is refused") {
+        CHECK(error_of<embervm::StateError>([&] { g.dm.restore_devices(states); }) ==
+              "snapshot: no saved state for the PCI root (the VM has enable_pci)");
+        Fixture h;
+        h.dm.attach(balloon());
+        CHECK(error_of<embervm::StateError>([&] { h.dm.restore_devices(states, std::span<const uint8_t>(*root)); }) ==
+              "snapshot: saved state of a PCI root, which this VM does not have");
+    }
+    SECTION("a corrupt root state is refused before any device is restored") {
+        auto bad = *root;
+        bad[4] = 0x01;  // a reserved bit of the address latch
+        const std::string what =
+            error_of<embervm::StateError>([&] { g.dm.restore_devices(states, std::span<const uint8_t>(bad)); });
+        CHECK(what.find("pci-root: saved state field 'config address'") != std::string::npos);
+        CHECK(g.vm.msi_routes.empty());
+        CHECK(g.vm.ioeventfds.empty());
+    }
+    f.dm.resume_devices();
 }
 
 TEST_CASE("device manager: PCI must be enabled before devices are attached", "[device_manager][pci]") {
