@@ -7,7 +7,8 @@
 // stop (GET_VRING_BASE). Any step may end in ProtocolError, which ends the conversation as it
 // ends the device's in the VMM; nothing else may escape.
 //
-// Oracles besides the sanitizers: GET_CONFIG returns exactly the bytes asked for, only protocol
+// Oracles besides the sanitizers: GET_CONFIG returns exactly the bytes asked for (and refuses a
+// request beyond the protocol's 256 bytes with Error, the caller's mistake), only protocol
 // features the frontend asked for are negotiated, the queue count is at least 1, and no
 // descriptor the backend attached stays open in this process (the frontend must close what it
 // refuses).
@@ -81,7 +82,18 @@ void converse(FuzzInput& in, int frontend_fd_raw) {
             if (f.has_protocol_feature(bit)) check(((wanted >> bit) & 1) != 0, "a protocol feature not asked for");
         }
         check(f.queue_num() >= 1, "queue count 0");
-        if (f.has_protocol_feature(vu::kProtocolConfig) && config_size > 0) {
+        if (f.has_protocol_feature(vu::kProtocolConfig) && config_size > vu::kMaxConfigSize) {
+            // More than the protocol's limit is the caller's mistake: refused before it is sent.
+            bool refused = false;
+            try {
+                (void)f.get_config(config_offset, config_size);
+            } catch (const vu::ProtocolError&) {
+                throw;
+            } catch (const embervm::Error&) {
+                refused = true;
+            }
+            check(refused, "GET_CONFIG beyond kMaxConfigSize not refused");
+        } else if (f.has_protocol_feature(vu::kProtocolConfig) && config_size > 0) {
             const auto cfg = f.get_config(config_offset, config_size);
             check(cfg.size() == config_size, "GET_CONFIG: not the size asked for");
         }

@@ -110,6 +110,10 @@ private:
         irq_ = FakeInterrupt{};
         for (auto& q : queues_) q.reset();
         drivers_.clear();
+        // A driver sets a device up with fresh rings (Linux allocates them zeroed): what a
+        // previous activation left there would read as entries this one's driver never made.
+        for (uint16_t q = 0; q < 3; q++) mem_.fill(GuestAddress(kRingBase * q), kRingBase, 0);
+        rx_rings_overwritten_ = false;
         for (uint16_t q = 0; q < 3; q++) {
             drivers_.push_back(std::make_unique<RingDriver>(mem_, queues_[q], kRingBase * q, kRing));
             queues_[q].set_event_idx_enabled((acked & embervm::virtio::feature::kRingEventIdx) != 0);
@@ -149,7 +153,11 @@ private:
             case 8: {
                 // Raw bytes anywhere in guest memory (a ring entry, a header being read).
                 const uint64_t addr = in_.guest_addr();
-                mem_.try_write(GuestAddress(addr), in_.bytes(in_.u8() % 64));
+                const auto bytes = in_.bytes(in_.u8() % 64);
+                if (mem_.try_write(GuestAddress(addr), bytes) && addr < kRingBase * (kRxQueue + 1) &&
+                    addr + bytes.size() > kRingBase * kRxQueue) {
+                    rx_rings_overwritten_ = true;
+                }
                 break;
             }
             case 9:
@@ -209,13 +217,17 @@ private:
         if (in_.flag()) kick(kRxQueue);
     }
 
-    // Every packet the device published since the last look.
+    // Every packet the device published since the last look. Once the guest overwrote the
+    // receive queue's rings with raw bytes, the device may have filled buffers this driver never
+    // posted (and the used ring say anything): its packets are not checked until the next
+    // activation.
     void check_received() {
         const auto used_idx = mem_.read_obj<uint16_t>(GuestAddress(kRingBase * kRxQueue + 0x2000 + 2));
         while (rx_seen_ != used_idx && rx_outstanding_ > 0) {
             const auto [id, len] = drivers_[kRxQueue]->used(rx_seen_);
             rx_seen_++;
             rx_outstanding_--;
+            if (rx_rings_overwritten_) continue;
             const RxSlot s = rx_slots_[id % kRing];
             check(len <= s.len, "receive: used length beyond the buffer");
             if (len < sizeof(PacketHeader)) continue;  // only a broken device writes less
@@ -297,6 +309,7 @@ private:
     std::array<RxSlot, kRing> rx_slots_{};
     std::vector<uint32_t> host_ports_;
     uint16_t rx_seen_ = 0;
+    bool rx_rings_overwritten_ = false;
     uint32_t rx_outstanding_ = 0;
     uint32_t rx_posted_ = 0;
     uint32_t tx_slot_ = 0;

@@ -52,7 +52,10 @@ public:
     // GET_QUEUE_NUM's answer with MQ (at least 1), 1 without.
     uint32_t queue_num() const { return queue_num_; }
 
-    // GET_CONFIG (needs the CONFIG protocol feature): `size` bytes at `offset`.
+    // GET_CONFIG (needs the CONFIG protocol feature): `size` bytes at `offset`. The size is the
+    // caller's (a device's fixed configuration layout): more than kMaxConfigSize is the caller's
+    // mistake, refused with Error before anything is sent; the backend's answer is checked
+    // (ProtocolError).
     std::vector<uint8_t> get_config(uint32_t offset, uint32_t size);
     // SET_FEATURES with the device features the driver accepted; adds
     // VHOST_USER_F_PROTOCOL_FEATURES when it was negotiated (the backend needs to see it).
