@@ -19,7 +19,6 @@ constexpr uint32_t kMsrStar = 0xc0000081;
 constexpr uint32_t kMsrLstar = 0xc0000082;
 constexpr uint32_t kMsrCstar = 0xc0000083;
 constexpr uint32_t kMsrSyscallMask = 0xc0000084;
-constexpr uint32_t kMsrKernelGsBase = 0xc0000102;
 
 constexpr uint64_t kMiscEnableFastStrings = 1;
 constexpr uint64_t kMtrrEnable = 1u << 11;

@@ -11,6 +11,9 @@ namespace embervm::vmm {
 
 class KvmVcpu;
 
+// IA32_KERNEL_GS_BASE (set at boot, saved and restored with a vCPU's state).
+inline constexpr uint32_t kMsrKernelGsBase = 0xc0000102;
+
 // MSR values every vCPU starts with (SYSENTER/SYSCALL MSRs zeroed, TSC 0, fast strings on,
 // MTRRs default write-back).
 std::vector<std::pair<uint32_t, uint64_t>> boot_msrs();

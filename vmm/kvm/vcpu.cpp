@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "vmm/kvm/cpu_setup.h"
 #include "vmm/sys/error.h"
 #include "vmm/kvm/insn_emulator.h"
 #include "vmm/sys/log.h"
@@ -19,7 +20,6 @@ namespace embervm::vmm {
 namespace {
 int kick_signal() { return SIGRTMIN; }
 void kick_handler(int) {}
-constexpr uint32_t kMsrKernelGsBase = 0xc0000102;
 }  // namespace
 
 const char* to_string(VmExit::Reason reason) {

@@ -44,8 +44,10 @@ const char* line_tag(Level l) {
     return "?";
 }
 
-// "../vmm/vmm.cpp" (the path as the build gave it to the compiler) -> "vmm/vmm.cpp".
+// "../vmm/vmm.cpp" (the path as the build gave it to the compiler) -> "vmm/vmm.cpp"; a unity
+// build's "/src/build/../vmm/vmm.cpp" -> "vmm/vmm.cpp" as well.
 std::string_view short_file_name(std::string_view path) {
+    if (const auto up = path.rfind("/../"); up != std::string_view::npos) path.remove_prefix(up + 4);
     while (path.starts_with("../") || path.starts_with("./")) path.remove_prefix(path[1] == '.' ? 3 : 2);
     return path;
 }

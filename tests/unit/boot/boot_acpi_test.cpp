@@ -12,6 +12,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_boot_acpi_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using Catch::Matchers::Contains;
@@ -125,3 +129,5 @@ TEST_CASE("setup_boot refuses ACPI tables it cannot build before writing anythin
     CHECK(mem.read_obj<uint64_t>(GuestAddress(kElfCodeAddr)) == 0);  // no kernel loaded
     CHECK(mem.read_obj<uint64_t>(GuestAddress(layout::kAcpiTablesStart)) == 0);
 }
+
+}  // namespace unit_boot_acpi_test

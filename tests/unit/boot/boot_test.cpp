@@ -11,6 +11,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_boot_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using Catch::Matchers::Contains;
@@ -128,3 +132,5 @@ TEST_CASE("setup_boot reading kernel and initrd from their files leaves guest me
         ::close(ifd);
     }
 }
+
+}  // namespace unit_boot_test

@@ -7,6 +7,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_bzimage_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using Catch::Matchers::Contains;
@@ -184,3 +188,5 @@ TEST_CASE("bzImage command line limit comes from its cmdline_size", "[boot][bzim
                       Contains("kernel command line is 11 bytes, longer than the kernel accepts (10 bytes, "
                                "cmdline_size in the bzImage setup header)"));
 }
+
+}  // namespace unit_bzimage_test

@@ -7,6 +7,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_cmdline_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using Catch::Matchers::Contains;
@@ -48,3 +52,5 @@ TEST_CASE("setup_boot rejects a too long command line before touching guest memo
     o.cmdline = std::string(2047, 'x');
     CHECK(setup_boot(mem, o).cmdline_size == 2048);
 }
+
+}  // namespace unit_cmdline_test

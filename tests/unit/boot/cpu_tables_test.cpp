@@ -5,6 +5,10 @@
 #include "boot/cpu_tables.h"
 #include "tests/unit/boot/test_images.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_cpu_tables_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using embervm::memory::GuestAddress;
@@ -145,3 +149,5 @@ TEST_CASE("Registers for the PVH entry", "[boot][cpu][pvh]") {
     }
     CHECK(sregs.gdt.base == layout::kGdtAddr);
 }
+
+}  // namespace unit_cpu_tables_test

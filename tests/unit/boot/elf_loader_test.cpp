@@ -11,6 +11,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_elf_loader_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using Catch::Matchers::Contains;
@@ -281,3 +285,5 @@ TEST_CASE("ELF segments must lie in guest RAM above 1 MiB", "[boot][elf]") {
                           Contains("ELF program header 1 loads at [0x7000, +0x4000), below 1 MiB"));
     }
 }
+
+}  // namespace unit_elf_loader_test

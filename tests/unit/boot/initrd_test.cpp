@@ -6,6 +6,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_initrd_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using Catch::Matchers::Contains;
@@ -68,3 +72,5 @@ TEST_CASE("setup_boot places and copies the initrd", "[boot][initrd]") {
         CHECK_THROWS_WITH(setup_boot(mem, o), Contains("initrd of 0x100123 bytes (2 MiB) does not fit"));
     }
 }
+
+}  // namespace unit_initrd_test

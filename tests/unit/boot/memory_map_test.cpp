@@ -6,6 +6,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_memory_map_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using Catch::Matchers::Contains;
@@ -64,3 +68,5 @@ TEST_CASE("reserve_in_memory_map adds a reserved range in address order, never o
     CHECK_THROWS_WITH(reserve_in_memory_map(map, 0xe0080000, 0x100000), Contains("overlaps"));
     CHECK_THROWS_WITH(reserve_in_memory_map(map, 0x1000, 0x1000), Contains("overlaps"));
 }
+
+}  // namespace unit_memory_map_test

@@ -9,6 +9,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_mptable_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using Catch::Matchers::Contains;
@@ -137,3 +141,5 @@ TEST_CASE("setup_boot checks the vCPU count", "[boot][mptable]") {
     setup_boot(mem, o);
     CHECK(parse(mem).cpus.size() == 4);
 }
+
+}  // namespace unit_mptable_test

@@ -7,6 +7,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_pvh_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using embervm::memory::GuestAddress;
@@ -66,3 +70,5 @@ TEST_CASE("PVH start info without an initrd has no modules", "[boot][pvh]") {
     CHECK(info.modlist_paddr == 0);
     CHECK(info.memmap_entries == 3);
 }
+
+}  // namespace unit_pvh_test

@@ -16,6 +16,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_real_kernel_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using embervm::memory::GuestAddress;
@@ -175,3 +179,5 @@ TEST_CASE("Stock Debian bzImage loads through the 64-bit boot protocol", "[boot]
     CHECK(val(bz.header.relocatable_kernel) == 1);
     check_bzimage_boot(image);
 }
+
+}  // namespace unit_real_kernel_test

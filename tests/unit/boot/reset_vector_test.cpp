@@ -8,6 +8,10 @@
 #include "boot/reset_vector.h"
 #include "tests/unit/boot/test_images.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_reset_vector_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using embervm::memory::GuestAddress;
@@ -44,3 +48,5 @@ TEST_CASE("setup_boot writes the reset vector stub with and without ACPI", "[boo
         CHECK(got == reset_vector_stub());
     }
 }
+
+}  // namespace unit_reset_vector_test

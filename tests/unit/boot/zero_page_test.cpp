@@ -12,6 +12,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_zero_page_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::test;
 using Catch::Matchers::Contains;
@@ -170,3 +174,5 @@ TEST_CASE("build_zero_page refuses a memory map larger than the e820 table", "[b
     p.memory_map.resize(E820_MAX_ENTRIES_ZEROPAGE + 1);
     CHECK_THROWS_WITH(build_zero_page(p), Contains("memory map has 129 entries, the zero page holds at most 128"));
 }
+
+}  // namespace unit_zero_page_test

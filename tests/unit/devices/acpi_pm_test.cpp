@@ -14,6 +14,10 @@
 #include "tests/unit/vmm/test_support.h"
 #include "vmm/sys/log.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_acpi_pm_test {
+
 using embervm::devices::AcpiPm;
 namespace acpi = embervm::boot::acpi;
 namespace layout = embervm::boot::layout;
@@ -120,3 +124,5 @@ TEST_CASE("ACPI PM: power-off and reset are logged at INFO", "[devices][acpi_pm]
     CHECK_THAT(text, Catch::Contains("INFO") && Catch::Contains("guest powered off (ACPI S5)"));
     CHECK_THAT(text, Catch::Contains("guest reset (ACPI reset)"));
 }
+
+}  // namespace unit_acpi_pm_test

@@ -7,6 +7,10 @@
 
 #include "devices/boot_timer.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_boot_timer_test {
+
 using embervm::devices::BootTimer;
 using namespace std::chrono_literals;
 
@@ -60,3 +64,5 @@ TEST_CASE("boot timer: a later magic write replaces the measurement", "[devices]
     REQUIRE(first.has_value());
     CHECK(*dev.boot_time() > *first);
 }
+
+}  // namespace unit_boot_timer_test

@@ -7,6 +7,10 @@
 #include "devices/bus.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_bus_test {
+
 using embervm::vmm::Bus;
 using embervm::vmm::BusDevice;
 
@@ -54,3 +58,5 @@ TEST_CASE("bus refuses overlapping and empty ranges", "[bus]") {
     CHECK_THROWS_AS(bus.insert(std::make_shared<Recorder>(), ~0ULL - 1, 4), embervm::Error);
     bus.insert(std::make_shared<Recorder>(), 0x1100, 1);
 }
+
+}  // namespace unit_bus_test

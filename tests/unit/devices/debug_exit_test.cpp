@@ -6,6 +6,10 @@
 
 #include "devices/debug_exit.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_debug_exit_test {
+
 using embervm::devices::DebugExit;
 
 TEST_CASE("debug exit: byte writes report the status", "[devices][debug_exit]") {
@@ -44,3 +48,5 @@ TEST_CASE("debug exit: writes not at the port and reads do nothing", "[devices][
     CHECK(calls == 0);
     CHECK(DebugExit::kSize == 4);
 }
+
+}  // namespace unit_debug_exit_test

@@ -11,6 +11,10 @@
 #include "devices/i8042.h"
 #include "tests/unit/devices/fakes.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_i8042_test {
+
 using embervm::devices::I8042;
 using embervm::devices::testing::CountingIrq;
 using embervm::devices::testing::read8;
@@ -437,3 +441,5 @@ TEST_CASE("i8042: a saved state with bad fields is refused naming the field, the
     a.command(0x20);
     CHECK(a.drain() == std::vector<uint8_t>{0x65});  // the power-on command byte
 }
+
+}  // namespace unit_i8042_test

@@ -13,6 +13,10 @@
 #include "devices/pci/pci_bus.h"
 #include "vmm/sys/state_stream.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_pci_bus_test {
+
 using namespace embervm::devices::pci;
 
 namespace {
@@ -500,3 +504,5 @@ TEST_CASE("PCI root: corrupt saved state and a BAR outside the window are refuse
         CHECK_FALSE(b.decoded_bar(slot, 0));
     }
 }
+
+}  // namespace unit_pci_bus_test

@@ -23,6 +23,10 @@
 #include "tests/unit/temp_dir.h"
 #include "vmm/sys/log.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_serial_test {
+
 using embervm::devices::Serial;
 using embervm::devices::testing::CountingIrq;
 using embervm::devices::testing::read8;
@@ -530,3 +534,5 @@ TEST_CASE("serial: a saved state with bad fields is refused naming the field, th
     CHECK_THROWS_WITH(a.serial.restore_state(r), expected);
     CHECK(a.reg(kScr) == 0x11);
 }
+
+}  // namespace unit_serial_test

@@ -15,6 +15,10 @@
 #include "memory/guest_memory.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_guest_memory_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using embervm::memory::GuestMemoryError;
@@ -211,3 +215,5 @@ TEST_CASE("memfd-backed guest memory is seen by a second mapping of its fds", "[
     CHECK(other[0x1000] == 0);
     ::munmap(p, shared[1].size);
 }
+
+}  // namespace unit_guest_memory_test

@@ -12,6 +12,10 @@
 #include "tests/unit/virtio/ring_driver.h"
 #include "virtio/balloon/balloon_device.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_balloon_device_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::virtio;
@@ -219,3 +223,5 @@ TEST_CASE("balloon: buffers queued before activation are processed at activation
     CHECK_FALSE(dev.request_stats());  // the held buffer was forgotten
     CHECK(dev.actual_pages() == 0);
 }
+
+}  // namespace unit_balloon_device_test

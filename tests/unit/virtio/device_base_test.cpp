@@ -17,6 +17,10 @@
 #include "vmm/sys/event_loop.h"
 #include "vmm/sys/eventfd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_device_base_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::virtio;
@@ -197,3 +201,5 @@ TEST_CASE("DeviceBase: a device destroyed with a kick pending is not called", "[
     // The watches went with the device: nobody read the kick.
     CHECK(f.events[0].consume() == 1);
 }
+
+}  // namespace unit_device_base_test

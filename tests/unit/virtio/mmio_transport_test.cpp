@@ -18,6 +18,10 @@
 #include "virtio/virtio_defs.h"
 #include "fake_transport_device.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_mmio_transport_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::virtio;
@@ -473,3 +477,5 @@ TEST_CASE("virtio-mmio end to end: a kick is served and the used buffer signalle
     CHECK(f.irq->count() == 1);
     CHECK_FALSE(f.t.needs_reset());
 }
+
+}  // namespace unit_mmio_transport_test

@@ -10,6 +10,10 @@
 
 #include <catch2/catch.hpp>
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_net_device_test {
+
 using namespace std::chrono_literals;
 using namespace embervm::virtio::net::net_test;
 
@@ -438,3 +442,5 @@ TEST_CASE("net: reset while a frame waits for buffers", "[virtio][net]") {
     CHECK(h.bytes(kBufs + 0x8000 + kNetHdrSize, 60) == packet(60, 2));
     CHECK(h.irq.errors.empty());
 }
+
+}  // namespace unit_net_device_test

@@ -6,6 +6,10 @@
 
 #include <catch2/catch.hpp>
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_net_rate_limiter_test {
+
 using namespace std::chrono_literals;
 using namespace embervm::virtio::net::net_test;
 
@@ -104,3 +108,5 @@ TEST_CASE("net rate limiter: RX stops reading the TAP while throttled and resume
     CHECK_FALSE(timer.armed());
     CHECK_FALSE(h.dev->counters().rx_throttled);
 }
+
+}  // namespace unit_net_rate_limiter_test

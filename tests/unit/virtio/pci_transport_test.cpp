@@ -18,6 +18,10 @@
 #include "virtio/pci_transport.h"
 #include "virtio/virtio_defs.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_pci_transport_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::virtio;
@@ -636,3 +640,5 @@ TEST_CASE("virtio-pci: truncated and corrupt saved states are refused naming the
     SECTION("a pending bit beyond the vectors") { corrupt(PciBlob::kPba, 0x0a, "'MSI-X PBA'"); }
     SECTION("a vector count of another function") { corrupt(PciBlob::kMsixEntries - 2, 4, "'MSI-X vector count'"); }
 }
+
+}  // namespace unit_pci_transport_test

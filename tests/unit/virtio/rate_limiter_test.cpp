@@ -7,6 +7,10 @@
 
 #include "tests/unit/virtio/fake_rate_limiter_clock.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_rate_limiter_test {
+
 using namespace std::chrono_literals;
 using namespace embervm::virtio;
 using embervm::virtio::testing::FakeRateLimiterClock;
@@ -212,3 +216,5 @@ TEST_CASE("rate limiter: the real timer is a timerfd that fires", "[virtio][rate
     CHECK(rl.on_timer());
     CHECK(rl.consume(1));
 }
+
+}  // namespace unit_rate_limiter_test

@@ -34,6 +34,10 @@
 #include "vmm/sys/event_loop.h"
 #include "vmm/sys/state_stream.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_saved_state_test {
+
 using embervm::StateError;
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
@@ -509,3 +513,5 @@ TEST_CASE("snapshot: a device that cannot be saved is refused by name", "[virtio
     Side a(mem, std::make_shared<Unsaveable>());
     CHECK_THROWS_WITH(a.transport->save_state(), "snapshot: test device 'x' cannot be saved");
 }
+
+}  // namespace unit_saved_state_test

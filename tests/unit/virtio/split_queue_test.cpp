@@ -14,6 +14,10 @@
 #include "virtio/queue.h"
 #include "virtio/virtio_defs.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_split_queue_test {
+
 using Catch::Matchers::Contains;
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
@@ -680,3 +684,5 @@ TEST_CASE("add_used_batch publishes several used elements with one index update"
     r.queue.add_used_batch(r.mem, {});
     CHECK(r.used_idx() == 1);
 }
+
+}  // namespace unit_split_queue_test

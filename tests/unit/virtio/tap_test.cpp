@@ -30,6 +30,10 @@
 #include "virtio/net/net_device.h"
 #include "virtio/net/tap.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_tap_test {
+
 using embervm::virtio::net::kNetHdrSize;
 using embervm::virtio::net::Tap;
 namespace net_feature = embervm::virtio::net::net_feature;
@@ -299,3 +303,5 @@ TEST_CASE("tap: frames both ways through a real TAP device", "[virtio][net][tap]
     INFO("child exit status " << rc << " (see stderr for the failed step)");
     CHECK(rc == 0);
 }
+
+}  // namespace unit_tap_test

@@ -12,6 +12,10 @@
 #include "virtio/vhost_state.h"
 #include "vmm/sys/state_stream.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_vhost_state_test {
+
 using embervm::StateError;
 using embervm::StateReader;
 using embervm::StateWriter;
@@ -131,3 +135,5 @@ TEST_CASE("vhost state: the wait for requests in flight ends when the used ring 
     CHECK(done.empty());
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(4));
 }
+
+}  // namespace unit_vhost_state_test

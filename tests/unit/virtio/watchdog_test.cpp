@@ -15,6 +15,10 @@
 
 #include "ring_driver.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_watchdog_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::virtio;
@@ -246,3 +250,5 @@ TEST_CASE("Queue::progress reads the driver's indexes without touching the queue
     q.set_avail_ring(GuestAddress(0x20000));
     CHECK_FALSE(q.progress(mem).has_value());
 }
+
+}  // namespace unit_watchdog_test

@@ -13,6 +13,10 @@
 #include "vmm/config/cli.h"
 #include "vmm/config/from_json.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_cli_test {
+
 using embervm::vmm::BootProtocol;
 using embervm::vmm::CliError;
 using embervm::vmm::CliOptions;
@@ -303,3 +307,5 @@ TEST_CASE("cli: --restore takes a snapshot and its memory file, and no flag that
           "PUT /snapshot/load)");
     CHECK_THAT(cli_error({"--restore", "/s", "--restore-mem", "/m", "--mem", "64"}), Catch::StartsWith("--mem: cannot"));
 }
+
+}  // namespace unit_cli_test

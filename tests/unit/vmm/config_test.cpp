@@ -15,6 +15,10 @@
 #include "vmm/config/to_json.h"
 #include "vmm/config/validate.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_config_test {
+
 using embervm::vmm::BootSourceConfig;
 using embervm::vmm::ConfigError;
 using embervm::vmm::MachineConfig;
@@ -370,3 +374,5 @@ TEST_CASE("config: to_json writes bytes that are not UTF-8 as \\xHH", "[config]"
     CHECK(j["logger"]["log_path"] == "/log\\xff");
     CHECK(j["metrics"]["metrics_path"] == "/metrics\\xff");
 }
+
+}  // namespace unit_config_test

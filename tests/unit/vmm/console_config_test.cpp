@@ -16,6 +16,10 @@
 #include "vmm/config/from_json.h"
 #include "vmm/config/to_json.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_console_config_test {
+
 namespace vmm = embervm::vmm;
 using embervm::test::config_error;
 using embervm::test::TempDir;
@@ -68,3 +72,5 @@ TEST_CASE("cli: --console", "[cli][console]") {
     CHECK_THROWS_WITH(parse({"--console"}), "--console: missing value");
     CHECK(vmm::usage_text().find("--console TYPE") != std::string::npos);
 }
+
+}  // namespace unit_console_config_test

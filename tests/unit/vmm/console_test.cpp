@@ -21,6 +21,10 @@
 #include "vmm/console.h"
 #include "vmm/sys/fd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_console_test {
+
 using embervm::FileDescriptor;
 using embervm::devices::Serial;
 using embervm::devices::testing::read8;
@@ -163,3 +167,5 @@ TEST_CASE("console: input that cannot be watched is not attached", "[vmm][consol
     ::close(fds[0]);
     CHECK(StdinConsole::attach(io, serial, [] {}, fds[0]) == nullptr);  // closed
 }
+
+}  // namespace unit_console_test

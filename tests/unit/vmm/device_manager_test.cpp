@@ -48,6 +48,10 @@
 #include "vmm/sys/error.h"
 #include "vmm/sys/fd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_device_manager_test {
+
 namespace layout = embervm::boot::layout;
 namespace mmio = embervm::virtio::mmio;
 namespace virtio = embervm::virtio;
@@ -784,3 +788,5 @@ TEST_CASE("device manager: pause_and_save_devices stops the devices, restore_dev
         f.dm.resume_devices();
     }
 }
+
+}  // namespace unit_device_manager_test

@@ -17,6 +17,10 @@
 #include "vmm/config/to_json.h"
 #include "vmm/config/validate.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_drive_config_test {
+
 namespace vmm = embervm::vmm;
 
 namespace {
@@ -204,3 +208,5 @@ TEST_CASE("drives: a vhost-user drive has a socket instead of an image", "[confi
     CHECK_THAT(drives_error(R"([{"drive_id": "d", "is_root_device": false}])"),
                Catch::StartsWith("drives[0].path_on_host"));
 }
+
+}  // namespace unit_drive_config_test

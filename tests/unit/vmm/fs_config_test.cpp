@@ -13,6 +13,10 @@
 #include "vmm/config/from_json.h"
 #include "vmm/config/to_json.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_fs_config_test {
+
 namespace vmm = embervm::vmm;
 using embervm::test::config_error;
 using embervm::test::TempDir;
@@ -98,3 +102,5 @@ TEST_CASE("cli: --fs", "[cli][fs]") {
     CHECK_THROWS_WITH(vmm::resolve_config(o), Catch::Contains("--fs: fs[1].tag: 'a' is used by another fs device"));
     CHECK(vmm::usage_text().find("--fs SPEC") != std::string::npos);
 }
+
+}  // namespace unit_fs_config_test

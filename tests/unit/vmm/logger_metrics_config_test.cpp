@@ -24,6 +24,10 @@
 #include "vmm/config/validate.h"
 #include "vmm/sys/log.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_logger_metrics_config_test {
+
 namespace vmm = embervm::vmm;
 namespace elog = embervm::log;
 using nlohmann::json;
@@ -210,3 +214,5 @@ TEST_CASE("cli: --log-path and --metrics-path", "[cli][logger][metrics]") {
     CHECK(vmm::usage_text().find("--metrics-path PATH") != std::string::npos);
     CHECK(vmm::usage_text().find("--log-path PATH") != std::string::npos);
 }
+
+}  // namespace unit_logger_metrics_config_test

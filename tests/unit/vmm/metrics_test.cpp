@@ -28,6 +28,10 @@
 #include "vmm/metrics.h"
 #include "vmm/kvm/vcpu.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_metrics_test {
+
 namespace vmm = embervm::vmm;
 using nlohmann::json;
 using namespace std::chrono_literals;
@@ -248,3 +252,5 @@ TEST_CASE("metrics: writer errors", "[metrics]") {
     CHECK(writer.lines_dropped() == static_cast<uint64_t>(20 - ok));
     close(reader);
 }
+
+}  // namespace unit_metrics_test

@@ -18,6 +18,10 @@
 #include "vmm/config/config.h"
 #include "vmm/config/to_json.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_net_balloon_config_test {
+
 namespace vmm = embervm::vmm;
 
 namespace {
@@ -275,3 +279,5 @@ TEST_CASE("cli: --net and --balloon merge with a config file", "[cli][net][ballo
     CHECK(resolve_error(parse({"--config", config.c_str(), "--mem", "16"})) ==
           "balloon.amount_mib: 32 MiB is more than the guest's memory (machine-config.mem_size_mib 16)");
 }
+
+}  // namespace unit_net_balloon_config_test

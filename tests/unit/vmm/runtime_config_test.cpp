@@ -5,6 +5,10 @@
 #include "vmm/config/config.h"
 #include "vmm/runtime_config.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_runtime_config_test {
+
 namespace vmm = embervm::vmm;
 
 namespace {
@@ -56,3 +60,5 @@ TEST_CASE("RuntimeConfig: the balloon's run-time target and statistics interval"
     CHECK(rc.snapshot().balloon->amount_mib == 16);
     CHECK(rc.snapshot().balloon->stats_polling_interval_s == 5);
 }
+
+}  // namespace unit_runtime_config_test

@@ -14,6 +14,10 @@
 #include "vmm/config/from_json.h"
 #include "vmm/config/to_json.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_vsock_config_test {
+
 namespace vmm = embervm::vmm;
 using embervm::test::config_error;
 using embervm::test::TempDir;
@@ -71,3 +75,5 @@ TEST_CASE("cli: --vsock", "[cli][vsock]") {
     CHECK(config.vsock->uds_path == "/b");
     CHECK(vmm::usage_text().find("--vsock SPEC") != std::string::npos);
 }
+
+}  // namespace unit_vsock_config_test

@@ -10,6 +10,10 @@
 #include "tests/unit/boot/acpi/acpi_test_util.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_aml_test {
+
 using namespace embervm::boot::acpi;
 using aml::Bytes;
 using embervm::acpi_test::byte_sum;
@@ -178,3 +182,5 @@ TEST_CASE("resource descriptors and the End Tag checksum", "[acpi][aml]") {
     CHECK(descriptors[descriptors.size() - 2] == 0x79);
     CHECK(byte_sum(descriptors) == 0);
 }
+
+}  // namespace unit_aml_test

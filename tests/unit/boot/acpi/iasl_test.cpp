@@ -13,6 +13,10 @@
 #include "boot/acpi/tables.h"
 #include "tests/unit/boot/acpi/acpi_test_util.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_iasl_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::acpi;
 using namespace embervm::acpi_test;
@@ -196,3 +200,5 @@ TEST_CASE("acpiexec loads the tables and evaluates \\_S5 and every device's _CRS
     CHECK(count(r.output, "[String] Length 08 = \"LNRO0005\"") == 8);
     CHECK(count(r.output, "_CRS returned object") == 10);
 }
+
+}  // namespace unit_iasl_test

@@ -17,6 +17,10 @@
 #include "tests/unit/boot/test_images.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_tables_test {
+
 using namespace embervm::boot;
 using namespace embervm::boot::acpi;
 using embervm::boot::test::peek;
@@ -281,3 +285,5 @@ TEST_CASE("the tables go to the e820-reserved BIOS area, where a guest's scan fi
     }
     CHECK(reserved);
 }
+
+}  // namespace unit_tables_test

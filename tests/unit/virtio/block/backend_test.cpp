@@ -19,6 +19,10 @@
 #include "virtio/block/backend.h"
 #include "vmm/sys/error.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_backend_test {
+
 using namespace embervm::virtio::block;
 
 namespace {
@@ -529,3 +533,5 @@ TEST_CASE("block backend: destroying the io_uring backend waits for requests in 
         CHECK(bufs[i] == img.original(4096 * i, 4096));
     }
 }
+
+}  // namespace unit_backend_test

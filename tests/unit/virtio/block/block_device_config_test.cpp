@@ -9,6 +9,10 @@
 
 #include "tests/unit/virtio/block/block_harness.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_block_device_config_test {
+
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
 using namespace embervm::virtio::testing;
@@ -91,3 +95,5 @@ TEST_CASE("virtio-blk device: configuration space, byte by byte and at every wid
     h.dev->read_config(0, after);
     CHECK(after == want);
 }
+
+}  // namespace unit_block_device_config_test

@@ -7,6 +7,10 @@
 #include "tests/unit/virtio/block/block_harness.h"
 #include "tests/unit/virtio/temp_image.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_block_device_counters_test {
+
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
 using namespace embervm::virtio::testing;
@@ -71,3 +75,5 @@ TEST_CASE("virtio-blk counters: a malformed chain is one device error", "[virtio
     CHECK(h.dev->counters().device_errors == 1);
     CHECK(h.dev->counters().read_requests == 0);
 }
+
+}  // namespace unit_block_device_counters_test

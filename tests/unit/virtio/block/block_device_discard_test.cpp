@@ -7,6 +7,10 @@
 
 #include "tests/unit/virtio/block/block_harness.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_block_device_discard_test {
+
 using embervm::memory::GuestAddress;
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
@@ -135,3 +139,5 @@ TEST_CASE("virtio-blk device: DISCARD and WRITE_ZEROES without the feature are U
     CHECK(h.status(z) == blk_status::kUnsupp);
     CHECK(h.backend->log.empty());
 }
+
+}  // namespace unit_block_device_discard_test

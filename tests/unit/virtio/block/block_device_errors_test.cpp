@@ -9,6 +9,10 @@
 
 #include "tests/unit/virtio/block/block_harness.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_block_device_errors_test {
+
 using embervm::memory::GuestAddress;
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
@@ -156,3 +160,5 @@ TEST_CASE("virtio-blk device: data buffers in the wrong direction", "[virtio][bl
     }
     CHECK(h.irq.errors.empty());
 }
+
+}  // namespace unit_block_device_errors_test

@@ -8,6 +8,10 @@
 #include "tests/unit/virtio/block/block_harness.h"
 #include "tests/unit/virtio/temp_image.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_block_device_image_test {
+
 using embervm::memory::GuestAddress;
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
@@ -110,3 +114,5 @@ TEST_CASE("virtio-blk device: real backends with a tiny queue depth", "[virtio][
     }
     CHECK(h.irq.errors.empty());
 }
+
+}  // namespace unit_block_device_image_test

@@ -10,6 +10,10 @@
 
 #include "tests/unit/virtio/block/block_harness.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_block_device_io_test {
+
 using embervm::memory::GuestAddress;
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
@@ -293,3 +297,5 @@ TEST_CASE("virtio-blk device: a read-only drive", "[virtio][block][block_device]
     CHECK(h.backend->log[0].op == IoRequest::Op::Read);
     CHECK(h.backend->disk == before);
 }
+
+}  // namespace unit_block_device_io_test

@@ -15,6 +15,10 @@
 #include "tests/unit/virtio/temp_image.h"
 #include "virtio/mmio_transport.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_block_device_lifecycle_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::virtio;
@@ -355,3 +359,5 @@ TEST_CASE("virtio-blk device: replacing real backends, on another image and on t
     CHECK(h.bytes(kData + 0x12000, 512) == b.original(100 * 512, 512));
     CHECK(h.irq.errors.empty());
 }
+
+}  // namespace unit_block_device_lifecycle_test

@@ -7,6 +7,10 @@
 
 #include "tests/unit/virtio/block/block_harness.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_block_device_queue_test {
+
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
 using namespace embervm::virtio::testing;
@@ -134,3 +138,5 @@ TEST_CASE("virtio-blk device: without EVENT_IDX: NO_INTERRUPT and NO_NOTIFY flag
     CHECK(h.used_idx() == 4);
     CHECK((h.ring->used_flags() & kUsedFlagNoNotify) == 0);
 }
+
+}  // namespace unit_block_device_queue_test

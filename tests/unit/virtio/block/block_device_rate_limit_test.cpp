@@ -8,6 +8,10 @@
 #include "tests/unit/virtio/block/block_harness.h"
 #include "tests/unit/virtio/fake_rate_limiter_clock.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_block_device_rate_limit_test {
+
 using namespace std::chrono_literals;
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
@@ -143,3 +147,5 @@ TEST_CASE("virtio-blk rate limiter: without a limit nothing is held back", "[vir
     CHECK(clock->timers[0]->arms == 0);
     CHECK(h.dev->counters().rate_limiter_throttled_events == 0);
 }
+
+}  // namespace unit_block_device_rate_limit_test

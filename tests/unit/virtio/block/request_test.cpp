@@ -9,6 +9,10 @@
 #include "tests/unit/virtio/block/block_harness.h"
 #include "virtio/block/request.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_request_test {
+
 using embervm::memory::GuestAddress;
 using namespace embervm::virtio;
 using namespace embervm::virtio::block;
@@ -388,3 +392,5 @@ TEST_CASE("parse_request: unknown request types are UNSUPP", "[virtio][block][re
     check_answered(p.parse(), r, type, blk_status::kUnsupp);
     CHECK(p.bytes(kData, 512) == std::vector<uint8_t>(512, 0x44));
 }
+
+}  // namespace unit_request_test

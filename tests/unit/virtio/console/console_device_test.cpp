@@ -26,6 +26,10 @@
 #include "vmm/sys/event_loop.h"
 #include "vmm/sys/eventfd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_console_device_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::virtio;
@@ -400,3 +404,5 @@ TEST_CASE("console: reset drops the chain in hand; the device works again afterw
     CHECK(h.guest_text(kBufs + 0x2000, 2) == "in");
     CHECK(h.irq.errors.empty());
 }
+
+}  // namespace unit_console_device_test

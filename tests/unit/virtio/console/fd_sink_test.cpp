@@ -18,6 +18,10 @@
 #include "virtio/console/fd_sink.h"
 #include "vmm/sys/fd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_fd_sink_test {
+
 using embervm::FileDescriptor;
 using embervm::virtio::console::FdConsoleSink;
 
@@ -82,3 +86,5 @@ TEST_CASE("console sink: a regular file is written at the offset it shares", "[v
     REQUIRE(::read(in.get(), content.data(), content.size()) == 14);
     CHECK(content == "uart hvc0 uart");
 }
+
+}  // namespace unit_fd_sink_test

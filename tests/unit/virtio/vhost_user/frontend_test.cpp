@@ -17,6 +17,10 @@
 #include "tests/unit/virtio/vhost_user/send_fd.h"
 #include "virtio/vhost_user/frontend.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_frontend_test {
+
 using namespace embervm::virtio::vhost_user;
 using embervm::FileDescriptor;
 using embervm::memory::GuestAddress;
@@ -263,3 +267,5 @@ TEST_CASE("vhost-user: a backend that misbehaves fails the request, never the pr
         CHECK_THROWS_WITH(f.connect(kAllProtocol), Catch::Contains("no reply to GET_FEATURES within 50 ms"));
     }
 }
+
+}  // namespace unit_frontend_test

@@ -7,6 +7,10 @@
 #include "tests/unit/virtio/vhost_user/recorded.h"
 #include "virtio/vhost_user/message.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_message_test {
+
 using namespace embervm::virtio::vhost_user;
 using embervm::test::vhost_user::from_hex;
 namespace rec = embervm::test::vhost_user;
@@ -158,3 +162,5 @@ TEST_CASE("vhost-user replies that break the protocol are refused", "[vhost_user
         CHECK_THROWS_AS(decode_vring_base_reply(r.header, r.payload, 0), ProtocolError);
     }
 }
+
+}  // namespace unit_message_test

@@ -21,6 +21,10 @@
 #include "virtio/vhost_user/vhost_user_device.h"
 #include "vmm/sys/eventfd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_vhost_user_blk_test {
+
 using namespace embervm::virtio;
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
@@ -346,3 +350,5 @@ TEST_CASE("vhost-user-blk: a pause stops the ring where the backend was; resume 
         CHECK_THROWS_WITH(restored->restore_state(bad), Catch::Contains("'config space'"));
     }
 }
+
+}  // namespace unit_vhost_user_blk_test

@@ -21,6 +21,10 @@
 #include "virtio/vhost_user/vhost_user_device.h"
 #include "vmm/sys/eventfd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_vhost_user_fs_test {
+
 using namespace embervm::virtio;
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
@@ -31,7 +35,6 @@ using embervm::virtio::testing::RingDriver;
 using embervm::virtio::vhost_user::FsOptions;
 using embervm::virtio::vhost_user::VhostUserDevice;
 
-extern char** environ;
 
 namespace {
 
@@ -67,7 +70,7 @@ public:
         // know would leave the daemon answering for a while.
         const char* argv[] = {kVirtiofsd, sock_arg.c_str(), "-o", source.c_str(), "-o", "cache=none",
                               "-o", "sandbox=chroot", "-o", "log_level=warn", nullptr};
-        REQUIRE(::posix_spawn(&pid_, kVirtiofsd, nullptr, nullptr, const_cast<char**>(argv), environ) == 0);
+        REQUIRE(::posix_spawn(&pid_, kVirtiofsd, nullptr, nullptr, const_cast<char**>(argv), ::environ) == 0);
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
         while (!listening(socket) && std::chrono::steady_clock::now() < deadline) {
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -253,3 +256,5 @@ TEST_CASE("virtio-fs: virtiofsd killed fails the device, not the caller", "[vhos
     CHECK_FALSE(dev->connected());
     CHECK_THROWS_WITH(dev->activate(d.activation(feature::kVersion1)), Catch::Contains("no connection"));
 }
+
+}  // namespace unit_vhost_user_fs_test

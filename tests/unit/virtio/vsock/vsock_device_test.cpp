@@ -30,6 +30,10 @@
 #include "vmm/sys/eventfd.h"
 #include "vmm/sys/fd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_vsock_device_test {
+
 using embervm::FileDescriptor;
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
@@ -655,3 +659,5 @@ TEST_CASE("vsock: a device reset closes every connection; the device works again
     REQUIRE(ps.size() == 1);
     CHECK(ps[0].h.op == op::kResponse);
 }
+
+}  // namespace unit_vsock_device_test

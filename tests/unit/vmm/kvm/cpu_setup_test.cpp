@@ -18,6 +18,10 @@
 #include "vmm/kvm/cpu_setup.h"
 #include "vmm/kvm/cpuid.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_cpu_setup_test {
+
 namespace vmm = embervm::vmm;
 using embervm::test::RealModeVm;
 
@@ -153,3 +157,5 @@ TEST_CASE("cpu setup: all vCPUs share one TSC even when created apart", "[kvm][c
         CHECK(tsc[i] <= last + slack);
     }
 }
+
+}  // namespace unit_cpu_setup_test

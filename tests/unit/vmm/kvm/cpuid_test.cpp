@@ -10,6 +10,10 @@
 
 #include "vmm/kvm/cpuid.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_cpuid_test {
+
 namespace vmm = embervm::vmm;
 
 namespace {
@@ -310,3 +314,5 @@ TEST_CASE("cpuid: no feature bit the supported table lacks (random tables)", "[c
         }
     }
 }
+
+}  // namespace unit_cpuid_test

@@ -7,6 +7,10 @@
 #include "insn_emulator_test_support.h"
 #include "vmm/kvm/insn_emulator.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_insn_emulator_memory_ops_test {
+
 using namespace embervm::vmm;
 using namespace embervm::vmm::insn_test;
 
@@ -269,3 +273,5 @@ TEST_CASE("cmpxchg8b uses the low halves of rdx:rax and rcx:rbx", "[insn_emulato
         CHECK(cpu.regs.rdx == 0x87654321);
     }
 }
+
+}  // namespace unit_insn_emulator_memory_ops_test

@@ -12,6 +12,10 @@
 #include "insn_emulator_test_support.h"
 #include "vmm/kvm/insn_emulator.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_insn_emulator_test {
+
 using namespace embervm::vmm;
 using namespace embervm::vmm::insn_test;
 
@@ -268,3 +272,5 @@ TEST_CASE("random bytes never escape the span or corrupt a refused state", "[ins
         }
     }
 }
+
+}  // namespace unit_insn_emulator_test

@@ -18,6 +18,10 @@
 #include "vmm/sys/eventfd.h"
 #include "vmm/sys/fd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_kvm_test {
+
 using embervm::Error;
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
@@ -270,3 +274,5 @@ TEST_CASE("kvm: 64-bit paging through KVM_TRANSLATE", "[kvm]") {
     CHECK_FALSE(vcpu->translate(0x402000));
     CHECK_FALSE(vcpu->translate(0x1000));
 }
+
+}  // namespace unit_kvm_test

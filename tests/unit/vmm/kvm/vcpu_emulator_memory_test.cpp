@@ -10,6 +10,10 @@
 #include "memory/guest_memory.h"
 #include "vmm/kvm/insn_emulator.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_vcpu_emulator_memory_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using namespace embervm::vmm;
@@ -110,3 +114,5 @@ TEST_CASE("VcpuEmulatorMemory translates page by page and splits at page boundar
         CHECK(ram.read_obj<uint64_t>(phys(0x1018)) == 0x6666);
     }
 }
+
+}  // namespace unit_vcpu_emulator_memory_test

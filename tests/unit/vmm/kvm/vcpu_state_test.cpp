@@ -22,6 +22,10 @@
 #include "vmm/kvm/vm_state.h"
 #include "vmm/sys/state_stream.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_vcpu_state_test {
+
 using embervm::StateReader;
 using embervm::StateWriter;
 using embervm::test::RealModeVm;
@@ -186,3 +190,5 @@ TEST_CASE("vcpu state: a decoded state with a bad layout or field is refused nam
                           "vcpu0: saved state field 'xsave': 100 bytes (an XSAVE area has 4096 to 65536)");
     }
 }
+
+}  // namespace unit_vcpu_state_test

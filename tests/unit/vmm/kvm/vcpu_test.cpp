@@ -15,6 +15,10 @@
 #include "tests/unit/vmm/kvm/real_mode_vm.h"
 #include "vmm/kvm/vcpu.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_vcpu_test {
+
 namespace vmm = embervm::vmm;
 using embervm::memory::GuestAddress;
 using embervm::test::RealModeVm;
@@ -220,3 +224,5 @@ TEST_CASE("vcpu: a triple fault ends the VM as a crash (status 3), once, with an
         CHECK(text.find("idt=0x0/0x0") != std::string::npos);
     }
 }
+
+}  // namespace unit_vcpu_test

@@ -17,6 +17,10 @@
 #include "vmm/snapshot/memory_file.h"
 #include "vmm/sys/fd.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_memory_file_test {
+
 using embervm::memory::GuestAddress;
 using embervm::memory::GuestMemory;
 using embervm::test::TempDir;
@@ -143,3 +147,5 @@ TEST_CASE("memory file: memory shared with a vhost-user backend is read into its
     std::filesystem::resize_file(path, 23 * kPageSize);
     CHECK_THROWS_WITH(map_memory_file(shared, path), Catch::Contains("the snapshot's guest memory is 98304 bytes"));
 }
+
+}  // namespace unit_memory_file_test

@@ -15,6 +15,10 @@
 #include "vmm/snapshot/snapshot_file.h"
 #include "vmm/sys/state_stream.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_snapshot_file_test {
+
 using embervm::StateWriter;
 using embervm::test::TempDir;
 using namespace embervm::snapshot;
@@ -193,3 +197,5 @@ TEST_CASE("snapshot file: written through a temporary file and read back; unread
     std::filesystem::resize_file(path, kMaxFileSize + 1);
     CHECK_THROWS_WITH(read_snapshot_file(path), Catch::Contains("is larger than a snapshot can be (64 MiB)"));
 }
+
+}  // namespace unit_snapshot_file_test

@@ -29,6 +29,10 @@
 #include "vmm/sys/fd.h"
 #include "vmm/sys/fd_passing.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_uffd_test {
+
 using embervm::Error;
 using embervm::FileDescriptor;
 using embervm::memory::GuestAddress;
@@ -264,3 +268,5 @@ TEST_CASE("uffd backend: pages the balloon gives back reach the handler as a rem
     reader.join();
     CHECK(seen == 0);
 }
+
+}  // namespace unit_uffd_test

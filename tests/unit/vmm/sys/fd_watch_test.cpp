@@ -10,6 +10,10 @@
 #include "vmm/sys/eventfd.h"
 #include "vmm/sys/fd_watch.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_fd_watch_test {
+
 namespace vmm = embervm::vmm;
 
 namespace {
@@ -117,3 +121,5 @@ TEST_CASE("FdWatch pause leaves the source unread until resume", "[fd_watch]") {
     CHECK(calls == 4);  // one readiness, one call, however many resumes
     CHECK(event.consume() == 0);
 }
+
+}  // namespace unit_fd_watch_test

@@ -21,6 +21,10 @@
 #include "vmm/sys/error.h"
 #include "vmm/sys/log.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_log_test {
+
 namespace elog = embervm::log;
 
 namespace {
@@ -195,3 +199,5 @@ TEST_CASE("log: open_output_file leaves regular files blocking and pipes non-blo
     CHECK((flags & O_NONBLOCK) != 0);
     close(reader);
 }
+
+}  // namespace unit_log_test

@@ -15,6 +15,10 @@
 
 #include "vmm/sys/loop_call.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_loop_call_test {
+
 namespace vmm = embervm::vmm;
 
 namespace {
@@ -73,3 +77,5 @@ TEST_CASE("LoopCaller: a call waiting for a loop that stopped fails when the loo
     CHECK_FALSE(caller.call([&] { ran = true; }));
     CHECK_FALSE(ran);
 }
+
+}  // namespace unit_loop_call_test

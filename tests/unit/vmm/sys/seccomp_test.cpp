@@ -27,6 +27,10 @@
 #include <string>
 #include <utility>
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_seccomp_test {
+
 namespace seccomp = embervm::seccomp;
 
 namespace {
@@ -232,3 +236,5 @@ TEST_CASE("seccomp: a forbidden call ends the process with SIGSYS and names the 
         CHECK(exited_0(r));
     }
 }
+
+}  // namespace unit_seccomp_test

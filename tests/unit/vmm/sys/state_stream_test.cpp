@@ -9,6 +9,10 @@
 
 #include "vmm/sys/state_stream.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_state_stream_test {
+
 using embervm::StateError;
 using embervm::StateReader;
 using embervm::StateWriter;
@@ -117,3 +121,5 @@ TEST_CASE("state stream: bad versions, sizes, booleans and trailing bytes are re
         REQUIRE_THROWS_WITH(r.expect_end(), Catch::Contains("1 unexpected bytes"));
     }
 }
+
+}  // namespace unit_state_stream_test

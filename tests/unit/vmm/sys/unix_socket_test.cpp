@@ -13,6 +13,10 @@
 #include "vmm/sys/fd.h"
 #include "vmm/sys/unix_socket.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_unix_socket_test {
+
 using embervm::FileDescriptor;
 
 namespace {
@@ -56,3 +60,5 @@ TEST_CASE("unix_socket: stale sockets go, live ones and other files stay", "[sys
     CHECK_NOTHROW(embervm::remove_stale_unix_socket(sock, "test"));
     CHECK_FALSE(exists(sock));
 }
+
+}  // namespace unit_unix_socket_test

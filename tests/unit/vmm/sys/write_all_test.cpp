@@ -17,6 +17,10 @@
 #include "vmm/sys/fd.h"
 #include "vmm/sys/write_all.h"
 
+// Everything of this file in a namespace of its own: the sanitizer build compiles the unit
+// tests as a unity build (several files in one translation unit).
+namespace unit_write_all_test {
+
 using embervm::FileDescriptor;
 using embervm::WhenFull;
 using embervm::write_all;
@@ -95,3 +99,5 @@ TEST_CASE("write_all: a reader that is gone is an error with errno", "[sys][writ
     CHECK_FALSE(ok);
     CHECK(err == EPIPE);
 }
+
+}  // namespace unit_write_all_test
