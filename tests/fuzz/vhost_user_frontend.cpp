@@ -123,9 +123,13 @@ void run_one(const uint8_t* data, size_t size) {
     const FileDescriptor backend(sv[1]);
     // The backend's whole stream goes out before the frontend starts (no second thread needed).
     const FileDescriptor attach(::eventfd(0, EFD_CLOEXEC));
-    while (!in.empty()) {
+    // Each sendmsg is a buffer of its own in the socket (about 1 KiB of send buffer however few
+    // its bytes; the default buffer, ~208 KiB, held 278 sends of 3 bytes, and the 279th blocked:
+    // nobody reads yet). So at most kMaxSends, the rest of the input in the last one.
+    constexpr size_t kMaxSends = 128;
+    for (size_t sends = 1; !in.empty(); sends++) {
         const uint8_t ctl = in.u8();
-        const auto chunk = in.bytes((ctl & 0x7f) == 0 ? 128 : (ctl & 0x7f));
+        const auto chunk = in.bytes(sends == kMaxSends ? in.remaining() : (ctl & 0x7f) == 0 ? 128 : (ctl & 0x7f));
         if (chunk.empty()) break;
         // The inputs are far smaller than the socket buffer: a short send is a harness bug.
         check(send_with_fd(backend.get(), chunk, (ctl & 0x80) != 0 ? attach.get() : -1) ==
