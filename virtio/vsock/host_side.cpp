@@ -43,15 +43,7 @@ FileDescriptor listen_at(const std::string& path) {
     if (path.size() + 11 >= sizeof(sockaddr_un::sun_path)) {
         throw Error(fmt::format("vsock socket {}: longer than {} bytes", path, sizeof(sockaddr_un::sun_path) - 12));
     }
-    remove_stale_unix_socket(path, "vsock");
-    FileDescriptor fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd) throw sys_error(fmt::format("vsock socket {}: socket", path));
-    const sockaddr_un addr = unix_address(path);
-    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-        throw sys_error(fmt::format("vsock socket {}: bind", path));
-    }
-    if (::listen(fd.get(), 128) != 0) throw sys_error(fmt::format("vsock socket {}: listen", path));
-    return fd;
+    return listen_unix_socket(path, "vsock", 128, std::nullopt, true);
 }
 
 // "CONNECT <port>" (the line without its newline): the port, or nullopt.

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "vmm/sys/error.h"
+#include "vmm/sys/fd.h"
 #include "vmm/sys/log.h"
 #include "vmm/sys/log_limiter.h"
 #include "vmm/sys/seccomp.h"
@@ -212,16 +213,12 @@ ApiServer::ApiServer(std::string socket_path, Handler handler, ApiServerOptions 
     if (path.size() >= sizeof(sockaddr_un::sun_path)) {
         throw Error(fmt::format("API socket {}: path longer than {} bytes", path, sizeof(sockaddr_un::sun_path) - 1));
     }
-    remove_stale_unix_socket(path, "API");
+    // Created 0600 (only the owner may drive the VM), and the path appears already listening.
+    FileDescriptor fd = listen_unix_socket(path, "API", asio::socket_base::max_listen_connections, 0600, false);
     boost::system::error_code ec;
-    impl_->acceptor.open(local(), ec);
-    if (!ec) {
-        const mode_t old = ::umask(0177);  // the socket is created 0600: only the owner may drive the VM
-        impl_->acceptor.bind(local::endpoint(path), ec);
-        ::umask(old);
-    }
-    if (!ec) impl_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    impl_->acceptor.assign(local(), fd.get(), ec);
     if (ec) throw Error(fmt::format("API socket {}: {}", path, ec.message()));
+    fd.release();
 }
 
 ApiServer::~ApiServer() { stop(); }

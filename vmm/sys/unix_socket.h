@@ -3,12 +3,15 @@
 // vsock device).
 #pragma once
 
+#include <sys/types.h>
 #include <sys/un.h>
 
 #include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "vmm/sys/fd.h"
 
 namespace embervm {
 
@@ -25,5 +28,15 @@ bool unix_socket_is_live(const std::string& path);
 // removed. A file that is not a socket, or a live socket, is an Error; so is a failed unlink
 // (with errno). Messages read "<what> socket <path>: ...".
 void remove_stale_unix_socket(const std::string& path, std::string_view what);
+
+// A listening Unix stream socket at `path` (SOCK_CLOEXEC, plus SOCK_NONBLOCK if `nonblocking`):
+// takes the path over as remove_stale_unix_socket does, then binds a temporary name in the same
+// directory, sets its permission bits to `mode` (when given; otherwise the umask decides),
+// listens, and only then renames it to `path`. So the path appears already listening: a client
+// that waits for the file and connects at once is never refused (binding `path` itself would
+// show the file before listen()). Should another process create `path` meanwhile, that is an
+// Error and its file stays. Messages read "<what> socket <path>: ...".
+FileDescriptor listen_unix_socket(const std::string& path, std::string_view what, int backlog,
+                                  std::optional<mode_t> mode, bool nonblocking);
 
 }  // namespace embervm
