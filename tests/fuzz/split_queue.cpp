@@ -53,14 +53,14 @@ public:
         for (const auto& r : mem.regions()) copies_.emplace_back(r.host_base(), r.host_base() + r.size());
     }
     // Takes guest memory as it is as the reference.
-    void sync() {
+    EMBERVM_FUZZ_HARNESS_LOOP void sync() {
         for (size_t i = 0; i < copies_.size(); i++) {
             const auto& r = mem_.regions()[i];
             std::copy(r.host_base(), r.host_base() + r.size(), copies_[i].begin());
         }
     }
     // The driver wrote `data` at `addr` (all of it inside guest memory): the same in the copy.
-    void driver_wrote(uint64_t addr, std::span<const uint8_t> data) {
+    EMBERVM_FUZZ_HARNESS_LOOP void driver_wrote(uint64_t addr, std::span<const uint8_t> data) {
         for (size_t k = 0; k < data.size(); k++) {
             const uint64_t a = addr + k;
             for (size_t i = 0; i < copies_.size(); i++) {
@@ -72,7 +72,7 @@ public:
     // Each byte that differs from the copy must satisfy `allowed(guest_address)`; the copy then
     // takes it.
     template <typename Allowed>
-    void check_writes(Allowed&& allowed) {
+    EMBERVM_FUZZ_HARNESS_LOOP void check_writes(Allowed&& allowed) {
         for (size_t i = 0; i < copies_.size(); i++) {
             const auto& r = mem_.regions()[i];
             if (std::equal(copies_[i].begin(), copies_[i].end(), r.host_base())) continue;
@@ -85,7 +85,7 @@ public:
         }
     }
     // What the driver had at [addr, addr + n) (inside guest memory).
-    std::vector<uint8_t> bytes(uint64_t addr, size_t n) const {
+    EMBERVM_FUZZ_HARNESS_LOOP std::vector<uint8_t> bytes(uint64_t addr, size_t n) const {
         std::vector<uint8_t> out(n);
         for (size_t k = 0; k < n; k++) {
             const uint64_t a = addr + k;

@@ -41,7 +41,7 @@ constexpr size_t kMaxInbound = 8;
 class FuzzNetBackend final : public NetBackend {
 public:
     int fd() const override { return event.fd(); }
-    ssize_t read_frame(std::span<const iovec> iov) override {
+    EMBERVM_FUZZ_HARNESS_LOOP ssize_t read_frame(std::span<const iovec> iov) override {
         if (read_error != 0) return read_error;
         if (inbound.empty()) {
             event.consume();
