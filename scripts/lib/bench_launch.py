@@ -39,6 +39,20 @@ class Fail(Exception):
     pass
 
 
+VMSTAT_KEYS = ("pgfault", "pgmajfault", "thp_fault_alloc", "compact_stall", "pgscan_direct", "pgfree")
+
+
+def vmstat():
+    """This kernel's /proc/vmstat counters named in VMSTAT_KEYS."""
+    out = {}
+    with open("/proc/vmstat") as f:
+        for line in f:
+            key, _, value = line.partition(" ")
+            if key in VMSTAT_KEYS:
+                out[key] = int(value)
+    return out
+
+
 def say(msg):
     print(f"bench-launch: {msg}", file=sys.stderr, flush=True)
 
@@ -498,6 +512,7 @@ def batch(trace, vmm, guest, via, mode, n):
             if m:
                 v["own_kvm_run_wall_ms"] = int(m.group(1)) / 1e3
                 v["own_kvm_run_cpu_ms"] = (int(m.group(2)) + int(m.group(3))) / 1e3
+                v["own_kvm_run_user_ms"], v["own_kvm_run_sys_ms"] = int(m.group(2)) / 1e3, int(m.group(3)) / 1e3
         # The trace's total (from the fork: getrusage counts the exec itself too) must be the
         # kernel's own; allow for rounding.
         if abs(v["total_cpu_ms_trace"] - v["total_cpu_ms_rusage"]) > max(5.0, 0.1 * v["total_cpu_ms_rusage"]):
@@ -581,12 +596,24 @@ def main():
                             continue  # the same as serial
                         for vmm in VMMS:
                             t = time.monotonic()
+                            before = vmstat()
                             s, vms = batch(trace, vmm, guest, via, mode, n)
+                            after = vmstat()
                             summaries.append(s)
                             all_vms += [dict(v, vmm=vmm, guest=guest, via=via, mode=mode, n=n) for v in vms]
                             say(f"{guest} {via} {mode} N={n} {vmm}: " + ", ".join(
                                 f"{label} {fmt(s.get(k))}" for k, label in COLUMNS if k in s)
                                 + f" ({time.monotonic() - t:.1f} s)")
+                            # Each launch's own user / sys CPU to its first KVM_RUN: which of the
+                            # two an outlier spent (the medians hide it).
+                            split = [f"{fmt(v['own_kvm_run_user_ms'])}/{fmt(v['own_kvm_run_sys_ms'])}"
+                                     for v in vms if "own_kvm_run_user_ms" in v]
+                            if split:
+                                say(f"  own CPU to the first KVM_RUN per launch, user/sys ms: {', '.join(split)}")
+                            # The kernel's memory work during the batch (a first touch of memory
+                            # can cost far more under nested KVM than the VMM's own work).
+                            say("  kernel during the batch: " + ", ".join(
+                                f"{k} +{after.get(k, 0) - before.get(k, 0)}" for k in VMSTAT_KEYS))
     finally:
         trace.close()
     load = open("/proc/loadavg").read().split()[:3]
