@@ -209,10 +209,6 @@ ApiServer::ApiServer(std::string socket_path, Handler handler, ApiServerOptions 
     impl_->handler = std::move(handler);
     impl_->options = options;
     const std::string& path = impl_->path;
-    if (path.empty()) throw Error("API socket: empty path");
-    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
-        throw Error(fmt::format("API socket {}: path longer than {} bytes", path, sizeof(sockaddr_un::sun_path) - 1));
-    }
     // Created 0600 (only the owner may drive the VM), and the path appears already listening.
     FileDescriptor fd = listen_unix_socket(path, "API", asio::socket_base::max_listen_connections, 0600, false);
     boost::system::error_code ec;
