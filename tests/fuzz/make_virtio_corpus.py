@@ -456,6 +456,99 @@ def mmio_seeds(out):
 
 
 # ---------------------------------------------------------------------------------------------
+# pci_transport: two functions (each: the device choice as in mmio_transport), then operations
+# (tests/fuzz/pci_transport.cpp), each naming the function first. Function 0's rings at
+# q * 0x1000, function 1's from 0x8000; buffers at 0x4000-0x7fff and from 0xe000.
+def pci_seeds(out):
+    def negotiate(e, f, mask=0xffffffffffffffff):
+        return e.u8(5).u8(f).u64(mask)
+
+    def setup(e, f, q, vector, size_log2=4):
+        return e.u8(6).u8(f).u8(q).u8(size_log2).u8(vector)
+
+    def driver_ok(e, f, config_vector):
+        return e.u8(7).u8(f).u8(config_vector)
+
+    def act(e, f, q):
+        return e.u8(8).u8(f).u8(q)
+
+    def notify(e, f, q):
+        return e.u8(10).u8(f).u8(q).u8(1).u8(1).u8(1)  # at the queue's address, 2 bytes, value q
+
+    def vector(e, f, index, data, unmask=True):
+        return e.u8(11).u8(f).u8(index).u8(0).u32(data).u8(1 if unmask else 0).raw(b'' if unmask else b'\1\0\0\0')
+
+    def msix_control(e, f, bits):  # bits: 2 = enable, 3 = enable + function mask
+        return e.u8(12).u8(f).u8(0).u8(bits)
+
+    def reads(e, f):
+        return e.u8(14).u8(f).u8(0).u8(2)
+
+    # virtio-blk (function 0) with MSI-X: vectors, enable, negotiate, a queue on vector 0,
+    # DRIVER_OK, one read, the ISR, then a reset through the status field.
+    e = Enc().u8(0).u8(2).u8(63).u8(1).u8(0)
+    vector(e, 0, 0, 0x30)
+    vector(e, 0, 1, 0x31)
+    msix_control(e, 0, 2)
+    negotiate(e, 0)
+    setup(e, 0, 0, 0)
+    driver_ok(e, 0, 1)
+    act(e, 0, 0)
+    blk_header(e, 0, 1)
+    act(e, 0, 0).chain([(HDR, 16, False), (0x5000, 512, True), (STATUS, 1, True)])
+    notify(e, 0, 0)
+    reads(e, 0)
+    e.u8(0).u8(0).u8(4).u64(0)  # common config: device_status 0 (reset)
+    write(out, 'pci_transport', 'blk-read-msix', e)
+
+    # virtio-balloon (function 0) and virtio-net (function 1): both set up, a transmit on the
+    # net function with MSI-X off (ISR only), an inflate on the balloon with its vector masked.
+    e = Enc().u8(2).u8(2).u8(8).u8(1).u8(0)
+    negotiate(e, 1)
+    setup(e, 1, 0, 0)
+    setup(e, 1, 1, 1)
+    driver_ok(e, 1, 2)
+    act(e, 1, 1).chain([(0xe000, 12 + 60, False)])
+    notify(e, 1, 1)
+    reads(e, 1)
+    vector(e, 0, 0, 0x40, unmask=False)
+    msix_control(e, 0, 2)
+    negotiate(e, 0)
+    for q in range(3):
+        setup(e, 0, q, q)
+    driver_ok(e, 0, 3)
+    act(e, 0, 0).poke(0x4000, struct.pack('<2I', 0x10, 0x11))
+    act(e, 0, 0).chain([(0x4000, 8, False)])
+    notify(e, 0, 0)
+    vector(e, 0, 0, 0x40)  # unmasked now: the pending interrupt goes out
+    write(out, 'pci_transport', 'balloon-net', e)
+
+    # Configuration space: the BAR moved (memory decoding off and on), sized, through ports and
+    # ECAM; then a negotiation at the new place.
+    e = Enc().u8(0).u8(0).u8(7).u8(0).u8(1).u8(3)
+    e.u8(13).u8(0).u8(0).u16(0)                  # command: memory space off
+    e.u8(13).u8(0).u8(1).u8(0).u8(0x20)          # BAR 0 to window + 0x20000
+    e.u8(13).u8(0).u8(0).u16(6)                  # memory space and bus master on
+    e.u8(13).u8(1).u8(2).u8(0).u32(0xc0000000)   # function 1: BAR sizing, then over function 0's old place
+    e.u8(3).u8(1).u8(0).u8(1).u8(0).u8(0).u8(4).u8(2).u8(1)   # latch 00:01.0 reg 0, 4-byte data read (IDs)
+    e.u8(4).u8(0).u8(2).u8(0).u16(0x40).u8(0).u8(1)         # ECAM 00:02.0, byte read at 0x40
+    negotiate(e, 0)
+    write(out, 'pci_transport', 'bar-moves', e)
+
+    # Bad values: a queue vector out of range, DRIVER_OK with a queue outside memory, a function
+    # mask, a notification of a queue that does not exist and one at an odd address.
+    e = Enc().u8(1).u8(0).u8(0).u8(2).u8(4)
+    msix_control(e, 0, 3)
+    negotiate(e, 0)
+    e.u8(6).u8(0).u8(0).u8(4).u8(0xff).u16(0x7ff)  # queue 0 on vector 0x7ff
+    e.u8(0).u8(0).u8(9).u64(0xfffffffffffff000)     # queue_desc outside memory
+    driver_ok(e, 0, 0)
+    e.u8(10).u8(0).u8(2).u8(1).u8(1).u8(1)
+    e.u8(10).u8(0).u8(0).u8(0).u8(3).u8(2).u8(0).u32(0xffff)
+    write(out, 'pci_transport', 'bad-values', e)
+
+
+# ---------------------------------------------------------------------------------------------
 # virtio_vsock: steps 0 guest packet, 3 receive buffer, 4 kick, 5 host connect, 6 host write,
 # 7 host close, 9 reset, 11 run the loop (tests/fuzz/virtio_vsock.cpp).
 VS_SERVICE, VS_HOST_PORT, VS_GUEST_PORT = 0, 1, 2
@@ -528,6 +621,7 @@ def main():
     net_seeds(out)
     balloon_seeds(out)
     mmio_seeds(out)
+    pci_seeds(out)
     vsock_seeds(out)
 
 

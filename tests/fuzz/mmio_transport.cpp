@@ -8,20 +8,15 @@
 // Oracles besides the sanitizers and the guard pages: the identification registers never
 // change; an activated device has FEATURES_OK and DRIVER_OK, features accepted within those
 // offered (with VERSION_1), and only valid ready queues.
-#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "devices/irq.h"
+#include "tests/fuzz/transport_devices.h"
 #include "tests/fuzz/virtio_fuzz.h"
-#include "tests/unit/virtio/fake_block_backend.h"
-#include "virtio/balloon/balloon_device.h"
-#include "virtio/block/block_device.h"
 #include "virtio/mmio_transport.h"
-#include "virtio/net/net_device.h"
-#include "vmm/sys/eventfd.h"
 
 using embervm::fuzz::check;
 using embervm::fuzz::FuzzInput;
@@ -35,27 +30,6 @@ class CountingIrq final : public embervm::devices::IrqLine {
 public:
     void trigger() override { ++count; }
     uint64_t count = 0;
-};
-
-// Takes every frame; never has one to deliver.
-class SinkNetBackend final : public net::NetBackend {
-public:
-    int fd() const override { return event_.fd(); }
-    ssize_t read_frame(std::span<const iovec>) override { return -EAGAIN; }
-    ssize_t write_frame(std::span<const iovec> iov) override {
-        size_t n = 0;
-        for (const iovec& v : iov) {
-            check(embervm::fuzz::device_memory().host_inside(v.iov_base, v.iov_len), "transmitted frame outside guest memory");
-            n += v.iov_len;
-        }
-        return static_cast<ssize_t>(n);
-    }
-    uint64_t supported_offload_features() const override { return net::net_feature::kCsum | net::net_feature::kGuestCsum; }
-    void set_offloads(uint64_t) override {}
-    std::string name() const override { return "sink0"; }
-
-private:
-    embervm::vmm::EventFd event_;
 };
 
 // The registers a driver writes, so that a one-byte choice names a meaningful one.
@@ -72,7 +46,7 @@ public:
     TransportFuzzer(const embervm::memory::GuestMemory& mem, FuzzInput& input) : mem_(mem), in_(input) {}
 
     void run() {
-        auto device = make_device();
+        auto device = embervm::fuzz::make_transport_device(in_, &fake_block_);
         irq_ = std::make_shared<CountingIrq>();
         transport_ = std::make_unique<MmioTransport>(mem_, device, irq_);
         for (uint16_t q = 0; q < transport_->num_queues(); q++) rings_.emplace_back(mem_, q);
@@ -84,34 +58,6 @@ public:
     }
 
 private:
-    std::shared_ptr<VirtioDevice> make_device() {
-        switch (in_.below(3)) {
-            case 0: {
-                const uint8_t opts = in_.u8();
-                auto fake = std::make_unique<embervm::virtio::testing::FakeBlockBackend>(
-                    (1 + in_.u8() % 64) * block::kSectorSize, (opts & 1) != 0);
-                fake_block_ = fake.get();
-                return std::make_shared<block::BlockDevice>(std::move(fake),
-                                                            block::BlockDeviceOptions{"mmio0", (opts & 1) != 0, (opts & 2) != 0});
-            }
-            case 1: {
-                net::NetDeviceOptions o;
-                o.id = "eth0";
-                if (in_.flag()) o.mtu = in_.u16();
-                return std::make_shared<net::NetDevice>(std::make_unique<SinkNetBackend>(), o);
-            }
-            default: {
-                const uint8_t opts = in_.u8();
-                balloon::BalloonOptions o;
-                o.amount_mib = in_.u8();
-                o.deflate_on_oom = (opts & 1) != 0;
-                o.stats_polling_interval_s = (opts & 2) != 0 ? 1 : 0;
-                o.free_page_reporting = (opts & 4) != 0;
-                return std::make_shared<balloon::BalloonDevice>(o);
-            }
-        }
-    }
-
     uint32_t read32(uint64_t offset) {
         uint8_t b[4] = {};
         transport_->read(offset, b);
@@ -190,12 +136,7 @@ private:
                 write32(mmio::kQueueNotify, static_cast<uint32_t>(in_.below(rings_.size() + 1)));
                 break;
             default:
-                if (fake_block_ != nullptr && in_.flag()) {
-                    // A full or failing backend (never one that holds requests: a reset waits
-                    // for those, and nothing here would complete them).
-                    fake_block_->depth = 1 + in_.below(4);
-                    fake_block_->fail_with = in_.flag() ? -EIO : 0;
-                } else {
+                if (!embervm::fuzz::vary_block_backend(in_, fake_block_)) {
                     write32(mmio::kInterruptAck, read32(mmio::kInterruptStatus));
                     transport_->raise_used_again();
                     transport_->used_interrupt_pending_since();
