@@ -278,11 +278,13 @@ private:
                         config_write(f, pci::reg::kBar0 + 4, 4, to >> 32);
                         break;
                     }
-                    default:  // BAR sizing: all ones, read back, then any value
-                        config_write(f, static_cast<uint16_t>(pci::reg::kBar0 + 4 * in_.below(6)), 4, 0xffffffff);
-                        config_read(f, pci::reg::kBar0, 4);
-                        config_write(f, pci::reg::kBar0, 4, in_.u32());
+                    default: {  // BAR sizing: all ones, read back, then any value
+                        const auto bar = static_cast<uint16_t>(pci::reg::kBar0 + 4 * in_.below(6));
+                        config_write(f, bar, 4, 0xffffffff);
+                        config_read(f, bar, 4);
+                        config_write(f, bar, 4, in_.u32());
                         break;
+                    }
                 }
                 break;
             }
